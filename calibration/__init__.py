@@ -1,0 +1,1 @@
+"""Calibration procedures that lab engineers run (drivers + dsp + qkd_hw core)."""

@@ -1,0 +1,1 @@
+"""Instrument drivers (one module per instrument model) and their protocol-level emulators."""

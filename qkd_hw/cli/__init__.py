@@ -1,0 +1,1 @@
+"""The ``qkd-hw`` command line: one entry point, one module per subcommand."""

@@ -1,0 +1,16 @@
+"""`qkd-hw keyrate` (placeholder until its owner lands it)."""
+
+from __future__ import annotations
+
+import argparse
+
+from qkd_hw.errors import QkdHwError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("keyrate", help="(not yet available)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    raise QkdHwError("'keyrate' is not implemented yet")
