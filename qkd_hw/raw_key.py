@@ -1,0 +1,213 @@
+"""Raw-key hand-off file (DSP output, post-processing input); spec "Raw key hand-off".
+
+Layout: root attrs ``format = "qkd-raw-key"``, ``format_version = 1``;
+``/estimates`` attributes (parameter estimates, numbers); datasets
+``/bob/symbols`` complex64 [n], ``/bob/tx_index`` int64 [n], ``/pe/tx_index``
+int64 [m].
+
+The file holds key material: it is created with mode 0600 from its first
+instant (never chmod'ed afterwards), written under a temporary name and
+renamed when complete (:mod:`qkd_hw.atomic`). Symbol values never appear in
+a log line or an error message (only indices and counts do).
+
+Checks (writer and reader alike):
+
+* ``/estimates`` holds at least :data:`REQUIRED_ESTIMATES` (the spec's list),
+  every value a finite real number (a NaN estimate must not reach
+  post-processing: the DSP fails instead of handing it over);
+* ``/bob/symbols`` complex64 (complex128 accepted on read and converted),
+  1-D, non-empty, finite; ``/bob/tx_index`` int64, same length;
+* ``/pe/tx_index`` int64, 1-D, may be empty;
+* indices are >= 0, unique within each dataset, and the two sets are
+  disjoint (the key symbols are the ones NOT disclosed).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from qkd_hw._h5check import (
+    attr_number,
+    attr_str,
+    attr_where,
+    check_1d,
+    check_range,
+    fail,
+    get_dataset,
+    get_group,
+    open_h5,
+    wrap_h5,
+)
+from qkd_hw.atomic import AtomicFile
+from qkd_hw.errors import TraceFormatError
+
+__all__ = ["RAW_KEY_FORMAT", "RAW_KEY_VERSION", "REQUIRED_ESTIMATES", "RawKey", "read_raw_key",
+           "write_raw_key"]
+
+RAW_KEY_FORMAT = "qkd-raw-key"
+RAW_KEY_VERSION = 1
+KEY_FILE_MODE = 0o600
+REQUIRED_ESTIMATES: tuple[str, ...] = (
+    "transmittance",
+    "excess_noise_snu",
+    "electronic_noise_snu",
+    "t_eff",
+    "snr",
+    "key_rate_bits_per_symbol",
+)
+
+
+@dataclass(frozen=True, repr=False)
+class RawKey:
+    """Bob's raw key and the parameter estimates that go with it."""
+
+    estimates: Mapping[str, float]
+    bob_symbols: np.ndarray  # complex64 [n]
+    bob_tx_index: np.ndarray  # int64 [n]
+    pe_tx_index: np.ndarray  # int64 [m]
+
+    def __repr__(self) -> str:  # never print key material
+        return (f"RawKey(n={self.bob_symbols.shape[0]}, m={self.pe_tx_index.shape[0]}, "
+                f"estimates={dict(self.estimates)!r})")
+
+
+def _check_estimates(file: Path, est: Mapping[str, float]) -> dict[str, float]:
+    missing = [k for k in REQUIRED_ESTIMATES if k not in est]
+    if missing:
+        raise fail(file, "/estimates", f"missing required estimates {missing}")
+    out: dict[str, float] = {}
+    for k, v in est.items():
+        where = attr_where("/estimates", k)
+        if isinstance(v, bool | np.bool_) or not isinstance(v, int | float | np.integer |
+                                                            np.floating):
+            raise fail(file, where, f"expected a real number, got {type(v).__name__}")
+        out[k] = check_range(file, where, float(v))
+    return out
+
+
+def _check_indices(file: Path, bob: np.ndarray, pe: np.ndarray) -> None:
+    for where, idx in (("/bob/tx_index", bob), ("/pe/tx_index", pe)):
+        if idx.size and int(idx.min()) < 0:
+            raise fail(file, where, f"negative index {int(idx.min())}")
+        srt = idx if idx.size < 2 or bool((np.diff(idx) > 0).all()) else np.sort(idx)
+        if srt is not idx:
+            dup = np.flatnonzero(srt[1:] == srt[:-1])
+            if dup.size:
+                raise fail(file, where, f"index {int(srt[dup[0]])} appears more than once")
+        if where == "/pe/tx_index":
+            pe_sorted = srt
+    if pe.size and bob.size:
+        pos = np.clip(np.searchsorted(pe_sorted, bob), 0, pe_sorted.size - 1)
+        both = pe_sorted[pos] == bob
+        if both.any():
+            raise fail(file, "/bob/tx_index", f"{int(both.sum())} indices also in /pe/tx_index "
+                       f"(first {int(bob[np.argmax(both)])}); key symbols must not be disclosed")
+
+
+def _as_index(file: Path, where: str, a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim != 1:
+        raise fail(file, where, f"must be 1-D, got shape {a.shape}")
+    if a.dtype.kind not in "iu" and not (a.size == 0 and a.dtype.kind == "f"):
+        raise fail(file, where, f"must be integer (int64), got dtype {a.dtype}")
+    if a.dtype.kind == "u" and a.size and int(a.max()) > np.iinfo(np.int64).max:
+        raise fail(file, where, "index beyond int64 range")
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _as_symbols(file: Path, a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim != 1:
+        raise fail(file, "/bob/symbols", f"must be 1-D, got shape {a.shape}")
+    if a.dtype.kind != "c":
+        raise fail(file, "/bob/symbols", f"must be complex64, got dtype {a.dtype}")
+    if a.size == 0:
+        raise fail(file, "/bob/symbols", "is empty (0 symbols)")
+    out = np.ascontiguousarray(a, dtype=np.complex64)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        raise fail(file, "/bob/symbols", f"{int(bad.sum())} non-finite symbols, first at index "
+                                         f"{int(np.argmax(bad))}")
+    return out
+
+
+def write_raw_key(path: str | os.PathLike[str], raw: RawKey, *, overwrite: bool = True) -> None:
+    """Write ``raw`` to ``path``: validated, mode 0600 from creation, atomic."""
+    file = Path(path)
+    est = _check_estimates(file, raw.estimates)
+    sym = _as_symbols(file, raw.bob_symbols)
+    bob = _as_index(file, "/bob/tx_index", raw.bob_tx_index)
+    pe = _as_index(file, "/pe/tx_index", raw.pe_tx_index)
+    if bob.shape[0] != sym.shape[0]:
+        raise fail(file, "/bob/tx_index", f"length {bob.shape[0]} differs from /bob/symbols "
+                                          f"length {sym.shape[0]}")
+    _check_indices(file, bob, pe)
+    try:
+        atomic = AtomicFile(file, mode=KEY_FILE_MODE, overwrite=overwrite)
+    except OSError as exc:
+        raise TraceFormatError(f"{file}: cannot create raw-key file: {exc}") from exc
+    try:
+        with h5py.File(atomic.tmp_path, "w") as f:
+            f.attrs["format"] = RAW_KEY_FORMAT
+            f.attrs["format_version"] = np.int64(RAW_KEY_VERSION)
+            g = f.create_group("estimates")
+            for k, v in est.items():
+                g.attrs[k] = v
+            b = f.create_group("bob")
+            b.create_dataset("symbols", data=sym)
+            b.create_dataset("tx_index", data=bob)
+            f.create_group("pe").create_dataset("tx_index", data=pe)
+        atomic.commit()
+    except BaseException as exc:
+        atomic.abort()
+        if isinstance(exc, OSError | ValueError | RuntimeError | TypeError):
+            raise TraceFormatError(f"{file}: writing raw key failed: {exc}") from exc
+        raise
+
+
+def read_raw_key(path: str | os.PathLike[str]) -> RawKey:
+    """Read and validate a raw-key file (format, version, estimates, datasets, indices)."""
+    file, f = open_h5(path, kind=RAW_KEY_FORMAT)
+    with f:
+        fmt = attr_str(file, f, "format", obj_name="/")
+        if fmt != RAW_KEY_FORMAT:
+            raise fail(file, attr_where("/", "format"), f"expected {RAW_KEY_FORMAT!r}, got {fmt!r}")
+        ver = attr_number(file, f, "format_version", obj_name="/", integer=True)
+        if ver != RAW_KEY_VERSION:
+            raise fail(file, attr_where("/", "format_version"),
+                       f"unsupported version {ver!r}; this reader handles {RAW_KEY_FORMAT} "
+                       f"version {RAW_KEY_VERSION}")
+        g = get_group(file, f, "estimates")
+        with wrap_h5(file, "/estimates"):
+            names = list(g.attrs)
+        est = {k: attr_number(file, g, k) for k in names}
+        _check_estimates(file, est)
+        bob_g = get_group(file, f, "bob")
+        pe_g = get_group(file, f, "pe")
+        arrays = {}
+        for where, grp, name, kinds in (("/bob/symbols", bob_g, "symbols", "c"),
+                                        ("/bob/tx_index", bob_g, "tx_index", "iu"),
+                                        ("/pe/tx_index", pe_g, "tx_index", "iu")):
+            ds = get_dataset(file, grp, name)
+            check_1d(file, ds, allow_empty=where == "/pe/tx_index")
+            with wrap_h5(file, where):
+                dt = ds.dtype
+            if dt.kind not in kinds or (dt.kind == "c" and dt.itemsize not in (8, 16)):
+                want = "complex64" if kinds == "c" else "int64"
+                raise fail(file, where, f"dtype must be {want}, got {dt}")
+            with wrap_h5(file, f"{where} (read failed: damaged file?)"):
+                arrays[where] = ds[()]
+    sym = _as_symbols(file, arrays["/bob/symbols"])
+    bob = _as_index(file, "/bob/tx_index", arrays["/bob/tx_index"])
+    pe = _as_index(file, "/pe/tx_index", arrays["/pe/tx_index"])
+    if bob.shape[0] != sym.shape[0]:
+        raise fail(file, "/bob/tx_index", f"length {bob.shape[0]} differs from /bob/symbols "
+                                          f"length {sym.shape[0]}")
+    _check_indices(file, bob, pe)
+    return RawKey(estimates=est, bob_symbols=sym, bob_tx_index=bob, pe_tx_index=pe)

@@ -1,0 +1,873 @@
+"""Recorded-trace I/O: the HDF5 format of ``shared/spec/trace-format.md``, version 1.
+
+:class:`TraceReader` opens a recording, validates every required part of it
+once (format name and version, datasets, dtypes, shapes, attributes with
+their types and ranges) and then streams the ADC captures in chunks.
+:class:`TraceWriter` writes a recording in a streaming way to a temporary
+name and renames it when complete. Every problem with a file is one
+:class:`~qkd_hw.errors.TraceFormatError` that names the file, the
+dataset/attribute and the offending value; h5py errors never escape, also not
+those that only show up while reading chunks of a damaged file.
+
+Decisions (the spec leaves them open):
+
+* ``/tx/symbols``: complex64 as the spec says; complex128 is accepted too
+  (numpy's default complex type, what a generator writes when it forgets to
+  cast) and returned as complex64. Symbols are O(1..10) SNU, float32's 1e-7
+  relative precision is far below any noise in the link.
+* Non-finite values never leave the reader: :meth:`TraceReader.symbols` and,
+  for float32 captures, :meth:`TraceReader.read` / :meth:`TraceReader.iter_chunks`
+  check every array they return (``np.isfinite``, memory-bandwidth cheap) and
+  raise TraceFormatError with the first bad index (never the values). Opening
+  does not scan the data (a recording may be 20 GB); :meth:`TraceReader.verify`
+  does, for ``qkd-hw info --verify``. So the DSP never needs a NaN check of
+  its own on recorded data.
+* Frequencies (signal, pilots) must lie in ``[0, sample_rate_hz/2]``, the
+  symbol rate in ``(0, sample_rate_hz)``, ``pilot_frequencies_hz[0]`` must
+  equal ``pilot_frequency_hz`` to 1e-6 relative (float32 storage), pilots are
+  distinct. ``volts_per_code`` may differ between the three captures (it is
+  per dataset); the sample rate may not (1e-9 relative).
+* ``start``/``stop`` of the read methods are strict: ``0 <= start <= stop <= length``
+  (no clamping, no negative indices); a request beyond the end is a bug and is
+  reported as ``ValueError``, not silently shortened.
+* ADC arrays are returned in native byte order with the stored kind and size
+  (a big-endian int16 file reads as native int16).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+
+from qkd_hw import __version__
+from qkd_hw._h5check import (
+    attr_number,
+    attr_str,
+    attr_to_python,
+    attr_where,
+    check_1d,
+    check_range,
+    fail,
+    get_dataset,
+    get_group,
+    open_h5,
+    short_repr,
+    wrap_h5,
+)
+from qkd_hw.atomic import AtomicFile
+from qkd_hw.errors import TraceFormatError
+from qkd_hw.raw_key import RawKey, read_raw_key, write_raw_key
+
+__all__ = [
+    "ADC_DATASETS",
+    "ADC_DTYPES",
+    "DETECTIONS",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "AdcInfo",
+    "Detection",
+    "RawKey",
+    "TraceReader",
+    "TraceWriter",
+    "Truth",
+    "TxInfo",
+    "read_raw_key",
+    "read_truth",
+    "read_truth_dataset",
+    "write_raw_key",
+]
+
+FORMAT_NAME = "qkd-trace"
+FORMAT_VERSION = 1
+Detection = Literal["heterodyne", "homodyne"]
+DETECTIONS: tuple[str, ...] = ("heterodyne", "homodyne")
+ADC_DATASETS: tuple[str, ...] = ("signal", "shot_noise", "electronic_noise")
+ADC_DTYPES: tuple[np.dtype, ...] = (np.dtype("int16"), np.dtype("int8"), np.dtype("float32"))
+SYMBOL_DTYPES: tuple[np.dtype, ...] = (np.dtype("complex64"), np.dtype("complex128"))
+TRUTH_FIELDS = (
+    "transmittance",
+    "excess_noise_snu",
+    "electronic_noise_snu",
+    "frequency_offset_hz",
+    "linewidth_hz",
+    "delay_samples",
+    "t_eff",
+)
+_REL_TOL_RATE = 1e-9   # sample rates of the three captures must agree to this
+_REL_TOL_PILOT = 1e-6  # pilot_frequencies_hz[0] vs pilot_frequency_hz (float32 storage)
+# libhdf5 chunk cache per dataset: a chunk straddling two of our reads stays cached, so a
+# compressed chunk is decompressed once (raised per dataset to 2 chunks when chunks are larger)
+_CHUNK_CACHE_BYTES = 16 << 20
+_CHUNK_CACHE_SLOTS = 10007  # prime, >> chunks that fit
+
+
+@dataclass(frozen=True)
+class TxInfo:
+    """What Alice sent (``/tx``), known to Bob after the classical exchange."""
+
+    symbol_rate_hz: float
+    rolloff: float
+    signal_frequency_hz: float
+    pilot_frequencies_hz: tuple[float, ...]  # >= 1 entry; [0] is pilot_frequency_hz
+    modulation_variance_snu: float
+    efficiency: float
+    detection: Detection
+    n_symbols: int  # len(/tx/symbols); TraceWriter: 0 = not checked
+
+    @property
+    def pilot_frequency_hz(self) -> float:
+        return self.pilot_frequencies_hz[0]
+
+
+@dataclass(frozen=True)
+class AdcInfo:
+    """One ADC capture (``/adc/<name>``)."""
+
+    name: str  # "signal" | "shot_noise" | "electronic_noise"
+    length: int
+    dtype: np.dtype  # int16 | int8 | float32 (native byte order)
+    sample_rate_hz: float
+    volts_per_code: float
+    chunks: tuple[int, ...] | None = None  # HDF5 chunk shape, None if contiguous
+    compression: str | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return self.length / self.sample_rate_hz
+
+
+@dataclass(frozen=True)
+class Truth:
+    """Ground truth of a simulated recording (``/truth``); tests and benchmarks only."""
+
+    transmittance: float
+    excess_noise_snu: float
+    electronic_noise_snu: float
+    frequency_offset_hz: float
+    linewidth_hz: float
+    delay_samples: float
+    t_eff: float
+    extra: Mapping[str, Any] = field(default_factory=dict)  # any other /truth attrs
+
+
+# ----------------------------------------------------------------------------- validation
+def _check_tx_values(
+    file: Path, tx: Mapping[str, Any], sample_rate_hz: float, *, where: str = "/tx"
+) -> None:
+    """Range checks of the /tx parameters; shared by reader and writer."""
+    nyq = sample_rate_hz / 2.0
+
+    def w(name: str) -> str:
+        return attr_where(where, name)
+
+    check_range(file, w("symbol_rate_hz"), tx["symbol_rate_hz"], gt=0.0, lt=sample_rate_hz,
+                what=f"(sample rate {sample_rate_hz:g} Hz)")
+    check_range(file, w("rolloff"), tx["rolloff"], ge=0.0, le=1.0)
+    check_range(file, w("modulation_variance_snu"), tx["modulation_variance_snu"], gt=0.0)
+    check_range(file, w("efficiency"), tx["efficiency"], gt=0.0, le=1.0)
+    check_range(file, w("signal_frequency_hz"), tx["signal_frequency_hz"], ge=0.0, le=nyq,
+                what=f"(Nyquist {nyq:g} Hz)")
+    pilots = tx["pilot_frequencies_hz"]
+    if len(pilots) == 0:
+        raise fail(file, w("pilot_frequencies_hz"), "must hold at least one frequency")
+    for i, f in enumerate(pilots):
+        check_range(file, w(f"pilot_frequencies_hz[{i}]" if i else "pilot_frequency_hz"), f,
+                    ge=0.0, le=nyq, what=f"(Nyquist {nyq:g} Hz)")
+    if len(set(pilots)) != len(pilots):
+        raise fail(file, w("pilot_frequencies_hz"), f"pilot frequencies repeat: {list(pilots)}")
+    det = tx["detection"]
+    if det not in DETECTIONS:
+        raise fail(file, w("detection"),
+                   f"must be one of {list(DETECTIONS)}, got {short_repr(det)}")
+
+
+def _check_adc_dtype(file: Path, where: str, dtype: np.dtype) -> np.dtype:
+    native = dtype.newbyteorder("=") if dtype.byteorder not in ("=", "|") else dtype
+    for allowed in ADC_DTYPES:
+        if native.kind == allowed.kind and native.itemsize == allowed.itemsize:
+            return allowed
+    raise fail(file, where, f"dtype must be one of {[str(d) for d in ADC_DTYPES]}, got {dtype}")
+
+
+def _check_symbol_dtype(file: Path, where: str, dtype: np.dtype) -> np.dtype:
+    for allowed in SYMBOL_DTYPES:
+        if dtype.kind == allowed.kind and dtype.itemsize == allowed.itemsize:
+            return allowed
+    raise fail(file, where, f"dtype must be complex64 (or complex128), got {dtype}")
+
+
+def _check_created_utc(file: Path, value: str) -> None:
+    try:
+        datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise fail(file, attr_where("/", "created_utc"),
+                   f"not an ISO 8601 timestamp: {short_repr(value)}") from exc
+
+
+def _check_format(file: Path, root: h5py.Group, name: str, version: int) -> None:
+    fmt = attr_str(file, root, "format", obj_name="/")
+    if fmt != name:
+        raise fail(file, attr_where("/", "format"), f"expected {name!r}, got {short_repr(fmt)}")
+    ver = attr_number(file, root, "format_version", obj_name="/", integer=True)
+    if ver != version:
+        raise fail(file, attr_where("/", "format_version"),
+                   f"unsupported version {ver!r}; this reader handles {name} version {version}")
+
+
+# ----------------------------------------------------------------------------- reader
+class TraceReader:
+    """Open and validate a recording; read the ADC captures whole or in chunks.
+
+    Everything except ``/truth`` is validated when the reader is created
+    (metadata only, the data are not scanned: see :meth:`verify`).
+
+    Parameters
+    ----------
+    path : path
+        The HDF5 recording.
+    chunk_cache_bytes : int, optional
+        libhdf5 chunk cache per dataset (default 64 MiB), large enough that an
+        HDF5 chunk straddling two of our reads is decompressed once.
+
+    Attributes
+    ----------
+    path : Path
+    description, created_utc : str or None
+        Optional root attributes.
+    tx : TxInfo
+    adc : dict[str, AdcInfo]
+        Keyed by ``"signal"``, ``"shot_noise"``, ``"electronic_noise"``.
+    sample_rate_hz : float
+        Common to the three captures.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *,
+                 chunk_cache_bytes: int = _CHUNK_CACHE_BYTES) -> None:
+        self._cache_bytes = int(chunk_cache_bytes)
+        # locking="best-effort": files on NFS/read-only mounts without flock still open;
+        # writers never expose a file before it is complete, so readers need no lock
+        self.path, self._f = open_h5(path, kind=FORMAT_NAME, rdcc_nbytes=self._cache_bytes,
+                                     rdcc_nslots=_CHUNK_CACHE_SLOTS, locking="best-effort")
+        try:
+            self._validate()
+        except BaseException:
+            self._f.close()
+            raise
+
+    # -- validation ---------------------------------------------------------------------
+    def _validate(self) -> None:
+        file, root = self.path, self._f
+        _check_format(file, root, FORMAT_NAME, FORMAT_VERSION)
+        self.description = attr_str(file, root, "description", obj_name="/", required=False)
+        self.created_utc = attr_str(file, root, "created_utc", obj_name="/", required=False)
+        if self.created_utc is not None:
+            _check_created_utc(file, self.created_utc)
+
+        adc = get_group(file, root, "adc")
+        self._ds: dict[str, h5py.Dataset] = {}
+        self.adc: dict[str, AdcInfo] = {}
+        for name in ADC_DATASETS:
+            ds = get_dataset(file, adc, name)
+            where = ds.name
+            with wrap_h5(file, where):
+                dtype, chunks, compression = ds.dtype, ds.chunks, ds.compression
+                if ds.is_virtual:  # a missing source file would read as fill values, silently
+                    raise fail(file, where, "virtual datasets are not supported")
+            native = _check_adc_dtype(file, where, dtype)
+            length = check_1d(file, ds)
+            fs = attr_number(file, ds, "sample_rate_hz")
+            check_range(file, attr_where(where, "sample_rate_hz"), fs, gt=0.0)
+            vpc = attr_number(file, ds, "volts_per_code")
+            check_range(file, attr_where(where, "volts_per_code"), vpc, gt=0.0)
+            del ds  # must be closed for a re-open with another chunk cache to take effect
+            self._ds[name] = self._with_cache(adc, name, chunks, native.itemsize)
+            self.adc[name] = AdcInfo(name, length, native, fs, vpc, chunks, compression)
+        fs0 = self.adc["signal"].sample_rate_hz
+        for name in ADC_DATASETS[1:]:
+            fs = self.adc[name].sample_rate_hz
+            if abs(fs - fs0) > _REL_TOL_RATE * fs0:
+                raise fail(file, attr_where(f"/adc/{name}", "sample_rate_hz"),
+                           f"{fs!r} differs from /adc/signal's {fs0!r}; "
+                           "the three captures must share the sample rate")
+        self.sample_rate_hz = fs0
+
+        txg = get_group(file, root, "tx")
+        sym = get_dataset(file, txg, "symbols")
+        with wrap_h5(file, sym.name):
+            sym_dtype = sym.dtype
+        _check_symbol_dtype(file, sym.name, sym_dtype)
+        n_symbols = check_1d(file, sym)
+        self._symbols = sym
+
+        vals: dict[str, Any] = {
+            k: attr_number(file, txg, k)
+            for k in ("symbol_rate_hz", "rolloff", "signal_frequency_hz", "pilot_frequency_hz",
+                      "modulation_variance_snu", "efficiency")
+        }
+        vals["detection"] = attr_str(file, txg, "detection")
+        vals["pilot_frequencies_hz"] = self._pilots(txg, vals["pilot_frequency_hz"])
+        _check_tx_values(file, vals, fs0)
+        self.tx = TxInfo(
+            symbol_rate_hz=vals["symbol_rate_hz"],
+            rolloff=vals["rolloff"],
+            signal_frequency_hz=vals["signal_frequency_hz"],
+            pilot_frequencies_hz=vals["pilot_frequencies_hz"],
+            modulation_variance_snu=vals["modulation_variance_snu"],
+            efficiency=vals["efficiency"],
+            detection=vals["detection"],
+            n_symbols=n_symbols,
+        )
+
+    def _with_cache(self, group: h5py.Group, name: str, chunks: tuple[int, ...] | None,
+                    itemsize: int) -> h5py.Dataset:
+        """Open ``group/name`` with a chunk cache of >= 2 chunks if its chunks are large."""
+        need = 2 * int(np.prod(chunks)) * itemsize if chunks else 0
+        with wrap_h5(self.path, f"{group.name}/{name}"):
+            if need <= self._cache_bytes:
+                return group[name]
+            dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+            dapl.set_chunk_cache(_CHUNK_CACHE_SLOTS, need, 0.75)
+            return h5py.Dataset(h5py.h5d.open(group.id, name.encode(), dapl))
+
+    def _pilots(self, txg: h5py.Group, first: float) -> tuple[float, ...]:
+        file, where = self.path, attr_where("/tx", "pilot_frequencies_hz")
+        with wrap_h5(file, where):
+            raw = txg.attrs.get("pilot_frequencies_hz")
+        if raw is None:
+            return (first,)
+        arr = np.asarray(raw)
+        if arr.dtype.kind not in "iuf":
+            raise fail(file, where, f"expected numbers, got dtype {arr.dtype}: {short_repr(raw)}")
+        if arr.ndim > 1 or arr.size == 0:
+            raise fail(file, where, f"expected a non-empty 1-D array, got shape {arr.shape}")
+        pilots = tuple(float(v) for v in arr.reshape(-1))
+        for i, f in enumerate(pilots):
+            check_range(file, f"{where}[{i}]", f)
+        if not math.isclose(pilots[0], first, rel_tol=_REL_TOL_PILOT, abs_tol=1e-3):
+            raise fail(file, where, f"first entry {pilots[0]!r} differs from pilot_frequency_hz "
+                                    f"{first!r} (the spec requires them equal)")
+        return (first, *pilots[1:])
+
+    # -- reading ------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if not self._f.id.valid:
+            raise ValueError(f"{self.path}: reader is closed")
+
+    def _range(self, what: str, length: int, start: int, stop: int | None) -> tuple[int, int]:
+        stop = length if stop is None else stop
+        start, stop = int(start), int(stop)
+        if not 0 <= start <= stop <= length:
+            raise ValueError(f"{self.path}: {what}: range [{start}, {stop}) outside [0, {length}]")
+        return start, stop
+
+    def _dataset(self, dataset: str) -> tuple[h5py.Dataset, AdcInfo]:
+        self._check_open()
+        if dataset not in self._ds:
+            raise ValueError(f"dataset must be one of {list(ADC_DATASETS)}, got {dataset!r}")
+        return self._ds[dataset], self.adc[dataset]
+
+    def _read_into(self, ds: h5py.Dataset, out: np.ndarray, start: int, what: str) -> np.ndarray:
+        stop = start + out.shape[0]
+        if out.shape[0]:
+            with wrap_h5(self.path, f"{ds.name}[{start}:{stop}] (read failed: damaged file?)"):
+                ds.read_direct(out, np.s_[start:stop], np.s_[0:out.shape[0]])
+        if out.dtype.kind in "fc":
+            bad = ~np.isfinite(out)
+            if bad.any():
+                first = start + int(np.argmax(bad))
+                raise fail(self.path, ds.name,
+                           f"{int(bad.sum())} non-finite {what} in [{start}, {stop}), "
+                           f"first at index {first}")
+        return out
+
+    def read(self, dataset: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Samples ``[start, stop)`` of ``/adc/<dataset>`` in the stored dtype (a new array)."""
+        ds, info = self._dataset(dataset)
+        start, stop = self._range(ds.name, info.length, start, stop)
+        return self._read_into(ds, np.empty(stop - start, info.dtype), start, "samples")
+
+    def iter_chunks(
+        self,
+        dataset: str,
+        chunk_samples: int,
+        *,
+        start: int = 0,
+        stop: int | None = None,
+        reuse_buffer: bool = False,
+    ) -> Iterator[np.ndarray]:
+        """Yield ``[start, stop)`` of ``/adc/<dataset>`` as contiguous chunks.
+
+        Every chunk has ``chunk_samples`` samples except the last, which may
+        be shorter; memory is bounded by one chunk. Each chunk is a fresh
+        C-contiguous array in the stored dtype, unless ``reuse_buffer=True``:
+        then every chunk is (a view of) ONE preallocated buffer overwritten by
+        the next iteration, which saves the page faults of a fresh allocation
+        (copy what you keep across iterations). Argument errors raise at the
+        call, read errors (damaged file) as TraceFormatError at the chunk.
+        """
+        ds, info = self._dataset(dataset)
+        start, stop = self._range(ds.name, info.length, start, stop)
+        n = int(chunk_samples)
+        if n <= 0:
+            raise ValueError(f"chunk_samples must be > 0, got {chunk_samples!r}")
+        return self._iter(ds, info, n, start, stop, reuse_buffer)
+
+    def _iter(self, ds: h5py.Dataset, info: AdcInfo, n: int, start: int, stop: int,
+              reuse: bool) -> Iterator[np.ndarray]:
+        buf = np.empty(min(n, stop - start), info.dtype) if reuse else None
+        pos = start
+        while pos < stop:
+            m = min(n, stop - pos)
+            out = buf[:m] if buf is not None else np.empty(m, info.dtype)
+            self._check_open()
+            yield self._read_into(ds, out, pos, "samples")
+            pos += m
+
+    def aligned_chunk_samples(self, dataset: str, approx: int) -> int:
+        """A chunk length near ``approx`` that is a multiple of the HDF5 chunk length.
+
+        Reading in such chunks (from ``start=0``) touches every HDF5 chunk once,
+        which matters for compressed recordings; contiguous datasets return
+        ``approx`` unchanged.
+        """
+        _, info = self._dataset(dataset)
+        approx = int(approx)
+        if approx <= 0:
+            raise ValueError(f"approx must be > 0, got {approx}")
+        if not info.chunks:
+            return approx
+        h = int(info.chunks[0])
+        return max(1, round(approx / h)) * h
+
+    def symbols(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Alice's symbols ``[start, stop)`` of ``/tx/symbols`` as complex64 (SNU)."""
+        self._check_open()
+        start, stop = self._range(self._symbols.name, self.tx.n_symbols, start, stop)
+        with wrap_h5(self.path, self._symbols.name):
+            stored = self._symbols.dtype
+        out = np.empty(stop - start, np.complex64 if stored.itemsize == 8 else np.complex128)
+        self._read_into(self._symbols, out, start, "symbols")
+        return out if out.dtype == np.complex64 else self._narrow(out, start)
+
+    def _narrow(self, wide: np.ndarray, start: int) -> np.ndarray:
+        out = wide.astype(np.complex64)
+        bad = ~np.isfinite(out)
+        if bad.any():  # beyond float32 range
+            raise fail(self.path, self._symbols.name,
+                       f"symbol at index {start + int(np.argmax(bad))} overflows complex64")
+        return out
+
+    def verify(self, *, chunk_samples: int = 1 << 22, progress: Any = None) -> None:
+        """Read every sample and symbol once: damaged chunks and non-finite values raise.
+
+        ``progress``, if given, is called with the number of elements read
+        after each chunk (e.g. ``tqdm.update``).
+        """
+        for name in ADC_DATASETS:
+            for chunk in self.iter_chunks(name, chunk_samples, reuse_buffer=True):
+                if progress is not None:
+                    progress(chunk.shape[0])
+        for pos in range(0, self.tx.n_symbols, chunk_samples):
+            stop = min(pos + chunk_samples, self.tx.n_symbols)
+            self.symbols(pos, stop)
+            if progress is not None:
+                progress(stop - pos)
+
+    def has_truth(self) -> bool:
+        """Whether the file holds ``/truth`` (the reader itself never reads it)."""
+        self._check_open()
+        with wrap_h5(self.path, "/truth"):
+            return isinstance(self._f.get("truth"), h5py.Group)
+
+    def close(self) -> None:
+        if self._f.id.valid:
+            self._f.close()
+
+    @property
+    def closed(self) -> bool:
+        return not self._f.id.valid
+
+    def __enter__(self) -> TraceReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{self.tx.n_symbols} symbols"
+        return f"TraceReader({str(self.path)!r}, {state})"
+
+
+# ----------------------------------------------------------------------------- truth
+def _open_for_truth(path: str | os.PathLike[str]) -> tuple[Path, h5py.File]:
+    file, f = open_h5(path, kind=FORMAT_NAME)
+    try:
+        _check_format(file, f, FORMAT_NAME, FORMAT_VERSION)
+    except BaseException:
+        f.close()
+        raise
+    return file, f
+
+
+def read_truth(path: str | os.PathLike[str]) -> Truth | None:
+    """Ground truth attributes of ``/truth``; None if the file has none.
+
+    For tests and benchmarks only: a receiver never reads this.
+    """
+    file, f = _open_for_truth(path)
+    with f:
+        with wrap_h5(file, "/truth"):
+            if "truth" not in f:
+                return None
+        g = get_group(file, f, "truth")
+        vals = {k: attr_number(file, g, k) for k in TRUTH_FIELDS}
+        with wrap_h5(file, "/truth attributes"):
+            extra = {k: attr_to_python(g.attrs[k]) for k in g.attrs if k not in TRUTH_FIELDS}
+    return Truth(**vals, extra=extra)
+
+
+def read_truth_dataset(path: str | os.PathLike[str], name: str) -> np.ndarray | None:
+    """The optional dataset ``/truth/<name>`` (e.g. a per-sample phase); None if absent."""
+    file, f = _open_for_truth(path)
+    with f:
+        where = f"/truth/{name}"
+        with wrap_h5(file, where):
+            g = f.get("truth")
+            if not isinstance(g, h5py.Group) or name not in g:
+                return None
+            obj = g.get(name)
+            if not isinstance(obj, h5py.Dataset):
+                raise fail(file, where, f"expected a dataset, found {type(obj).__name__}")
+            return obj[()]
+
+
+# ----------------------------------------------------------------------------- writer
+class TraceWriter:
+    """Write a recording in a streaming way; it appears under ``path`` only when complete.
+
+    Use as a context manager. The file is written to ``<path>.tmp-<pid>``
+    (see :mod:`qkd_hw.atomic`); on clean exit the writer checks that the
+    three ADC captures and the symbols were written, re-opens the temporary
+    file with :class:`TraceReader` (so it never produces a file the reader
+    refuses) and renames it to ``path``. On an exception (KeyboardInterrupt
+    included) the temporary file is removed and a file already at ``path``
+    is untouched.
+
+    The ADC datasets are chunked (``chunk_samples`` samples per HDF5 chunk)
+    and resizable; :meth:`append` grows them, so memory stays bounded by
+    what the caller passes per call.
+
+    Parameters
+    ----------
+    path : path
+    tx : TxInfo
+        ``n_symbols`` is checked against the symbols written (0: not checked).
+    sample_rate_hz : float
+    volts_per_code : float or mapping of dataset name to float
+    adc_dtype : {"int16", "int8", "float32"}
+    description : str, optional
+    chunk_samples : int
+        HDF5 chunk length of the ADC datasets (default 2**20 samples).
+    compression : {None, "gzip", "lzf"}
+        With compression the byte-shuffle filter is enabled too.
+    overwrite : bool
+        Replace an existing file at ``path`` on success (default True);
+        False refuses at construction and at the final rename.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        tx: TxInfo,
+        sample_rate_hz: float,
+        volts_per_code: float | Mapping[str, float],
+        adc_dtype: str | np.dtype = "int16",
+        description: str | None = None,
+        chunk_samples: int = 1 << 20,
+        compression: str | None = None,
+        compression_opts: Any = None,
+        overwrite: bool = True,
+        created_utc: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        file = self.path
+        # -- validate everything before a byte is written
+        if not isinstance(tx, TxInfo):
+            raise TypeError(f"tx must be a TxInfo, got {type(tx).__name__}")
+        fs = float(sample_rate_hz)
+        check_range(file, "sample_rate_hz", fs, gt=0.0)
+        _check_tx_values(file, {f.name: getattr(tx, f.name) for f in fields(tx)}, fs, where="tx")
+        if isinstance(volts_per_code, Mapping):
+            unknown = set(volts_per_code) - set(ADC_DATASETS)
+            if unknown or len(volts_per_code) != len(ADC_DATASETS):
+                raise ValueError(f"volts_per_code mapping needs exactly the keys "
+                                 f"{list(ADC_DATASETS)}, got {sorted(volts_per_code)}")
+            vpc = {k: float(volts_per_code[k]) for k in ADC_DATASETS}
+        else:
+            vpc = dict.fromkeys(ADC_DATASETS, float(volts_per_code))
+        for k, v in vpc.items():
+            check_range(file, f"volts_per_code[{k}]", v, gt=0.0)
+        try:
+            dtype = np.dtype(adc_dtype)
+        except TypeError as exc:
+            raise ValueError(f"adc_dtype must be one of {[str(d) for d in ADC_DTYPES]}") from exc
+        if dtype not in ADC_DTYPES:
+            raise ValueError(f"adc_dtype must be one of {[str(d) for d in ADC_DTYPES]}, "
+                             f"got {dtype}")
+        chunk_samples = int(chunk_samples)
+        if not 1 <= chunk_samples * dtype.itemsize < (1 << 32):
+            raise ValueError(f"chunk_samples must be >= 1 and the chunk < 4 GiB, "
+                             f"got {chunk_samples}")
+        if compression not in (None, "gzip", "lzf"):
+            raise ValueError(f"compression must be one of [None, 'gzip', 'lzf'], "
+                             f"got {compression!r}")
+        if created_utc is None:
+            created_utc = datetime.now(UTC).isoformat(timespec="milliseconds")
+        _check_created_utc(file, created_utc)
+
+        self.tx = tx
+        self.sample_rate_hz = fs
+        self.adc_dtype = dtype
+        self.chunk_samples = chunk_samples
+        self._lengths = dict.fromkeys(ADC_DATASETS, 0)
+        self._n_symbols = 0
+        self._symbols_mode: str | None = None  # "write" | "append"
+        self._truth_written = False
+        self._closed = False
+
+        try:
+            self._atomic = AtomicFile(self.path, overwrite=overwrite)
+        except OSError as exc:
+            raise TraceFormatError(f"{self.path}: cannot create recording: "
+                                   f"{exc.strerror or exc}") from exc
+        try:
+            chunk_bytes = chunk_samples * dtype.itemsize
+            # a partly written chunk of each dataset stays in cache between appends
+            self._f = h5py.File(self._atomic.tmp_path, "w",
+                                rdcc_nbytes=max(16 << 20, 2 * chunk_bytes), rdcc_nslots=10007)
+            self._f.attrs["format"] = FORMAT_NAME
+            self._f.attrs["format_version"] = np.int64(FORMAT_VERSION)
+            if description is not None:
+                self._f.attrs["description"] = str(description)
+            self._f.attrs["created_utc"] = created_utc
+            self._f.attrs["software"] = f"qkd-hw {__version__}"
+            comp = {"compression": compression, "compression_opts": compression_opts,
+                    "shuffle": compression is not None}
+            adc = self._f.create_group("adc")
+            self._ds: dict[str, h5py.Dataset] = {}
+            for name in ADC_DATASETS:
+                ds = adc.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
+                                        chunks=(chunk_samples,), **comp)
+                ds.attrs["sample_rate_hz"] = fs
+                ds.attrs["volts_per_code"] = vpc[name]
+                self._ds[name] = ds
+            g = self._f.create_group("tx")
+            g.attrs["symbol_rate_hz"] = float(tx.symbol_rate_hz)
+            g.attrs["rolloff"] = float(tx.rolloff)
+            g.attrs["signal_frequency_hz"] = float(tx.signal_frequency_hz)
+            g.attrs["pilot_frequency_hz"] = float(tx.pilot_frequencies_hz[0])
+            g.attrs["pilot_frequencies_hz"] = np.asarray(tx.pilot_frequencies_hz, np.float64)
+            g.attrs["modulation_variance_snu"] = float(tx.modulation_variance_snu)
+            g.attrs["efficiency"] = float(tx.efficiency)
+            g.attrs["detection"] = str(tx.detection)
+            sym_chunk = max(1, min(chunk_samples, 1 << 18))
+            self._sym = g.create_dataset("symbols", shape=(0,), maxshape=(None,),
+                                         dtype=np.complex64, chunks=(sym_chunk,), **comp)
+        except BaseException as exc:
+            self._abort()
+            if isinstance(exc, OSError | ValueError | RuntimeError | TypeError):
+                raise TraceFormatError(f"{self.path}: cannot create recording: {exc}") from exc
+            raise
+
+    # -- writing ------------------------------------------------------------------------
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise ValueError(f"{self.path}: writer is closed")
+
+    def _grow(self, ds: h5py.Dataset, old: int, data: np.ndarray) -> int:
+        new = old + data.shape[0]
+        if data.shape[0]:
+            try:
+                ds.resize((new,))
+                ds.write_direct(data, None, np.s_[old:new])
+            except (OSError, ValueError, RuntimeError, TypeError) as exc:
+                raise TraceFormatError(f"{self.path}: writing {ds.name}[{old}:{new}] "
+                                       f"failed: {exc}") from exc
+        return new
+
+    def append(self, dataset: str, codes: np.ndarray) -> None:
+        """Append samples to ``/adc/<dataset>``.
+
+        ``codes`` is 1-D; integers of another width are accepted when every
+        value fits the ADC dtype, floats only for a float32 recording (and
+        must be finite): nothing is ever rounded or clipped silently.
+        """
+        self._check_writable()
+        if dataset not in self._ds:
+            raise ValueError(f"dataset must be one of {list(ADC_DATASETS)}, got {dataset!r}")
+        data = self._as_adc(dataset, np.asarray(codes))
+        self._lengths[dataset] = self._grow(self._ds[dataset], self._lengths[dataset], data)
+
+    def _as_adc(self, dataset: str, a: np.ndarray) -> np.ndarray:
+        dt = self.adc_dtype
+        if a.ndim != 1:
+            raise ValueError(f"append({dataset!r}): codes must be 1-D, got shape {a.shape}")
+        if a.dtype == dt:
+            out = a
+        elif dt.kind == "f":
+            if a.dtype.kind not in "iuf":
+                raise ValueError(f"append({dataset!r}): expected real numbers, got {a.dtype}")
+            out = a.astype(dt)
+        else:
+            if a.dtype.kind not in "iu":
+                raise ValueError(f"append({dataset!r}): the recording stores {dt} codes, got "
+                                 f"{a.dtype} (convert and round explicitly)")
+            if not np.can_cast(a.dtype, dt) and a.size:
+                info = np.iinfo(dt)
+                lo, hi = int(a.min()), int(a.max())
+                if lo < info.min or hi > info.max:
+                    raise ValueError(f"append({dataset!r}): codes span [{lo}, {hi}], outside "
+                                     f"the {dt} range [{info.min}, {info.max}]")
+            out = a.astype(dt)
+        if dt.kind == "f" and out.size and not np.isfinite(out).all():
+            raise ValueError(f"append({dataset!r}): non-finite samples")
+        return np.ascontiguousarray(out)
+
+    def _as_symbols(self, symbols: np.ndarray) -> np.ndarray:
+        s = np.asarray(symbols)
+        if s.ndim != 1:
+            raise ValueError(f"symbols must be 1-D, got shape {s.shape}")
+        if s.dtype.kind != "c":
+            raise ValueError(f"symbols must be complex (complex64), got {s.dtype}")
+        s = np.ascontiguousarray(s, dtype=np.complex64)
+        if not np.isfinite(s).all():
+            raise ValueError("symbols contain non-finite values (or overflow complex64)")
+        return s
+
+    def write_symbols(self, symbols: np.ndarray) -> None:
+        """Write all of ``/tx/symbols`` at once (complex64 [k]); call once."""
+        self._check_writable()
+        if self._symbols_mode is not None:
+            raise ValueError(f"{self.path}: /tx/symbols already written "
+                             "(use append_symbols to stream)")
+        s = self._as_symbols(symbols)
+        if s.size == 0:
+            raise ValueError("symbols must not be empty")
+        self._n_symbols = self._grow(self._sym, 0, s)
+        self._symbols_mode = "write"
+
+    def append_symbols(self, symbols: np.ndarray) -> None:
+        """Append to ``/tx/symbols`` (streaming alternative to :meth:`write_symbols`)."""
+        self._check_writable()
+        if self._symbols_mode == "write":
+            raise ValueError(f"{self.path}: /tx/symbols already written by write_symbols")
+        self._symbols_mode = "append"
+        self._n_symbols = self._grow(self._sym, self._n_symbols, self._as_symbols(symbols))
+
+    def write_truth(self, truth: Truth) -> None:
+        """Write ``/truth`` attributes (the seven fields, plus ``truth.extra``)."""
+        self._check_writable()
+        if self._truth_written:
+            raise ValueError(f"{self.path}: /truth already written")
+        clash = set(truth.extra) & set(TRUTH_FIELDS)
+        if clash:
+            raise ValueError(f"Truth.extra repeats field names {sorted(clash)}")
+        g = self._truth_group()
+        for k in TRUTH_FIELDS:
+            g.attrs[k] = float(getattr(truth, k))
+        for k, v in truth.extra.items():
+            if v is None:
+                raise ValueError(f"Truth.extra[{k!r}] is None (HDF5 attributes need a value)")
+            try:
+                g.attrs[k] = v
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"Truth.extra[{k!r}] = {short_repr(v)} cannot be stored as "
+                                 f"an HDF5 attribute: {exc}") from exc
+        self._truth_written = True
+
+    def write_truth_dataset(self, name: str, data: np.ndarray) -> None:
+        """Write ``/truth/<name>`` (e.g. the per-sample laser phase), chunked."""
+        self._check_writable()
+        if not name or "/" in name:
+            raise ValueError(f"truth dataset name must be a plain name, got {name!r}")
+        a = np.asarray(data)
+        g = self._truth_group()
+        if name in g:
+            raise ValueError(f"{self.path}: /truth/{name} already written")
+        chunks = (max(1, min(a.shape[0], self.chunk_samples)), *a.shape[1:]) if a.ndim else None
+        g.create_dataset(name, data=a, chunks=chunks if a.size else None)
+
+    def _truth_group(self) -> h5py.Group:
+        return self._f.require_group("truth")
+
+    # -- finishing ----------------------------------------------------------------------
+    def close(self) -> None:
+        """Check completeness, validate and move the file to ``path``."""
+        if self._closed:
+            return
+        try:
+            missing = [f"/adc/{k}" for k, n in self._lengths.items() if n == 0]
+            if self._n_symbols == 0:
+                missing.append("/tx/symbols")
+            if missing:
+                raise TraceFormatError(f"{self.path}: recording incomplete, nothing written to "
+                                       f"{', '.join(missing)}; file discarded")
+            if self.tx.n_symbols not in (0, self._n_symbols):
+                raise TraceFormatError(f"{self.path}: tx.n_symbols={self.tx.n_symbols} but "
+                                       f"{self._n_symbols} symbols were written; file discarded")
+            self._f.close()
+            with TraceReader(self._atomic.tmp_path):
+                pass  # the writer never produces what the reader refuses
+            try:
+                self._atomic.commit()
+            except OSError as exc:
+                raise TraceFormatError(f"{self.path}: cannot move the finished recording "
+                                       f"into place: {exc.strerror or exc}") from exc
+        except BaseException:
+            self._abort()
+            raise
+        self._closed = True
+
+    def abort(self) -> None:
+        """Discard the recording: remove the temporary file, leave ``path`` as it was."""
+        self._abort()
+
+    def _abort(self) -> None:
+        self._closed = True
+        f = getattr(self, "_f", None)
+        if f is not None:
+            try:
+                if f.id.valid:
+                    f.close()
+            except Exception:  # discarding the file anyway; the original error matters
+                pass
+        atomic = getattr(self, "_atomic", None)
+        if atomic is not None:
+            atomic.abort()
+
+    @property
+    def lengths(self) -> dict[str, int]:
+        """Samples written so far per ADC dataset."""
+        return dict(self._lengths)
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._abort()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self._abort()

@@ -1,0 +1,82 @@
+"""qkd_hw.atomic: temporary name, exact mode from creation, rename on success only."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from qkd_hw.atomic import AtomicFile, atomic_write
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o277])
+def test_mode_is_exact_from_creation_whatever_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        af = AtomicFile(tmp_path / "k.bin", mode=0o600)
+        assert stat.S_IMODE(af.tmp_path.stat().st_mode) == 0o600  # before anything is written
+        af.tmp_path.write_bytes(b"x")
+        af.commit()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "k.bin").stat().st_mode) == 0o600
+
+
+def test_default_mode_follows_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        with atomic_write(tmp_path / "a.txt") as tmp:
+            tmp.write_text("hello")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640
+
+
+def test_temp_name_beside_target_and_renamed(tmp_path):
+    target = tmp_path / "out.h5"
+    with atomic_write(target) as tmp:
+        assert tmp.parent == tmp_path
+        assert tmp.name == f"out.h5.tmp-{os.getpid()}"
+        assert not target.exists()
+        tmp.write_bytes(b"data")
+    assert target.read_bytes() == b"data"
+    assert os.listdir(tmp_path) == ["out.h5"]
+
+
+def test_stale_temp_name_is_left_alone(tmp_path):
+    stale = tmp_path / f"out.h5.tmp-{os.getpid()}"
+    stale.write_bytes(b"someone else's")
+    with atomic_write(tmp_path / "out.h5") as tmp:
+        assert tmp != stale
+        tmp.write_bytes(b"mine")
+    assert stale.read_bytes() == b"someone else's"
+    assert (tmp_path / "out.h5").read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+def test_exception_removes_temp_and_keeps_target(tmp_path, exc):
+    target = tmp_path / "out.h5"
+    target.write_bytes(b"old")
+    with pytest.raises(exc), atomic_write(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise exc()
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["out.h5"]
+
+
+def test_no_overwrite(tmp_path):
+    target = tmp_path / "out.h5"
+    target.write_bytes(b"old")
+    with pytest.raises(FileExistsError):
+        AtomicFile(target, overwrite=False)
+    af = AtomicFile(tmp_path / "new", overwrite=False)
+    (tmp_path / "new").write_bytes(b"raced")
+    with pytest.raises(FileExistsError):
+        af.commit()
+    assert (tmp_path / "new").read_bytes() == b"raced"
+    assert sorted(os.listdir(tmp_path)) == ["new", "out.h5"]
+    with pytest.raises(IsADirectoryError):
+        AtomicFile(tmp_path)
+    with pytest.raises(RuntimeError, match="already"):
+        af.commit()
