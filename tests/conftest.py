@@ -15,7 +15,9 @@ def shared_dir() -> Path:
     return Path(os.environ.get("QKD_HW_SHARED", REPO.parent / "shared"))
 
 
-SHARED_TRACES = {name: shared_dir() / "traces" / f"{name}.h5" for name in ("pristine", "basic", "metro")}
+SHARED_TRACES = {
+    name: shared_dir() / "traces" / f"{name}.h5" for name in ("pristine", "basic", "metro")
+}
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,262 @@
-"""`qkd-hw keyrate` (placeholder until its owner lands it)."""
+"""`qkd-hw keyrate`: secret key rate for given link parameters (asymptotic or finite size).
+
+Examples::
+
+    qkd-hw keyrate --modulation-variance 5 --transmittance 0.5 --excess-noise 0.02 \\
+        --efficiency 0.7 --electronic-noise 0.05 --beta 0.95 --detection heterodyne --json
+    qkd-hw keyrate ... --block-size 1e9 --pe-fraction 0.5 --eps-pe 1e-10
+    qkd-hw keyrate ... --distance-km 50 --plot rate.png
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
 
 from qkd_hw.errors import QkdHwError
+from qkd_hw.keyrate import (
+    DETECTIONS,
+    KeyRate,
+    KeyRateInputError,
+    asymptotic_key_rate,
+    finite_size_key_rate,
+    key_rate_terms,
+    max_tolerable_excess_noise,
+    transmittance_from_distance,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("keyrate", help="(not yet available)")
+    p = sub.add_parser(
+        "keyrate",
+        help="secret key rate for given link parameters",
+        description=(
+            "Secret key rate K = beta I_AB - chi_BE (bits/symbol) of Gaussian-modulated CV-QKD: "
+            "reverse reconciliation, collective attacks, trusted detector (eta, v_el). "
+            "Closed forms of Laudenbach et al. 2018 / Fossier et al. 2009; finite size after "
+            "Leverrier et al., PRA 81, 062343 (2010). Noise in shot-noise units, xi referred "
+            "to the channel input."),
+    )
+    p.add_argument("--modulation-variance", type=float, required=True, metavar="V_A",
+                   help="Alice's modulation variance per quadrature, SNU")
+    ch = p.add_mutually_exclusive_group(required=True)
+    ch.add_argument("--transmittance", type=float, metavar="T", help="channel transmittance")
+    ch.add_argument("--distance-km", type=float, metavar="L",
+                    help="fibre length; T = 10^(-loss L/10)")
+    p.add_argument("--loss-db-per-km", type=float, default=0.2, metavar="dB",
+                   help="fibre loss for --distance-km and --plot (default 0.2)")
+    p.add_argument("--excess-noise", type=float, required=True, metavar="XI",
+                   help="excess noise xi, SNU, referred to the channel input")
+    p.add_argument("--efficiency", type=float, required=True, metavar="ETA",
+                   help="trusted detection efficiency eta in (0, 1]")
+    p.add_argument("--electronic-noise", type=float, required=True, metavar="V_EL",
+                   help="trusted electronic noise v_el, SNU")
+    p.add_argument("--beta", type=float, default=0.95, help="reconciliation efficiency (0.95)")
+    p.add_argument("--detection", choices=DETECTIONS, default="heterodyne",
+                   help="detection (default heterodyne)")
+    fs = p.add_argument_group("finite size (Leverrier et al. 2010)")
+    fs.add_argument("--block-size", type=_count, metavar="N",
+                    help="symbols per block; enables the finite-size rate (1e9 is accepted)")
+    pe = fs.add_mutually_exclusive_group()
+    pe.add_argument("--pe-fraction", type=float, metavar="F",
+                    help="fraction of the block's symbols disclosed for PE (default 0.5)")
+    pe.add_argument("--n-pe", type=_count, metavar="M",
+                    help="real pairs disclosed for PE (2 per symbol in heterodyne)")
+    fs.add_argument("--eps-pe", type=float, default=1e-10, help="PE failure probability (1e-10)")
+    fs.add_argument("--eps-pa", type=float, default=1e-10,
+                    help="privacy-amplification failure probability (1e-10)")
+    fs.add_argument("--eps-bar", type=float, default=1e-10, help="smoothing parameter (1e-10)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plot", type=Path, metavar="PNG", help="write key rate vs distance to PNG")
+    p.add_argument("--max-distance-km", type=float, metavar="L",
+                   help="x range of --plot (default: up to where the rate vanishes, <= 400 km)")
     p.set_defaults(func=_run)
 
 
+def _count(text: str) -> int:
+    """A positive count; scientific notation allowed if integral (1e9)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(v) and v.is_integer() and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(v)
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    if args.distance_km is not None:
+        if not (math.isfinite(args.distance_km) and args.distance_km >= 0):
+            raise KeyRateInputError(f"--distance-km must be >= 0, got {args.distance_km!r}")
+        transmittance = float(transmittance_from_distance(args.distance_km, args.loss_db_per_km))
+    else:
+        transmittance = args.transmittance
+    return dict(modulation_variance_snu=args.modulation_variance, transmittance=transmittance,
+                excess_noise_snu=args.excess_noise, efficiency=args.efficiency,
+                electronic_noise_snu=args.electronic_noise, beta=args.beta,
+                detection=args.detection)
+
+
+def _n_pe(args: argparse.Namespace) -> int:
+    per_symbol = 2 if args.detection == "heterodyne" else 1
+    if args.n_pe is not None:
+        return args.n_pe
+    f = 0.5 if args.pe_fraction is None else args.pe_fraction
+    if not 0 < f < 1:
+        raise KeyRateInputError(f"--pe-fraction must be in (0, 1), got {f!r}")
+    return max(1, round(f * args.block_size)) * per_symbol
+
+
+def _compute(args: argparse.Namespace, params: dict[str, Any]) -> KeyRate:
+    if args.block_size is None:
+        if args.n_pe is not None or args.pe_fraction is not None:
+            raise KeyRateInputError("--n-pe/--pe-fraction need --block-size")
+        return asymptotic_key_rate(**params)
+    return finite_size_key_rate(**params, block_size=args.block_size, n_pe=_n_pe(args),
+                                eps_pe=args.eps_pe, eps_pa=args.eps_pa, eps_bar=args.eps_bar)
+
+
 def _run(args: argparse.Namespace) -> int:
-    raise QkdHwError("'keyrate' is not implemented yet")
+    params = _params(args)
+    rate = _compute(args, params)
+    xi_tol = max_tolerable_excess_noise(**{k: v for k, v in params.items()
+                                           if k != "excess_noise_snu"})
+    out = rate.as_dict()
+    out["channel_loss_db"] = -10 * math.log10(params["transmittance"])
+    out["max_tolerable_excess_noise_snu"] = xi_tol
+    if args.distance_km is not None:
+        out["distance_km"] = args.distance_km
+        out["loss_db_per_km"] = args.loss_db_per_km
+    if args.plot is not None:
+        _plot(args, params, rate, args.plot)
+        out["plot"] = str(args.plot)
+    if args.json:
+        print(json.dumps(_jsonable(out), allow_nan=False))
+    else:
+        _table(out, rate)
+    return 0
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no inf/nan: non-finite numbers become null (the text output shows them)."""
+    def fix(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        return v
+    return {k: fix(v) for k, v in d.items()}
+
+
+def _table(out: dict[str, Any], rate: KeyRate) -> None:
+    w = sys.stdout.write
+    kind = "finite-size" if rate.finite_size else "asymptotic"
+    w(f"CV-QKD secret key rate ({kind}; {rate.detection}, reverse reconciliation, "
+      "trusted detector, collective attacks)\n")
+    rows: list[tuple[str, str]] = [
+        ("modulation variance V_A", f"{rate.modulation_variance_snu:.6g} SNU"),
+    ]
+    if "distance_km" in out:
+        rows.append(("distance",
+                     f"{out['distance_km']:.6g} km at {out['loss_db_per_km']:.3g} dB/km"))
+    if rate.finite_size:
+        rows += [
+            ("transmittance T (estimate)", f"{rate.transmittance_estimate:.6g}"),
+            ("excess noise xi (estimate)", f"{rate.excess_noise_estimate_snu:.6g} SNU"),
+            ("block size N", f"{rate.block_size:d} symbols"),
+            ("PE pairs m", f"{rate.n_pe:d} real pairs (eps_PE = {rate.eps_pe:.3g})"),
+            ("key symbols n", f"{rate.n_key:d} (n/N = {rate.key_fraction:.4g})"),
+            ("T_min (worst case)", f"{rate.transmittance:.6g}"),
+            ("xi_max (worst case)", f"{rate.excess_noise_snu:.6g} SNU"),
+        ]
+    else:
+        rows += [("transmittance T", f"{rate.transmittance:.6g} ({out['channel_loss_db']:.4g} dB)"),
+                 ("excess noise xi", f"{rate.excess_noise_snu:.6g} SNU (input-referred)")]
+    rows += [
+        ("efficiency eta", f"{rate.efficiency:.6g}"),
+        ("electronic noise v_el", f"{rate.electronic_noise_snu:.6g} SNU"),
+        ("reconciliation beta", f"{rate.beta:.6g}"),
+        ("SNR per quadrature", f"{rate.snr:.6g}"),
+        ("I_AB", f"{rate.i_ab:.6f} bit/symbol"),
+        ("chi_BE (Holevo bound)", f"{rate.chi_be:.6f} bit/symbol"),
+    ]
+    if rate.finite_size:
+        rows += [("Delta(n)", f"{rate.delta_n:.6g} bit/symbol (eps_PA = {rate.eps_pa:.3g}, "
+                              f"eps_bar = {rate.eps_bar:.3g})"),
+                 ("asymptotic K", f"{rate.asymptotic_key_rate_bits_per_symbol:.6f} bit/symbol")]
+    rows += [("K = secret key rate", f"{rate.key_rate_bits_per_symbol:.6f} bit/symbol"
+              + ("" if rate.secure else "  (no secret key)")),
+             ("max tolerable xi (asympt.)", f"{out['max_tolerable_excess_noise_snu']:.6g} SNU")]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        w(f"  {k:<{width}}  {v}\n")
+    if "plot" in out:
+        w(f"  plot written to {out['plot']}\n")
+
+
+def _plot(args: argparse.Namespace, params: dict[str, Any], rate: KeyRate, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    loss = args.loss_db_per_km
+    if not (math.isfinite(loss) and loss > 0):
+        raise KeyRateInputError(f"--loss-db-per-km must be > 0 for --plot, got {loss!r}")
+    p = {k: v for k, v in params.items() if k != "transmittance"}
+    if args.max_distance_km is not None:
+        lmax = args.max_distance_km
+        if not (math.isfinite(lmax) and lmax > 0):
+            raise KeyRateInputError(f"--max-distance-km must be > 0, got {lmax!r}")
+    else:  # up to where the asymptotic rate vanishes (coarse scan), capped at 400 km
+        grid = np.linspace(0.0, 400.0, 801)
+        k = key_rate_terms(p["modulation_variance_snu"], transmittance_from_distance(grid, loss),
+                           p["excess_noise_snu"], p["efficiency"], p["electronic_noise_snu"],
+                           p["beta"], p["detection"])[0]
+        neg = np.nonzero(k <= 0)[0]
+        lmax = float(min(400.0, 1.15 * grid[neg[0]])) if neg.size else 400.0
+        lmax = max(lmax, 1.0)
+    dist = np.linspace(0.0, lmax, 400)
+    T = transmittance_from_distance(dist, loss)
+    k_asym = key_rate_terms(p["modulation_variance_snu"], T, p["excess_noise_snu"],
+                            p["efficiency"], p["electronic_noise_snu"], p["beta"],
+                            p["detection"])[0]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.semilogy(dist, np.where(k_asym > 0, k_asym, np.nan), label="asymptotic")
+    if args.block_size is not None:
+        n_pe = _n_pe(args)
+        k_fs = np.array([finite_size_key_rate(**p, transmittance=float(t),
+                                              block_size=args.block_size, n_pe=n_pe,
+                                              eps_pe=args.eps_pe, eps_pa=args.eps_pa,
+                                              eps_bar=args.eps_bar).key_rate_bits_per_symbol
+                         for t in T])
+        ax.semilogy(dist, np.where(k_fs > 0, k_fs, np.nan),
+                    label=f"finite size, N = {args.block_size:.3g}")
+    if rate.secure:
+        t_op = rate.transmittance_estimate if rate.finite_size else rate.transmittance
+        ax.plot([-10 * math.log10(t_op) / loss], [rate.key_rate_bits_per_symbol], "o",
+                label="operating point")
+    ax.set_xlabel(f"distance (km, {loss:g} dB/km)")
+    ax.set_ylabel("secret key rate (bit/symbol)")
+    ax.set_title(f"{p['detection']}: V_A={p['modulation_variance_snu']:g}, "
+                 f"xi={p['excess_noise_snu']:g}, eta={p['efficiency']:g}, "
+                 f"v_el={p['electronic_noise_snu']:g}, beta={p['beta']:g}", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        fig.savefig(tmp, format="png", dpi=120)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise QkdHwError(f"cannot write plot {path}: {exc}") from exc
+    finally:
+        plt.close(fig)

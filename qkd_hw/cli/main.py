@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="qkd-hw", description="Host software of a CV-QKD link (DTU-style local-LO receiver)."
     )
     parser.add_argument("--version", action="version", version=f"qkd-hw {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:
         importlib.import_module(f"qkd_hw.cli.{name}").add_parser(sub)
