@@ -49,6 +49,7 @@ class InstrumentError(QkdHwError):
         command: str | bytes | None = None,
         reply: str | bytes | None = None,
     ) -> None:
+        self.message = message
         self.instrument = instrument
         self.command = command
         self.reply = reply
@@ -61,13 +62,48 @@ class InstrumentError(QkdHwError):
             parts.append(f"reply={reply!r}")
         super().__init__("; ".join(parts))
 
+    def with_context(
+        self,
+        *,
+        instrument: str | None = None,
+        command: str | bytes | None = None,
+        reply: str | bytes | None = None,
+    ) -> InstrumentError:
+        """A copy of this error (same class) with missing context filled in.
+
+        Transports raise without knowing the command; the driver adds it and re-raises the
+        copy ``from`` the original, so the message still names instrument, command and reply.
+        """
+        new = type(self).__new__(type(self))
+        InstrumentError.__init__(
+            new,
+            self.message,
+            instrument=self.instrument if self.instrument is not None else instrument,
+            command=self.command if self.command is not None else command,
+            reply=self.reply if self.reply is not None else reply,
+        )
+        for key, value in vars(self).items():
+            if key not in vars(new):
+                setattr(new, key, value)
+        return new
+
 
 class CommunicationError(InstrumentError):
     """The link to the instrument failed (timeout, disconnect, port not found)."""
 
 
+class InstrumentTimeoutError(CommunicationError):
+    """No (complete) reply within the configured timeout."""
+
+
 class ProtocolError(InstrumentError):
     """The instrument answered something the protocol does not allow (garbled, bad CRC)."""
+
+
+class IncompleteReplyError(ProtocolError, InstrumentTimeoutError):
+    """A reply stopped before the protocol says it is complete (binary block shorter than its
+    header announced, missing terminator). Both a protocol violation and a timeout: caught by
+    ``except ProtocolError`` and by ``except CommunicationError``."""
 
 
 class LimitError(InstrumentError):
@@ -76,3 +112,12 @@ class LimitError(InstrumentError):
 
 class InstrumentStateError(InstrumentError):
     """The driver is used in a state that does not allow the call (not open, already open)."""
+
+
+class InstrumentReportedError(InstrumentError):
+    """The instrument accepted the bytes but reported an error (e.g. an entry in its SCPI error
+    queue read with ``SYST:ERR?``). ``errors`` holds the raw error-queue entries in order."""
+
+    def __init__(self, message: str, *, errors: tuple[str, ...] = (), **context) -> None:
+        super().__init__(message, **context)
+        self.errors = tuple(errors)

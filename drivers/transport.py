@@ -1,0 +1,330 @@
+"""Byte transports under the drivers: the only place that touches pyvisa (serial: see below).
+
+A :class:`Transport` moves bytes; it knows nothing about commands. It raises only
+:class:`~qkd_hw.errors.CommunicationError` (:class:`~qkd_hw.errors.InstrumentTimeoutError` for
+timeouts) carrying the instrument name and the bytes received so far; the driver adds the
+command (``InstrumentError.with_context``). Timeouts apply per read call: "no complete reply
+within ``timeout_s``".
+
+:class:`VisaTransport` wraps a pyvisa message-based resource (pyvisa-py ``@py`` by default, any
+VISA library by name). Serial transports (pyserial) implement the same five methods; see
+``drivers/base.py`` for how a serial driver plugs in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import threading
+from abc import ABC, abstractmethod
+
+from qkd_hw.errors import CommunicationError, InstrumentTimeoutError
+
+try:  # pyvisa is a hard dependency, but keep import errors readable
+    import pyvisa
+    from pyvisa import constants as visa_constants
+    from pyvisa.errors import VisaIOError
+except ImportError as _exc:  # pragma: no cover - declared dependency
+    raise ImportError("drivers.transport needs pyvisa (pip install pyvisa pyvisa-py)") from _exc
+
+__all__ = ["Transport", "VisaTransport", "excerpt"]
+
+log = logging.getLogger(__name__)
+
+
+def excerpt(data: bytes | bytearray | memoryview, limit: int = 64) -> bytes:
+    """At most ``limit`` bytes of ``data`` for error messages and logs (head ... tail)."""
+    data = bytes(data[: limit * 4]) if len(data) > limit * 4 else bytes(data)
+    if len(data) <= limit:
+        return data
+    half = limit // 2
+    return data[:half] + b"..." + data[-half:]
+
+
+class Transport(ABC):
+    """Moves bytes to and from one instrument. Not thread safe: the Instrument's lock serialises.
+
+    Implementations: :class:`VisaTransport` here, pyserial transports in the serial drivers.
+    """
+
+    #: name of the owning instrument (for error messages); set by the Instrument
+    instrument_name: str = "?"
+
+    def __init__(self, *, timeout_s: float) -> None:
+        self._timeout_s = float(timeout_s)
+
+    @property
+    @abstractmethod
+    def description(self) -> str:
+        """Resource string / port, for messages."""
+
+    @property
+    def timeout_s(self) -> float:
+        return self._timeout_s
+
+    @timeout_s.setter
+    def timeout_s(self, value: float) -> None:
+        self._timeout_s = float(value)
+        if self.is_open:
+            self._apply_timeout()
+
+    def _apply_timeout(self) -> None:  # noqa: B027 - optional hook
+        """Push ``timeout_s`` to the open link (override where the link caches it)."""
+
+    @property
+    @abstractmethod
+    def is_open(self) -> bool: ...
+
+    @abstractmethod
+    def open(self) -> None:
+        """Connect. Raises CommunicationError if the instrument cannot be reached."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Disconnect; never raises (logs instead), idempotent."""
+
+    @abstractmethod
+    def write(self, data: bytes) -> None:
+        """Send ``data`` followed by the write termination (if the protocol has one)."""
+
+    @abstractmethod
+    def read_line(self) -> bytes:
+        """Read up to the read termination; return the line without it."""
+
+    @abstractmethod
+    def read_exact(self, n: int) -> bytes:
+        """Read exactly ``n`` bytes (binary data; the termination byte has no meaning here)."""
+
+    def resync(self) -> None:
+        """After a timeout or a garbled reply: make sure no stale byte of an earlier exchange
+        can be read as the reply to the next one. Default: reconnect."""
+        self.close()
+        self.open()
+
+    def has_stale_input(self) -> bool:
+        """True if bytes nobody asked for are waiting (checked before each exchange, without
+        blocking). Default: unknown -> False. Serial transports: ``in_waiting > 0``."""
+        return False
+
+    def _error(self, message: str, *, timeout: bool = False,
+               reply: bytes | None = None) -> CommunicationError:
+        cls = InstrumentTimeoutError if timeout else CommunicationError
+        return cls(f"{message} ({self.description})", instrument=self.instrument_name,
+                   reply=excerpt(reply) if reply is not None else None)
+
+
+_RM_LOCK = threading.Lock()
+_RESOURCE_MANAGERS: dict[str, pyvisa.ResourceManager] = {}
+
+
+def resource_manager(visa_library: str = "@py") -> pyvisa.ResourceManager:
+    """One pyvisa ResourceManager per VISA library, shared by all instruments."""
+    with _RM_LOCK:
+        rm = _RESOURCE_MANAGERS.get(visa_library)
+        if rm is None:
+            try:
+                rm = pyvisa.ResourceManager(visa_library)
+            except (OSError, ValueError, pyvisa.errors.Error) as exc:
+                raise CommunicationError(
+                    f"cannot load VISA library {visa_library!r}: {exc}") from exc
+            _RESOURCE_MANAGERS[visa_library] = rm
+        return rm
+
+
+class VisaTransport(Transport):
+    """A pyvisa message-based resource (TCPIP SOCKET/INSTR, USB, GPIB, ASRL).
+
+    Binary reads switch the termination character off (a ``\\n`` inside int16 data is data) and
+    use large chunks; for pyvisa-py raw sockets the receive size is raised from 4 KiB to
+    ``recv_size`` so that ~200 MB records come in at loopback speed.
+    """
+
+    def __init__(
+        self,
+        resource: str,
+        *,
+        timeout_s: float,
+        visa_library: str = "@py",
+        read_termination: str = "\n",
+        write_termination: str = "\n",
+        chunk_size: int = 16 << 20,
+        recv_size: int = 1 << 20,
+    ) -> None:
+        super().__init__(timeout_s=timeout_s)
+        self.resource_name = resource
+        self.visa_library = visa_library
+        self.read_termination = read_termination
+        self.write_termination = write_termination.encode("ascii")
+        self.chunk_size = int(chunk_size)
+        self.recv_size = int(recv_size)
+        self._res: pyvisa.resources.MessageBasedResource | None = None
+
+    @property
+    def description(self) -> str:
+        return self.resource_name
+
+    @property
+    def is_open(self) -> bool:
+        return self._res is not None
+
+    @property
+    def is_socket(self) -> bool:
+        return self.resource_name.upper().rstrip().endswith("::SOCKET")
+
+    @property
+    def resource(self) -> pyvisa.resources.MessageBasedResource:
+        if self._res is None:
+            raise CommunicationError(f"{self.description} is not open",
+                                     instrument=self.instrument_name)
+        return self._res
+
+    def _apply_timeout(self) -> None:
+        if self._res is not None:
+            self._res.timeout = max(1, round(self._timeout_s * 1000))
+
+    def open(self) -> None:
+        if self._res is not None:
+            return
+        rm = resource_manager(self.visa_library)
+        ms = max(1, round(self._timeout_s * 1000))
+        try:
+            res = rm.open_resource(
+                self.resource_name,
+                read_termination=self.read_termination,
+                write_termination="",
+                timeout=ms,
+                open_timeout=ms,
+            )
+        except VisaIOError as exc:
+            raise self._error(f"cannot open: {exc.description}") from exc
+        # pyvisa-py raises bare Exception("could not connect: ...") for refused sockets,
+        # ValueError for malformed resource strings
+        except Exception as exc:
+            raise self._error(f"cannot open: {exc}") from exc
+        if not isinstance(res, pyvisa.resources.MessageBasedResource):
+            res.close()
+            raise self._error("not a message-based VISA resource")
+        res.chunk_size = self.chunk_size
+        try:
+            self._check_pyvisa_py_socket(res)
+        except CommunicationError:
+            res.close()
+            raise
+        self._tune_pyvisa_py(res)
+        self._res = res
+
+    @staticmethod
+    def _pyvisa_py_session(res: pyvisa.resources.MessageBasedResource) -> object | None:
+        return getattr(getattr(res, "visalib", None), "sessions", {}).get(res.session)
+
+    def _check_pyvisa_py_socket(self, res: pyvisa.resources.MessageBasedResource) -> None:
+        # pyvisa-py connects raw sockets non-blocking and reports success once select() says
+        # "writable" -- which a refused connection also is. Ask the socket itself.
+        sock = getattr(self._pyvisa_py_session(res), "interface", None)
+        if not isinstance(sock, socket.socket):
+            return
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise self._error(f"cannot open: connect failed: {os.strerror(err)}")
+        try:
+            sock.getpeername()
+        except OSError as exc:
+            raise self._error(f"cannot open: not connected ({exc})") from exc
+
+    def _tune_pyvisa_py(self, res: pyvisa.resources.MessageBasedResource) -> None:
+        # pyvisa-py's TCPIPSocketSession receives at most 4 KiB per recv() call; at 200 MB that
+        # is 50 000 select()+recv() rounds. The attribute is public-by-convention there.
+        session = self._pyvisa_py_session(res)
+        if session is not None and hasattr(session, "max_recv_size"):
+            session.max_recv_size = max(session.max_recv_size, self.recv_size)
+
+    def close(self) -> None:
+        res, self._res = self._res, None
+        if res is None:
+            return
+        try:
+            res.close()
+        except Exception as exc:  # closing must never mask the error that made us close
+            log.debug("%s: error on close ignored: %s", self.description, exc)
+
+    def write(self, data: bytes) -> None:
+        res = self.resource
+        try:
+            res.write_raw(data + self.write_termination)
+        except VisaIOError as exc:
+            raise self._error(f"write failed: {exc.description}") from exc
+        except OSError as exc:
+            raise self._error(f"write failed: {exc}") from exc
+
+    def read_line(self) -> bytes:
+        res = self.resource
+        try:
+            data = res.read_raw()
+        except VisaIOError as exc:
+            timeout = exc.error_code == visa_constants.StatusCode.error_timeout
+            what = "timeout" if timeout else "read failed"
+            raise self._error(f"{what} after {self._timeout_s:g} s waiting for a reply: "
+                              f"{exc.description}", timeout=timeout) from exc
+        except OSError as exc:
+            raise self._error(f"read failed: {exc}") from exc
+        term = self.read_termination.encode("ascii")
+        if term and data.endswith(term):
+            data = data[: -len(term)]
+        if data.endswith(b"\r"):  # instruments ending lines in CR LF
+            data = data[:-1]
+        return data
+
+    def read_exact(self, n: int) -> bytes:
+        if n == 0:
+            return b""
+        res = self.resource
+        got = bytearray()
+        try:
+            # read_termination "" -> TERMCHAR_EN off for the duration
+            with res.read_termination_context(""):
+                if n <= self.chunk_size:  # one call, no extra copy
+                    return res.read_bytes(n, chunk_size=self.chunk_size)
+                # in pieces, so that what arrived before a failure is known
+                while len(got) < n:
+                    piece = min(self.chunk_size, n - len(got))
+                    got += res.read_bytes(piece, chunk_size=piece)
+                return bytes(got)
+        except VisaIOError as exc:
+            timeout = exc.error_code == visa_constants.StatusCode.error_timeout
+            what = "timeout" if timeout else "read failed"
+            raise self._error(f"{what} during a {n}-byte binary read (at least {len(got)} "
+                              f"bytes arrived): {exc.description}", timeout=timeout,
+                              reply=bytes(got)) from exc
+        except OSError as exc:
+            raise self._error(f"read failed during a {n}-byte binary read: {exc}",
+                              reply=bytes(got)) from exc
+
+    def has_stale_input(self) -> bool:
+        # pyvisa-py raw sockets: bytes buffered by pyvisa-py or readable on the socket
+        session = self._pyvisa_py_session(self._res) if self._res is not None else None
+        if session is None:
+            return False
+        if getattr(session, "_pending_buffer", None):
+            return True
+        sock = getattr(session, "interface", None)
+        if not isinstance(sock, socket.socket):
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return bool(readable)
+
+    def resync(self) -> None:
+        """Raw sockets: reconnect (a late reply can only arrive on the old connection).
+        Other VISA interfaces: IEEE 488.2 device clear (clears the output queue) and flush."""
+        if self.is_socket or self._res is None:
+            super().resync()
+            return
+        try:
+            self._res.clear()
+            self._res.flush(visa_constants.BufferOperation.discard_read_buffer_no_io)
+        except (VisaIOError, OSError, NotImplementedError):
+            super().resync()

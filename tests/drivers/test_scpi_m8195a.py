@@ -1,0 +1,151 @@
+"""Keysight M8195A AWG: bytes against the manual (segment define + definite-block upload +
+*OPC?), round trips, chunked uploads with '\\n' bytes inside blocks, limits before any byte."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from drivers.emulators.keysight_m8195a import M8195AEmulator
+from drivers.keysight_m8195a import KeysightM8195A
+from qkd_hw.errors import InstrumentReportedError, LimitError
+from qkd_hw.labconfig import Limits
+from tests.drivers.scpi_helpers import config, running, sent
+
+ERR = b"SYST:ERR?"
+
+
+@pytest.fixture
+def pair():
+    with running(M8195AEmulator()) as emu:
+        awg = KeysightM8195A(config("awg", "keysight_m8195a", emu.resource, timeout_s=2.0,
+                                    limits=Limits.of(amplitude_v=(None, 0.5),
+                                                     offset_v=(-0.1, 0.1))))
+        with awg:
+            emu.clear_received()
+            yield awg, emu
+
+
+@pytest.mark.parametrize(
+    ("target", "prop", "value", "set_bytes", "query_bytes", "check"),
+    [
+        ("awg", "sample_rate_hz", 60e9, b":FREQ:RAST 60000000000", b":FREQ:RAST?",
+         lambda e: e.sample_rate == 60e9),
+        ("awg", "dac_mode", "dual", b":INST:DACM DUAL", b":INST:DACM?",
+         lambda e: e.dac_mode == "DUAL"),
+        ("awg", "function_mode", "sequence", b":FUNC:MODE STS", b":FUNC:MODE?",
+         lambda e: e.function_mode == "STS"),
+        ("ch2", "amplitude_v", 0.35, b":VOLT2:AMPL 0.35", b":VOLT2:AMPL?",
+         lambda e: e.amplitude[2] == 0.35),
+        ("ch3", "offset_v", -0.05, b":VOLT3:OFFS -0.05", b":VOLT3:OFFS?",
+         lambda e: e.offset[3] == -0.05),
+        ("ch1", "output_enabled", True, b":OUTP1 1", b":OUTP1?", lambda e: e.output[1]),
+    ],
+)
+def test_property_bytes_and_round_trip(pair, target, prop, value, set_bytes, query_bytes, check):
+    awg, emu = pair
+    obj = awg if target == "awg" else awg.channel(int(target[2:]))
+    setattr(obj, prop, value)
+    assert sent(emu) == [set_bytes, ERR]
+    assert check(emu)
+    emu.clear_received()
+    got = getattr(obj, prop)
+    assert got == pytest.approx(value) if isinstance(value, float) else got == value
+    assert sent(emu) == [query_bytes]
+
+
+def test_upload_bytes_follow_the_manual(pair):
+    awg, emu = pair
+    n = 1280
+    # codes chosen to contain 0x0A ('\n') and '#' inside the blocks
+    codes = (np.arange(n) % 256 - 128).astype(np.int8)
+    awg.channel(1).upload(codes, segment=3, chunk_samples=512)
+    raw = codes.view(np.uint8).tobytes()
+    assert sent(emu) == [
+        b":ABOR", ERR,
+        b":TRAC1:DEL:ALL", ERR,
+        b":TRAC1:DEF 3,1280", ERR,
+        b":TRAC1:DATA 3,0,#3512" + raw[:512], ERR,
+        b":TRAC1:DATA 3,512,#3512" + raw[512:1024], ERR,
+        b":TRAC1:DATA 3,1024,#3256" + raw[1024:], ERR,
+        b"*OPC?",
+        b":TRAC1:SEL 3", ERR,
+    ]
+    assert bytes(emu.segments[1][3]) == raw
+    assert emu.selected[1] == 3
+
+
+def test_float_waveform_scaled_and_read_back(pair):
+    awg, emu = pair
+    x = np.sin(2 * np.pi * np.arange(256 * 40) / 37.0)
+    ch = awg.channel(2)
+    ch.upload(x, chunk_samples=4096, verify=True)
+    want = np.rint(x * 127).astype(np.int8)
+    assert np.array_equal(np.frombuffer(bytes(emu.segments[2][1]), np.int8), want)
+    emu.clear_received()
+    back = ch.read_segment(1, 256, 1024, chunk_samples=600)
+    assert np.array_equal(back, want[256:1280])
+    assert sent(emu) == [b":TRAC2:DATA? 1,256,600", b":TRAC2:DATA? 1,856,424"]
+    assert ch.catalog() == {1: x.size}
+
+
+def test_start_stop_and_output_for_the_virtual_lab(pair):
+    awg, emu = pair
+    ch = awg.channel(1)
+    ch.upload(np.full(1280, 64, np.int8))
+    ch.amplitude_v = 0.4
+    assert emu.output_volts(1) is None  # stopped, relay open
+    ch.output_enabled = True
+    awg.start()
+    assert emu.running
+    assert np.allclose(emu.output_volts(1), 64 / 127 * 0.2)
+    emu.clear_received()
+    awg.outputs_off()
+    assert not emu.running and not any(emu.output.values())
+    assert sent(emu, skip_error_queries=True) == [b":ABOR", b":OUTP1 0", b":OUTP2 0",
+                                                  b":OUTP3 0", b":OUTP4 0"]
+
+
+@pytest.mark.parametrize(
+    ("samples", "match"),
+    [
+        (np.zeros(1000, np.int8), "multiple of 256"),
+        (np.zeros(1300, np.int8), "multiple of 256"),
+        (np.full(1280, 1.5), r"\[-1, 1\]"),
+        (np.full(1280, np.nan), "NaN"),
+        (np.full(1280, 300, np.int16), "-128..127"),
+        (np.zeros((2, 1280), np.int8), "1-D"),
+    ],
+)
+def test_bad_waveforms_rejected_before_any_byte(pair, samples, match):
+    awg, emu = pair
+    with pytest.raises(LimitError, match=match):
+        awg.channel(1).upload(samples)
+    assert emu.rx_bytes == 0
+
+
+@pytest.mark.parametrize(("prop", "value"), [("amplitude_v", 0.6), ("offset_v", 0.2),
+                                             ("amplitude_v", 0.05)])
+def test_lab_limits_before_any_byte(pair, prop, value):
+    awg, emu = pair
+    with pytest.raises(LimitError):
+        setattr(awg.channel(1), prop, value)
+    assert emu.rx_bytes == 0
+
+
+def test_chunk_upload_survives_a_dropped_connection(pair):
+    awg, emu = pair
+    x = (np.arange(256 * 20) % 200 - 100).astype(np.int8)
+    f = emu.inject("disconnect", match=r"^:TRAC1:DATA 1,1024,")
+    awg.channel(1).upload(x, chunk_samples=1024)
+    assert f.hits == 1
+    assert np.array_equal(np.frombuffer(bytes(emu.segments[1][1]), np.int8), x)
+    assert sum(m.startswith(b":TRAC1:DATA 1,1024,") for m in emu.received) == 2
+
+
+def test_instrument_errors_surface(pair):
+    awg, _emu = pair
+    awg.start()
+    # segment definitions are program-mode only: the instrument refuses while running
+    with pytest.raises(InstrumentReportedError, match="-221"):
+        awg.write(":TRAC1:DEF 1,1280")
