@@ -5,7 +5,8 @@ fastmath allows reassociation and contraction (vectorised reductions) but not
 optimised away.
 """
 
-FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+# a plain set: numba rejects a frozenset here; treat it as read-only
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 #: options for serial kernels
 NJIT = {"cache": True, "fastmath": FASTMATH, "nogil": True, "error_model": "numpy"}
