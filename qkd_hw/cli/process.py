@@ -1,16 +1,196 @@
-"""`qkd-hw process` (placeholder until its owner lands it)."""
+"""`qkd-hw process TRACE.h5`: run the DSP receiver over a recording.
+
+Locks on the pilot and Alice's symbols, calibrates shot-noise units from the shot- and
+electronic-noise captures, estimates T, xi, v_el on a disclosed random subset and the
+finite-size key rate, and (with --out) writes the raw key (mode 0600). On lock failure it
+exits with code 2 and a message giving the lock metrics; no estimate is printed then.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import math
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
-from qkd_hw.errors import QkdHwError
+import numpy as np
+
+from dsp.carrier import PHASE_METHODS
+from dsp.pipeline import ReceiverOptions
+from qkd_hw.errors import QkdHwError, ReceiverLockError
+from qkd_hw.receiver import DEFAULT_CHUNK, ReceiverResult, process_recording
+from qkd_hw.trace_io import TraceReader
+
+#: show a progress bar above this many samples (about a second of processing)
+PROGRESS_MIN_SAMPLES = 50_000_000
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("process", help="(not yet available)")
+    p = sub.add_parser("process", help="run the DSP receiver over a recording",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("trace", metavar="TRACE.h5", help="recording (format qkd-trace v1)")
+    p.add_argument("--out", metavar="RAW.h5", help="write the raw key (undisclosed symbols)")
+    p.add_argument("--pe-fraction", type=float, default=0.5, metavar="F",
+                   help="fraction of symbols disclosed for parameter estimation, (0, 1] "
+                        "(default 0.5; 1 uses all, leaving no key)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the disclosed subset")
+    p.add_argument("--eps-pe", type=float, default=1e-10, help="PE failure probability")
+    p.add_argument("--beta", type=float, default=0.95, help="reconciliation efficiency")
+    p.add_argument("--phase-method", choices=PHASE_METHODS, default="fir",
+                   help="carrier-phase tracker (default fir: boxcar at the optimal bandwidth)")
+    p.add_argument("--pilot-bandwidth-hz", type=float, default=None,
+                   help="force the pilot filter bandwidth (default: optimum from the data)")
+    p.add_argument("--pilot-search-mhz", type=float, default=50.0,
+                   help="half-width of the laser-offset search, MHz (default 50)")
+    p.add_argument("--no-clock-tracking", action="store_true",
+                   help="assume Alice's and Bob's sample clocks are locked")
+    p.add_argument("--chunk-samples", type=int, default=DEFAULT_CHUNK, help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--plot", metavar="DIR", help="write PNG plots (constellation, pilot phase, "
+                                                 "spectrum) into DIR")
     p.set_defaults(func=_run)
 
 
+@contextlib.contextmanager
+def progress_bar(trace: str | Path, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """tqdm bar over all samples of the recording (only for long recordings and if enabled);
+    yields the callback ``tick(n_samples)`` for ``process_recording(progress=...)``."""
+    with TraceReader(trace) as r:
+        total = sum(a.length for a in r.adc.values())
+    if not enabled or total < PROGRESS_MIN_SAMPLES:
+        yield lambda n: None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="S", unit_scale=True, desc="process", file=sys.stderr)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_clean(x) for x in v]
+    return v
+
+
 def _run(args: argparse.Namespace) -> int:
-    raise QkdHwError("'process' is not implemented yet")
+    if not 0 < args.pe_fraction <= 1:
+        raise QkdHwError(f"--pe-fraction must be in (0, 1], got {args.pe_fraction}")
+    if args.chunk_samples < 1:
+        raise QkdHwError(f"--chunk-samples must be >= 1, got {args.chunk_samples}")
+    try:
+        options = ReceiverOptions(phase_method=args.phase_method,
+                                  pilot_bandwidth_hz=args.pilot_bandwidth_hz,
+                                  pilot_search_hz=args.pilot_search_mhz * 1e6,
+                                  clock_tracking=not args.no_clock_tracking)
+    except ValueError as exc:
+        raise QkdHwError(str(exc)) from exc
+    try:
+        with progress_bar(args.trace, enabled=sys.stderr.isatty()) as tick:
+            res = process_recording(args.trace, options=options, pe_fraction=args.pe_fraction,
+                                    seed=args.seed, eps_pe=args.eps_pe, beta=args.beta,
+                                    raw_key_out=args.out, chunk_samples=args.chunk_samples,
+                                    progress=tick, diagnostics=bool(args.plot))
+    except ReceiverLockError as exc:
+        if args.json:
+            print(json.dumps(_clean({"locked": False, "error": str(exc), "lock": exc.metrics})))
+        raise
+    except ValueError as exc:
+        raise QkdHwError(f"{args.trace}: {exc}") from exc
+    summary = {"locked": True, **res.summary()}
+    if args.plot:
+        summary["plots"] = [str(p) for p in write_plots(res, Path(args.plot))]
+    if args.json:
+        print(json.dumps(_clean(summary)))
+    else:
+        _print_human(summary)
+    return 0
+
+
+def _print_human(s: dict[str, Any]) -> None:
+    def f(v, fmt):
+        return "n/a" if v is None else format(v, fmt)
+    lock = s["lock"]
+    lines = [
+        f"recording          {s['path']}",
+        f"lock               pilot SNR {lock['pilot_snr_db']:.1f} dB, sync PSLR "
+        f"{lock['sync_pslr_db']:.1f} dB",
+        f"frequency offset   {s['frequency_offset_hz'] / 1e6:+.6f} MHz "
+        f"(linewidth ~{s['linewidth_hz']:.0f} Hz)",
+        f"first symbol at    {s['delay_samples']:.3f} samples, clock offset "
+        f"{s['clock_offset_ppm']:+.3f} ppm",
+        f"symbols            {s['n_symbols_received']} received, {s['n_pe_symbols']} disclosed",
+        f"T                  {s['transmittance']:.5f} (min {s['transmittance_min']:.5f})",
+        f"xi                 {s['excess_noise_snu']:.5f} SNU (max "
+        f"{s['excess_noise_max_snu']:.5f})",
+        f"v_el               {s['electronic_noise_snu']:.5f} +- "
+        f"{s['electronic_noise_std_snu']:.5f} SNU",
+        f"SNR                {s['snr']:.4f}",
+        f"key rate           {f(s['key_rate_bits_per_symbol'], '.5f')} bit/symbol"
+        + (f" ({s['key_rate_error']})" if s.get("key_rate_error") else ""),
+        f"throughput         {s['samples'] / 1e6:.1f} MS in {s['seconds']:.2f} s",
+    ]
+    if s.get("raw_key_path"):
+        lines.append(f"raw key            {s['raw_key_path']} ({s['n_key_symbols']} symbols)")
+    for p in s.get("plots", []):
+        lines.append(f"plot               {p}")
+    print("\n".join(lines))
+
+
+def write_plots(res: ReceiverResult, out_dir: Path) -> list[Path]:
+    """Constellation, pilot phase vs time and the spectrum of the head, as PNG files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    d = res.diagnostics
+    paths = []
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(d.constellation_y.real, d.constellation_y.imag, ".", ms=1, alpha=0.5,
+            label="Bob (SNU, disclosed)")
+    t = res.estimates.t_eff
+    ax.plot(t * d.constellation_x.real, t * d.constellation_x.imag, ".", ms=1, alpha=0.3,
+            label="t x Alice")
+    ax.set_xlabel("q (SNU)")
+    ax.set_ylabel("p (SNU)")
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", markerscale=8)
+    ax.set_title("constellation")
+    paths.append(_save(fig, out_dir / "constellation.png"))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(1e3 * np.asarray(d.pilot_phase_t_s), d.pilot_phase_rad, lw=0.8)
+    ax.set_xlabel("time (ms)")
+    ax.set_ylabel("pilot phase (rad)")
+    ax.set_title(f"carrier phase ({res.acquisition.carrier.method}, "
+                 f"B = {res.acquisition.carrier.bandwidth_hz / 1e3:.0f} kHz)")
+    paths.append(_save(fig, out_dir / "pilot_phase.png"))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(d.spectrum_f_hz / 1e6, d.spectrum_db, lw=0.6)
+    ax.set_xlabel("frequency (MHz)")
+    ax.set_ylabel("PSD (dB, arb.)")
+    ax.set_title("spectrum of the signal capture (head)")
+    paths.append(_save(fig, out_dir / "spectrum.png"))
+    return paths
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,313 @@
+"""Acquisition on a head segment of the signal capture: pilot search (coarse/fine frequency
+offset), pilot SNR and phase-noise statistics, and the synchronisation to Alice's symbols.
+
+Everything here runs once, on a bounded head segment (numpy + the kernels), before the
+streaming pass.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft as sfft
+
+from dsp.errors import DspLockError
+from dsp.kernels import cdot, matched_filter_at, pilot_decimate
+from dsp.rrc import MatchedFilterBank, rrc_frequency_response
+
+__all__ = ["PilotAcquisition", "SyncResult", "acquire_pilot", "check_search_range",
+           "synchronise"]
+
+
+@dataclass(frozen=True)
+class PilotAcquisition:
+    """Result of the pilot search on the head segment.
+
+    Attributes
+    ----------
+    frequency_offset_hz : float
+        Fine laser frequency offset (pilot phase slope over the head).
+    coarse_offset_hz : float
+        Spectral-peak estimate.
+    pilot_snr_db : tuple[float, ...]
+        Per pilot, periodogram peak over the median in the search window (dB); the lock metric.
+    pilot_cn0_dbhz : tuple[float, ...]
+        Per pilot, carrier-to-noise density (dB-Hz) from the phase statistics.
+    phase_noise_var : float
+        Pilot phase-noise variance per block of ``decimation`` samples (rad^2), combined pilots.
+    linewidth_hz : float
+        Combined Lorentzian linewidth estimated from the pilot phase diffusion.
+    decimation : int
+        Block length of the phase statistics (samples).
+    pilot_weights : tuple[complex, ...]
+        Combining weights of the pilots (phase alignment and SNR weighting); sum of |w| = 1.
+    pilot_amplitudes : tuple[float, ...]
+        Tone amplitude A of each pilot (ADC codes; ``A cos(2 pi f t + phi)``).
+    """
+
+    frequency_offset_hz: float
+    coarse_offset_hz: float
+    pilot_snr_db: tuple[float, ...]
+    pilot_cn0_dbhz: tuple[float, ...]
+    phase_noise_var: float
+    linewidth_hz: float
+    linewidth_std_hz: float
+    decimation: int
+    pilot_weights: tuple[complex, ...]
+    pilot_amplitudes: tuple[float, ...]
+
+
+def check_search_range(fs: float, *, pilot_frequencies_hz, signal_frequency_hz: float,
+                       symbol_rate_hz: float, rolloff: float, search_hz: float) -> None:
+    """Refuse a pilot search range that could confuse the pilot with an image.
+
+    The window ``[f_p - R, f_p + R]`` of every pilot must lie inside ``(0, fs/2)`` (else the
+    pilot's own alias could be picked) and must not overlap the images, mirrored at 0 and at
+    fs/2, of the quantum band ``f_s +- Rs (1+beta)/2`` shifted by any offset in ``[-R, R]``.
+    The quantum band itself is noise-like and harmless; overlapping windows of several pilots
+    are fine because the search is joint (only the true common offset lines up every pilot).
+    """
+    R = float(search_hz)
+    if not R > 0:
+        raise ValueError(f"pilot search range must be > 0 Hz, got {search_hz!r}")
+    w = symbol_rate_hz * (1 + rolloff) / 2
+    lo_q, hi_q = signal_frequency_hz - R - w, signal_frequency_hz + R + w
+    images = [(fs - hi_q, fs - lo_q), (-hi_q, -lo_q)]
+    fps = [float(f) for f in pilot_frequencies_hz]
+    for fp in fps:
+        a, b = fp - R, fp + R
+        if a <= 0 or b >= fs / 2:
+            raise ValueError(f"pilot search window [{a / 1e6:.3f}, {b / 1e6:.3f}] MHz of pilot "
+                             f"{fp / 1e6:.3f} MHz leaves (0, fs/2 = {fs / 2e6:.3f} MHz): "
+                             "reduce the search range")
+        for lo, hi in images:
+            if a < hi and lo < b:
+                raise ValueError(f"pilot search window [{a / 1e6:.3f}, {b / 1e6:.3f}] MHz "
+                                 f"overlaps the quantum-band image [{lo / 1e6:.3f}, "
+                                 f"{hi / 1e6:.3f}] MHz: reduce the search range")
+
+
+def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_hz: float,
+                  snr_min_db: float, decimation: int = 64, max_lag: int = 48) -> PilotAcquisition:
+    """Find the pilot tone(s) in the head segment and estimate offset, SNR and phase noise.
+
+    Coarse: Hann-windowed periodogram; the offset maximises the sum over pilots of the
+    periodogram normalised by its median in each window (joint search: with two pilots only
+    the common offset makes both peak); parabolic interpolation of log power gives a sub-bin
+    value. Fine: least-squares slope of the unwrapped pilot phase (blocks of ``decimation``
+    samples). Phase statistics: the structure function ``S(l) = <(phi_{j+l} - phi_j)^2>``
+    of the detrended pilot phase is ``2 sigma_n^2 + 2 pi linewidth l D / fs``: a straight-line
+    fit gives the per-block phase-noise variance sigma_n^2 (pilot SNR) and the linewidth.
+
+    Raises
+    ------
+    DspLockError
+        If the weakest pilot's peak-to-median ratio is below ``snr_min_db``.
+    """
+    x = np.asarray(head)
+    n = 1 << math.floor(math.log2(min(x.shape[0], 1 << 21)))
+    seg = x[:n].astype(np.float64)
+    spec = np.abs(np.fft.rfft((seg - seg.mean()) * np.hanning(n))) ** 2
+    df = fs / n
+    nb = int(R_bins := math.floor(search_hz / df))
+    fps = [float(f) for f in pilot_frequencies_hz]
+    metric = np.zeros(2 * nb + 1)
+    norm_specs = []
+    for fp in fps:
+        c = round(fp / df)
+        win = spec[c - R_bins:c + R_bins + 1]
+        med = float(np.median(win))
+        norm_specs.append((win, med))
+        metric += win / med
+    b = int(np.argmax(metric))
+    shift = 0.0
+    if 0 < b < 2 * nb:
+        lm = np.log(metric[b - 1:b + 2])
+        den = lm[0] - 2 * lm[1] + lm[2]
+        if den < 0:
+            shift = 0.5 * (lm[0] - lm[2]) / den
+    snr_db = tuple(float(10 * np.log10(win[max(b - 1, 0):b + 2].max() / med))
+                   for win, med in norm_specs)
+    coarse = ((b - nb) + shift) * df + (round(fps[0] / df) * df - fps[0])
+    # the bins are centred on round(fp/df)*df, not exactly on fp
+    metrics = {"pilot_snr_db": min(snr_db), "pilot_snr_min_db": float(snr_min_db),
+               "coarse_offset_hz": float(coarse)}
+    if min(snr_db) < snr_min_db:
+        raise DspLockError("pilot not found: pilot SNR below threshold", metrics)
+
+    # fine offset and phase statistics from the block phasors of each pilot
+    D = int(decimation)
+    nblk = x.shape[0] // D
+    t = np.arange(nblk) * D + (D - 1) / 2
+    phasors, fine, resid = [], [], []
+    for fp in fps:
+        z = pilot_decimate(x, fs, frequency_hz=fp + coarse, decimation=D, first_sample=0,
+                           first_block=0, n_blocks=nblk)
+        ph = np.unwrap(np.angle(z))
+        a1, a0 = np.polyfit(t, ph, 1)
+        fine.append(coarse + a1 * fs / (2 * np.pi))
+        phasors.append(z)
+        resid.append(ph - (a0 + a1 * t))
+    # one offset for all pilots (common laser offset), weighted by pilot power
+    pw = np.array([np.mean(np.abs(z) ** 2) for z in phasors])
+    offset = float(np.sum(np.array(fine) * pw) / np.sum(pw))
+    # per-pilot noise and combination weights (maximum-ratio, phase-aligned)
+    sig_n2, weights = [], []
+    for z in phasors:
+        s2n, _ = _structure_fit(np.unwrap(np.angle(z * np.exp(-2j * np.pi * (offset - coarse)
+                                                               / fs * t))), max_lag)
+        sig_n2.append(max(s2n, 1e-12))
+    for z, s2n, z0 in zip(phasors, sig_n2, [phasors[0]] * len(phasors), strict=True):
+        rel = np.angle(np.vdot(z0, z))           # constant phase of this pilot vs the first
+        amp = np.sqrt(np.mean(np.abs(z) ** 2))
+        weights.append(np.exp(-1j * rel) / (amp * s2n))
+    wsum = sum(abs(w) for w in weights)
+    weights = [w / wsum for w in weights]
+    comb = sum(w * z for w, z in zip(weights, phasors, strict=True))
+    comb = comb * np.exp(-2j * np.pi * (offset - coarse) / fs * t)
+    s2n, slope = _structure_fit(np.unwrap(np.angle(comb)), max_lag)
+    dt = D / fs
+    linewidth = slope / (2 * np.pi * dt)
+    # std of the slope from the fit residual scatter (rough): see _structure_fit
+    cn0 = tuple(float(10 * np.log10(1.0 / (2.0 * s * dt))) for s in sig_n2)
+    return PilotAcquisition(
+        frequency_offset_hz=offset, coarse_offset_hz=float(coarse), pilot_snr_db=snr_db,
+        pilot_cn0_dbhz=cn0, phase_noise_var=float(max(s2n, 1e-12)),
+        linewidth_hz=float(max(linewidth, 0.0)),
+        linewidth_std_hz=float(_slope_std(np.unwrap(np.angle(comb)), max_lag) / (2 * np.pi * dt)),
+        decimation=D, pilot_weights=tuple(complex(w) for w in weights),
+        pilot_amplitudes=tuple(float(2 * np.sqrt(p)) for p in pw))
+
+
+def _structure_fit(ph: np.ndarray, max_lag: int) -> tuple[float, float]:
+    """Fit ``S(l) = 2 s2 + slope * l`` for l = 1..max_lag; returns (s2, slope per block)."""
+    ph = ph - np.polyval(np.polyfit(np.arange(ph.shape[0]), ph, 1), np.arange(ph.shape[0]))
+    lags = np.arange(1, max_lag + 1)
+    S = np.array([np.mean((ph[lag:] - ph[:-lag]) ** 2) for lag in lags])
+    slope, icpt = np.polyfit(lags, S, 1)
+    return float(icpt / 2), float(slope)
+
+
+def _slope_std(ph: np.ndarray, max_lag: int) -> float:
+    """Rough standard error of the diffusion slope: spread of the slope over quarters."""
+    q = ph.shape[0] // 4
+    if q < 4 * max_lag:
+        return float("inf")
+    slopes = [_structure_fit(ph[i * q:(i + 1) * q], max_lag)[1] for i in range(4)]
+    return float(np.std(slopes, ddof=1) / 2)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """Timing of the first data symbol and the correlation lock metrics.
+
+    ``tau0`` is the fractional absolute sample instant of symbol 0 (pulse centre);
+    ``pslr`` the correlation peak power over the mean side-lobe power; ``inverted`` whether Bob
+    sees the complex conjugate of Alice's symbols (spectral inversion of the IF); ``phase`` the
+    common phase of ``sum conj(x) y`` over the sync symbols (rad).
+    """
+
+    tau0: float
+    coarse_delay: int
+    pslr: float
+    pslr_db: float
+    inverted: bool
+    phase: float
+    sync_symbols: int
+    timing_std_samples: float
+
+
+def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: MatchedFilterBank,
+                period: float, symbol_rate_hz: float, rolloff: float, mixer_hz: float,
+                phase: tuple[float, float, np.ndarray], max_delay: int,
+                pslr_min: float) -> SyncResult:
+    """Find the first data symbol: FFT cross-correlation, then fractional refinement.
+
+    Coarse: the head is down-converted (``mixer_hz``), de-rotated by the pilot phase,
+    matched-filtered in the frequency domain (exact RRC) and cross-correlated with Alice's
+    first symbols placed on the fractional symbol grid (linear split between the two nearest
+    samples); both ``x`` and ``conj(x)`` are tried (spectral inversion). Lags are limited to
+    ``[0, max_delay]``. Fine: the symbol-instant matched filter is evaluated at
+    ``tau0 + k period`` over a grid of fractional offsets, refined twice by parabolic
+    interpolation of ``|sum conj(x_k) y_k|^2``.
+
+    Raises
+    ------
+    DspLockError
+        If the peak-to-side-lobe ratio is below ``pslr_min``.
+    """
+    x = np.asarray(head)
+    K = int(alice.shape[0])
+    n = x.shape[0]
+    nfft = 1 << math.ceil(math.log2(n + int(K * period) + 2))
+    nn = np.arange(n)
+    t0, dt, ph = phase
+    bb = x.astype(np.float64) * np.exp(-1j * (2 * np.pi * mixer_hz / fs * nn
+                                              + np.interp(nn, t0 + dt * np.arange(len(ph)), ph)))
+    f = sfft.fftfreq(nfft, 1 / fs)
+    B = sfft.fft(bb, nfft, workers=-1) * rrc_frequency_response(f, symbol_rate_hz, rolloff)
+    pos = np.arange(K) * period
+    i0 = np.floor(pos).astype(np.int64)
+    w1 = pos - i0
+    ref = np.zeros(nfft, np.complex128)
+    np.add.at(ref, i0, alice * (1 - w1))
+    np.add.at(ref, i0 + 1, alice * w1)
+    R = sfft.fft(ref, workers=-1)
+    best = None
+    for inverted in (False, True):
+        # FFT of conj(ref) is conj(R[-k mod N]): no second transform
+        Rk = np.conj(np.roll(R[::-1], 1)) if inverted else R
+        c = sfft.ifft(B * np.conj(Rk), workers=-1)
+        lags = min(int(max_delay), n - 1) + 1
+        p = np.abs(c[:lags]) ** 2
+        j = int(np.argmax(p))
+        guard = math.ceil(2 * period)
+        side = np.concatenate([p[:max(j - guard, 0)], p[j + guard + 1:]])
+        pslr = float(p[j] / np.mean(side)) if side.size else 0.0
+        if best is None or pslr > best[0]:
+            best = (pslr, j, inverted)
+    pslr, j, inverted = best
+    metrics = {"sync_pslr": pslr, "sync_pslr_db": 10 * math.log10(max(pslr, 1e-30)),
+               "sync_pslr_min": float(pslr_min), "coarse_delay_samples": float(j)}
+    if pslr < pslr_min:
+        raise DspLockError("synchronisation failed: correlation peak-to-side-lobe ratio below "
+                           "threshold", metrics)
+    a = np.conj(alice) if inverted else alice
+    # usable symbols: their matched-filter windows must lie inside the head
+    kmax = int((n - bank.half - 2 - (j + 2)) // period)
+    kk = max(1, min(K, kmax))
+    a = a[:kk]
+
+    def score(tau: float) -> complex:
+        y = matched_filter_at(x, bank, first_sample=0, tau0=tau, period=period, k_start=0,
+                              count=kk, phase=phase)
+        return cdot(a, y.astype(np.complex128))
+
+    def refine(center: float, step: float, npts: int) -> float:
+        taus = center + step * np.arange(-npts, npts + 1)
+        taus = taus[taus >= bank.half]
+        s = np.array([abs(score(t)) ** 2 for t in taus])
+        i = int(np.argmax(s))
+        if 0 < i < s.shape[0] - 1:
+            den = s[i - 1] - 2 * s[i] + s[i + 1]
+            if den < 0:
+                return float(taus[i] + step * 0.5 * (s[i - 1] - s[i + 1]) / den)
+        return float(taus[i])
+
+    tau = refine(float(j), 0.25, 6)
+    tau = refine(tau, 1.0 / 32, 4)
+    tau = refine(tau, 1.0 / 256, 3)
+    c = score(tau)
+    # timing precision (Cramer-Rao-like, for reporting): sigma_tau ~ 1/(2 pi B_rms sqrt(K snr))
+    y = matched_filter_at(x, bank, first_sample=0, tau0=tau, period=period, k_start=0,
+                          count=kk, phase=phase).astype(np.complex128)
+    g = c / cdot(a, a)
+    resid = np.mean(np.abs(y - g * a) ** 2)
+    snr = abs(g) ** 2 * np.mean(np.abs(a) ** 2) / max(resid, 1e-300)
+    brms = symbol_rate_hz / fs * math.sqrt(1 / 12 + rolloff**2 * (1 / 4 - 2 / math.pi**2))
+    tstd = 1.0 / (2 * math.pi * brms * math.sqrt(max(2 * kk * snr, 1e-300)))
+    return SyncResult(tau0=tau, coarse_delay=j, pslr=pslr, pslr_db=metrics["sync_pslr_db"],
+                      inverted=bool(inverted), phase=float(np.angle(c)), sync_symbols=kk,
+                      timing_std_samples=float(tstd))

@@ -1,0 +1,450 @@
+"""Numba kernels of the receiver: pilot down-conversion/decimation and the symbol-instant
+matched filter. Public wrappers validate and fix dtype/layout, private ``_kernels`` compute.
+
+Inputs are the raw ADC codes (int16, int8 or float32) exactly as stored: the kernels convert
+sample by sample, so no float copy of a chunk is ever made.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from dsp._numba_options import NJIT as _NJIT_OPTIONS
+from dsp._numba_options import NJIT_PARALLEL as _NJIT_PARALLEL_OPTIONS
+from dsp.rrc import MatchedFilterBank
+
+# numba accepts fastmath flags as a (mutable) set, not the frozenset the options module holds
+NJIT = {**_NJIT_OPTIONS, "fastmath": set(_NJIT_OPTIONS["fastmath"])}
+NJIT_PARALLEL = {**_NJIT_PARALLEL_OPTIONS, "fastmath": set(_NJIT_PARALLEL_OPTIONS["fastmath"])}
+
+__all__ = ["boxcar_phase", "cdot", "kalman_phase_forward", "matched_filter_at", "pair_moments",
+           "pilot_decimate", "rts_smooth_block"]
+
+_ADC_DTYPES = (np.int16, np.int8, np.float32)
+_TWO_PI = 2.0 * math.pi
+
+
+def _check_adc(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 1:
+        raise ValueError(f"ADC samples must be 1-D, got shape {x.shape}")
+    if x.dtype not in _ADC_DTYPES:
+        if x.dtype.kind == "f":
+            x = x.astype(np.float32)
+        else:
+            raise ValueError(f"ADC dtype must be one of int16, int8, float32, got {x.dtype}")
+    return np.ascontiguousarray(x)
+
+
+# --------------------------------------------------------------------------------------------
+# pilot: NCO mix + integrate-and-dump over blocks of D samples anchored at absolute index 0
+# --------------------------------------------------------------------------------------------
+@njit(**NJIT_PARALLEL)
+def _pilot_dump(x, n0, D, j0, nj, cyc_per_sample, tab_re, tab_im, out_re, out_im):
+    nthreads = 64
+    per = (nj + nthreads - 1) // nthreads
+    step = cyc_per_sample * D
+    step -= math.floor(step)
+    rot_c = math.cos(-_TWO_PI * step)
+    rot_s = math.sin(-_TWO_PI * step)
+    for t in prange(nthreads):
+        lo = t * per
+        hi = min(nj, lo + per)
+        c = 1.0
+        s = 0.0
+        for j in range(lo, hi):
+            start = (j0 + j) * D
+            loc = start - n0
+            ar = 0.0
+            ai = 0.0
+            for i in range(D):
+                v = np.float32(x[loc + i])
+                ar += tab_re[i] * v
+                ai += tab_im[i] * v
+            if (j - lo) % 64 == 0:      # exact oscillator phase, then rotate per block
+                cyc = cyc_per_sample * start
+                cyc -= math.floor(cyc)
+                c = math.cos(-_TWO_PI * cyc)
+                s = math.sin(-_TWO_PI * cyc)
+            out_re[j] = ar * c - ai * s
+            out_im[j] = ar * s + ai * c
+            c, s = c * rot_c - s * rot_s, c * rot_s + s * rot_c
+
+
+def pilot_decimate(x: np.ndarray, fs: float, *, frequency_hz: float, decimation: int,
+                   first_sample: int, first_block: int, n_blocks: int) -> np.ndarray:
+    """Down-convert by ``frequency_hz`` and average over blocks of ``decimation`` samples.
+
+    Block j covers absolute samples ``[j D, (j+1) D)`` (centre ``j D + (D-1)/2``) and its value
+    is ``mean_n x[n] exp(-2 pi j f n / fs)``: the pilot phasor (amplitude A/2 for a tone
+    ``A cos(2 pi f n/fs + phi)``), phase-continuous across calls because the oscillator phase
+    is computed from the absolute sample index.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n,)
+        ADC codes (int16/int8/float32); ``x[0]`` is absolute sample ``first_sample``.
+    fs : float
+        Sample rate, Hz.
+    frequency_hz : float
+        Oscillator frequency, Hz.
+    decimation : int
+        D, samples per block.
+    first_block, n_blocks : int
+        Blocks to compute; they must lie inside ``x``.
+
+    Returns
+    -------
+    ndarray, shape (n_blocks,), complex128
+    """
+    x = _check_adc(x)
+    D = int(decimation)
+    if D < 1:
+        raise ValueError(f"decimation must be >= 1, got {decimation!r}")
+    j0, nj, n0 = int(first_block), int(n_blocks), int(first_sample)
+    if nj < 0 or (nj > 0 and (j0 * D < n0 or (j0 + nj) * D > n0 + x.shape[0])):
+        raise ValueError(f"blocks [{j0}, {j0 + nj}) x {D} outside samples "
+                         f"[{n0}, {n0 + x.shape[0]})")
+    r = float(frequency_hz) / float(fs)
+    i = np.arange(D)
+    tab = np.exp(-2j * np.pi * r * i) / D
+    out_re = np.empty(nj)
+    out_im = np.empty(nj)
+    if nj:
+        _pilot_dump(x, n0, D, j0, nj, r, tab.real.copy(), tab.imag.copy(), out_re, out_im)
+    return out_re + 1j * out_im
+
+
+# --------------------------------------------------------------------------------------------
+# matched filter at symbol instants (polyphase, bandpass taps on the real ADC samples)
+# --------------------------------------------------------------------------------------------
+def _mf_symbols_py(x, n0, tau0, period, k0, nk, P, tre, tim, dre, dim, half, cyc_per_sample,
+                ph_t0, ph_dt, ph, use_phase, use_slope, out_re, out_im):
+    ntap = 2 * half
+    for k in prange(nk):
+        t = tau0 + (k0 + k) * period
+        nc = math.floor(t)
+        p = int((t - nc) * P + 0.5)
+        if p >= P:
+            p -= P
+            nc += 1
+        loc = int(nc) - n0 - half + 1
+        xs = x[loc:loc + ntap]
+        cyc = cyc_per_sample * nc
+        cyc -= math.floor(cyc)
+        cyc += cyc_per_sample * p / P
+        phi = -_TWO_PI * cyc
+        trp = tre[p]
+        tip = tim[p]
+        slope = 0.0
+        if use_phase:
+            u = (nc + p / P - ph_t0) / ph_dt
+            j = math.floor(u)
+            if j < 0:
+                j = 0
+                f = 0.0
+            elif j >= ph.shape[0] - 1:
+                j = ph.shape[0] - 2
+                f = 1.0
+            else:
+                f = u - j
+            phi -= ph[j] + f * (ph[j + 1] - ph[j])
+            slope = (ph[j + 1] - ph[j]) / ph_dt          # rad per sample
+        if use_slope:
+            drp = dre[p]
+            dip = dim[p]
+            ar = np.float32(0.0)
+            ai = np.float32(0.0)
+            br = np.float32(0.0)
+            bi = np.float32(0.0)
+            for i in range(ntap):
+                v = np.float32(xs[i])
+                ar += trp[i] * v
+                ai += tip[i] * v
+                br += drp[i] * v
+                bi += dip[i] * v
+            # Y0 + j slope Y1 (first-order phase correction inside the window)
+            yr = ar - slope * bi
+            yi = ai + slope * br
+        else:
+            ar = np.float32(0.0)
+            ai = np.float32(0.0)
+            for i in range(ntap):
+                v = np.float32(xs[i])
+                ar += trp[i] * v
+                ai += tip[i] * v
+            yr = ar
+            yi = ai
+        c = math.cos(phi)
+        s = math.sin(phi)
+        out_re[k] = yr * c - yi * s
+        out_im[k] = yr * s + yi * c
+
+
+# one body, two compilations: parallel for the streaming pass, serial for the many small
+# calls (timing fits) where waking the thread pool costs more than the work
+_mf_symbols = njit(**NJIT_PARALLEL)(_mf_symbols_py)
+_mf_symbols_serial = njit(**NJIT)(_mf_symbols_py)
+
+
+def symbol_sample_range(bank: MatchedFilterBank, tau0: float, period: float, k: int) -> tuple:
+    """Absolute sample range ``[lo, hi)`` that the matched filter of symbol k reads."""
+    t = tau0 + k * period
+    nc = math.floor(t)
+    if int((t - nc) * bank.n_phases + 0.5) >= bank.n_phases:
+        nc += 1
+    return int(nc) - bank.half + 1, int(nc) + bank.half + 1
+
+
+def matched_filter_at(x: np.ndarray, bank: MatchedFilterBank, *, first_sample: int, tau0: float,
+                      period: float, k_start: int, count: int,
+                      phase: tuple[float, float, np.ndarray] | None = None,
+                      first_order: bool = False, parallel: bool = True) -> np.ndarray:
+    """Matched-filter outputs of symbols ``k_start .. k_start+count-1``.
+
+    Symbol k sits at the fractional absolute sample instant ``tau0 + k * period``; its output is
+    ``sum_n h(t_k - n) x[n] exp(-2 pi j f_mix n / fs) exp(-j psi_n)`` with the polyphase bank
+    (unit-energy taps, timing rounded to 1/n_phases sample) and, if ``phase`` is given,
+    the carrier phase psi linearly interpolated from a uniform grid at t_k; with
+    ``first_order`` applied to first order around t_k inside the window,
+    ``psi_n ~ psi(t_k) + psi'(t_k) (n - t_k)`` (psi' = slope of the grid segment). The
+    first-order term only pays when the phase grid is much smoother than the symbol (a noisy
+    slope adds error), so the pipeline does not use it by default.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n,)
+        ADC codes; ``x[0]`` is absolute sample ``first_sample``.
+    bank : MatchedFilterBank
+    tau0, period : float
+        Instant of symbol 0 and symbol period, in samples.
+    k_start, count : int
+    phase : (t0, dt, values) or None
+        Carrier phase (rad) at absolute sample instants ``t0 + i dt``; must cover the symbols.
+
+    Returns
+    -------
+    ndarray, shape (count,), complex64
+    """
+    x = _check_adc(x)
+    n0, k0, nk = int(first_sample), int(k_start), int(count)
+    if nk < 0:
+        raise ValueError(f"count must be >= 0, got {count!r}")
+    out_re = np.empty(nk, np.float32)
+    out_im = np.empty(nk, np.float32)
+    if nk == 0:
+        return np.empty(0, np.complex64)
+    lo, _ = symbol_sample_range(bank, tau0, period, k0)
+    _, hi = symbol_sample_range(bank, tau0, period, k0 + nk - 1)
+    if lo < n0 or hi > n0 + x.shape[0]:
+        raise ValueError(f"symbols {k0}..{k0 + nk - 1} need samples [{lo}, {hi}), "
+                         f"have [{n0}, {n0 + x.shape[0]})")
+    if phase is None:
+        ph_t0, ph_dt, ph, use = 0.0, 1.0, np.zeros(2), False
+    else:
+        ph_t0, ph_dt, ph = float(phase[0]), float(phase[1]), np.ascontiguousarray(phase[2],
+                                                                                  np.float64)
+        if ph.shape[0] < 2:
+            raise ValueError("phase grid needs >= 2 points")
+        use = True
+    kernel = _mf_symbols if parallel else _mf_symbols_serial
+    kernel(x, n0, float(tau0), float(period), k0, nk, bank.n_phases, bank.taps_re,
+                bank.taps_im, bank.dtaps_re, bank.dtaps_im, bank.half,
+                bank.mixer_cycles_per_sample, ph_t0, ph_dt, ph, use, bool(first_order and use),
+                out_re, out_im)
+    out = np.empty(nk, np.complex64)
+    out.real = out_re
+    out.imag = out_im
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# boxcar carrier phase: windowed phasor sum, angle, unwrap (one serial pass)
+# --------------------------------------------------------------------------------------------
+@njit(**NJIT)
+def _boxcar_phase(z_re, z_im, z0, n_in, j0, j1, h, last, out):
+    # window of output j: blocks [max(j-h, 0), min(j+h+1, n_in)); z[i] is block z0 + i
+    lo = max(j0 - h, 0)
+    hi = min(j0 + h + 1, n_in)
+    sr = 0.0
+    si = 0.0
+    for i in range(lo, hi):
+        sr += z_re[i - z0]
+        si += z_im[i - z0]
+    prev = last
+    for j in range(j0, j1):
+        if j > j0:
+            nlo = max(j - h, 0)
+            nhi = min(j + h + 1, n_in)
+            if nhi > hi:
+                sr += z_re[hi - z0]
+                si += z_im[hi - z0]
+            if nlo > lo:
+                sr -= z_re[lo - z0]
+                si -= z_im[lo - z0]
+            lo = nlo
+            hi = nhi
+        a = math.atan2(si, sr)
+        a += _TWO_PI * math.floor((prev - a) / _TWO_PI + 0.5)
+        out[j - j0] = a
+        prev = a
+
+
+def boxcar_phase(z: np.ndarray, *, first_block: int, n_blocks_in: int, out_first: int,
+                 out_stop: int, half_window: int, last_phase: float) -> np.ndarray:
+    """Unwrapped phase of the boxcar-filtered pilot phasors.
+
+    Output j (``out_first <= j < out_stop``) is ``arg sum z[i]`` over blocks
+    ``max(j-h, 0) <= i < min(j+h+1, n_blocks_in)``, unwrapped so that consecutive outputs (and
+    the first one vs ``last_phase``) differ by less than pi. ``z[0]`` is block ``first_block``.
+    """
+    z = np.ascontiguousarray(z, np.complex128)
+    j0, j1, h = int(out_first), int(out_stop), int(half_window)
+    if j1 < j0 or h < 0:
+        raise ValueError(f"bad output range [{j0}, {j1}) or half window {h}")
+    if j1 > j0 and (max(j0 - h, 0) < first_block
+                    or min(j1 + h, n_blocks_in) > first_block + z.shape[0]):
+        raise ValueError("phasor history does not cover the requested windows")
+    out = np.empty(j1 - j0)
+    if j1 > j0:
+        _boxcar_phase(np.ascontiguousarray(z.real), np.ascontiguousarray(z.imag),
+                      int(first_block), int(n_blocks_in), j0, j1, h, float(last_phase), out)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Kalman phase tracker (random-walk phase, pilot-phasor observation) and RTS smoother
+# --------------------------------------------------------------------------------------------
+@njit(**NJIT)
+def _kalman_forward(z_re, z_im, phi0, p0, q, r, phi_f, p_f):
+    phi = phi0
+    p = p0
+    for j in range(z_re.shape[0]):
+        pp = p + q
+        meas = math.atan2(z_im[j], z_re[j])
+        innov = meas - phi
+        innov -= _TWO_PI * math.floor(innov / _TWO_PI + 0.5)
+        g = pp / (pp + r)
+        phi = phi + g * innov
+        p = (1.0 - g) * pp
+        phi_f[j] = phi
+        p_f[j] = p
+    return phi, p
+
+
+def kalman_phase_forward(z: np.ndarray, *, phi0: float, p0: float, q: float,
+                         r: float) -> tuple[np.ndarray, np.ndarray]:
+    """Forward Kalman filter of a random-walk phase observed through pilot phasors.
+
+    State ``phi_j = phi_{j-1} + w_j``, ``Var(w) = q`` (rad^2 per step, ``2 pi linewidth dt``);
+    observation ``arg z_j = phi_j + v_j`` (mod 2 pi), ``Var(v) = r``. The innovation is wrapped
+    to (-pi, pi] so the output is an unwrapped, continuous phase (Chin et al., npj Quantum Inf.
+    7, 20 (2021), linearised around the prediction).
+
+    Returns ``(phi_filtered, p_filtered)``, float64 arrays shaped like ``z``.
+    """
+    z = np.asarray(z, np.complex128)
+    if not (q >= 0 and r > 0):
+        raise ValueError(f"need q >= 0 and r > 0, got q={q!r}, r={r!r}")
+    phi_f = np.empty(z.shape[0])
+    p_f = np.empty(z.shape[0])
+    _kalman_forward(np.ascontiguousarray(z.real), np.ascontiguousarray(z.imag), float(phi0),
+                    float(p0), float(q), float(r), phi_f, p_f)
+    return phi_f, p_f
+
+
+@njit(**NJIT)
+def _rts(phi_f, p_f, q, phi_end, p_end, out):
+    phi_s = phi_end
+    p_s = p_end
+    n = phi_f.shape[0]
+    for j in range(n - 1, -1, -1):
+        # phi_s, p_s are the smoothed values at j+1; prediction of j+1 from j: (phi_f[j], p_f+q)
+        c = p_f[j] / (p_f[j] + q)
+        phi_s = phi_f[j] + c * (phi_s - phi_f[j])
+        p_s = p_f[j] + c * c * (p_s - (p_f[j] + q))
+        out[j] = phi_s
+
+
+def rts_smooth_block(phi_f: np.ndarray, p_f: np.ndarray, q: float, phi_next: float,
+                     p_next: float) -> np.ndarray:
+    """Rauch-Tung-Striebel backward pass over a block of forward estimates.
+
+    ``phi_next, p_next`` are the (approximately) smoothed state after the block; the random-walk
+    prediction is ``phi_{j+1|j} = phi_f[j]`` with variance ``p_f[j] + q``.
+    """
+    phi_f = np.ascontiguousarray(phi_f, np.float64)
+    p_f = np.ascontiguousarray(p_f, np.float64)
+    out = np.empty_like(phi_f)
+    _rts(phi_f, p_f, float(q), float(phi_next), float(p_next), out)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# small reductions without BLAS (OpenBLAS threads would fight numba's for the 2 cores)
+# --------------------------------------------------------------------------------------------
+def cdot(a: np.ndarray, b: np.ndarray) -> complex:
+    """``sum(conj(a) * b)`` (like ``np.vdot`` for 1-D arrays, but never through BLAS)."""
+    return complex(np.sum(np.conj(a) * b))
+
+
+@njit(**NJIT)
+def _pair_moments(x, y, mask, use_mask, scale, outer, first):
+    for k in range(x.shape[0]):
+        if use_mask and not mask[k]:
+            continue
+        v0 = np.float64(x[k].real)
+        v1 = np.float64(x[k].imag)
+        v2 = np.float64(y[k].real) * scale
+        v3 = np.float64(y[k].imag) * scale
+        first[0] += v0
+        first[1] += v1
+        first[2] += v2
+        first[3] += v3
+        outer[0, 0] += v0 * v0
+        outer[0, 1] += v0 * v1
+        outer[0, 2] += v0 * v2
+        outer[0, 3] += v0 * v3
+        outer[1, 1] += v1 * v1
+        outer[1, 2] += v1 * v2
+        outer[1, 3] += v1 * v3
+        outer[2, 2] += v2 * v2
+        outer[2, 3] += v2 * v3
+        outer[3, 3] += v3 * v3
+
+
+def pair_moments(x: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None,
+                 scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of ``v v^T`` and ``v`` over pairs, ``v = (Re x, Im x, s Re y, s Im y)`` (float64).
+
+    Parameters
+    ----------
+    x, y : ndarray, shape (k,), complex
+    mask : ndarray of bool, shape (k,), optional
+        Only pairs with ``mask[k]`` are summed.
+    scale : float
+        ``s``, applied to y (e.g. 1/sqrt(N0)).
+    Returns
+    -------
+    (outer (4, 4), first (4,))
+    """
+    x = np.ascontiguousarray(x)
+    y = np.ascontiguousarray(y)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and y must be 1-D of equal length, got {x.shape} and {y.shape}")
+    if x.dtype.kind != "c" or y.dtype.kind != "c":
+        raise ValueError(f"x and y must be complex, got {x.dtype} and {y.dtype}")
+    use = mask is not None
+    m = np.ascontiguousarray(mask, np.bool_) if use else np.zeros(1, np.bool_)
+    if use and m.shape != x.shape:
+        raise ValueError(f"mask shape {m.shape} differs from {x.shape}")
+    outer = np.zeros((4, 4))
+    first = np.zeros(4)
+    if x.shape[0]:
+        _pair_moments(x, y, m, use, float(scale), outer, first)
+    iu = np.triu_indices(4, 1)
+    outer[(iu[1], iu[0])] = outer[iu]
+    return outer, first

@@ -1,0 +1,617 @@
+"""The streaming CV-QKD receiver: acquisition on a head segment, then one pass over the chunks.
+
+Chain (all on raw ADC codes, arrays in / arrays out, no file I/O):
+
+1. pilot search on the head: coarse (periodogram peak), fine (phase slope) frequency offset,
+   pilot SNR, pilot phase-noise statistics -> carrier filter design (``carrier``);
+2. pilot down-conversion + block averaging (``kernels.pilot_decimate``) and the streaming
+   phase tracker (boxcar or Kalman/RTS), phase-continuous across chunks;
+3. matched filter evaluated only at the fractional symbol instants (polyphase RRC x mixer,
+   unit-energy taps), de-rotated by the interpolated pilot phase at the same instant;
+4. synchronisation on the head (FFT cross-correlation + fractional refinement), symbol clock
+   offset from the timing drift across the head, and a data-aided timing tracker over fixed
+   symbol blocks in the streaming pass;
+5. shot-/electronic-noise captures through the very same bank (``NoiseMeter``);
+6. disclosure of a PE subset and rotation-invariant pair statistics (``pe``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from dsp.acquisition import (
+    PilotAcquisition,
+    SyncResult,
+    _structure_fit,
+    acquire_pilot,
+    check_search_range,
+    synchronise,
+)
+from dsp.carrier import PHASE_METHODS, PhaseTracker, PilotFilterDesign, design_pilot_filter
+from dsp.errors import DspLockError
+from dsp.kernels import cdot, matched_filter_at, pilot_decimate, symbol_sample_range
+from dsp.rrc import MatchedFilterBank
+
+__all__ = ["DETECTIONS", "Acquisition", "LinkParameters", "NoiseMeter", "NoiseStats",
+           "ReceiverOptions", "SignalStream", "acquire", "probe_range", "refine_clock"]
+
+DETECTIONS = ("heterodyne", "homodyne")
+#: timing loop: every 16th symbol of a block enters the timing fit; loop gains (proportional on
+#: the instant, integral on the period) give a residual jitter ~0.4 x the per-block fit error.
+TIMING_STRIDE = 16
+TIMING_GAINS = (0.3, 0.05)
+
+
+@dataclass(frozen=True)
+class LinkParameters:
+    """What the receiver knows about the link (from ``/tx`` and the ADC attributes)."""
+
+    sample_rate_hz: float
+    symbol_rate_hz: float
+    rolloff: float
+    signal_frequency_hz: float
+    pilot_frequencies_hz: tuple[float, ...]
+    modulation_variance_snu: float
+    efficiency: float
+    detection: str
+    n_symbols: int
+
+    def __post_init__(self) -> None:
+        if self.detection not in DETECTIONS:
+            raise ValueError(f"detection must be one of {DETECTIONS}, got {self.detection!r}")
+        if not self.sample_rate_hz / self.symbol_rate_hz >= 2:
+            raise ValueError("need >= 2 samples per symbol, got "
+                             f"{self.sample_rate_hz / self.symbol_rate_hz:.3g}")
+        if not 0 < self.rolloff <= 1:
+            raise ValueError(f"rolloff must be in (0, 1], got {self.rolloff!r}")
+        if len(self.pilot_frequencies_hz) < 1:
+            raise ValueError("at least one pilot frequency is needed")
+
+    @property
+    def samples_per_symbol(self) -> float:
+        return self.sample_rate_hz / self.symbol_rate_hz
+
+
+@dataclass(frozen=True)
+class ReceiverOptions:
+    """Receiver settings (defaults are what ``qkd-hw process`` uses).
+
+    pilot_search_hz : half-width of the laser-offset search (Hz).
+    pilot_snr_min_db : lock threshold on the pilot periodogram peak-to-median ratio (dB).
+    sync_pslr_min : lock threshold on the correlation peak-to-mean-side-lobe power ratio; for
+        pure noise the largest of N lags is ~ln N (~14 for 1e6 lags), so 30 leaves a margin.
+    sync_symbols : Alice symbols used for the synchronisation (head).
+    sync_max_delay_samples : largest start of the first symbol searched (samples).
+    span_symbols, n_phases, taper : matched-filter truncation (symbol periods; None = auto from
+        the roll-off, see ``span``), polyphase resolution (phases per sample) and Kaiser taper
+        beta (0 = plain truncation).
+    phase_method : one of PHASE_METHODS ("fir", "kalman", "kalman-rts").
+    pilot_bandwidth_hz : force the pilot filter bandwidth (default: optimum from the data).
+    clock_tracking : estimate/track the symbol-clock offset (else nominal rate).
+    clock_search_ppm : largest clock offset the late probe searches for.
+    first_order_phase : correct the carrier phase to first order inside the matched-filter
+        window (``kernels.matched_filter_at(first_order=True)``), for strong phase noise.
+    timing_block_symbols : symbols per block of the data-aided timing tracker.
+    """
+
+    pilot_search_hz: float = 50e6
+    pilot_snr_min_db: float = 20.0
+    sync_pslr_min: float = 30.0
+    sync_symbols: int = 16384
+    sync_max_delay_samples: int = 1 << 20
+    span_symbols: int | None = None
+    n_phases: int = 256
+    taper: float = 5.0
+    phase_method: str = "fir"
+    pilot_bandwidth_hz: float | None = None
+    linewidth_floor_hz: float = 1.0
+    max_pilot_window_s: float = 20e-6
+    clock_tracking: bool = True
+    clock_search_ppm: float = 100.0
+    first_order_phase: bool = False
+
+    def __post_init__(self) -> None:
+        if self.phase_method not in PHASE_METHODS:
+            raise ValueError(f"phase_method must be one of {PHASE_METHODS}, "
+                             f"got {self.phase_method!r}")
+        for name in ("sync_symbols", "sync_max_delay_samples", "n_phases"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.pilot_search_hz > 0:
+            raise ValueError(f"pilot_search_hz must be > 0, got {self.pilot_search_hz!r}")
+
+        if self.span_symbols is not None and int(self.span_symbols) < 2:
+            raise ValueError(f"span_symbols must be >= 2 or None (auto), got "
+                             f"{self.span_symbols!r}")
+        if not self.taper >= 0:
+            raise ValueError(f"taper must be >= 0, got {self.taper!r}")
+
+    def span(self, rolloff: float) -> int:
+        """Matched-filter span (symbol periods): ``span_symbols`` or, by default,
+        ``6.4 / rolloff`` rounded up to even and clipped to [24, 96]. With the Kaiser taper
+        (beta 5) this keeps the truncation ISI below ~0.15 mSNU x V_A/5 and the stop band
+        (pilot leakage) below -68 dB for roll-offs 0.1-0.5."""
+        if self.span_symbols is not None:
+            return int(self.span_symbols)
+        s = math.ceil(6.4 / rolloff)
+        return int(min(max(s + (s % 2), 24), 96))
+
+    def head_samples(self, link: LinkParameters) -> int:
+        """Samples of the signal capture the acquisition needs."""
+        sps = link.samples_per_symbol
+        k = min(self.sync_symbols, link.n_symbols)
+        return int(self.sync_max_delay_samples + (k + self.span(link.rolloff) + 4) * sps)
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """Everything the acquisition found; the streaming pass starts from it."""
+
+    link: LinkParameters
+    options: ReceiverOptions
+    pilot: PilotAcquisition
+    carrier: PilotFilterDesign
+    sync: SyncResult
+    mixer_hz: float
+    tau0: float                 # instant of tx symbol 0 (absolute samples)
+    period: float               # symbol period (samples), incl. clock offset
+    clock_offset_ppm: float
+    clock_offset_std_ppm: float
+    bank: MatchedFilterBank = field(repr=False)
+
+    @property
+    def lock_metrics(self) -> dict[str, float]:
+        return {"pilot_snr_db": min(self.pilot.pilot_snr_db),
+                "pilot_snr_min_db": self.options.pilot_snr_min_db,
+                "sync_pslr": self.sync.pslr, "sync_pslr_db": self.sync.pslr_db,
+                "sync_pslr_min": self.options.sync_pslr_min}
+
+
+def _combined_pilot(x, link, pilot: PilotAcquisition, offset: float, D: int, n0: int, j0: int,
+                    nj: int) -> np.ndarray:
+    fs = link.sample_rate_hz
+    z = np.zeros(nj, np.complex128)
+    for fp, w in zip(link.pilot_frequencies_hz, pilot.pilot_weights, strict=True):
+        z += w * pilot_decimate(x, fs, frequency_hz=fp + offset, decimation=D, first_sample=n0,
+                                first_block=j0, n_blocks=nj)
+    return z
+
+
+def _kalman_noise(x, link, pilot, carrier: PilotFilterDesign) -> PilotFilterDesign:
+    """Observation noise r of the Kalman tracker measured at its own block length D: short
+    blocks let part of the quantum band through, which the acquisition's long blocks hide."""
+    D = carrier.decimation
+    nj = x.shape[0] // D
+    z = _combined_pilot(x, link, pilot, pilot.frequency_offset_hz, D, 0, 0, nj)
+    ph = np.unwrap(np.angle(z))
+    r, _ = _structure_fit(ph, max_lag=16)
+    r = max(r, 1e-12)
+    tc = math.sqrt(r / carrier.q)
+    return replace(carrier, r=r, rts_block=int(min(max(1024, 16 * math.ceil(tc)), 1 << 18)))
+
+
+def _head_phase(x, link, pilot, carrier) -> tuple[float, float, np.ndarray]:
+    D = carrier.decimation
+    nj = x.shape[0] // D
+    z = _combined_pilot(x, link, pilot, pilot.frequency_offset_hz, D, 0, 0, nj)
+    tr = PhaseTracker(carrier)
+    parts = [tr.push(z)[1], tr.flush()[1]]
+    return (D - 1) / 2, float(D), np.concatenate(parts)
+
+
+def acquire(head: np.ndarray, alice: np.ndarray, link: LinkParameters,
+            options: ReceiverOptions | None = None) -> Acquisition:
+    """Lock on the head of the signal capture.
+
+    Parameters
+    ----------
+    head : ndarray, shape (n,)
+        First samples of the signal capture (ADC codes), ``options.head_samples(link)`` or all.
+    alice : ndarray, shape (k,)
+        Alice's first symbols (complex, SNU), k >= 1.
+
+    Raises
+    ------
+    DspLockError
+        Pilot not found / synchronisation failed (with the lock metrics).
+    """
+    opt = options or ReceiverOptions()
+    fs = link.sample_rate_hz
+    check_search_range(fs, pilot_frequencies_hz=link.pilot_frequencies_hz,
+                       signal_frequency_hz=link.signal_frequency_hz,
+                       symbol_rate_hz=link.symbol_rate_hz, rolloff=link.rolloff,
+                       search_hz=opt.pilot_search_hz)
+    pilot = acquire_pilot(head, fs, pilot_frequencies_hz=link.pilot_frequencies_hz,
+                          search_hz=opt.pilot_search_hz, snr_min_db=opt.pilot_snr_min_db)
+    carrier = design_pilot_filter(fs, phase_noise_var=pilot.phase_noise_var,
+                                  acq_decimation=pilot.decimation, linewidth_hz=pilot.linewidth_hz,
+                                  method=opt.phase_method, bandwidth_hz=opt.pilot_bandwidth_hz,
+                                  linewidth_floor_hz=opt.linewidth_floor_hz,
+                                  max_window_s=opt.max_pilot_window_s)
+    if carrier.method != "fir":
+        carrier = _kalman_noise(head, link, pilot, carrier)
+    mixer = link.signal_frequency_hz + pilot.frequency_offset_hz
+    bank = MatchedFilterBank(samples_per_symbol=link.samples_per_symbol, rolloff=link.rolloff,
+                             span_symbols=opt.span(link.rolloff), n_phases=opt.n_phases,
+                             mixer_cycles_per_sample=mixer / fs, taper=opt.taper)
+    phase = _head_phase(head, link, pilot, carrier)
+    k = min(opt.sync_symbols, link.n_symbols, alice.shape[0])
+    try:
+        sync = synchronise(head, fs, alice=np.asarray(alice[:k], np.complex128), bank=bank,
+                           period=link.samples_per_symbol, symbol_rate_hz=link.symbol_rate_hz,
+                           rolloff=link.rolloff, mixer_hz=mixer, phase=phase,
+                           max_delay=opt.sync_max_delay_samples, pslr_min=opt.sync_pslr_min)
+    except DspLockError as exc:   # report the (good) pilot metrics along with the sync ones
+        metrics = {"pilot_snr_db": min(pilot.pilot_snr_db),
+                   "pilot_snr_min_db": opt.pilot_snr_min_db,
+                   "frequency_offset_hz": pilot.frequency_offset_hz, **exc.metrics}
+        raise DspLockError(str(exc).split(" (")[0], metrics) from exc
+    period = link.samples_per_symbol
+    ppm, ppm_std = 0.0, math.inf
+    if opt.clock_tracking:
+        ppm, ppm_std = _clock_offset(head, alice, sync, bank, period, phase)
+        if abs(ppm) < 3 * ppm_std:   # not significant: keep the nominal clock
+            ppm = 0.0
+    period_eff = period / (1 + ppm * 1e-6)
+    # the sync fit assumed the nominal period: it lands (K-1)/2 * dP late (see refine_clock)
+    tau0 = sync.tau0 - (sync.sync_symbols - 1) / 2 * (period_eff - period)
+    return Acquisition(link=link, options=opt, pilot=pilot, carrier=carrier, sync=sync,
+                       mixer_hz=mixer, tau0=tau0, period=period_eff,
+                       clock_offset_ppm=ppm, clock_offset_std_ppm=ppm_std, bank=bank)
+
+
+def probe_range(acq: Acquisition, signal_length: int) -> tuple[int, int] | None:
+    """Samples ``[start, stop)`` of the signal capture to read for ``refine_clock``: Alice's
+    sync symbols as late in the recording as possible, with room for a clock offset of up to
+    ``options.clock_search_ppm``. None if the recording is too short to improve on the head."""
+    opt, link = acq.options, acq.link
+    sps = link.samples_per_symbol
+    k = min(opt.sync_symbols, link.n_symbols)
+    need = int((k + opt.span(link.rolloff) + 8) * sps)
+    last_k = link.n_symbols - k           # latest first symbol of the probe
+    t_last = acq.tau0 + last_k * sps
+    stop = min(signal_length, int(t_last + need))
+    margin = int(opt.clock_search_ppm * 1e-6 * stop) + 4 * int(sps) + acq.bank.half
+    start = max(0, int(acq.tau0 + (last_k * sps)) - margin)
+    start = min(start, max(0, stop - need - 2 * margin))
+    if start < 4 * need:                  # no useful lever arm beyond the head
+        return None
+    return start, stop
+
+
+def refine_clock(acq: Acquisition, probe: np.ndarray, first_sample: int,
+                 alice: Callable[[int, int], np.ndarray]) -> Acquisition:
+    """Measure the symbol-clock offset from the timing of a late probe segment.
+
+    The first probe symbol's instant is found by the same FFT correlation + fractional
+    refinement as the head synchronisation; against the prediction ``tau0 + k sps`` it gives
+    the clock offset with the lever arm of the whole recording (timing sd ~0.03 sample over
+    1e7 samples -> ~0.003 ppm). Convention: ``clock_offset_ppm`` is what the simulator calls
+    it, Bob's symbol period is ``sps / (1 + ppm 1e-6)`` samples.
+
+    Raises
+    ------
+    DspLockError
+        If the probe cannot be synchronised (signal lost, or drift beyond the search range).
+    """
+    opt, link = acq.options, acq.link
+    sps = link.samples_per_symbol
+    fs = link.sample_rate_hz
+    x = np.asarray(probe)
+    margin = int(opt.clock_search_ppm * 1e-6 * (first_sample + x.shape[0])) + 4 * int(sps) \
+        + acq.bank.half
+    k0 = max(0, math.ceil((first_sample + margin - acq.tau0) / sps))
+    k = min(opt.sync_symbols, link.n_symbols - k0,
+            int((x.shape[0] - 2 * margin - acq.bank.half) / sps) - 2)
+    if k < 256:
+        return acq
+    a = np.asarray(alice(k0, k0 + k), np.complex128)
+    phase = _head_phase(x, link, acq.pilot, acq.carrier)
+    pred = acq.sync.tau0 + k0 * sps - first_sample   # both syncs fit the nominal period
+    try:
+        s = synchronise(x, fs, alice=a, bank=acq.bank, period=sps,
+                        symbol_rate_hz=link.symbol_rate_hz, rolloff=link.rolloff,
+                        mixer_hz=acq.mixer_hz, phase=phase, max_delay=int(pred + margin),
+                        pslr_min=opt.sync_pslr_min)
+    except DspLockError as exc:
+        raise DspLockError("clock-offset probe failed: no correlation late in the recording",
+                           {**acq.lock_metrics, "probe_first_sample": float(first_sample),
+                            **exc.metrics}) from exc
+    # Both timing fits assumed the nominal period sps over their K symbols; a fit of symbols
+    # 0..K-1 with a wrong period dP lands at the instant of symbol (K-1)/2 minus (K-1)/2 dP:
+    # tau_meas(first) = tau_true(first) + (K-1)/2 dP. So the measured drift between the two
+    # first symbols is (k0 + (K_p - K_h)/2) dP.
+    kh = acq.sync.sync_symbols
+    lever = k0 + (k - kh) / 2
+    d_period = (s.tau0 - pred) / lever
+    period = sps + d_period
+    tau0 = acq.sync.tau0 - (kh - 1) / 2 * d_period
+    ppm = (sps / period - 1) * 1e6
+    std = math.hypot(s.timing_std_samples, acq.sync.timing_std_samples) / (lever * sps) * 1e6
+    return replace(acq, period=period, tau0=tau0, clock_offset_ppm=ppm,
+                   clock_offset_std_ppm=std)
+
+
+def _timing_fit(x, a, bank, tau, period, k0, kk, phase, first_sample=0, stride=1):
+    """Data-aided fractional timing of symbols k0, k0+stride, ... (kk of them, ``a`` their
+    Alice symbols): parabola through |corr|^2 at tau + {-1/4, 0, +1/4} sample.
+
+    Returns (delta_tau, |corr|^2 at 0, sum |y|^2 at 0)."""
+    s, e = [], 0.0
+    for d in (-0.25, 0.0, 0.25):
+        y = matched_filter_at(x, bank, first_sample=first_sample,
+                              tau0=tau + d + k0 * period, period=period * stride,
+                              k_start=0, count=kk, phase=phase,
+                              parallel=kk > 1 << 16).astype(np.complex128)
+        s.append(abs(cdot(a, y)) ** 2)
+        if d == 0.0:
+            e = cdot(y, y).real
+    den = s[0] - 2 * s[1] + s[2]
+    if den >= 0:
+        return 0.0, s[1], e
+    return 0.25 * 0.5 * (s[0] - s[2]) / den, s[1], e
+
+
+def _clock_offset(head, alice, sync: SyncResult, bank, period, phase) -> tuple[float, float]:
+    """Clock offset (ppm) from the timing of 4 consecutive quarters of the sync symbols."""
+    kk = sync.sync_symbols
+    q = kk // 4
+    if q < 256:
+        return 0.0, math.inf
+    a = np.asarray(alice[:kk], np.complex128)
+    if sync.inverted:
+        a = np.conj(a)
+    ks, ds = [], []
+    for i in range(4):
+        d, _, _ = _timing_fit(head, a[i * q:(i + 1) * q], bank, sync.tau0, period, i * q, q,
+                              phase)
+        ks.append((i + 0.5) * q)
+        ds.append(d)
+    ks, ds = np.array(ks), np.array(ds)
+    slope, icpt = np.polyfit(ks, ds, 1)
+    res = ds - (icpt + slope * ks)
+    s_res = max(float(np.sqrt(np.sum(res**2) / 2)), sync.timing_std_samples * 2)
+    s_slope = s_res / math.sqrt(np.sum((ks - ks.mean()) ** 2))
+    # instants drifting later (slope > 0) mean a longer period: ppm < 0 in the convention
+    # period = sps / (1 + ppm 1e-6)
+    return float(-slope / period * 1e6), float(s_slope / period * 1e6)
+
+
+class _SampleBuffer:
+    """Tail of the stream kept across chunks (overlap-save): samples [n0, n0 + len)."""
+
+    def __init__(self) -> None:
+        self.data: np.ndarray | None = None
+        self.n0 = 0
+        self.n_end = 0
+
+    def append(self, chunk: np.ndarray) -> None:
+        chunk = np.asarray(chunk)
+        if chunk.ndim != 1:
+            raise ValueError(f"chunks must be 1-D, got shape {chunk.shape}")
+        if self.data is None or self.data.shape[0] == 0:
+            self.data = chunk if self.data is None else chunk.astype(self.data.dtype, copy=False)
+            self.n0 = self.n_end
+        else:
+            if chunk.dtype != self.data.dtype:
+                raise ValueError(f"chunk dtype {chunk.dtype} differs from {self.data.dtype}")
+            self.data = np.concatenate([self.data, chunk])
+        self.n_end += chunk.shape[0]
+
+    def trim(self, keep_from: int) -> None:
+        if self.data is None:
+            return
+        cut = min(max(keep_from - self.n0, 0), self.data.shape[0])
+        if cut:
+            self.data = self.data[cut:].copy() if cut < self.data.shape[0] else self.data[:0]
+            self.n0 += cut
+
+
+@dataclass(frozen=True)
+class NoiseStats:
+    """Per-quadrature variance of a noise capture through the receiver chain (ADC codes^2)."""
+
+    variance: float
+    variance_std: float
+    n_symbols: int
+
+
+class NoiseMeter:
+    """Shot-/electronic-noise capture through exactly the signal's matched filter bank
+    (same mixer, taps, symbol period and fractional sampling phase; no carrier phase)."""
+
+    def __init__(self, acq: Acquisition) -> None:
+        self.acq = acq
+        self.buf = _SampleBuffer()
+        b = acq.bank
+        # same fractional phase as the signal symbols, first instant with a full window
+        self.tau = (acq.tau0 % 1.0) + b.half + 1
+        self.k = 0
+        self.sum2 = 0.0
+        self.sum4 = 0.0
+        self.count = 0
+
+    def feed(self, chunk: np.ndarray) -> None:
+        self.buf.append(chunk)
+        a, b = self.acq, self.acq.bank
+        khi = math.floor((self.buf.n_end - b.half - 2 - self.tau) / a.period) + 1
+        if khi > self.k:
+            y = matched_filter_at(self.buf.data, b, first_sample=self.buf.n0, tau0=self.tau,
+                                  period=a.period, k_start=self.k, count=khi - self.k)
+            p = (y.real.astype(np.float64) ** 2 + y.imag.astype(np.float64) ** 2) / 2
+            self.sum2 += float(p.sum())
+            self.sum4 += float((p * p).sum())
+            self.count += p.shape[0]
+            self.k = khi
+        lo, _ = symbol_sample_range(b, self.tau, a.period, self.k)
+        self.buf.trim(lo)
+
+    def result(self) -> NoiseStats:
+        if self.count < 2:
+            raise ValueError(f"noise capture too short: {self.count} symbol instants")
+        m = self.sum2 / self.count
+        var_p = max(self.sum4 / self.count - m * m, 0.0)
+        return NoiseStats(variance=m, variance_std=math.sqrt(var_p / self.count),
+                          n_symbols=self.count)
+
+
+class SignalStream:
+    """Streaming pass over the signal capture: ``feed(chunk)`` returns ``(k0, y)`` with Bob's
+    pilot-corrected matched-filter outputs of tx symbols ``k0 .. k0+len(y)-1`` (ADC-code units,
+    conjugated back if the IF is spectrally inverted); ``finish()`` returns the rest.
+
+    With ``clock_tracking`` the symbol instants follow a data-aided timing loop updated once per
+    fixed block of ``timing_block`` symbols (so the result does not depend on the chunking).
+    """
+
+    def __init__(self, acq: Acquisition, alice: Callable[[int, int], np.ndarray] | None = None,
+                 *, timing_block: int = 1 << 18) -> None:
+        self.acq = acq
+        self.link = acq.link
+        self.buf = _SampleBuffer()
+        self.tracker = PhaseTracker(acq.carrier)
+        self.D = acq.carrier.decimation
+        self.j_next = 0
+        self.ph = np.empty(0)
+        self.ph_j0 = 0
+        self.k_next = 0
+        self.tau = acq.tau0
+        self.period = acq.period
+        self.alice = alice
+        self.timing_block = int(timing_block)
+        self.timing_log: list[tuple[int, float]] = []
+        self._fit_n = 0
+        self._fit = (0.0, 0.0, 0.0, 0.0)
+        self.samples = 0
+
+    def _phase_grid(self):
+        D = self.D
+        return (self.ph_j0 * D + (D - 1) / 2, float(D), self.ph)
+
+    def feed(self, chunk: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        self.buf.append(chunk)
+        self.samples += np.asarray(chunk).shape[0]
+        D = self.D
+        j_avail = self.buf.n_end // D
+        if j_avail > self.j_next:
+            z = _combined_pilot(self.buf.data, self.link, self.acq.pilot,
+                                self.acq.pilot.frequency_offset_hz, D, self.buf.n0, self.j_next,
+                                j_avail - self.j_next)
+            self.j_next = j_avail
+            self._append_phase(*self.tracker.push(z))
+        return self._emit(final=False)
+
+    def finish(self) -> list[tuple[int, np.ndarray]]:
+        self._append_phase(*self.tracker.flush())
+        return self._emit(final=True)
+
+    def _append_phase(self, j0: int, ph: np.ndarray) -> None:
+        if ph.shape[0] == 0:
+            return
+        self._fit_phase(j0, ph)
+        if self.ph.shape[0] == 0:
+            self.ph_j0 = j0
+            self.ph = ph
+        else:
+            assert j0 == self.ph_j0 + self.ph.shape[0]
+            self.ph = np.concatenate([self.ph, ph])
+
+    def _fit_phase(self, j0: int, ph: np.ndarray) -> None:
+        """Merge the batch into the running least-squares line phase(t) (Chan's update)."""
+        t = (np.arange(j0, j0 + ph.shape[0]) * self.D + (self.D - 1) / 2) / self.link.sample_rate_hz
+        n_b = ph.shape[0]
+        mt, mp = float(t.mean()), float(ph.mean())
+        ctt = float(np.sum((t - mt) ** 2))
+        ctp = float(np.sum((t - mt) * (ph - mp)))
+        n, (m_t, m_p, c_tt, c_tp) = self._fit_n, self._fit
+        tot = n + n_b
+        dt_, dp_ = mt - m_t, mp - m_p
+        self._fit = (m_t + dt_ * n_b / tot, m_p + dp_ * n_b / tot,
+                     c_tt + ctt + dt_ * dt_ * n * n_b / tot, c_tp + ctp + dt_ * dp_ * n * n_b / tot)
+        self._fit_n = tot
+
+    @property
+    def frequency_offset_hz(self) -> float:
+        """Mean laser offset over the data seen so far: acquisition offset + the slope of the
+        tracked pilot phase (least squares over the whole recording), Hz."""
+        c_tt, c_tp = self._fit[2], self._fit[3]
+        slope = c_tp / c_tt if c_tt > 0 else 0.0
+        return self.acq.pilot.frequency_offset_hz + slope / (2 * math.pi)
+
+    def _k_limit(self, final: bool) -> int:
+        b = self.acq.bank
+        kmax = math.floor((self.buf.n_end - b.half - 2 - self.tau) / self.period) + 1
+        if not final:
+            if self.ph.shape[0] < 2:
+                return self.k_next
+            t_last = (self.ph_j0 + self.ph.shape[0] - 1) * self.D + (self.D - 1) / 2
+            kmax = min(kmax, math.floor((t_last - 1 - self.tau) / self.period) + 1)
+        return max(min(kmax, self.link.n_symbols), self.k_next)
+
+    def _emit(self, final: bool) -> list[tuple[int, np.ndarray]]:
+        out = []
+        khi = self._k_limit(final)
+        track = self.acq.options.clock_tracking and self.alice is not None
+        while self.k_next < khi and self.ph.shape[0] >= 2:
+            khi = self._k_limit(final)   # the timing loop may have moved the instants
+            if khi <= self.k_next:
+                break
+            k0 = self.k_next
+            k1 = khi
+            if track:   # stop at the next timing-block border
+                k1 = min(khi, (k0 // self.timing_block + 1) * self.timing_block)
+            y = matched_filter_at(self.buf.data, self.acq.bank, first_sample=self.buf.n0,
+                                  tau0=self.tau, period=self.period, k_start=k0, count=k1 - k0,
+                                  phase=self._phase_grid(),
+                                  first_order=self.acq.options.first_order_phase)
+            if self.acq.sync.inverted:
+                y = np.conj(y)
+            out.append((k0, y))
+            self.k_next = k1
+            if track and k1 % self.timing_block == 0 and k1 < self.link.n_symbols:
+                self._update_timing(k1)
+        if self.k_next < self.link.n_symbols:
+            k_keep = self.k_next
+            if track:   # the timing fit at the end of a block needs the whole block
+                k_keep = (self.k_next // self.timing_block) * self.timing_block
+            lo, _ = symbol_sample_range(self.acq.bank, self.tau - 0.5, self.period, k_keep)
+            keep = min(lo, self.j_next * self.D)
+            self.buf.trim(keep)
+            jk = int((lo - (self.D - 1) / 2) // self.D) - 2
+            cut = min(max(jk - self.ph_j0, 0), max(self.ph.shape[0] - 2, 0))
+            if cut:
+                self.ph = self.ph[cut:]
+                self.ph_j0 += cut
+        return out
+
+    def _update_timing(self, k1: int) -> None:
+        """Data-aided timing update after a full block: fit the fractional timing of the last
+        block (every ``TIMING_STRIDE``-th symbol, still in the buffer) and steer the instants of
+        the following symbols with a proportional-integral loop on (tau, period)."""
+        L = self.timing_block
+        k0 = k1 - L
+        st = TIMING_STRIDE
+        lo, _ = symbol_sample_range(self.acq.bank, self.tau - 0.3, self.period, k0)
+        if lo < self.buf.n0:
+            return
+        a = np.ascontiguousarray(np.asarray(self.alice(k0, k1))[::st], np.complex128)
+        if self.acq.sync.inverted:
+            a = np.conj(a)
+        n = a.shape[0]
+        d, c2, e = _timing_fit(self.buf.data, a, self.acq.bank, self.tau, self.period, k0, n,
+                               self._phase_grid(), first_sample=self.buf.n0, stride=st)
+        # only a significant correlation steers the loop: |rho|^2 ~ 1/n without signal
+        rho2 = c2 / (cdot(a, a).real * e + 1e-300)
+        if rho2 * n < 36.0:
+            self.timing_log.append((k0 + L // 2, float("nan")))
+            return
+        d = float(np.clip(d, -0.25, 0.25))
+        self.timing_log.append((k0 + L // 2, d))
+        kc = k0 + L / 2
+        g1, g2 = TIMING_GAINS
+        self.tau += g1 * d - g2 * d / L * kc
+        self.period += g2 * d / L

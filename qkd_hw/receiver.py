@@ -1,0 +1,323 @@
+"""Host driver of the DSP receiver: read a recording, stream it through ``dsp.pipeline``,
+estimate the parameters and the key rate, hand over the raw key.
+
+``dsp`` does no file I/O; this module does the reading (``TraceReader``), converts the DSP's
+lock failures into :class:`qkd_hw.errors.ReceiverLockError` and writes the raw key file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dsp.carrier import pilot_leakage_floor
+from dsp.errors import DspLockError
+from dsp.estimation import Estimates, estimate_parameters
+from dsp.pe import PairMoments, disclosed_mask
+from dsp.pipeline import (
+    Acquisition,
+    LinkParameters,
+    NoiseMeter,
+    NoiseStats,
+    ReceiverOptions,
+    SignalStream,
+    acquire,
+    probe_range,
+    refine_clock,
+)
+from qkd_hw.errors import ReceiverLockError
+from qkd_hw.keyrate import KeyRate, KeyRateInputError, key_rate_from_estimates
+from qkd_hw.raw_key import RawKey, write_raw_key
+from qkd_hw.trace_io import TraceReader
+
+__all__ = ["ReceiverResult", "process_recording"]
+
+DEFAULT_CHUNK = 1 << 22
+
+
+@dataclass
+class Diagnostics:
+    """Small samples for plots (never key material beyond a few disclosed PE symbols)."""
+
+    constellation_x: np.ndarray = field(default_factory=lambda: np.empty(0, np.complex64))
+    constellation_y: np.ndarray = field(default_factory=lambda: np.empty(0, np.complex64))
+    pilot_phase_t_s: list = field(default_factory=list)
+    pilot_phase_rad: list = field(default_factory=list)
+    spectrum_f_hz: np.ndarray = field(default_factory=lambda: np.empty(0))
+    spectrum_db: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+
+@dataclass
+class ReceiverResult:
+    """Everything ``process_recording`` measured (SNU unless named otherwise)."""
+
+    path: str
+    estimates: Estimates
+    key_rate: KeyRate | None
+    key_rate_error: str | None
+    asymptotic_key_rate_bits_per_symbol: float | None
+    acquisition: Acquisition
+    n0_codes2: float
+    n0_std_codes2: float
+    shot_noise: NoiseStats
+    electronic_noise: NoiseStats
+    electronic_noise_snu: float
+    electronic_noise_std_snu: float
+    residual_phase_rad: float
+    frequency_offset_hz: float
+    pilot_leakage_floor_snu: float
+    n_received: int
+    n_pe_symbols: int
+    n_key_symbols: int
+    samples: int
+    seconds: float
+    timing_log: list
+    raw_key_path: str | None
+    diagnostics: Diagnostics
+
+    def summary(self) -> dict[str, Any]:
+        """Flat, JSON-ready dict (the ``--json`` output of ``qkd-hw process``)."""
+        e, a = self.estimates, self.acquisition
+        d: dict[str, Any] = {
+            "path": self.path,
+            "transmittance": e.transmittance, "transmittance_min": e.transmittance_min,
+            "excess_noise_snu": e.excess_noise_snu, "excess_noise_max_snu": e.excess_noise_max_snu,
+            "excess_noise_out_snu": e.excess_noise_out_snu,
+            "electronic_noise_snu": self.electronic_noise_snu,
+            "electronic_noise_std_snu": self.electronic_noise_std_snu,
+            "t_eff": e.t_eff, "t_eff_min": e.t_eff_min, "t_eff_std": e.t_eff_std,
+            "snr": e.snr, "sigma2": e.sigma2, "sigma2_max": e.sigma2_max,
+            "n_pe": e.n_pe, "eps_pe": e.eps_pe,
+            "key_rate_bits_per_symbol": (self.key_rate.key_rate_bits_per_symbol
+                                         if self.key_rate else None),
+            "key_rate_error": self.key_rate_error,
+            "asymptotic_key_rate_bits_per_symbol": self.asymptotic_key_rate_bits_per_symbol,
+            "frequency_offset_hz": self.frequency_offset_hz,
+            "acquisition_frequency_offset_hz": a.pilot.frequency_offset_hz,
+            "coarse_frequency_offset_hz": a.pilot.coarse_offset_hz,
+            "linewidth_hz": a.pilot.linewidth_hz,
+            "delay_samples": a.tau0,
+            "clock_offset_ppm": a.clock_offset_ppm,
+            "spectral_inversion": a.sync.inverted,
+            "residual_phase_rad": self.residual_phase_rad,
+            "pilot_leakage_floor_snu": self.pilot_leakage_floor_snu,
+            "n0_codes2": self.n0_codes2, "n0_std_codes2": self.n0_std_codes2,
+            "lock": a.lock_metrics,
+            "pilot_cn0_dbhz": list(a.pilot.pilot_cn0_dbhz),
+            "carrier": {"method": a.carrier.method, "decimation": a.carrier.decimation,
+                        "window_blocks": a.carrier.window, "bandwidth_hz": a.carrier.bandwidth_hz,
+                        "predicted_phase_var_rad2": a.carrier.predicted_phase_var},
+            "n_symbols_received": self.n_received, "n_pe_symbols": self.n_pe_symbols,
+            "n_key_symbols": self.n_key_symbols,
+            "samples": self.samples, "seconds": self.seconds,
+            "throughput_msps": self.samples / self.seconds / 1e6 if self.seconds > 0 else None,
+            "raw_key_path": self.raw_key_path,
+        }
+        if self.key_rate is not None:
+            d["key_rate"] = {k: v for k, v in self.key_rate.as_dict().items()
+                             if isinstance(v, int | float | str | None)}
+        return d
+
+    def estimates_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self.estimates).items()
+                if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def _link(reader: TraceReader) -> LinkParameters:
+    tx = reader.tx
+    return LinkParameters(
+        sample_rate_hz=reader.sample_rate_hz, symbol_rate_hz=tx.symbol_rate_hz,
+        rolloff=tx.rolloff, signal_frequency_hz=tx.signal_frequency_hz,
+        pilot_frequencies_hz=tuple(tx.pilot_frequencies_hz),
+        modulation_variance_snu=tx.modulation_variance_snu, efficiency=tx.efficiency,
+        detection=tx.detection, n_symbols=tx.n_symbols)
+
+
+def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions | None = None,
+                      pe_fraction: float = 0.5, seed: int = 0, eps_pe: float = 1e-10,
+                      beta: float = 0.95, raw_key_out: str | os.PathLike[str] | None = None,
+                      chunk_samples: int = DEFAULT_CHUNK,
+                      progress: Callable[[int], None] | None = None,
+                      diagnostics: bool = False) -> ReceiverResult:
+    """Run the receiver over one recording.
+
+    Parameters
+    ----------
+    path : path of a format-v1 recording.
+    options : ReceiverOptions, optional
+    pe_fraction, seed : disclosed fraction (``1`` discloses everything) and its random seed.
+    eps_pe, beta : PE failure probability and reconciliation efficiency of the key rate.
+    raw_key_out : write the raw key (undisclosed symbols) there, mode 0600.
+    chunk_samples : streaming chunk size (any positive number).
+    progress : called with the number of samples just processed.
+
+    Raises
+    ------
+    ReceiverLockError
+        Pilot not found or synchronisation failed (``.metrics`` holds the lock metrics).
+    TraceFormatError
+        The file does not follow the format.
+    """
+    opt = options or ReceiverOptions()
+    if not 0 < float(pe_fraction) <= 1:
+        raise ValueError(f"pe_fraction must be in (0, 1], got {pe_fraction!r}")
+    t_start = time.perf_counter()
+    tick = progress or (lambda n: None)
+    with TraceReader(path) as reader:
+        link = _link(reader)
+        sig_len = reader.adc["signal"].length
+        head_n = min(sig_len, opt.head_samples(link))
+        head = reader.read("signal", 0, head_n)
+        k_sync = min(opt.sync_symbols, link.n_symbols)
+        n_samples = sum(a.length for a in reader.adc.values())
+        try:
+            acq = acquire(head, reader.symbols(0, k_sync), link, opt)
+            rng = probe_range(acq, sig_len) if opt.clock_tracking else None
+            if rng is not None:
+                acq = refine_clock(acq, reader.read("signal", *rng), rng[0], reader.symbols)
+        except DspLockError as exc:
+            raise ReceiverLockError(f"{path}: receiver not locked: {exc}", exc.metrics) from exc
+        diag = Diagnostics()
+        if diagnostics:
+            _spectrum(head, link.sample_rate_hz, diag)
+        del head
+
+        # shot-noise units: both captures through exactly the signal's chain
+        noise = {}
+        for name in ("shot_noise", "electronic_noise"):
+            meter = NoiseMeter(acq)
+            for chunk in reader.iter_chunks(name, chunk_samples):
+                meter.feed(chunk)
+                tick(chunk.shape[0])
+            noise[name] = meter.result()
+        sn, el = noise["shot_noise"], noise["electronic_noise"]
+        n0 = sn.variance - el.variance
+        if not n0 > 0:
+            raise ReceiverLockError(f"{path}: shot-noise variance {sn.variance:.6g} is not above "
+                                    f"the electronic noise {el.variance:.6g} (codes^2): no SNU",
+                                    {"shot_noise_var": sn.variance,
+                                     "electronic_noise_var": el.variance})
+        n0_std = math.hypot(sn.variance_std, el.variance_std)
+        vel = el.variance / n0
+        vel_std = vel * math.hypot(el.variance_std / el.variance, n0_std / n0)
+        scale = np.float32(1.0 / math.sqrt(n0))
+
+        stream = SignalStream(acq, alice=reader.symbols)
+        moments = PairMoments()
+        keep_key = raw_key_out is not None
+        key_y: list[np.ndarray] = []
+        key_i: list[np.ndarray] = []
+        pe_i: list[np.ndarray] = []
+        n_rx = 0
+
+        def consume(blocks):
+            nonlocal n_rx
+            for k0, y in blocks:
+                k1 = k0 + y.shape[0]
+                x = reader.symbols(k0, k1)
+                m = disclosed_mask(k0, k1, fraction=pe_fraction, seed=seed)
+                moments.update(x, y, m, float(scale))
+                if keep_key:   # only then: memory must not grow with the recording
+                    idx = np.arange(k0, k1, dtype=np.int64)
+                    pe_i.append(idx[m])
+                    key_y.append(y[~m] * scale)
+                    key_i.append(idx[~m])
+                if diagnostics and diag.constellation_y.shape[0] < 4000:
+                    y = y * scale
+                    take = min(4000 - diag.constellation_y.shape[0], int(m.sum()))
+                    diag.constellation_x = np.concatenate([diag.constellation_x, x[m][:take]])
+                    diag.constellation_y = np.concatenate([diag.constellation_y, y[m][:take]])
+                n_rx += y.shape[0]
+
+        for chunk in reader.iter_chunks("signal", chunk_samples):
+            consume(stream.feed(chunk))
+            if diagnostics:
+                _phase_trace(stream, link.sample_rate_hz, diag)
+            tick(chunk.shape[0])
+        consume(stream.finish())
+
+    if moments.count < 2:
+        raise ReceiverLockError(f"{path}: only {moments.count} symbols disclosed for parameter "
+                                "estimation", acq.lock_metrics)
+    theta = moments.phase()
+    acc = moments.accumulator(link.detection, theta)
+    est = estimate_parameters(acc, modulation_variance_snu=link.modulation_variance_snu,
+                              efficiency=link.efficiency, electronic_noise_snu=vel, eps_pe=eps_pe)
+    kr, kr_err = None, None
+    n_pe_sym = moments.count
+    try:
+        kr = key_rate_from_estimates(est, beta=beta, block_size=n_rx,
+                                     n_key=n_rx - n_pe_sym if n_rx > n_pe_sym else None)
+    except (KeyRateInputError, ValueError) as exc:
+        kr_err = str(exc)
+    kr_asym = None
+    # the asymptotic rate at the point estimates, always useful to an engineer
+    with contextlib.suppress(KeyRateInputError, ValueError):
+        kr_asym = key_rate_from_estimates(est, beta=beta).key_rate_bits_per_symbol
+    rot = np.complex64(np.exp(-1j * theta))
+    if diagnostics:
+        diag.constellation_y = diag.constellation_y * rot
+    raw_path = None
+    n_key = n_rx - n_pe_sym
+    if keep_key:
+        bob = np.concatenate(key_y) if key_y else np.empty(0, np.complex64)
+        if bob.shape[0] == 0:
+            raise ValueError("no undisclosed symbols left for the raw key "
+                             f"(pe_fraction={pe_fraction}): nothing to write")
+        bob *= rot
+        est_d = {k: float(v) for k, v in asdict(est).items()
+                 if isinstance(v, int | float) and not isinstance(v, bool)}
+        est_d["key_rate_bits_per_symbol"] = (kr.key_rate_bits_per_symbol if kr else float("nan"))
+        if not math.isfinite(est_d["key_rate_bits_per_symbol"]):
+            est_d["key_rate_bits_per_symbol"] = 0.0
+        est_d = {k: v for k, v in est_d.items() if math.isfinite(v)}
+        write_raw_key(raw_key_out, RawKey(estimates=est_d, bob_symbols=bob,
+                                          bob_tx_index=np.concatenate(key_i),
+                                          pe_tx_index=np.concatenate(pe_i)))
+        raw_path = str(Path(raw_key_out))
+    seconds = time.perf_counter() - t_start
+    return ReceiverResult(
+        path=str(path), estimates=est, key_rate=kr, key_rate_error=kr_err,
+        asymptotic_key_rate_bits_per_symbol=kr_asym, acquisition=acq,
+        n0_codes2=n0, n0_std_codes2=n0_std, shot_noise=sn, electronic_noise=el,
+        electronic_noise_snu=vel, electronic_noise_std_snu=vel_std, residual_phase_rad=theta,
+        frequency_offset_hz=stream.frequency_offset_hz,
+        pilot_leakage_floor_snu=pilot_leakage_floor(
+            pilot_amplitudes=acq.pilot.pilot_amplitudes,
+            pilot_frequencies_hz=[f + acq.pilot.frequency_offset_hz
+                                  for f in link.pilot_frequencies_hz],
+            linewidth_hz=acq.pilot.linewidth_hz, mixer_hz=acq.mixer_hz,
+            symbol_rate_hz=link.symbol_rate_hz, rolloff=link.rolloff,
+            fs=link.sample_rate_hz, shot_noise_var=2 * n0, t_eff=abs(est.t_eff))
+        if est.t_eff != 0 else math.inf,
+        n_received=n_rx, n_pe_symbols=n_pe_sym, n_key_symbols=n_key,
+        samples=n_samples, seconds=seconds,
+        timing_log=stream.timing_log, raw_key_path=raw_path, diagnostics=diag)
+
+
+def _spectrum(head: np.ndarray, fs: float, diag: Diagnostics) -> None:
+    n = 1 << 14
+    m = head.shape[0] // n
+    if m < 1:
+        return
+    seg = head[:m * n].astype(np.float64).reshape(m, n)
+    p = np.mean(np.abs(np.fft.rfft((seg - seg.mean()) * np.hanning(n), axis=1)) ** 2, axis=0)
+    diag.spectrum_f_hz = np.fft.rfftfreq(n, 1 / fs)
+    diag.spectrum_db = 10 * np.log10(p + 1e-30)
+
+
+def _phase_trace(stream: SignalStream, fs: float, diag: Diagnostics) -> None:
+    if stream.ph.shape[0] == 0:
+        return
+    step = max(1, stream.ph.shape[0] // 200)
+    j = np.arange(0, stream.ph.shape[0], step)
+    diag.pilot_phase_t_s.extend(((stream.ph_j0 + j) * stream.D / fs).tolist())
+    diag.pilot_phase_rad.extend(stream.ph[j].tolist())

@@ -1,0 +1,158 @@
+"""Acquisition, carrier design, PE helpers and option validation of the DSP pipeline."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dsp.acquisition import acquire_pilot, check_search_range
+from dsp.carrier import PhaseTracker, design_pilot_filter
+from dsp.errors import DspLockError
+from dsp.estimation import PeAccumulator, estimate_parameters
+from dsp.pe import PairMoments, disclosed_mask
+from dsp.pipeline import ReceiverOptions
+
+FS = 1e9
+LINK = {"signal_frequency_hz": 150e6, "symbol_rate_hz": 100e6, "rolloff": 0.2}
+
+
+def _tones(n, freqs, amps, noise=30.0, seed=0, lw=0.0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    phi = np.cumsum(rng.normal(0, math.sqrt(2 * math.pi * lw / FS), n)) if lw else 0.0
+    x = rng.normal(0, noise, n)
+    for f, a in zip(freqs, amps, strict=True):
+        x += a * np.cos(2 * np.pi * f / FS * t + phi + 0.3)
+    return np.round(x).astype(np.int16)
+
+
+def test_search_range_refuses_images_and_nyquist():
+    check_search_range(FS, pilot_frequencies_hz=(250e6,), search_hz=50e6, **LINK)
+    with pytest.raises(ValueError, match="leaves"):
+        check_search_range(FS, pilot_frequencies_hz=(480e6,), search_hz=50e6, **LINK)
+    # quantum band at 460 MHz (+-60, +-R): offsets beyond Nyquist fold it back onto
+    # [1000-570, 1000-350] = [430, 650] MHz, which a search of 420 +- 50 MHz would see
+    with pytest.raises(ValueError, match="image"):
+        check_search_range(FS, pilot_frequencies_hz=(420e6,), search_hz=50e6,
+                           signal_frequency_hz=460e6, symbol_rate_hz=100e6, rolloff=0.2)
+    with pytest.raises(ValueError, match="> 0"):
+        check_search_range(FS, pilot_frequencies_hz=(250e6,), search_hz=0.0, **LINK)
+
+
+def test_pilot_offset_snr_and_linewidth():
+    x = _tones(1 << 20, [250e6 + 12.345678e6], [300.0], lw=2000.0)
+    acq = acquire_pilot(x, FS, pilot_frequencies_hz=(250e6,), search_hz=50e6, snr_min_db=20)
+    # Wiener phase: LS slope sd = sqrt(6 D / (5 T)) / 2 pi = 330 Hz for T = 1 ms, 2 kHz
+    assert abs(acq.frequency_offset_hz - 12.345678e6) < 4 * 330
+    assert acq.linewidth_hz == pytest.approx(2000, rel=0.3)
+    # amplitude A = 300 over white noise of variance s2 = 900 (+1/12 rounding): the block mean
+    # of D = 64 mixed samples has complex noise E|n|^2 = s2/D on a phasor of modulus A/2, so the
+    # phase-noise variance per block is (s2/D) / (2 (A/2)^2) = 2 s2 / (D A^2) = 3.1e-4 rad^2
+    assert acq.phase_noise_var == pytest.approx(2 * 900 / (64 * 300**2), rel=0.25)
+    assert acq.pilot_amplitudes[0] == pytest.approx(300, rel=0.01)
+
+
+def test_two_pilots_joint_search_picks_the_common_offset():
+    # a strong spur at 300 MHz would win a single-pilot search for the first pilot (window
+    # 210-310 MHz); only offset -30 MHz lines up both real pilots (220 and 290 MHz)
+    x = _tones(1 << 20, [220e6, 290e6, 300e6], [200.0, 200.0, 260.0])
+    acq = acquire_pilot(x, FS, pilot_frequencies_hz=(250e6, 320e6), search_hz=45e6,
+                        snr_min_db=20)
+    assert abs(acq.frequency_offset_hz + 30e6) < 100
+
+
+def test_pilot_missing_raises_lock_error_with_metrics():
+    x = _tones(1 << 18, [], [])
+    with pytest.raises(DspLockError, match="pilot not found") as ei:
+        acquire_pilot(x, FS, pilot_frequencies_hz=(250e6,), search_hz=50e6, snr_min_db=20)
+    assert ei.value.metrics["pilot_snr_db"] < 20
+    assert "pilot_snr_db=" in str(ei.value)
+
+
+def test_filter_design_is_the_optimum():
+    d = design_pilot_filter(FS, phase_noise_var=2e-4, acq_decimation=64, linewidth_hz=1000)
+    c_n = 2e-4 * 64 / FS
+    tau = math.sqrt(12 * c_n / (2 * math.pi * 1000))
+    assert d.tau_s == pytest.approx(tau, rel=0.15)          # rounding to D x M samples
+    # the predicted error variance is minimal there: longer or shorter windows are worse
+    def var(t):
+        return c_n / t + 2 * math.pi * 1000 * t / 12
+    assert var(tau) <= min(var(0.5 * tau), var(2 * tau))
+    assert d.predicted_phase_var == pytest.approx(var(d.tau_s), rel=1e-9)
+    with pytest.raises(ValueError, match=r"\('fir', 'kalman', 'kalman-rts'\)"):
+        design_pilot_filter(FS, phase_noise_var=2e-4, acq_decimation=64, linewidth_hz=1e3,
+                            method="pll")
+
+
+def test_options_validated():
+    with pytest.raises(ValueError, match="phase_method must be one of"):
+        ReceiverOptions(phase_method="magic")
+    with pytest.raises(ValueError, match="span_symbols"):
+        ReceiverOptions(span_symbols=1)
+    assert ReceiverOptions().span(0.2) == 32
+    assert ReceiverOptions().span(0.1) == 64
+    assert ReceiverOptions().span(0.5) == 24
+
+
+@pytest.mark.parametrize("method", ["fir", "kalman", "kalman-rts"])
+def test_phase_tracker_streaming_equals_batch(method):
+    rng = np.random.default_rng(5)
+    n = 20_000
+    phi = np.cumsum(rng.normal(0, 0.02, n)) + 0.1 * np.arange(n) * 0.01
+    z = np.exp(1j * phi) + rng.normal(0, 0.1, n) + 1j * rng.normal(0, 0.1, n)
+    d = design_pilot_filter(FS, phase_noise_var=0.005, acq_decimation=8, linewidth_hz=5e4,
+                            method=method)
+    batch = PhaseTracker(d)
+    ref = np.concatenate([batch.push(z)[1], batch.flush()[1]])
+    tr = PhaseTracker(d)
+    parts, pos = [], 0
+    for size in (1, 7, 999, 3001, 5, 16000):
+        j0, ph = tr.push(z[pos:pos + size])
+        assert j0 == sum(p.shape[0] for p in parts)
+        parts.append(ph)
+        pos += size
+    parts.append(tr.flush()[1])
+    got = np.concatenate(parts)
+    assert got.shape == ref.shape == (n,)
+    np.testing.assert_allclose(got, ref, atol=1e-9)
+    # and it tracks: error well below the raw per-sample phase noise (E|n|^2/2 = 0.01 rad^2)
+    err = got - phi
+    err -= np.mean(err)
+    assert np.mean(err**2) < 5e-3
+
+
+def test_disclosed_mask_is_chunking_independent():
+    whole = disclosed_mask(0, 300_000, fraction=0.3, seed=11)
+    parts = np.concatenate([disclosed_mask(a, b, fraction=0.3, seed=11)
+                            for a, b in ((0, 1), (1, 70_001), (70_001, 299_999),
+                                         (299_999, 300_000))])
+    np.testing.assert_array_equal(whole, parts)
+    # Bernoulli(0.3): within 5 sd
+    assert abs(whole.mean() - 0.3) < 5 * math.sqrt(0.21 / 300_000)
+    assert not np.array_equal(whole, disclosed_mask(0, 300_000, fraction=0.3, seed=12))
+    assert disclosed_mask(5, 9, fraction=1.0, seed=0).all()
+    with pytest.raises(ValueError, match="pe_fraction"):
+        disclosed_mask(0, 5, fraction=1.5, seed=0)
+
+
+@pytest.mark.parametrize("detection", ["heterodyne", "homodyne"])
+def test_pair_moments_rotation_equals_rotated_arrays(detection):
+    rng = np.random.default_rng(2)
+    n = 50_000
+    x = (rng.normal(0, 2, n) + 1j * rng.normal(0, 2, n)).astype(np.complex64)
+    theta = 0.7
+    y = (0.4 * x * np.exp(1j * theta) + rng.normal(0, 1, n) + 1j * rng.normal(0, 1, n))
+    pm = PairMoments()
+    for a, b in ((0, 123), (123, 40_000), (40_000, n)):
+        pm.update(x[a:b], y[a:b].astype(np.complex64))
+    assert pm.phase() == pytest.approx(np.angle(np.vdot(x, y)), abs=1e-6)
+    acc = pm.accumulator(detection, pm.phase())
+    ref = PeAccumulator(detection)
+    ref.update(x, (y.astype(np.complex64) * np.exp(-1j * pm.phase())).astype(np.complex128))
+    kw = {"modulation_variance_snu": 4.0, "efficiency": 0.7, "electronic_noise_snu": 0.1}
+    e1, e2 = estimate_parameters(acc, **kw), estimate_parameters(ref, **kw)
+    for name in ("t_eff", "sigma2", "transmittance", "excess_noise_snu"):
+        assert getattr(e1, name) == pytest.approx(getattr(e2, name), rel=1e-6)
+    assert acc.n == ref.n

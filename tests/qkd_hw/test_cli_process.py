@@ -1,0 +1,95 @@
+"""`qkd-hw process`: JSON output, raw key, plots, lock failure exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from qkd_hw.cli.main import main
+from qkd_hw.raw_key import read_raw_key
+from qkd_hw.receiver import process_recording
+from qkd_hw.trace_io import TraceReader, TraceWriter
+from tests.conftest import REPO, SHARED_TRACES
+
+REQUIRED = ("transmittance", "excess_noise_snu", "electronic_noise_snu", "t_eff", "snr",
+            "frequency_offset_hz", "delay_samples", "key_rate_bits_per_symbol", "samples",
+            "seconds", "transmittance_min", "excess_noise_max_snu", "lock", "n0_codes2")
+
+
+def test_json_output_matches_library(capsys, tmp_path):
+    trace = SHARED_TRACES["basic"]
+    out = tmp_path / "raw.h5"
+    rc = main(["process", str(trace), "--json", "--pe-fraction", "0.4", "--seed", "5",
+               "--out", str(out)])
+    assert rc == 0
+    d = json.loads(capsys.readouterr().out)
+    for k in REQUIRED:
+        assert k in d, k
+    assert d["locked"] is True
+    ref = process_recording(trace, pe_fraction=0.4, seed=5)
+    assert d["transmittance"] == pytest.approx(ref.estimates.transmittance, rel=1e-12)
+    assert d["excess_noise_snu"] == pytest.approx(ref.estimates.excess_noise_snu, rel=1e-12)
+    assert d["samples"] == 1_005_234 + 2 * 1_000_000
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    raw = read_raw_key(out)
+    assert raw.bob_symbols.shape[0] == d["n_key_symbols"]
+    assert raw.pe_tx_index.shape[0] == d["n_pe_symbols"]
+
+
+def test_human_output_and_plots(capsys, tmp_path):
+    rc = main(["process", str(SHARED_TRACES["metro"]), "--plot", str(tmp_path / "plots"),
+               "--phase-method", "kalman-rts"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "frequency offset" in text and "-17.00" in text
+    for name in ("constellation.png", "pilot_phase.png", "spectrum.png"):
+        data = (tmp_path / "plots" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def _no_pilot_trace(path):
+    src = SHARED_TRACES["basic"]
+    with TraceReader(src) as r:
+        tx, fs, vpc = r.tx, r.sample_rate_hz, r.adc["signal"].volts_per_code
+        shot, el, sym = r.read("shot_noise"), r.read("electronic_noise"), r.symbols()
+    with TraceWriter(path, tx=tx, sample_rate_hz=fs, volts_per_code=vpc) as w:
+        w.write_symbols(sym)
+        w.append("signal", np.concatenate([shot, shot[:5234]]))
+        w.append("shot_noise", shot)
+        w.append("electronic_noise", el)
+
+
+def test_lock_failure_exit_code_and_message(tmp_path, capsys):
+    bad = tmp_path / "nopilot.h5"
+    _no_pilot_trace(bad)
+    rc = main(["process", str(bad), "--json", "--out", str(tmp_path / "raw.h5")])
+    assert rc == 2
+    cap = capsys.readouterr()
+    assert "not locked" in cap.err and "pilot_snr_db" in cap.err
+    d = json.loads(cap.out)
+    assert d["locked"] is False and d["lock"]["pilot_snr_db"] < d["lock"]["pilot_snr_min_db"]
+    assert "transmittance" not in d
+    assert not (tmp_path / "raw.h5").exists()
+
+
+def test_lock_failure_through_the_entry_point(tmp_path):
+    bad = tmp_path / "nopilot.h5"
+    _no_pilot_trace(bad)
+    res = subprocess.run([sys.executable, "-m", "qkd_hw.cli.main", "process", str(bad)],
+                         capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 2
+    assert "pilot not found" in res.stderr and "Traceback" not in res.stderr
+    assert res.stdout == ""
+
+
+def test_bad_arguments(capsys):
+    assert main(["process", str(SHARED_TRACES["basic"]), "--pe-fraction", "0"]) == 2
+    assert "--pe-fraction" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["process", str(SHARED_TRACES["basic"]), "--phase-method", "magic"])
