@@ -37,6 +37,9 @@ __all__ = ["PHASE_METHODS", "PhaseTracker", "PilotFilterDesign", "design_pilot_f
            "pilot_leakage_floor"]
 
 PHASE_METHODS = ("fir", "kalman", "kalman-rts")
+#: the boxcar tracker's sliding sums restart at multiples of this many blocks (chunk invariance)
+FIR_RUN = 16384
+_TWO_PI = 2.0 * math.pi
 
 
 @dataclass(frozen=True)
@@ -157,20 +160,35 @@ class PhaseTracker:
 
     # ---- boxcar on the phasors ---------------------------------------------------------
     def _fir(self, final: bool) -> tuple[int, np.ndarray]:
+        """Sliding sums restarted at FIXED block indices (multiples of ``FIR_RUN``), whatever
+        the pushes: each output is then computed by the same floating-point operations for
+        any chunking (a restart at every push changes the last bits of the phase, which the
+        float32 matched-filter outputs and the timing loop then make visible). The run
+        containing the first new output is recomputed from its start (<= FIR_RUN outputs)."""
         h = (self.design.window - 1) // 2
         j0 = self.n_out
         j1 = self.n_in if final else max(self.n_in - h, j0)
         if j1 <= j0:
             return j0, np.empty(0)
-        if self._last is None:
-            s = self._z[max(j0 - h, 0) - self._z0:min(j0 + h + 1, self.n_in) - self._z0].sum()
-            last = float(np.angle(s))
-        else:
-            last = self._last
-        ph = boxcar_phase(self._z, first_block=self._z0, n_blocks_in=self.n_in, out_first=j0,
-                          out_stop=j1, half_window=h, last_phase=last)
-        out = self._emit(j0, ph, unwrap=False)
-        keep = max(self.n_out - h, 0)
+        parts = []
+        prev = self._last
+        a = (j0 // FIR_RUN) * FIR_RUN
+        while a < j1:
+            b = min(a + FIR_RUN, j1)
+            # the run's angles, continuous inside the run (chained from 0, whatever came before)
+            chain = boxcar_phase(self._z, first_block=self._z0, n_blocks_in=self.n_in,
+                                 out_first=a, out_stop=b, half_window=h,
+                                 last_phase=0.0)[max(j0 - a, 0):]
+            # one 2 pi shift per run, set by the previous output: the same shift (and the same
+            # float operation) whether the run is emitted in one push or several
+            if prev is None:
+                prev = float(chain[0])
+            ph = chain + _TWO_PI * math.floor((prev - chain[0]) / _TWO_PI + 0.5)
+            parts.append(ph)
+            prev = float(ph[-1])
+            a = b
+        out = self._emit(j0, np.concatenate(parts), unwrap=False)
+        keep = max((self.n_out // FIR_RUN) * FIR_RUN - h, 0)
         self._z = self._z[keep - self._z0:]
         self._z0 = keep
         return out

@@ -18,6 +18,7 @@ Chain (all on raw ADC codes, arrays in / arrays out, no file I/O):
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -89,7 +90,8 @@ class ReceiverOptions:
     span_symbols, n_phases, taper : matched-filter truncation (symbol periods; None = auto from
         the roll-off, see ``span``), polyphase resolution (phases per sample) and Kaiser taper
         beta (0 = plain truncation).
-    phase_method : one of PHASE_METHODS ("fir", "kalman", "kalman-rts").
+    phase_method : one of PHASE_METHODS ("fir", "kalman", "kalman-rts"); default "kalman-rts"
+        (Kalman filter + RTS smoother, the lowest penalty in benchmarks/dsp_penalty.md).
     pilot_bandwidth_hz : force the pilot filter bandwidth (default: optimum from the data).
     clock_tracking : estimate/track the symbol-clock offset (else nominal rate).
     clock_search_ppm : largest clock offset the late probe searches for.
@@ -106,7 +108,7 @@ class ReceiverOptions:
     span_symbols: int | None = None
     n_phases: int = 256
     taper: float = 5.0
-    phase_method: str = "fir"
+    phase_method: str = "kalman-rts"
     pilot_bandwidth_hz: float | None = None
     linewidth_floor_hz: float = 1.0
     max_pilot_window_s: float = 20e-6
@@ -346,7 +348,7 @@ def _timing_fit(x, a, bank, tau, period, k0, kk, phase, first_sample=0, stride=1
         y = matched_filter_at(x, bank, first_sample=first_sample,
                               tau0=tau + d + k0 * period, period=period * stride,
                               k_start=0, count=kk, phase=phase,
-                              parallel=kk > 1 << 16).astype(np.complex128)
+                              parallel=kk >= 1 << 13).astype(np.complex128)
         s.append(abs(cdot(a, y)) ** 2)
         if d == 0.0:
             e = cdot(y, y).real
@@ -487,6 +489,9 @@ class SignalStream:
         self._fit_n = 0
         self._fit = (0.0, 0.0, 0.0, 0.0)
         self.samples = 0
+        #: wall seconds spent in "pilot" (down-conversion), "phase" (tracker), "matched_filter"
+        #: and "timing" (timing-loop fits), for profiling
+        self.stage_seconds = {"pilot": 0.0, "phase": 0.0, "matched_filter": 0.0, "timing": 0.0}
 
     def _phase_grid(self):
         D = self.D
@@ -498,15 +503,21 @@ class SignalStream:
         D = self.D
         j_avail = self.buf.n_end // D
         if j_avail > self.j_next:
+            t0 = time.perf_counter()
             z = _combined_pilot(self.buf.data, self.link, self.acq.pilot,
                                 self.acq.pilot.frequency_offset_hz, D, self.buf.n0, self.j_next,
                                 j_avail - self.j_next)
             self.j_next = j_avail
+            t1 = time.perf_counter()
             self._append_phase(*self.tracker.push(z))
+            self.stage_seconds["pilot"] += t1 - t0
+            self.stage_seconds["phase"] += time.perf_counter() - t1
         return self._emit(final=False)
 
     def finish(self) -> list[tuple[int, np.ndarray]]:
+        t0 = time.perf_counter()
         self._append_phase(*self.tracker.flush())
+        self.stage_seconds["phase"] += time.perf_counter() - t0
         return self._emit(final=True)
 
     def _append_phase(self, j0: int, ph: np.ndarray) -> None:
@@ -564,16 +575,20 @@ class SignalStream:
             k1 = khi
             if track:   # stop at the next timing-block border
                 k1 = min(khi, (k0 // self.timing_block + 1) * self.timing_block)
+            t0 = time.perf_counter()
             y = matched_filter_at(self.buf.data, self.acq.bank, first_sample=self.buf.n0,
                                   tau0=self.tau, period=self.period, k_start=k0, count=k1 - k0,
                                   phase=self._phase_grid(),
                                   first_order=self.acq.options.first_order_phase)
+            self.stage_seconds["matched_filter"] += time.perf_counter() - t0
             if self.acq.sync.inverted:
                 y = np.conj(y)
             out.append((k0, y))
             self.k_next = k1
             if track and k1 % self.timing_block == 0 and k1 < self.link.n_symbols:
+                t0 = time.perf_counter()
                 self._update_timing(k1)
+                self.stage_seconds["timing"] += time.perf_counter() - t0
         if self.k_next < self.link.n_symbols:
             k_keep = self.k_next
             if track:   # the timing fit at the end of a block needs the whole block

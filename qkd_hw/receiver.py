@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,11 @@ class ReceiverResult:
     timing_log: list
     raw_key_path: str | None
     diagnostics: Diagnostics
+    #: wall seconds per stage: "acquisition" (head read, lock, clock probe), "noise", "signal"
+    #: (the streaming pass; of which "signal_read_wait" waiting for the reader thread,
+    #: "signal_pe_sums" the pair sums, "pilot", "phase", "matched_filter", "timing" the DSP),
+    #: "estimation" (incl. the raw-key file)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """Flat, JSON-ready dict (the ``--json`` output of ``qkd-hw process``)."""
@@ -119,6 +126,7 @@ class ReceiverResult:
             "n_key_symbols": self.n_key_symbols,
             "samples": self.samples, "seconds": self.seconds,
             "throughput_msps": self.samples / self.seconds / 1e6 if self.seconds > 0 else None,
+            "stage_seconds": dict(self.stage_seconds),
             "raw_key_path": self.raw_key_path,
         }
         if self.key_rate is not None:
@@ -129,6 +137,105 @@ class ReceiverResult:
     def estimates_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self.estimates).items()
                 if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+class _SymbolBlocks:
+    """Alice's symbols and the disclosure flags in aligned blocks of ``BLOCK`` tx indices,
+    read once (the timing loop and the parameter estimation both need them) and ahead of use
+    by the reader thread. Thread-safe; blocks below the consumer's position are dropped."""
+
+    BLOCK = 1 << 18
+
+    def __init__(self, reader: TraceReader, n_symbols: int, fraction: float, seed: int) -> None:
+        self.reader = reader
+        self.n = int(n_symbols)
+        self.fraction = float(fraction)
+        self.seed = int(seed)
+        self._blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._lock = threading.Lock()
+        self._low = 0   # lowest block still needed
+
+    def _block(self, b: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            got = self._blocks.get(b)
+        if got is None:
+            lo, hi = b * self.BLOCK, min((b + 1) * self.BLOCK, self.n)
+            got = (self.reader.symbols(lo, hi),
+                   disclosed_mask(lo, hi, fraction=self.fraction, seed=self.seed))
+            with self._lock:
+                if b >= self._low:
+                    self._blocks[b] = got
+        return got
+
+    def _take(self, k0: int, k1: int, which: int) -> np.ndarray:
+        if k1 <= k0:
+            return np.empty(0, np.complex64 if which == 0 else bool)
+        if k0 < 0 or k1 > self.n:
+            raise ValueError(f"symbols [{k0}, {k1}) outside [0, {self.n})")
+        parts = []
+        for b in range(k0 // self.BLOCK, (k1 - 1) // self.BLOCK + 1):
+            base = b * self.BLOCK
+            parts.append(self._block(b)[which][max(k0 - base, 0):k1 - base])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def symbols(self, k0: int, k1: int) -> np.ndarray:
+        """Alice's symbols ``[k0, k1)`` (complex64, SNU); like ``TraceReader.symbols``."""
+        return self._take(int(k0), int(k1), 0)
+
+    def mask(self, k0: int, k1: int) -> np.ndarray:
+        """``disclosed_mask(k0, k1, ...)`` (the flags do not depend on the blocking)."""
+        return self._take(int(k0), int(k1), 1)
+
+    def release_below(self, k: int) -> None:
+        """The consumer will not ask for symbols below ``k`` any more (the timing loop may
+        still re-read the block it is in)."""
+        with self._lock:
+            self._low = max(self._low, int(k) // self.BLOCK - 1)
+            for b in [b for b in self._blocks if b < self._low]:
+                del self._blocks[b]
+
+    def prefetch(self, k: int) -> None:
+        """Make sure the block holding symbol ``k`` (clipped to the recording) is loaded."""
+        k = min(max(int(k), 0), self.n - 1)
+        if k >= 0:
+            self._block(k // self.BLOCK)
+
+
+def _read_ahead(chunks: Iterator[np.ndarray],
+                after_read: Callable[[int], None] | None = None,
+                waited: dict[str, float] | None = None) -> Iterator[np.ndarray]:
+    """Yield the chunks of ``chunks`` while a worker thread already reads the next one.
+
+    The numba kernels release the GIL (``nogil``), so the HDF5 read of chunk k+1 overlaps the
+    processing of chunk k; at most two chunks are alive. ``after_read(n_end)`` runs in the
+    worker after each read (``n_end``: samples read so far), e.g. to load the symbols the chunk
+    will need. Errors are re-raised here, at the chunk they belong to; leaving the loop early
+    waits for the pending read (the file must not be closed under it). The time spent waiting
+    for the reader is added to ``waited["signal_read_wait"]``.
+    """
+    n_end = 0
+
+    def step():
+        nonlocal n_end
+        chunk = next(chunks, None)
+        if chunk is not None:
+            n_end += chunk.shape[0]
+            if after_read is not None:
+                after_read(n_end)
+        return chunk
+
+    with ThreadPoolExecutor(1, thread_name_prefix="qkd-hw-read") as pool:
+        pending = pool.submit(step)
+        while True:
+            t0 = time.perf_counter()
+            chunk = pending.result()
+            if waited is not None:
+                waited["signal_read_wait"] = (waited.get("signal_read_wait", 0.0)
+                                              + time.perf_counter() - t0)
+            if chunk is None:
+                return
+            pending = pool.submit(step)
+            yield chunk
 
 
 def _link(reader: TraceReader) -> LinkParameters:
@@ -170,6 +277,7 @@ def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions 
     if not 0 < float(pe_fraction) <= 1:
         raise ValueError(f"pe_fraction must be in (0, 1], got {pe_fraction!r}")
     t_start = time.perf_counter()
+    stages: dict[str, float] = {}
     tick = progress or (lambda n: None)
     with TraceReader(path) as reader:
         link = _link(reader)
@@ -189,6 +297,8 @@ def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions 
         if diagnostics:
             _spectrum(head, link.sample_rate_hz, diag)
         del head
+        t_mark = time.perf_counter()
+        stages["acquisition"] = t_mark - t_start
 
         # shot-noise units: both captures through exactly the signal's chain
         noise = {}
@@ -199,6 +309,8 @@ def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions 
                 tick(chunk.shape[0])
             noise[name] = meter.result()
         sn, el = noise["shot_noise"], noise["electronic_noise"]
+        stages["noise"] = time.perf_counter() - t_mark
+        t_mark = time.perf_counter()
         n0 = sn.variance - el.variance
         if not n0 > 0:
             raise ReceiverLockError(f"{path}: shot-noise variance {sn.variance:.6g} is not above "
@@ -210,7 +322,8 @@ def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions 
         vel_std = vel * math.hypot(el.variance_std / el.variance, n0_std / n0)
         scale = np.float32(1.0 / math.sqrt(n0))
 
-        stream = SignalStream(acq, alice=reader.symbols)
+        tx = _SymbolBlocks(reader, link.n_symbols, pe_fraction, seed)
+        stream = SignalStream(acq, alice=tx.symbols)
         moments = PairMoments()
         keep_key = raw_key_out is not None
         key_y: list[np.ndarray] = []
@@ -222,8 +335,8 @@ def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions 
             nonlocal n_rx
             for k0, y in blocks:
                 k1 = k0 + y.shape[0]
-                x = reader.symbols(k0, k1)
-                m = disclosed_mask(k0, k1, fraction=pe_fraction, seed=seed)
+                x = tx.symbols(k0, k1)
+                m = tx.mask(k0, k1)
                 moments.update(x, y, m, float(scale))
                 if keep_key:   # only then: memory must not grow with the recording
                     idx = np.arange(k0, k1, dtype=np.int64)
@@ -237,12 +350,27 @@ def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions 
                     diag.constellation_y = np.concatenate([diag.constellation_y, y[m][:take]])
                 n_rx += y.shape[0]
 
-        for chunk in reader.iter_chunks("signal", chunk_samples):
-            consume(stream.feed(chunk))
-            if diagnostics:
-                _phase_trace(stream, link.sample_rate_hz, diag)
-            tick(chunk.shape[0])
+        def load_symbols(n_end: int) -> None:   # in the reader thread
+            tx.prefetch(int((n_end - acq.tau0) / acq.period))
+
+        t_consume = 0.0
+        # closing(): on an error the pending read finishes before the file is closed
+        with contextlib.closing(_read_ahead(reader.iter_chunks("signal", chunk_samples),
+                                            load_symbols, stages)) as chunks:
+            for chunk in chunks:
+                blocks = stream.feed(chunk)
+                t0 = time.perf_counter()
+                consume(blocks)
+                t_consume += time.perf_counter() - t0
+                tx.release_below(stream.k_next)
+                if diagnostics:
+                    _phase_trace(stream, link.sample_rate_hz, diag)
+                tick(chunk.shape[0])
         consume(stream.finish())
+        stages["signal"] = time.perf_counter() - t_mark
+        stages["signal_pe_sums"] = t_consume
+        stages.update(stream.stage_seconds)
+        t_mark = time.perf_counter()
 
     if moments.count < 2:
         raise ReceiverLockError(f"{path}: only {moments.count} symbols disclosed for parameter "
@@ -284,6 +412,7 @@ def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions 
                                           pe_tx_index=np.concatenate(pe_i)))
         raw_path = str(Path(raw_key_out))
     seconds = time.perf_counter() - t_start
+    stages["estimation"] = time.perf_counter() - t_mark
     return ReceiverResult(
         path=str(path), estimates=est, key_rate=kr, key_rate_error=kr_err,
         asymptotic_key_rate_bits_per_symbol=kr_asym, acquisition=acq,
@@ -300,7 +429,8 @@ def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions 
         if est.t_eff != 0 else math.inf,
         n_received=n_rx, n_pe_symbols=n_pe_sym, n_key_symbols=n_key,
         samples=n_samples, seconds=seconds,
-        timing_log=stream.timing_log, raw_key_path=raw_path, diagnostics=diag)
+        timing_log=stream.timing_log, raw_key_path=raw_path, diagnostics=diag,
+        stage_seconds=stages)
 
 
 def _spectrum(head: np.ndarray, fs: float, diag: Diagnostics) -> None:

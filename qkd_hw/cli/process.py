@@ -40,8 +40,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the disclosed subset")
     p.add_argument("--eps-pe", type=float, default=1e-10, help="PE failure probability")
     p.add_argument("--beta", type=float, default=0.95, help="reconciliation efficiency")
-    p.add_argument("--phase-method", choices=PHASE_METHODS, default="fir",
-                   help="carrier-phase tracker (default fir: boxcar at the optimal bandwidth)")
+    p.add_argument("--phase-method", choices=PHASE_METHODS,
+                   default=ReceiverOptions.phase_method,
+                   help="carrier-phase tracker (default %(default)s: Kalman filter + RTS "
+                        "smoother; fir: boxcar at the optimal bandwidth)")
     p.add_argument("--pilot-bandwidth-hz", type=float, default=None,
                    help="force the pilot filter bandwidth (default: optimum from the data)")
     p.add_argument("--pilot-search-mhz", type=float, default=50.0,

@@ -174,7 +174,7 @@ def oracle_receive(
     max_symbols: int | None = None,
     phase_lowpass_hz: float | None = None,
     phase_estimate_rad: np.ndarray | None = None,
-    remove_pilots: bool = True,
+    remove_pilots: bool | str = True,
     keep_symbols: bool = False,
 ) -> OracleResult:
     """Run the oracle receiver on a simulated recording (needs ``/truth``).
@@ -192,8 +192,14 @@ def oracle_receive(
         ``/truth/phase_rad``, covering the signal) instead of the truth: everything
         else stays ideal, so the result isolates the cost of a receiver's phase
         estimate. Excludes ``phase_lowpass_hz``.
-    remove_pilots : bool
-        Subtract the known pilot tones before down-conversion (default).
+    remove_pilots : bool or "estimate"
+        Subtract the known pilot tones before down-conversion (default: with the true
+        phase, so the pilots vanish exactly). ``"estimate"``: subtract them with the phase the
+        receiver de-rotates with (``phase_lowpass_hz`` / ``phase_estimate_rad``): what is left
+        is ``A cos(w n + theta) - A cos(w n + theta_rx)``, the part of the pilots' phase noise
+        the receiver cannot follow -- the pilot skirt every pilot-aided receiver sees, without
+        the stop-band leakage of the pure tone through the oracle's (untapered) filter that
+        ``False`` (no subtraction) adds.
     keep_symbols : bool
         Return Alice's and Bob's symbols in the result.
     """
@@ -233,7 +239,7 @@ def oracle_from_arrays(
     truth: Truth | None = None,
     phase_lowpass_hz: float | None = None,
     phase_estimate_rad: np.ndarray | None = None,
-    remove_pilots: bool = True,
+    remove_pilots: bool | str = True,
     keep_symbols: bool = False,
 ) -> OracleResult:
     """The oracle on in-memory captures (codes) and true phase ``theta`` (rad per sample).
@@ -248,6 +254,9 @@ def oracle_from_arrays(
     if theta.shape[0] < n_sig:
         raise ValueError(f"theta has {theta.shape[0]} samples, the signal {n_sig}")
     theta = np.asarray(theta[:n_sig], dtype=np.float64)
+    if remove_pilots not in (True, False, "estimate"):
+        raise ValueError(f"remove_pilots must be True, False or 'estimate', got "
+                         f"{remove_pilots!r}")
     if phase_estimate_rad is not None:
         if phase_lowpass_hz is not None:
             raise ValueError("give phase_lowpass_hz or phase_estimate_rad, not both")
@@ -267,9 +276,10 @@ def oracle_from_arrays(
         n = np.arange(a, b, dtype=np.float64)
         x = np.asarray(signal[a:b], dtype=np.float64)
         if remove_pilots:
+            th_p = theta_rx[a:b] if remove_pilots == "estimate" else theta[a:b]
             for f_p, a_p, ph_p in zip(p.pilot_frequencies_hz, p.pilot_amplitudes_codes,
                                       p.pilot_phases_rad, strict=True):
-                x = x - a_p * np.cos(2.0 * math.pi * _frac(f_p / fs * n) + theta[a:b] + ph_p)
+                x = x - a_p * np.cos(2.0 * math.pi * _frac(f_p / fs * n) + th_p + ph_p)
         carrier = 2.0 * math.pi * _frac(p.signal_frequency_hz / fs * n)
         bb[a:b] = x * np.exp(-1j * (carrier + theta_rx[a:b]))
 

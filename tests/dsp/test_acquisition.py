@@ -48,9 +48,15 @@ def test_pilot_offset_snr_and_linewidth():
     assert abs(acq.frequency_offset_hz - 12.345678e6) < 4 * 330
     assert acq.linewidth_hz == pytest.approx(2000, rel=0.3)
     # amplitude A = 300 over white noise of variance s2 = 900 (+1/12 rounding): the block mean
-    # of D = 64 mixed samples has complex noise E|n|^2 = s2/D on a phasor of modulus A/2, so the
-    # phase-noise variance per block is (s2/D) / (2 (A/2)^2) = 2 s2 / (D A^2) = 3.1e-4 rad^2
-    assert acq.phase_noise_var == pytest.approx(2 * 900 / (64 * 300**2), rel=0.25)
+    # of D = 64 mixed samples has complex noise E|n|^2 = s2/D on a phasor of modulus A/2, and
+    # the real tone's image (-f, mixed to -2f) leaves a rotating phasor of modulus
+    # (A/2) rho, rho = |sum_{n<D} exp(-4 pi j f n / fs)| / D = 0.015 at f = 262.3 MHz, which
+    # scatters the block phasors like noise: phase variance per block
+    # (s2/D + (A/2)^2 rho^2) / (2 (A/2)^2) = (14.1 + 5.2) / 45000 = 4.3e-4 rad^2
+    f = 250e6 + 12.345678e6
+    rho = abs(np.exp(-4j * np.pi * f / FS * np.arange(64)).mean())
+    expect = (900 / 64 + 150.0**2 * rho**2) / (2 * 150.0**2)
+    assert acq.phase_noise_var == pytest.approx(expect, rel=0.1)
     assert acq.pilot_amplitudes[0] == pytest.approx(300, rel=0.01)
 
 

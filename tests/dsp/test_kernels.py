@@ -197,3 +197,83 @@ def test_pair_moments_and_cdot_match_numpy():
     np.testing.assert_allclose(first, w.sum(axis=1), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="complex"):
         pair_moments(x.real, y)
+
+
+def test_sincos_matches_numpy():
+    from dsp.kernels import _sincos
+
+    q = np.arange(-40, 41)
+    phis = np.concatenate([
+        q * (np.pi / 4), q * (np.pi / 4) + 1e-12, q * (np.pi / 4) - 1e-12,   # octant borders
+        RNG.uniform(-np.pi, np.pi, 2000), RNG.uniform(-1e4, 1e4, 2000),
+        RNG.uniform(-1.5e6, 1.5e6, 2000), [0.0, -0.0, 1e-300, np.pi, -np.pi]])
+    got = np.array([_sincos(p) for p in phis])
+    # np.cos/np.sin: ~0.5 ulp. The kernel: Taylor terms to r^16 (a few 1e-16) after reducing
+    # by q * float64(pi/2), which errs by |q| 6.1e-17 <= 3.9e-17 |phi| (< 0.4 ulp of phi)
+    tol = 4e-16 + 4.0e-17 * np.abs(phis)
+    assert np.all(np.abs(got[:, 0] - np.cos(phis)) <= tol)
+    assert np.all(np.abs(got[:, 1] - np.sin(phis)) <= tol)
+    c, s = _sincos(np.nan)
+    assert math.isnan(c) and math.isnan(s)
+
+
+def test_matched_filter_large_carrier_phase_and_serial_equals_parallel():
+    # an unwrapped pilot phase of ~1e5 rad (long recording, residual offset) must not cost
+    # precision: the kernel reduces the angle before cos/sin
+    sps, rolloff, f_mix = 10.0, 0.2, 0.173
+    bank = MatchedFilterBank(samples_per_symbol=sps, rolloff=rolloff, span_symbols=16,
+                             n_phases=64, mixer_cycles_per_sample=f_mix)
+    x = _adc(30_000, np.int16)
+    ph = 1.0e5 + np.cumsum(RNG.normal(0, 0.05, 2000))
+    phase = (0.0, 16.0, ph)
+    tau0, period = bank.half + 2.6, sps * (1 - 2e-6)
+    ks = np.arange(0, int((30_000 - 2 * bank.half - 10) / period))
+    kw = dict(first_sample=0, tau0=tau0, period=period, k_start=0, count=len(ks), phase=phase)
+    got = matched_filter_at(x, bank, **kw)
+    want = _naive_mf(x, 0, bank, sps, rolloff, f_mix, tau0, period, ks, phase, False)
+    scale = np.sqrt(np.mean(np.abs(want) ** 2))
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * scale)
+    np.testing.assert_array_equal(matched_filter_at(x, bank, parallel=False, **kw), got)
+
+
+def test_boxcar_phase_long_and_split_calls_match_numpy():
+    # > several parallel runs of outputs; the same outputs computed in two calls
+    n = 23_000
+    z = np.exp(1j * np.cumsum(RNG.normal(0, 0.3, n))) * 3 + RNG.normal(0, 1, n)
+    z = z + 1j * RNG.normal(0, 1, n)
+    h = 4
+    got = boxcar_phase(z, first_block=0, n_blocks_in=n, out_first=0, out_stop=n,
+                       half_window=h, last_phase=0.0)
+    c = np.concatenate([[0], np.cumsum(z)])
+    j = np.arange(n)
+    sums = c[np.minimum(j + h + 1, n)] - c[np.maximum(j - h, 0)]
+    want = np.unwrap(np.concatenate([[np.angle(sums[0])], np.angle(sums)]))[1:]
+    np.testing.assert_allclose(got, want, atol=1e-9)
+    a = boxcar_phase(z, first_block=0, n_blocks_in=n, out_first=0, out_stop=9_999,
+                     half_window=h, last_phase=0.0)
+    b = boxcar_phase(z, first_block=0, n_blocks_in=n, out_first=9_999, out_stop=n,
+                     half_window=h, last_phase=float(a[-1]))
+    np.testing.assert_allclose(np.concatenate([a, b]), got, rtol=0, atol=1e-12)
+
+
+def test_pair_moments_short_inputs_and_masked_out_nan():
+    from dsp.kernels import pair_moments
+
+    for n in (1, 3, 9, 17):
+        x = (RNG.normal(size=n) + 1j * RNG.normal(size=n)).astype(np.complex64)
+        y = (RNG.normal(size=n) + 1j * RNG.normal(size=n)).astype(np.complex64)
+        outer, first = pair_moments(x, y, scale=2.0)
+        v = np.stack([x.real, x.imag, 2 * y.real, 2 * y.imag]).astype(np.float64)
+        np.testing.assert_allclose(outer, v @ v.T, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(first, v.sum(axis=1), rtol=1e-12, atol=1e-12)
+    # a NaN in a pair that is not disclosed does not enter the sums; a disclosed one does
+    x = np.ones(40, np.complex64)
+    y = np.ones(40, np.complex64)
+    y[7] = np.nan
+    m = np.ones(40, bool)
+    m[7] = False
+    outer, first = pair_moments(x, y, m)
+    assert np.all(np.isfinite(outer)) and first[2] == 39.0
+    m[7] = True
+    outer, first = pair_moments(x, y, m)
+    assert np.isnan(first[2]) and np.isnan(outer[2, 2])
