@@ -77,26 +77,23 @@ def open_h5(path: str | os.PathLike[str], *, kind: str, **kwargs: Any) -> tuple[
     return p, f
 
 
-def get_group(file: Path, parent: h5py.Group, name: str) -> h5py.Group:
+def _get_member(file: Path, parent: h5py.Group, name: str, cls: type, kind: str) -> Any:
     full = f"{parent.name.rstrip('/')}/{name}"
     with wrap_h5(file, full):
         if name not in parent:
-            raise fail(file, full, "missing required group")
+            raise fail(file, full, f"missing required {kind}")
         obj = parent.get(name)
-        if not isinstance(obj, h5py.Group):
-            raise fail(file, full, f"expected a group, found {type(obj).__name__}")
+        if not isinstance(obj, cls):
+            raise fail(file, full, f"expected a {kind}, found {type(obj).__name__}")
     return obj
+
+
+def get_group(file: Path, parent: h5py.Group, name: str) -> h5py.Group:
+    return _get_member(file, parent, name, h5py.Group, "group")
 
 
 def get_dataset(file: Path, parent: h5py.Group, name: str) -> h5py.Dataset:
-    full = f"{parent.name.rstrip('/')}/{name}"
-    with wrap_h5(file, full):
-        if name not in parent:
-            raise fail(file, full, "missing required dataset")
-        obj = parent.get(name)
-        if not isinstance(obj, h5py.Dataset):
-            raise fail(file, full, f"expected a dataset, found {type(obj).__name__}")
-    return obj
+    return _get_member(file, parent, name, h5py.Dataset, "dataset")
 
 
 def check_1d(file: Path, ds: h5py.Dataset, *, allow_empty: bool = False) -> int:
