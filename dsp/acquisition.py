@@ -253,17 +253,21 @@ def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: Matched
     x = np.asarray(head)
     K = int(alice.shape[0])
     n = x.shape[0]
-    nfft = 1 << math.ceil(math.log2(n + int(K * period) + 2))
+    # the coarse search only needs the peak's sample index: single precision and a 5-smooth
+    # FFT length (instead of the next power of two) cut its cost ~4x
+    nfft = sfft.next_fast_len(n + int(K * period) + 2)
     nn = np.arange(n)
     t0, dt, ph = phase
-    bb = x.astype(np.float64) * np.exp(-1j * (2 * np.pi * mixer_hz / fs * nn
-                                              + np.interp(nn, t0 + dt * np.arange(len(ph)), ph)))
+    bb = (x.astype(np.float64) * np.exp(-1j * (2 * np.pi * mixer_hz / fs * nn
+                                               + np.interp(nn, t0 + dt * np.arange(len(ph)), ph)))
+          ).astype(np.complex64)
     f = sfft.fftfreq(nfft, 1 / fs)
-    B = sfft.fft(bb, nfft, workers=-1) * rrc_frequency_response(f, symbol_rate_hz, rolloff)
+    B = sfft.fft(bb, nfft, workers=-1)
+    B *= rrc_frequency_response(f, symbol_rate_hz, rolloff).astype(np.float32)
     pos = np.arange(K) * period
     i0 = np.floor(pos).astype(np.int64)
     w1 = pos - i0
-    ref = np.zeros(nfft, np.complex128)
+    ref = np.zeros(nfft, np.complex64)
     np.add.at(ref, i0, alice * (1 - w1))
     np.add.at(ref, i0 + 1, alice * w1)
     R = sfft.fft(ref, workers=-1)
