@@ -229,8 +229,8 @@ class PhaseTracker:
         if nb <= 0:
             return j0, np.empty(0)
         outs = []
-        for _ in range(nb):
-            b0 = self.n_out + sum(o.shape[0] for o in outs)
+        for i in range(nb):
+            b0 = self.n_out + i * L      # each finished block emits exactly L outputs
             lo = b0 - self._f0
             hi = lo + 2 * L
             seg = rts_smooth_block(self._phi_f[lo:hi], self._p_f[lo:hi], d.q,

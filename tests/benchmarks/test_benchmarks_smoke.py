@@ -1,0 +1,86 @@
+"""Smoke tests of the benchmark scripts: each script's core and its CLI run on tiny recordings
+(seconds), so the scripts cannot rot. The figures themselves are measured by running the
+scripts (benchmarks/README.md), never asserted here against speed targets."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from benchmarks import memory, throughput
+from benchmarks.common import ensure_recording, recording_samples
+
+SMALL = 4e5     # signal samples: 40k symbols (the acquisition uses the whole recording)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench")
+
+
+def test_recordings_are_cached_and_sized(workdir):
+    p1 = ensure_recording(workdir, signal_samples=SMALL, seed=1)
+    mtime = p1.stat().st_mtime_ns
+    p2 = ensure_recording(workdir, signal_samples=SMALL, seed=1)
+    assert p2 == p1 and p2.stat().st_mtime_ns == mtime          # reused, not rewritten
+    n = recording_samples(p1)
+    assert SMALL <= n["signal"] < SMALL + 10_000                 # + the simulator's tail
+    assert n["shot_noise"] == n["electronic_noise"] == 1_000_000
+    assert ensure_recording(workdir, signal_samples=SMALL, seed=2) != p1
+
+
+def test_throughput_core_and_report(workdir, capsys):
+    out = throughput.run(workdir, SMALL, cold_compile=False, log=lambda m: None)
+    nb, npr, mc = out["numba"], out["numpy"], out["baseline"]
+    total = sum(out["recording_samples"].values())
+    assert nb["samples"] == npr["samples"] == mc["samples"] == total
+    for r in (nb, npr):
+        assert r["seconds"] > 0 and r["msps"] == pytest.approx(total / r["seconds"] / 1e6)
+    assert 0 < nb["vs_memcpy"] < 1 and mc["memcpy_msps"] > mc["hdf5_read_msps"] > 0
+    assert out["compile"]["cached"]["first_call_s"] > 0 and "cold" not in out["compile"]
+    ref = out.get("numba_ref_method", nb)
+    assert ref["phase_method"] == "fir"
+    assert out["speedup_numba_vs_numpy"] == pytest.approx(ref["msps"] / npr["msps"])
+    # the same steps: estimates agree (tolerances derived in test_numpy_reference.py)
+    d = out["estimate_differences"]
+    assert abs(d["t_eff"]) < 3e-5 * ref["estimates"]["t_eff"]
+    assert abs(d["excess_noise_snu"]) < 1e-3
+    throughput.report(out)
+    text = capsys.readouterr().out
+    assert "MS/s" in text and "numba vs numpy" in text and "excess_noise_snu" in text
+    json.dumps(out, default=float)
+
+
+def test_throughput_cli_json(workdir, tmp_path, capsys):
+    js = tmp_path / "t.json"
+    rc = throughput.main(["--workdir", str(workdir), "--samples", str(SMALL), "--skip-numpy",
+                          "--skip-cold-compile", "--json", str(js)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert text.startswith("# qkd-hw receiver throughput\n# command: ")
+    assert "numba 0." in text and "threads" in text and "cpu:" in text
+    out = json.loads(js.read_text())
+    assert out["numba"]["msps"] > 0 and "numpy" not in out
+    assert out["environment"]["numba_threads"] >= 1
+
+
+def test_memory_core_report_and_cli(workdir, tmp_path, capsys):
+    out = memory.run(workdir, [2 * SMALL, SMALL], raw_key=True, log=lambda m: None)
+    assert out["raw_key_out"] and not list(workdir.glob("raw-key-*"))   # cleaned up
+    rows = out["rows"]
+    assert [r["signal_samples"] for r in rows] == sorted(r["signal_samples"] for r in rows)
+    for r in rows:
+        # the high-water mark includes the baseline; the polled peak cannot exceed it
+        assert r["peak_rss"] >= r["baseline_rss"] > 50e6
+        assert r["peak_rss_polled"] <= r["peak_rss"] * 1.01
+        assert math.isfinite(r["excess_noise_snu"])
+    assert out["max_peak_rss"] == max(r["peak_rss"] for r in rows)
+    assert math.isfinite(out["slope_bytes_per_signal_sample"])
+    memory.report(out)
+    assert "peak RSS MB" in capsys.readouterr().out
+    js = tmp_path / "m.json"
+    assert memory.main(["--workdir", str(workdir), "--samples", str(SMALL),
+                        "--json", str(js)]) == 0
+    assert json.loads(js.read_text())["rows"][0]["signal_samples"] == rows[0]["signal_samples"]
