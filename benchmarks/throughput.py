@@ -140,7 +140,8 @@ def _time_receiver(path: Path, *, chunk_samples: int, pe_fraction: float,
            "acquisition_seconds_upper": t_first - t0,
            "streaming_msps": (res.samples - n_first) / stream_s / 1e6 if stream_s > 0 else None,
            "estimates": {k: s.get(k) for k in COMPARED if k in s},
-           "n_symbols_received": res.n_received}
+           "n_symbols_received": res.n_received,
+           "stage_seconds": {k: float(v) for k, v in (res.stage_seconds or {}).items()}}
     out["estimates"]["acquisition_frequency_offset_hz"] = s["acquisition_frequency_offset_hz"]
     if prof:
         st = pstats.Stats(prof)
@@ -328,6 +329,9 @@ def report(out: dict[str, Any]) -> None:
           f"{out['recording_bytes'] / 1e9:.2f} GB")
     print_table(rows, ["what", "wall s", "cpu s", "MS/s", "vs memcpy", "acq. s <=",
                        "streaming MS/s"])
+    if nb.get("stage_seconds"):
+        print("receiver stages (s): " + ", ".join(f"{k} {v:.2f}"
+                                                  for k, v in nb["stage_seconds"].items()))
     c = out["compile"]
     print(f"\nJIT: cold-cache compile {c['cold']['compile_s']:.1f} s (first call "
           f"{c['cold']['first_call_s']:.1f} s, second {c['cold']['second_call_s']:.2f} s)"
