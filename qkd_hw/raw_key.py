@@ -24,6 +24,7 @@ Checks (writer and reader alike):
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,7 +48,8 @@ from qkd_hw._h5check import (
 from qkd_hw.atomic import AtomicFile
 from qkd_hw.errors import TraceFormatError
 
-__all__ = ["RAW_KEY_FORMAT", "RAW_KEY_VERSION", "REQUIRED_ESTIMATES", "RawKey", "read_raw_key",
+__all__ = ["RAW_KEY_FORMAT", "RAW_KEY_VERSION", "REQUIRED_ESTIMATES", "RawKey", "RawKeyWriter",
+           "read_raw_key",
            "write_raw_key"]
 
 RAW_KEY_FORMAT = "qkd-raw-key"
@@ -148,27 +150,121 @@ def write_raw_key(path: str | os.PathLike[str], raw: RawKey, *, overwrite: bool 
         raise fail(file, "/bob/tx_index", f"length {bob.shape[0]} differs from /bob/symbols "
                                           f"length {sym.shape[0]}")
     _check_indices(file, bob, pe)
-    try:
-        atomic = AtomicFile(file, mode=KEY_FILE_MODE, overwrite=overwrite)
-    except OSError as exc:
-        raise TraceFormatError(f"{file}: cannot create raw-key file: {exc}") from exc
-    try:
-        with h5py.File(atomic.tmp_path, "w") as f:
-            f.attrs["format"] = RAW_KEY_FORMAT
-            f.attrs["format_version"] = np.int64(RAW_KEY_VERSION)
-            g = f.create_group("estimates")
+    with RawKeyWriter(file, overwrite=overwrite) as w:
+        w._write(sym, bob, pe)
+        w.commit(est)
+
+
+class RawKeyWriter:
+    """Streaming raw-key writer, so the key of a 1e9-symbol block never sits in memory.
+
+    Blocks are appended in transmission order (every index of a block above every index of
+    the blocks before it, which makes uniqueness and key/PE disjointness a per-block check);
+    :meth:`commit` applies one common phase rotation to all symbols in place, chunk by chunk,
+    writes the estimates and renames the file into place. The file is mode 0600 from creation;
+    on an exception (or :meth:`abort`) nothing is left at ``path``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, overwrite: bool = True,
+                 chunk: int = 1 << 20) -> None:
+        self.file = Path(path)
+        self._chunk = int(chunk)
+        self._last = -1
+        self._n = 0
+        try:
+            self._atomic = AtomicFile(self.file, mode=KEY_FILE_MODE, overwrite=overwrite)
+        except OSError as exc:
+            raise TraceFormatError(f"{self.file}: cannot create raw-key file: {exc}") from exc
+        try:
+            self._h5 = h5py.File(self._atomic.tmp_path, "w")
+            self._h5.attrs["format"] = RAW_KEY_FORMAT
+            self._h5.attrs["format_version"] = np.int64(RAW_KEY_VERSION)
+            b = self._h5.create_group("bob")
+            opts = {"shape": (0,), "maxshape": (None,), "chunks": (self._chunk,)}
+            self._sym = b.create_dataset("symbols", dtype=np.complex64, **opts)
+            self._bob = b.create_dataset("tx_index", dtype=np.int64, **opts)
+            self._pe = self._h5.create_group("pe").create_dataset("tx_index", dtype=np.int64,
+                                                                  **opts)
+        except BaseException as exc:
+            self.abort()
+            raise self._wrap(exc) from exc
+
+    def __enter__(self) -> RawKeyWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is not None or self._h5 is not None:  # exception, or never committed
+            self.abort()
+
+    def append(self, bob_symbols: np.ndarray, bob_tx_index: np.ndarray,
+               pe_tx_index: np.ndarray) -> None:
+        """Append one block of key symbols (complex64, SNU) and the disclosed indices."""
+        f = self.file
+        bob = _as_index(f, "/bob/tx_index", bob_tx_index)
+        pe = _as_index(f, "/pe/tx_index", pe_tx_index)
+        sym = (_as_symbols(f, bob_symbols) if bob.size
+               else np.empty(0, np.complex64))
+        if bob.shape[0] != sym.shape[0]:
+            raise fail(f, "/bob/tx_index", f"block length {bob.shape[0]} differs from its "
+                                           f"{sym.shape[0]} symbols")
+        _check_indices(f, bob, pe)
+        lo = min(int(bob.min()) if bob.size else self._last + 1,
+                 int(pe.min()) if pe.size else self._last + 1)
+        if lo <= self._last:
+            raise fail(f, "/bob/tx_index", f"block starts at index {lo}, not after the last "
+                                           f"appended index {self._last}")
+        self._write(sym, bob, pe)
+
+    def _write(self, sym: np.ndarray, bob: np.ndarray, pe: np.ndarray) -> None:
+        try:
+            for ds, data in ((self._sym, sym), (self._bob, bob), (self._pe, pe)):
+                n0 = ds.shape[0]
+                ds.resize((n0 + data.shape[0],))
+                ds[n0:] = data
+        except BaseException as exc:
+            self.abort()
+            raise self._wrap(exc) from exc
+        self._n += sym.shape[0]
+        for idx in (bob, pe):
+            if idx.size:
+                self._last = max(self._last, int(idx.max()))
+
+    def commit(self, estimates: Mapping[str, float], rotation: complex = 1.0) -> None:
+        """Rotate every symbol by ``rotation`` (|rotation| = 1), write the estimates, rename."""
+        est = _check_estimates(self.file, estimates)
+        if self._n == 0:
+            self.abort()
+            raise fail(self.file, "/bob/symbols", "is empty (0 symbols)")
+        rot = np.complex64(rotation)
+        try:
+            if rot != 1:
+                for i in range(0, self._n, self._chunk):
+                    block = self._sym[i:i + self._chunk]
+                    block *= rot
+                    self._sym[i:i + self._chunk] = block
+            g = self._h5.create_group("estimates")
             for k, v in est.items():
                 g.attrs[k] = v
-            b = f.create_group("bob")
-            b.create_dataset("symbols", data=sym)
-            b.create_dataset("tx_index", data=bob)
-            f.create_group("pe").create_dataset("tx_index", data=pe)
-        atomic.commit()
-    except BaseException as exc:
-        atomic.abort()
-        if isinstance(exc, OSError | ValueError | RuntimeError | TypeError):
-            raise TraceFormatError(f"{file}: writing raw key failed: {exc}") from exc
-        raise
+            self._h5.close()
+            self._h5 = None
+            self._atomic.commit()
+        except BaseException as exc:
+            self.abort()
+            raise self._wrap(exc) from exc
+
+    def abort(self) -> None:
+        """Discard everything written; the target path is left as it was."""
+        h5, self._h5 = getattr(self, "_h5", None), None
+        if h5 is not None:
+            with contextlib.suppress(Exception):
+                h5.close()
+        self._atomic.abort()
+
+    def _wrap(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, TraceFormatError) or not isinstance(
+                exc, OSError | ValueError | RuntimeError | TypeError):
+            return exc
+        return TraceFormatError(f"{self.file}: writing raw key failed: {exc}")
 
 
 def read_raw_key(path: str | os.PathLike[str]) -> RawKey:

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,7 @@ from dsp.pipeline import (
 )
 from qkd_hw.errors import ReceiverLockError
 from qkd_hw.keyrate import KeyRate, KeyRateInputError, key_rate_from_estimates
-from qkd_hw.raw_key import RawKey, write_raw_key
+from qkd_hw.raw_key import RawKeyWriter
 from qkd_hw.trace_io import TraceReader
 
 __all__ = ["ReceiverResult", "process_recording"]
@@ -273,9 +272,23 @@ def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions 
     TraceFormatError
         The file does not follow the format.
     """
-    opt = options or ReceiverOptions()
     if not 0 < float(pe_fraction) <= 1:
         raise ValueError(f"pe_fraction must be in (0, 1], got {pe_fraction!r}")
+    # the raw key streams to its file block by block (memory must not grow with the
+    # recording); the common residual phase is applied in place at the end. On any error
+    # the writer is aborted and nothing appears at raw_key_out.
+    with contextlib.ExitStack() as stack:
+        key_file = stack.enter_context(RawKeyWriter(raw_key_out)) if raw_key_out else None
+        return _process(path, options or ReceiverOptions(), pe_fraction=pe_fraction, seed=seed,
+                        eps_pe=eps_pe, beta=beta, key_file=key_file,
+                        chunk_samples=chunk_samples, progress=progress,
+                        diagnostics=diagnostics)
+
+
+def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction: float,
+             seed: int, eps_pe: float, beta: float, key_file: RawKeyWriter | None,
+             chunk_samples: int, progress: Callable[[int], None] | None,
+             diagnostics: bool) -> ReceiverResult:
     t_start = time.perf_counter()
     stages: dict[str, float] = {}
     tick = progress or (lambda n: None)
@@ -325,10 +338,6 @@ def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions 
         tx = _SymbolBlocks(reader, link.n_symbols, pe_fraction, seed)
         stream = SignalStream(acq, alice=tx.symbols)
         moments = PairMoments()
-        keep_key = raw_key_out is not None
-        key_y: list[np.ndarray] = []
-        key_i: list[np.ndarray] = []
-        pe_i: list[np.ndarray] = []
         n_rx = 0
 
         def consume(blocks):
@@ -338,11 +347,9 @@ def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions 
                 x = tx.symbols(k0, k1)
                 m = tx.mask(k0, k1)
                 moments.update(x, y, m, float(scale))
-                if keep_key:   # only then: memory must not grow with the recording
+                if key_file is not None:
                     idx = np.arange(k0, k1, dtype=np.int64)
-                    pe_i.append(idx[m])
-                    key_y.append(y[~m] * scale)
-                    key_i.append(idx[~m])
+                    key_file.append(y[~m] * scale, idx[~m], idx[m])
                 if diagnostics and diag.constellation_y.shape[0] < 4000:
                     y = y * scale
                     take = min(4000 - diag.constellation_y.shape[0], int(m.sum()))
@@ -395,22 +402,18 @@ def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions 
         diag.constellation_y = diag.constellation_y * rot
     raw_path = None
     n_key = n_rx - n_pe_sym
-    if keep_key:
-        bob = np.concatenate(key_y) if key_y else np.empty(0, np.complex64)
-        if bob.shape[0] == 0:
+    if key_file is not None:
+        if n_key <= 0:
             raise ValueError("no undisclosed symbols left for the raw key "
                              f"(pe_fraction={pe_fraction}): nothing to write")
-        bob *= rot
         est_d = {k: float(v) for k, v in asdict(est).items()
                  if isinstance(v, int | float) and not isinstance(v, bool)}
         est_d["key_rate_bits_per_symbol"] = (kr.key_rate_bits_per_symbol if kr else float("nan"))
         if not math.isfinite(est_d["key_rate_bits_per_symbol"]):
             est_d["key_rate_bits_per_symbol"] = 0.0
         est_d = {k: v for k, v in est_d.items() if math.isfinite(v)}
-        write_raw_key(raw_key_out, RawKey(estimates=est_d, bob_symbols=bob,
-                                          bob_tx_index=np.concatenate(key_i),
-                                          pe_tx_index=np.concatenate(pe_i)))
-        raw_path = str(Path(raw_key_out))
+        key_file.commit(est_d, rotation=complex(rot))
+        raw_path = str(key_file.file)
     seconds = time.perf_counter() - t_start
     stages["estimation"] = time.perf_counter() - t_mark
     return ReceiverResult(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import stat
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qkd_hw.errors import TraceFormatError
-from qkd_hw.raw_key import REQUIRED_ESTIMATES
+from qkd_hw.raw_key import REQUIRED_ESTIMATES, RawKeyWriter
 from qkd_hw.trace_io import RawKey, read_raw_key, write_raw_key
 
 # distinctive symbol values: an error message or repr containing them would leak key material
@@ -213,3 +214,67 @@ def test_round_trip_property(tmp_path, n, m, seed, sort):
     np.testing.assert_array_equal(got.bob_symbols, sym)
     np.testing.assert_array_equal(got.bob_tx_index, bob)
     np.testing.assert_array_equal(got.pe_tx_index, idx[n:n + m])
+
+
+# --------------------------------------------------------------------- streaming writer
+
+
+def _blocks(raw: RawKey, n_blocks: int):
+    """Split a RawKey (sorted indices) into n_blocks consecutive index ranges."""
+    edges = np.linspace(0, max(raw.bob_tx_index.max(), raw.pe_tx_index.max()) + 1,
+                        n_blocks + 1).astype(np.int64)
+    for lo, hi in itertools.pairwise(edges):
+        kb = (raw.bob_tx_index >= lo) & (raw.bob_tx_index < hi)
+        kp = (raw.pe_tx_index >= lo) & (raw.pe_tx_index < hi)
+        yield raw.bob_symbols[kb], raw.bob_tx_index[kb], raw.pe_tx_index[kp]
+
+
+def _sorted_raw(seed: int = 3) -> RawKey:
+    rng = np.random.default_rng(seed)
+    n_all = 5000
+    idx = np.arange(n_all, dtype=np.int64)
+    disclosed = rng.random(n_all) < 0.3
+    sym = (rng.normal(size=n_all) + 1j * rng.normal(size=n_all)).astype(np.complex64)
+    return RawKey(estimates={k: 0.1 for k in REQUIRED_ESTIMATES}, bob_symbols=sym[~disclosed],
+                  bob_tx_index=idx[~disclosed], pe_tx_index=idx[disclosed])
+
+
+def test_streaming_writer_equals_one_shot_with_rotation(tmp_path, umask0):
+    raw = _sorted_raw()
+    rot = np.exp(0.7j)
+    one = tmp_path / "one.h5"
+    write_raw_key(one, RawKey(raw.estimates, (raw.bob_symbols * np.complex64(rot)),
+                              raw.bob_tx_index, raw.pe_tx_index))
+    streamed = tmp_path / "streamed.h5"
+    with RawKeyWriter(streamed, chunk=777) as w:   # chunk not aligned with the blocks
+        for blk in _blocks(raw, 7):
+            w.append(*blk)
+        w.commit(raw.estimates, rotation=rot)
+    a, b = read_raw_key(one), read_raw_key(streamed)
+    np.testing.assert_array_equal(a.bob_tx_index, b.bob_tx_index)
+    np.testing.assert_array_equal(a.pe_tx_index, b.pe_tx_index)
+    # both rotate in complex64: identical up to one rounding of the product
+    np.testing.assert_allclose(b.bob_symbols, a.bob_symbols, rtol=0, atol=1e-6)
+    assert stat.S_IMODE(streamed.stat().st_mode) == 0o600
+
+
+def test_streaming_writer_rejects_out_of_order_and_leaves_nothing(tmp_path):
+    raw = _sorted_raw()
+    blocks = list(_blocks(raw, 3))
+    target = tmp_path / "key.h5"
+    with pytest.raises(TraceFormatError, match=r"not after the last appended index"), \
+            RawKeyWriter(target) as w:
+        w.append(*blocks[1])
+        w.append(*blocks[0])
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_streaming_writer_never_committed_leaves_nothing(tmp_path):
+    raw = _sorted_raw()
+    target = tmp_path / "key.h5"
+    target.write_bytes(b"previous key file")
+    with RawKeyWriter(target) as w:
+        w.append(*next(_blocks(raw, 2)))
+    assert target.read_bytes() == b"previous key file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["key.h5"]

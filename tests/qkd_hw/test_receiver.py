@@ -186,8 +186,11 @@ def test_lock_failure_with_wrong_symbols(tmp_path, shared_traces):
     _copy_trace(shared_traces["basic"], bad,
                 symbols=lambda s: (rng.normal(0, 2.2, s.shape)
                                    + 1j * rng.normal(0, 2.2, s.shape)).astype(np.complex64))
+    key = tmp_path / "raw.h5"
     with pytest.raises(ReceiverLockError, match="synchronisation") as ei:
-        process_recording(bad)
+        process_recording(bad, raw_key_out=key)
+    # the streamed raw-key file is discarded: nothing at the target, no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wrongtx.h5"]
     m = ei.value.metrics
     assert m["sync_pslr"] < m["sync_pslr_min"]
     assert m["pilot_snr_db"] > 40          # the pilot itself was fine
