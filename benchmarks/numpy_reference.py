@@ -49,6 +49,7 @@ import numpy as np
 import scipy.fft as sfft
 from numpy.lib.stride_tricks import sliding_window_view
 
+from dsp.acquisition import refine_timing
 from dsp.carrier import PilotFilterDesign, design_pilot_filter
 from dsp.pe import disclosed_mask
 from dsp.pipeline import TIMING_GAINS, TIMING_STRIDE, ReceiverOptions
@@ -315,20 +316,7 @@ def synchronise(x, xf, link: Link, alice, tp: Taps, mixer_hz, phase, max_delay, 
         y = matched_filter_at(xf, tp, 0, tau, period, 0, kk, phase)
         return complex(np.vdot(a, y.astype(np.complex128)))
 
-    def refine(center, step, npts):
-        taus = center + step * np.arange(-npts, npts + 1)
-        taus = taus[taus >= tp.half]
-        s = np.array([abs(score(t)) ** 2 for t in taus])
-        i = int(np.argmax(s))
-        if 0 < i < s.shape[0] - 1:
-            den = s[i - 1] - 2 * s[i] + s[i + 1]
-            if den < 0:
-                return float(taus[i] + step * 0.5 * (s[i - 1] - s[i + 1]) / den)
-        return float(taus[i])
-
-    tau = refine(float(j), 0.25, 6)
-    tau = refine(tau, 1.0 / 32, 4)
-    tau = refine(tau, 1.0 / 256, 3)
+    tau = refine_timing(lambda t: abs(score(t)) ** 2, float(j), lower=tp.half)
     c = score(tau)
     y = matched_filter_at(xf, tp, 0, tau, period, 0, kk, phase).astype(np.complex128)
     gain = c / np.vdot(a, a)

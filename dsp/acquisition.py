@@ -8,6 +8,7 @@ streaming pass.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -231,6 +232,27 @@ class SyncResult:
     timing_std_samples: float
 
 
+def refine_timing(power: Callable[[float], float], start: float, *, lower: float) -> float:
+    """Fractional timing that maximises ``power(tau)``: three grids (1/4, 1/32, 1/256 sample)
+    around the previous best, each closed by parabolic interpolation of the peak.
+
+    ``power`` is ``|sum conj(x_k) y_k(tau)|^2``; instants below ``lower`` (the matched
+    filter's half length) are not evaluated.
+    """
+    tau = float(start)
+    for step, npts in ((0.25, 6), (1.0 / 32, 4), (1.0 / 256, 3)):
+        taus = tau + step * np.arange(-npts, npts + 1)
+        taus = taus[taus >= lower]
+        p = np.array([power(t) for t in taus])
+        i = int(np.argmax(p))
+        tau = float(taus[i])
+        if 0 < i < p.shape[0] - 1:
+            den = p[i - 1] - 2 * p[i] + p[i + 1]
+            if den < 0:
+                tau += step * 0.5 * (p[i - 1] - p[i + 1]) / den
+    return tau
+
+
 def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: MatchedFilterBank,
                 period: float, symbol_rate_hz: float, rolloff: float, mixer_hz: float,
                 phase: tuple[float, float, np.ndarray], max_delay: int,
@@ -301,20 +323,7 @@ def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: Matched
                               count=kk, phase=phase)
         return cdot(a, y.astype(np.complex128))
 
-    def refine(center: float, step: float, npts: int) -> float:
-        taus = center + step * np.arange(-npts, npts + 1)
-        taus = taus[taus >= bank.half]
-        s = np.array([abs(score(t)) ** 2 for t in taus])
-        i = int(np.argmax(s))
-        if 0 < i < s.shape[0] - 1:
-            den = s[i - 1] - 2 * s[i] + s[i + 1]
-            if den < 0:
-                return float(taus[i] + step * 0.5 * (s[i - 1] - s[i + 1]) / den)
-        return float(taus[i])
-
-    tau = refine(float(j), 0.25, 6)
-    tau = refine(tau, 1.0 / 32, 4)
-    tau = refine(tau, 1.0 / 256, 3)
+    tau = refine_timing(lambda t: abs(score(t)) ** 2, float(j), lower=bank.half)
     c = score(tau)
     # timing precision (Cramer-Rao-like, for reporting): sigma_tau ~ 1/(2 pi B_rms sqrt(K snr))
     y = matched_filter_at(x, bank, first_sample=0, tau0=tau, period=period, k_start=0,

@@ -162,3 +162,18 @@ def test_pair_moments_rotation_equals_rotated_arrays(detection):
     for name in ("t_eff", "sigma2", "transmittance", "excess_noise_snu"):
         assert getattr(e1, name) == pytest.approx(getattr(e2, name), rel=1e-6)
     assert acc.n == ref.n
+
+
+def test_refine_timing_finds_a_smooth_peak_to_sub_grid_precision():
+    from dsp.acquisition import refine_timing
+
+    # a parabola is interpolated exactly by the last grid; a Gaussian-shaped correlation peak
+    # (width ~ 1 sample, like an RRC autocorrelation at 10 samples/symbol) to << 1/256 sample
+    assert refine_timing(lambda t: 5.0 - (t - 12.3456) ** 2, 12.0, lower=0.0) == \
+        pytest.approx(12.3456, abs=1e-9)
+    assert refine_timing(lambda t: np.exp(-((t - 7.61) ** 2)), 7.0, lower=0.0) == \
+        pytest.approx(7.61, abs=2e-4)
+    # instants below ``lower`` are never evaluated
+    seen = []
+    refine_timing(lambda t: seen.append(t) or -((t - 3.0) ** 2), 3.0, lower=2.5)
+    assert min(seen) >= 2.5
