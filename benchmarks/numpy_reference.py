@@ -9,8 +9,11 @@ chunked with state carried across chunks), with no numba:
    matrix-vector product), least-squares phase slope (fine offset), structure-function fit
    (pilot phase noise, linewidth), maximum-ratio pilot combining;
 2. pilot filter design (``dsp.carrier.design_pilot_filter``: formulas, reused), pilot
-   down-conversion + block averaging over D samples, boxcar over the block phasors (cumulative
-   sums), angle, unwrap: the carrier phase on the grid of block centres;
+   down-conversion + block averaging over D samples, then the carrier tracker on the block
+   phasors: boxcar (cumulative sums, angle, unwrap) or, the pipeline's default, Kalman filter +
+   RTS smoother (observation noise measured at D on the head; variance recursion step by step
+   until the gain is constant, then both passes as first-order IIR filters, ``lfilter``):
+   the carrier phase on the grid of block centres;
 3. RRC matched filter (mixer folded into the taps, polyphase table ``dsp.rrc.MatchedFilterBank``:
    design, reused) evaluated at the fractional symbol instants: the windows of the symbols
    sharing a polyphase index are gathered (``sliding_window_view``) and multiplied by the
@@ -48,6 +51,7 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 from numpy.lib.stride_tricks import sliding_window_view
+from scipy.signal import lfilter
 
 from dsp.acquisition import refine_timing
 from dsp.carrier import PilotFilterDesign, design_pilot_filter
@@ -163,6 +167,111 @@ def boxcar_phase(z: np.ndarray, z0: int, n_in: int, j0: int, j1: int, h: int,
     a = np.angle(s)
     ref = a[0] if last is None else last
     return np.unwrap(np.concatenate([[ref], a]))[1:]
+
+
+class KalmanRts:
+    """``dsp.carrier.PhaseTracker`` with method "kalman"/"kalman-rts" in numpy/scipy: the
+    Kalman filter's variance recursion runs step by step until its gain is constant (a few
+    dozen steps), after which filter and RTS smoother are first-order IIR filters
+    (``scipy.signal.lfilter``) on the unwrapped pilot phase; RTS over the same fixed blocks
+    of ``rts_block`` with one block of look-ahead. ``push(z)`` / ``flush()`` return
+    ``(j0, phases)`` like the pipeline's tracker."""
+
+    def __init__(self, carrier: PilotFilterDesign) -> None:
+        self.q, self.r, self.L = carrier.q, carrier.r, carrier.rts_block
+        self.smooth = carrier.method == "kalman-rts"
+        self.state: tuple[float, float] | None = None
+        self.steady = False
+        self.phi_f = np.empty(0)
+        self.p_f = np.empty(0)
+        self.n_in = 0
+        self.n_out = 0
+
+    def _forward(self, z: np.ndarray) -> None:
+        meas = np.angle(z)
+        n = meas.shape[0]
+        q, r = self.q, self.r
+        if self.state is None:
+            self.state = (float(meas[0]), max(r - q, 0.0))
+        phi, p = self.state
+        phi_f = np.empty(n)
+        p_f = np.empty(n)
+        j = 0
+        while j < n and not self.steady:
+            pp = p + q
+            g = pp / (pp + r)
+            p_new = (1.0 - g) * pp
+            innov = meas[j] - phi
+            innov -= 2 * np.pi * math.floor(innov / (2 * np.pi) + 0.5)
+            phi += g * innov
+            phi_f[j] = phi
+            j += 1
+            if abs(p_new - p) <= 1e-15 * p:
+                self.steady = True
+                p_f[j - 1] = p
+            else:
+                p_f[j - 1] = p_new
+                p = p_new
+        if j < n:
+            pp = p + q
+            g = pp / (pp + r)
+            m = np.unwrap(meas[j:])
+            m += 2 * np.pi * np.round((phi - m[0]) / (2 * np.pi))
+            phi_f[j:], _ = lfilter([g], [1.0, g - 1.0], m, zi=[(1.0 - g) * phi])
+            p_f[j:] = p
+            phi = float(phi_f[-1])
+        self.state = (phi, p)
+        self.phi_f = np.concatenate([self.phi_f, phi_f])
+        self.p_f = np.concatenate([self.p_f, p_f])
+        self.n_in += n
+
+    def _rts(self, lo: int, hi: int, phi_end: float) -> np.ndarray:
+        """Backward pass over phi_f[lo:hi] from the smoothed state phi_end after it."""
+        f, pf = self.phi_f[lo:hi], self.p_f[lo:hi]
+        varying = np.flatnonzero(pf != pf[-1])    # the filter's start-up (p not yet constant)
+        s = int(varying[-1]) + 1 if varying.size else 0
+        out = np.empty(hi - lo)
+        c = pf[-1] / (pf[-1] + self.q)
+        out[s:] = lfilter([1.0 - c], [1.0, -c], f[s:][::-1], zi=[c * phi_end])[0][::-1]
+        ps = out[s] if s < len(out) else phi_end
+        for j in range(s - 1, -1, -1):
+            cj = pf[j] / (pf[j] + self.q)
+            ps = f[j] + cj * (ps - f[j])
+            out[j] = ps
+        return out
+
+    def push(self, z: np.ndarray) -> tuple[int, np.ndarray]:
+        if z.shape[0]:
+            self._forward(z)
+        return self._emit(final=False)
+
+    def flush(self) -> tuple[int, np.ndarray]:
+        return self._emit(final=True)
+
+    def _emit(self, final: bool) -> tuple[int, np.ndarray]:
+        j0 = self.n_out
+        if not self.smooth or (final and self.phi_f.shape[0]):
+            out = (self._rts(0, self.phi_f.shape[0], self.phi_f[-1]) if self.smooth
+                   else self.phi_f)
+        else:
+            L = self.L
+            nb = (self.n_in // L) - 1 - (j0 // L)
+            if nb <= 0:
+                return j0, np.empty(0)
+            out = np.concatenate([self._rts(i * L, (i + 2) * L, self.phi_f[(i + 2) * L - 1])
+                                  [:L] for i in range(nb)])
+        self.n_out = j0 + out.shape[0]
+        self.phi_f = self.phi_f[out.shape[0]:]
+        self.p_f = self.p_f[out.shape[0]:]
+        return j0, out
+
+
+def track_all(carrier: PilotFilterDesign, z: np.ndarray) -> np.ndarray:
+    """The carrier phase of every block of ``z`` (one push + flush) with the design's method."""
+    if carrier.method == "fir":
+        return boxcar_phase(z, 0, z.shape[0], 0, z.shape[0], (carrier.window - 1) // 2, None)
+    tr = KalmanRts(carrier)
+    return np.concatenate([tr.push(z)[1], tr.flush()[1]])
 
 
 # ------------------------------------------------------------------------------------------
@@ -374,10 +483,12 @@ def refine_clock(opt, link: Link, pil, carrier, tp: Taps, sync, tau0, period, pr
     if k < 256:
         return tau0, period, (sps / period - 1) * 1e6
     a = np.asarray(alice(k0, k0 + k), np.complex128)
+    # pilot oscillators on absolute time (multi-pilot combining weights hold on it only)
     D = carrier.decimation
-    nj = x.shape[0] // D
-    ph = ((D - 1) / 2, float(D), boxcar_phase(combined_pilot(x, link, pil, D, 0, 0, nj), 0, nj,
-                                              0, nj, (carrier.window - 1) // 2, None))
+    j0 = -(-first // D)
+    nj = (first + x.shape[0]) // D - j0
+    ph = (j0 * D + (D - 1) / 2 - first, float(D),
+          track_all(carrier, combined_pilot(x, link, pil, D, first, j0, nj)))
     pred = sync["tau0"] + k0 * sps - first    # both syncs fit the nominal period
     s = synchronise(x, x.astype(np.float32), link, a, tp, link.f_sig + pil["offset"], ph,
                     int(pred + margin), opt.sync_pslr_min)
@@ -454,12 +565,25 @@ class SignalStream:
         self.alice = alice
         self.track = clock_tracking
         self.first_order = False
+        self.kalman = KalmanRts(carrier) if carrier.method != "fir" else None
 
     def _grid(self):
         D = self.D
         return (self.ph_j0 * D + (D - 1) / 2, float(D), self.ph)
 
+    def _append(self, j0: int, ph: np.ndarray) -> None:
+        if ph.shape[0]:
+            if self.ph.shape[0] == 0:
+                self.ph_j0 = j0
+            self.ph = np.concatenate([self.ph, ph])
+
     def _phase(self, final: bool) -> None:
+        if self.kalman is not None:   # the tracker keeps its own history
+            z, self.z = self.z, self.z[:0]
+            j0, ph = self.kalman.flush() if final else self.kalman.push(z)
+            self._append(j0, ph)
+            self.n_out = j0 + ph.shape[0]
+            return
         j0 = self.n_out
         j1 = self.n_in if final else max(self.n_in - self.h, j0)
         ph = boxcar_phase(self.z, self.z0, self.n_in, j0, j1, self.h, self.last)
@@ -579,14 +703,20 @@ def process_recording_numpy(path: str | os.PathLike[str], *, pe_fraction: float 
         pil = acquire_pilot(head, link, opt.pilot_search_hz, opt.pilot_snr_min_db)
         carrier = design_pilot_filter(link.fs, phase_noise_var=pil["phase_noise_var"],
                                       acq_decimation=pil["decimation"],
-                                      linewidth_hz=pil["linewidth"], method="fir",
+                                      linewidth_hz=pil["linewidth"],
+                                      method=opt.phase_method,
                                       bandwidth_hz=opt.pilot_bandwidth_hz,
                                       linewidth_floor_hz=opt.linewidth_floor_hz,
                                       max_window_s=opt.max_pilot_window_s)
-        if opt.phase_method != "fir":
-            raise ValueError("the numpy reference implements the 'fir' phase method only "
-                             f"(got {opt.phase_method!r}): pass ReceiverOptions(phase_method="
-                             "'fir') to both receivers")
+        if carrier.method != "fir":
+            # observation noise measured at the tracker's own block length (as the pipeline)
+            Dk = carrier.decimation
+            ph_k = np.unwrap(np.angle(combined_pilot(head, link, pil, Dk, 0, 0,
+                                                     head.shape[0] // Dk)))
+            rk = max(_structure_fit(ph_k, 16)[0], 1e-12)
+            tc = math.sqrt(rk / carrier.q)
+            carrier = replace(carrier, r=rk,
+                              rts_block=int(min(max(1024, 16 * math.ceil(tc)), 1 << 18)))
         mixer = link.f_sig + pil["offset"]
         tp = Taps(MatchedFilterBank(samples_per_symbol=sps, rolloff=link.rolloff,
                                     span_symbols=span, n_phases=opt.n_phases,
@@ -594,8 +724,7 @@ def process_recording_numpy(path: str | os.PathLike[str], *, pe_fraction: float 
         D = carrier.decimation
         nj = head.shape[0] // D
         zh = combined_pilot(head, link, pil, D, 0, 0, nj)
-        head_phase = ((D - 1) / 2, float(D),
-                      boxcar_phase(zh, 0, nj, 0, nj, (carrier.window - 1) // 2, None))
+        head_phase = ((D - 1) / 2, float(D), track_all(carrier, zh))
         sync = synchronise(head, headf, link, np.asarray(alice0, np.complex128), tp, mixer,
                            head_phase, opt.sync_max_delay_samples, opt.sync_pslr_min)
         ppm, ppm_std = 0.0, math.inf
@@ -691,7 +820,7 @@ def main() -> int:
     ap.add_argument("--chunk-samples", type=int, default=1 << 22)
     args = ap.parse_args()
     out = process_recording_numpy(args.trace, pe_fraction=args.pe_fraction,
-                                  options=ReceiverOptions(phase_method="fir"),
+                                  options=ReceiverOptions(),
                                   chunk_samples=args.chunk_samples,
                                   max_signal_samples=None if args.max_signal_samples is None
                                   else int(args.max_signal_samples))

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dsp.kernels import boxcar_phase, kalman_phase_forward, rts_smooth_block
+from dsp.kernels import boxcar_phase, kalman_phase_forward, rts_smooth_block, rts_smooth_blocks
 
 __all__ = ["PHASE_METHODS", "PhaseTracker", "PilotFilterDesign", "design_pilot_filter",
            "pilot_leakage_floor"]
@@ -228,15 +228,10 @@ class PhaseTracker:
         nb = (self.n_in // L) - 1 - (j0 // L)
         if nb <= 0:
             return j0, np.empty(0)
-        outs = []
-        for i in range(nb):
-            b0 = self.n_out + i * L      # each finished block emits exactly L outputs
-            lo = b0 - self._f0
-            hi = lo + 2 * L
-            seg = rts_smooth_block(self._phi_f[lo:hi], self._p_f[lo:hi], d.q,
-                                   self._phi_f[hi - 1], self._p_f[hi - 1])
-            outs.append(seg[:L])
-        out = np.concatenate(outs)
+        # blocks of L starting at n_out (== _f0: the forward buffer starts at the first
+        # unfinished output)
+        assert self._f0 == self.n_out
+        out = rts_smooth_blocks(self._phi_f, self._p_f, d.q, L, nb)
         res = self._emit(j0, out, unwrap=False)
         cut = self.n_out - self._f0
         self._phi_f = self._phi_f[cut:]

@@ -16,7 +16,8 @@ from dsp._numba_options import NJIT, NJIT_PARALLEL
 from dsp.rrc import MatchedFilterBank
 
 __all__ = ["boxcar_phase", "cdot", "kalman_phase_forward", "matched_filter_at", "pair_moments",
-           "pilot_decimate", "rts_smooth_block"]
+           "pilot_decimate", "rts_smooth_block",
+           "rts_smooth_blocks"]
 
 _ADC_DTYPES = (np.int16, np.int8, np.float32)
 _TWO_PI = 2.0 * math.pi
@@ -38,7 +39,7 @@ def _check_adc(x: np.ndarray) -> np.ndarray:
 # pilot: NCO mix + integrate-and-dump over blocks of D samples anchored at absolute index 0
 # --------------------------------------------------------------------------------------------
 @njit(**NJIT_PARALLEL)
-def _pilot_dump(x, n0, D, j0, nj, cyc_per_sample, tab_re, tab_im, out_re, out_im):
+def _pilot_dump(x, n0, D, j0, nj, cyc_per_sample, tab_re, tab_im, out):
     nthreads = 64
     per = (nj + nthreads - 1) // nthreads
     for t in prange(nthreads):
@@ -47,41 +48,53 @@ def _pilot_dump(x, n0, D, j0, nj, cyc_per_sample, tab_re, tab_im, out_re, out_im
         for j in range(lo, hi):
             start = (j0 + j) * D
             loc = start - n0
-            # four independent partial sums: D is short (~20), so the vectoriser leaves this
-            # loop scalar and a single accumulator chain would be latency-bound
+            # eight independent float32 partial sums: D is short (~20-60), so the loop
+            # vectoriser leaves it scalar; eight lanes are packed by the SLP vectoriser
+            # (float32 sums of <= a few hundred products: relative error ~1e-7)
             xs = x[loc:loc + D]
-            ar0 = ar1 = ar2 = ar3 = 0.0
-            ai0 = ai1 = ai2 = ai3 = 0.0
+            r0 = r1 = r2 = r3 = r4 = r5 = r6 = r7 = np.float32(0.0)
+            m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = np.float32(0.0)
             i = 0
-            while i + 4 <= D:
-                v0 = np.float64(xs[i])
-                v1 = np.float64(xs[i + 1])
-                v2 = np.float64(xs[i + 2])
-                v3 = np.float64(xs[i + 3])
-                ar0 += tab_re[i] * v0
-                ar1 += tab_re[i + 1] * v1
-                ar2 += tab_re[i + 2] * v2
-                ar3 += tab_re[i + 3] * v3
-                ai0 += tab_im[i] * v0
-                ai1 += tab_im[i + 1] * v1
-                ai2 += tab_im[i + 2] * v2
-                ai3 += tab_im[i + 3] * v3
-                i += 4
+            while i + 8 <= D:
+                v0 = np.float32(xs[i])
+                v1 = np.float32(xs[i + 1])
+                v2 = np.float32(xs[i + 2])
+                v3 = np.float32(xs[i + 3])
+                v4 = np.float32(xs[i + 4])
+                v5 = np.float32(xs[i + 5])
+                v6 = np.float32(xs[i + 6])
+                v7 = np.float32(xs[i + 7])
+                r0 += tab_re[i] * v0
+                r1 += tab_re[i + 1] * v1
+                r2 += tab_re[i + 2] * v2
+                r3 += tab_re[i + 3] * v3
+                r4 += tab_re[i + 4] * v4
+                r5 += tab_re[i + 5] * v5
+                r6 += tab_re[i + 6] * v6
+                r7 += tab_re[i + 7] * v7
+                m0 += tab_im[i] * v0
+                m1 += tab_im[i + 1] * v1
+                m2 += tab_im[i + 2] * v2
+                m3 += tab_im[i + 3] * v3
+                m4 += tab_im[i + 4] * v4
+                m5 += tab_im[i + 5] * v5
+                m6 += tab_im[i + 6] * v6
+                m7 += tab_im[i + 7] * v7
+                i += 8
             while i < D:
-                v0 = np.float64(xs[i])
-                ar0 += tab_re[i] * v0
-                ai0 += tab_im[i] * v0
+                v0 = np.float32(xs[i])
+                r0 += tab_re[i] * v0
+                m0 += tab_im[i] * v0
                 i += 1
-            ar = (ar0 + ar1) + (ar2 + ar3)
-            ai = (ai0 + ai1) + (ai2 + ai3)
+            ar = np.float64(((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)))
+            ai = np.float64(((m0 + m1) + (m2 + m3)) + ((m4 + m5) + (m6 + m7)))
             # exact oscillator phase of every block from its absolute sample index (a
             # recursive rotation would make the phasor depend on where the call started,
             # i.e. on the chunking); the branch-free _sincos keeps this cheap
             cyc = cyc_per_sample * start
             cyc -= math.floor(cyc)
             c, s = _sincos(-_TWO_PI * cyc)
-            out_re[j] = ar * c - ai * s
-            out_im[j] = ar * s + ai * c
+            out[j] = complex(ar * c - ai * s, ar * s + ai * c)
 
 
 def pilot_decimate(x: np.ndarray, fs: float, *, frequency_hz: float, decimation: int,
@@ -121,11 +134,11 @@ def pilot_decimate(x: np.ndarray, fs: float, *, frequency_hz: float, decimation:
     r = float(frequency_hz) / float(fs)
     i = np.arange(D)
     tab = np.exp(-2j * np.pi * r * i) / D
-    out_re = np.empty(nj)
-    out_im = np.empty(nj)
+    out = np.empty(nj, np.complex128)
     if nj:
-        _pilot_dump(x, n0, D, j0, nj, r, tab.real.copy(), tab.imag.copy(), out_re, out_im)
-    return out_re + 1j * out_im
+        _pilot_dump(x, n0, D, j0, nj, r, tab.real.astype(np.float32),
+                    tab.imag.astype(np.float32), out)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,69 +173,145 @@ def _sincos(phi):
     return c, s
 
 
+_TAN_PI_8 = math.tan(math.pi / 8)
+_QUARTER_PI = 0.25 * math.pi
+
+
+@njit(inline="always", **NJIT)
+def _atan2(y, x):
+    """``atan2(y, x)`` within 3e-14 rad, branch-free so that loops over it vectorise (libm's
+    atan2 is a scalar call of ~20 ns). Reduction to ``u = (a-1)/(a+1)`` for
+    ``a = min/max(|x|, |y|) > tan(pi/8)``, then the odd series of atan to ``u^31``
+    (remainder < |u|^33/33 < 3e-14 for |u| <= tan(pi/8)); quadrants by selects. Differs from
+    libm only in the sign of zero results (``atan2(-0.0, x)``)."""
+    ax = abs(x)
+    ay = abs(y)
+    mx = max(ax, ay)
+    mn = min(ax, ay)
+    a = mn / mx if mx > 0.0 else 0.0
+    big = a > _TAN_PI_8
+    u = (a - 1.0) / (a + 1.0) if big else a
+    u2 = u * u
+    s = -1.0 / 31
+    s = s * u2 + 1.0 / 29
+    s = s * u2 - 1.0 / 27
+    s = s * u2 + 1.0 / 25
+    s = s * u2 - 1.0 / 23
+    s = s * u2 + 1.0 / 21
+    s = s * u2 - 1.0 / 19
+    s = s * u2 + 1.0 / 17
+    s = s * u2 - 1.0 / 15
+    s = s * u2 + 1.0 / 13
+    s = s * u2 - 1.0 / 11
+    s = s * u2 + 1.0 / 9
+    s = s * u2 - 1.0 / 7
+    s = s * u2 + 1.0 / 5
+    s = s * u2 - 1.0 / 3
+    s = s * u2 + 1.0
+    r = u * s + (_QUARTER_PI if big else 0.0)
+    r = _HALF_PI - r if ay > ax else r
+    r = math.pi - r if x < 0.0 else r
+    return -r if y < 0.0 else r
+
+
+@njit(**NJIT)
+def _atan2_array(y, x, out):
+    # test hook for _atan2 (vs numpy)
+    for i in range(y.shape[0]):
+        out[i] = _atan2(y[i], x[i])
+
+
 # --------------------------------------------------------------------------------------------
 # matched filter at symbol instants (polyphase, bandpass taps on the real ADC samples)
 # --------------------------------------------------------------------------------------------
-def _mf_symbols_py(x, n0, tau0, period, k0, nk, P, tre, tim, dre, dim, half, cyc_per_sample,
-                ph_t0, ph_dt, ph, use_phase, use_slope, out_re, out_im):
-    ntap = 2 * half
-    for k in prange(nk):
+_MF_TASK = 2048   # symbols per task: the per-symbol bookkeeping runs as vector loops over it
+
+
+@njit(inline="always", **NJIT)
+def _mf_prepare(n0, tau0, period, k0, lo, hi, P, half, cyc_per_sample, ph_t0, ph_dt, ph,
+                use_phase, locs, phs, rot_c, rot_s, slopes):
+    # instants, polyphase index, mixer + carrier phase of symbols [lo, hi): no reductions and
+    # no data-dependent branches, so the loop vectorises (gathers for the phase grid)
+    nph = ph.shape[0]
+    for k in range(lo, hi):
         t = tau0 + (k0 + k) * period
         nc = math.floor(t)
         p = int((t - nc) * P + 0.5)
-        if p >= P:
-            p -= P
-            nc += 1
-        loc = int(nc) - n0 - half + 1
-        xs = x[loc:loc + ntap]
+        wrap = p >= P
+        p = p - P if wrap else p
+        nc = nc + 1.0 if wrap else nc
         cyc = cyc_per_sample * nc
         cyc -= math.floor(cyc)
         cyc += cyc_per_sample * p / P
         phi = -_TWO_PI * cyc
-        trp = tre[p]
-        tip = tim[p]
         slope = 0.0
         if use_phase:
             u = (nc + p / P - ph_t0) / ph_dt
-            j = math.floor(u)
-            if j < 0:
-                j = 0
-                f = 0.0
-            elif j >= ph.shape[0] - 1:
-                j = ph.shape[0] - 2
-                f = 1.0
-            else:
-                f = u - j
+            jf = math.floor(u)
+            jf = min(max(jf, 0.0), nph - 2.0)
+            f = min(max(u - jf, 0.0), 1.0)
+            j = int(jf)
             phi -= ph[j] + f * (ph[j + 1] - ph[j])
             slope = (ph[j + 1] - ph[j]) / ph_dt          # rad per sample
-        if use_slope:
-            drp = dre[p]
-            dip = dim[p]
-            ar = np.float32(0.0)
-            ai = np.float32(0.0)
-            br = np.float32(0.0)
-            bi = np.float32(0.0)
-            for i in range(ntap):
-                v = np.float32(xs[i])
-                ar += trp[i] * v
-                ai += tip[i] * v
-                br += drp[i] * v
-                bi += dip[i] * v
-            # Y0 + j slope Y1 (first-order phase correction inside the window)
-            yr = ar - slope * bi
-            yi = ai + slope * br
-        else:
-            ar = np.float32(0.0)
-            ai = np.float32(0.0)
-            for i in range(ntap):
-                v = np.float32(xs[i])
-                ar += trp[i] * v
-                ai += tip[i] * v
-            yr = ar
-            yi = ai
         c, s = _sincos(phi)
-        out_re[k] = yr * c - yi * s
-        out_im[k] = yr * s + yi * c
+        i = k - lo
+        locs[i] = int(nc) - n0 - half + 1
+        phs[i] = p
+        rot_c[i] = c
+        rot_s[i] = s
+        slopes[i] = slope
+
+
+def _mf_symbols_py(x, n0, tau0, period, k0, nk, P, tre, tim, dre, dim, half, cyc_per_sample,
+                   ph_t0, ph_dt, ph, use_phase, use_slope, out_re, out_im):
+    ntap = 2 * half
+    n_tasks = (nk + _MF_TASK - 1) // _MF_TASK
+    for task in prange(n_tasks):
+        lo = task * _MF_TASK
+        hi = min(nk, lo + _MF_TASK)
+        locs = np.empty(_MF_TASK, np.int64)
+        phs = np.empty(_MF_TASK, np.int64)
+        rot_c = np.empty(_MF_TASK)
+        rot_s = np.empty(_MF_TASK)
+        slopes = np.empty(_MF_TASK)
+        _mf_prepare(n0, tau0, period, k0, lo, hi, P, half, cyc_per_sample, ph_t0, ph_dt, ph,
+                    use_phase, locs, phs, rot_c, rot_s, slopes)
+        for k in range(lo, hi):
+            i = k - lo
+            loc = locs[i]
+            p = phs[i]
+            xs = x[loc:loc + ntap]
+            trp = tre[p]
+            tip = tim[p]
+            if use_slope:
+                drp = dre[p]
+                dip = dim[p]
+                ar = np.float32(0.0)
+                ai = np.float32(0.0)
+                br = np.float32(0.0)
+                bi = np.float32(0.0)
+                for m in range(ntap):
+                    v = np.float32(xs[m])
+                    ar += trp[m] * v
+                    ai += tip[m] * v
+                    br += drp[m] * v
+                    bi += dip[m] * v
+                # Y0 + j slope Y1 (first-order phase correction inside the window)
+                yr = ar - slopes[i] * bi
+                yi = ai + slopes[i] * br
+            else:
+                ar = np.float32(0.0)
+                ai = np.float32(0.0)
+                for m in range(ntap):
+                    v = np.float32(xs[m])
+                    ar += trp[m] * v
+                    ai += tip[m] * v
+                yr = ar
+                yi = ai
+            c = rot_c[i]
+            s = rot_s[i]
+            out_re[k] = yr * c - yi * s
+            out_im[k] = yr * s + yi * c
 
 
 # one body, two compilations: parallel for the streaming pass, serial for the many small
@@ -337,7 +426,7 @@ def _boxcar_phase(z_re, z_im, z0, n_in, j0, j1, h, last, out):
                     si -= z_im[lo - z0]
                 lo = nlo
                 hi = nhi
-            out[j - j0] = math.atan2(si, sr)
+            out[j - j0] = _atan2(si, sr)
     # serial part (cheap): unwrap against the previous output
     prev = last
     for k in range(n_out):
@@ -372,20 +461,75 @@ def boxcar_phase(z: np.ndarray, *, first_block: int, n_blocks_in: int, out_first
 # --------------------------------------------------------------------------------------------
 # Kalman phase tracker (random-walk phase, pilot-phasor observation) and RTS smoother
 # --------------------------------------------------------------------------------------------
+@njit(**NJIT_PARALLEL)
+def _angles(z, out):
+    # the observations' atan2 does not depend on the filter state: computed in parallel,
+    # out of the serial recursion
+    n = z.shape[0]
+    nthreads = 16
+    per = (n + nthreads - 1) // nthreads
+    for t in prange(nthreads):
+        for j in range(t * per, min(n, (t + 1) * per)):
+            out[j] = _atan2(z[j].imag, z[j].real)
+
+
+_KF_RUN = 64   # steps per speculative run of the steady-state Kalman filter
+
+
 @njit(**NJIT)
-def _kalman_forward(z_re, z_im, phi0, p0, q, r, phi_f, p_f):
+def _kalman_forward(meas, phi0, p0, q, r, phi_f, p_f):
     phi = phi0
     p = p0
-    for j in range(z_re.shape[0]):
+    n = meas.shape[0]
+    j = 0
+    # variance recursion until it reaches its fixed point (to 1e-15): the division chain then
+    # leaves the loop
+    while j < n:
         pp = p + q
-        meas = math.atan2(z_im[j], z_re[j])
-        innov = meas - phi
-        innov -= _TWO_PI * math.floor(innov / _TWO_PI + 0.5)
         g = pp / (pp + r)
+        p_new = (1.0 - g) * pp
+        innov = meas[j] - phi
+        innov -= _TWO_PI * math.floor(innov / _TWO_PI + 0.5)
         phi = phi + g * innov
-        p = (1.0 - g) * pp
         phi_f[j] = phi
-        p_f[j] = p
+        j += 1
+        if abs(p_new - p) <= 1e-15 * p:
+            # converged: p stays at the value this step's gain came from, so a later call
+            # started from p_f[-1] continues exactly as one long call would
+            p_f[j - 1] = p
+            break
+        p_f[j - 1] = p_new
+        p = p_new
+    if j >= n:
+        return phi, p
+    pp = p + q
+    g = pp / (pp + r)
+    p_f[j:] = p
+    # steady state. The measurements are wrapped angles and phi is unwrapped: the innovation
+    # is (meas + off) - phi with off the multiple of 2 pi that brings meas next to phi.
+    # Runs of _KF_RUN steps go without the wrap (a multiply-add chain only) and are redone
+    # step by step with it, and off re-derived, when an innovation left [-pi, pi): only when
+    # the phase crosses a multiple of 2 pi.
+    off = _TWO_PI * math.floor((phi - meas[j]) / _TWO_PI + 0.5)
+    while j < n:
+        e = min(n, j + _KF_RUN)
+        phi_start = phi
+        bad = False
+        for i in range(j, e):
+            innov = (meas[i] + off) - phi
+            bad |= (innov >= math.pi) | (innov < -math.pi)
+            phi = phi + g * innov
+            phi_f[i] = phi
+        if bad:
+            phi = phi_start
+            for i in range(j, e):
+                innov = (meas[i] + off) - phi
+                if innov >= math.pi or innov < -math.pi:
+                    off = _TWO_PI * math.floor((phi - meas[i]) / _TWO_PI + 0.5)
+                    innov = (meas[i] + off) - phi
+                phi = phi + g * innov
+                phi_f[i] = phi
+        j = e
     return phi, p
 
 
@@ -400,40 +544,98 @@ def kalman_phase_forward(z: np.ndarray, *, phi0: float, p0: float, q: float,
 
     Returns ``(phi_filtered, p_filtered)``, float64 arrays shaped like ``z``.
     """
-    z = np.asarray(z, np.complex128)
+    z = np.ascontiguousarray(z, np.complex128)
+    if z.ndim != 1:
+        raise ValueError(f"z must be 1-D, got shape {z.shape}")
     if not (q >= 0 and r > 0):
         raise ValueError(f"need q >= 0 and r > 0, got q={q!r}, r={r!r}")
-    phi_f = np.empty(z.shape[0])
-    p_f = np.empty(z.shape[0])
-    _kalman_forward(np.ascontiguousarray(z.real), np.ascontiguousarray(z.imag), float(phi0),
-                    float(p0), float(q), float(r), phi_f, p_f)
+    n = z.shape[0]
+    phi_f = np.empty(n)
+    p_f = np.empty(n)
+    if n:
+        meas = np.empty(n)
+        _angles(z, meas)
+        _kalman_forward(meas, float(phi0), float(p0), float(q), float(r), phi_f, p_f)
     return phi_f, p_f
 
 
-@njit(**NJIT)
-def _rts(phi_f, p_f, q, phi_end, p_end, out):
+@njit(inline="always", **NJIT)
+def _rts_run(phi_f, p_f, q, lo, hi, phi_end, out, keep_hi):
+    # backward over forward estimates [lo, hi); phi_s starts as the smoothed state after
+    # hi - 1; the smoothed values of j < keep_hi go to out[j] (same indexing as phi_f)
     phi_s = phi_end
-    p_s = p_end
-    n = phi_f.shape[0]
-    for j in range(n - 1, -1, -1):
-        # phi_s, p_s are the smoothed values at j+1; prediction of j+1 from j: (phi_f[j], p_f+q)
-        c = p_f[j] / (p_f[j] + q)
+    p_last = -1.0
+    c = 0.0
+    for j in range(hi - 1, lo - 1, -1):
+        # prediction of j+1 from j: (phi_f[j], p_f[j] + q); the gain does not depend on the
+        # smoothed state, so the loop-carried chain is one multiply-add; it is recomputed
+        # only when p_f changes (after the filter's start-up it is constant)
+        pj = p_f[j]
+        if pj != p_last:
+            c = pj / (pj + q)
+            p_last = pj
         phi_s = phi_f[j] + c * (phi_s - phi_f[j])
-        p_s = p_f[j] + c * c * (p_s - (p_f[j] + q))
-        out[j] = phi_s
+        if j < keep_hi:
+            out[j] = phi_s
+
+
+@njit(**NJIT)
+def _rts(phi_f, p_f, q, phi_end, out):
+    n = phi_f.shape[0]
+    _rts_run(phi_f, p_f, q, 0, n, phi_end, out, n)
+
+
+@njit(**NJIT_PARALLEL)
+def _rts_blocks(phi_f, p_f, q, L, nb, out):
+    # block b: backward from the end of block b + 1 (its forward value as the start), keep
+    # block b; independent blocks -> one task each
+    for b in prange(nb):
+        lo = b * L
+        hi = lo + 2 * L
+        _rts_run(phi_f, p_f, q, lo, hi, phi_f[hi - 1], out, lo + L)
 
 
 def rts_smooth_block(phi_f: np.ndarray, p_f: np.ndarray, q: float, phi_next: float,
                      p_next: float) -> np.ndarray:
     """Rauch-Tung-Striebel backward pass over a block of forward estimates.
 
-    ``phi_next, p_next`` are the (approximately) smoothed state after the block; the random-walk
-    prediction is ``phi_{j+1|j} = phi_f[j]`` with variance ``p_f[j] + q``.
+    ``phi_next`` is the (approximately) smoothed state after the block (``p_next``, its
+    variance, does not enter the smoothed mean); the random-walk prediction is
+    ``phi_{j+1|j} = phi_f[j]`` with variance ``p_f[j] + q``.
     """
     phi_f = np.ascontiguousarray(phi_f, np.float64)
     p_f = np.ascontiguousarray(p_f, np.float64)
+    if phi_f.shape != p_f.shape or phi_f.ndim != 1:
+        raise ValueError(f"phi_f and p_f must be 1-D of equal length, got {phi_f.shape} and "
+                         f"{p_f.shape}")
     out = np.empty_like(phi_f)
-    _rts(phi_f, p_f, float(q), float(phi_next), float(p_next), out)
+    if phi_f.shape[0]:
+        _rts(phi_f, p_f, float(q), float(phi_next), out)
+    return out
+
+
+def rts_smooth_blocks(phi_f: np.ndarray, p_f: np.ndarray, q: float, block: int,
+                      n_blocks: int) -> np.ndarray:
+    """Fixed-lag RTS over consecutive blocks: block b (``[b L, (b+1) L)``) is smoothed by a
+    backward pass that starts at the end of block b + 1 from the forward estimate there, i.e.
+    ``rts_smooth_block(phi_f[bL:(b+2)L], ..., phi_f[(b+2)L-1], ...)[:L]`` for every b, in one
+    parallel call. Needs ``len(phi_f) >= (n_blocks + 1) L``.
+
+    Returns
+    -------
+    ndarray, shape (n_blocks * L,), float64
+    """
+    phi_f = np.ascontiguousarray(phi_f, np.float64)
+    p_f = np.ascontiguousarray(p_f, np.float64)
+    L, nb = int(block), int(n_blocks)
+    if L < 1 or nb < 0:
+        raise ValueError(f"need block >= 1 and n_blocks >= 0, got {block!r}, {n_blocks!r}")
+    if phi_f.shape != p_f.shape or phi_f.shape[0] < (nb + 1) * L:
+        raise ValueError(f"{nb} blocks of {L} need {(nb + 1) * L} forward estimates, got "
+                         f"{phi_f.shape[0]} (p_f: {p_f.shape[0]})")
+    out = np.empty(nb * L)
+    if nb:
+        _rts_blocks(phi_f, p_f, float(q), L, nb, out)
     return out
 
 
@@ -445,49 +647,56 @@ def cdot(a: np.ndarray, b: np.ndarray) -> complex:
     return complex(np.sum(np.conj(a) * b))
 
 
-@njit(**NJIT)
-def _pair_moments(x, y, mask, use_mask, scale, outer, first):
-    # serial: one call per streamed block, too short to pay for waking the thread pool
-    a0 = a1 = a2 = a3 = 0.0
-    s00 = s01 = s02 = s03 = s11 = s12 = s13 = s22 = s23 = s33 = 0.0
-    for k in range(x.shape[0]):
-        v0 = np.float64(x[k].real)
-        v1 = np.float64(x[k].imag)
-        v2 = np.float64(y[k].real) * scale
-        v3 = np.float64(y[k].imag) * scale
-        if use_mask and not mask[k]:   # a select, not a branch: no mispredictions
-            v0 = 0.0
-            v1 = 0.0
-            v2 = 0.0
-            v3 = 0.0
-        a0 += v0
-        a1 += v1
-        a2 += v2
-        a3 += v3
-        s00 += v0 * v0
-        s01 += v0 * v1
-        s02 += v0 * v2
-        s03 += v0 * v3
-        s11 += v1 * v1
-        s12 += v1 * v2
-        s13 += v1 * v3
-        s22 += v2 * v2
-        s23 += v2 * v3
-        s33 += v3 * v3
-    first[0] += a0
-    first[1] += a1
-    first[2] += a2
-    first[3] += a3
-    outer[0, 0] += s00
-    outer[0, 1] += s01
-    outer[0, 2] += s02
-    outer[0, 3] += s03
-    outer[1, 1] += s11
-    outer[1, 2] += s12
-    outer[1, 3] += s13
-    outer[2, 2] += s22
-    outer[2, 3] += s23
-    outer[3, 3] += s33
+_PM_TASKS = 8   # per-thread partial sums, merged after (fixed count: same order every call)
+
+
+@njit(**NJIT_PARALLEL)
+def _pair_moments(x, y, mask, use_mask, scale, part):
+    # part[t] = (4 first moments, 10 upper-triangle second moments) of task t's range
+    n = x.shape[0]
+    per = (n + _PM_TASKS - 1) // _PM_TASKS
+    for t in prange(_PM_TASKS):
+        a0 = a1 = a2 = a3 = 0.0
+        s00 = s01 = s02 = s03 = s11 = s12 = s13 = s22 = s23 = s33 = 0.0
+        for k in range(t * per, min(n, (t + 1) * per)):
+            v0 = np.float64(x[k].real)
+            v1 = np.float64(x[k].imag)
+            v2 = np.float64(y[k].real) * scale
+            v3 = np.float64(y[k].imag) * scale
+            if use_mask and not mask[k]:   # a select, not a branch: no mispredictions
+                v0 = 0.0
+                v1 = 0.0
+                v2 = 0.0
+                v3 = 0.0
+            a0 += v0
+            a1 += v1
+            a2 += v2
+            a3 += v3
+            s00 += v0 * v0
+            s01 += v0 * v1
+            s02 += v0 * v2
+            s03 += v0 * v3
+            s11 += v1 * v1
+            s12 += v1 * v2
+            s13 += v1 * v3
+            s22 += v2 * v2
+            s23 += v2 * v3
+            s33 += v3 * v3
+        r = part[t]
+        r[0] = a0
+        r[1] = a1
+        r[2] = a2
+        r[3] = a3
+        r[4] = s00
+        r[5] = s01
+        r[6] = s02
+        r[7] = s03
+        r[8] = s11
+        r[9] = s12
+        r[10] = s13
+        r[11] = s22
+        r[12] = s23
+        r[13] = s33
 
 
 def pair_moments(x: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None,
@@ -515,10 +724,13 @@ def pair_moments(x: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None,
     m = np.ascontiguousarray(mask, np.bool_) if use else np.zeros(1, np.bool_)
     if use and m.shape != x.shape:
         raise ValueError(f"mask shape {m.shape} differs from {x.shape}")
-    outer = np.zeros((4, 4))
-    first = np.zeros(4)
+    part = np.zeros((_PM_TASKS, 14))
     if x.shape[0]:
-        _pair_moments(x, y, m, use, float(scale), outer, first)
+        _pair_moments(x, y, m, use, float(scale), part)
+    tot = part.sum(axis=0)
+    first = tot[:4].copy()
+    outer = np.zeros((4, 4))
+    outer[np.triu_indices(4)] = tot[4:]
     iu = np.triu_indices(4, 1)
     outer[(iu[1], iu[0])] = outer[iu]
     return outer, first

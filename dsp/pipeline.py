@@ -176,10 +176,16 @@ class Acquisition:
 def _combined_pilot(x, link, pilot: PilotAcquisition, offset: float, D: int, n0: int, j0: int,
                     nj: int) -> np.ndarray:
     fs = link.sample_rate_hz
-    z = np.zeros(nj, np.complex128)
+    z = None
     for fp, w in zip(link.pilot_frequencies_hz, pilot.pilot_weights, strict=True):
-        z += w * pilot_decimate(x, fs, frequency_hz=fp + offset, decimation=D, first_sample=n0,
-                                first_block=j0, n_blocks=nj)
+        zp = pilot_decimate(x, fs, frequency_hz=fp + offset, decimation=D, first_sample=n0,
+                            first_block=j0, n_blocks=nj)
+        if w != 1:
+            zp *= w
+        if z is None:
+            z = zp
+        else:
+            z += zp
     return z
 
 
@@ -196,13 +202,20 @@ def _kalman_noise(x, link, pilot, carrier: PilotFilterDesign) -> PilotFilterDesi
     return replace(carrier, r=r, rts_block=int(min(max(1024, 16 * math.ceil(tc)), 1 << 18)))
 
 
-def _head_phase(x, link, pilot, carrier) -> tuple[float, float, np.ndarray]:
+def _head_phase(x, link, pilot, carrier,
+                first_sample: int = 0) -> tuple[float, float, np.ndarray]:
+    """Carrier phase over a segment whose ``x[0]`` is absolute sample ``first_sample``, on a
+    grid relative to ``x[0]`` (the matched filter is then called with ``first_sample=0``).
+    The pilot oscillators run on absolute time: with several pilots the combining weights
+    (relative pilot phases measured on the head) only hold on that time base."""
     D = carrier.decimation
-    nj = x.shape[0] // D
-    z = _combined_pilot(x, link, pilot, pilot.frequency_offset_hz, D, 0, 0, nj)
+    n0 = int(first_sample)
+    j0 = -(-n0 // D)
+    nj = (n0 + x.shape[0]) // D - j0
+    z = _combined_pilot(x, link, pilot, pilot.frequency_offset_hz, D, n0, j0, nj)
     tr = PhaseTracker(carrier)
     parts = [tr.push(z)[1], tr.flush()[1]]
-    return (D - 1) / 2, float(D), np.concatenate(parts)
+    return j0 * D + (D - 1) / 2 - n0, float(D), np.concatenate(parts)
 
 
 def acquire(head: np.ndarray, alice: np.ndarray, link: LinkParameters,
@@ -312,7 +325,7 @@ def refine_clock(acq: Acquisition, probe: np.ndarray, first_sample: int,
     if k < 256:
         return acq
     a = np.asarray(alice(k0, k0 + k), np.complex128)
-    phase = _head_phase(x, link, acq.pilot, acq.carrier)
+    phase = _head_phase(x, link, acq.pilot, acq.carrier, first_sample)
     pred = acq.sync.tau0 + k0 * sps - first_sample   # both syncs fit the nominal period
     try:
         s = synchronise(x, fs, alice=a, bank=acq.bank, period=sps,
@@ -343,15 +356,21 @@ def _timing_fit(x, a, bank, tau, period, k0, kk, phase, first_sample=0, stride=1
     Alice symbols): parabola through |corr|^2 at tau + {-1/4, 0, +1/4} sample.
 
     Returns (delta_tau, |corr|^2 at 0, sum |y|^2 at 0)."""
-    s, e = [], 0.0
-    for d in (-0.25, 0.0, 0.25):
-        y = matched_filter_at(x, bank, first_sample=first_sample,
-                              tau0=tau + d + k0 * period, period=period * stride,
-                              k_start=0, count=kk, phase=phase,
-                              parallel=kk >= 1 << 13).astype(np.complex128)
-        s.append(abs(cdot(a, y)) ** 2)
-        if d == 0.0:
-            e = cdot(y, y).real
+    ys = [matched_filter_at(x, bank, first_sample=first_sample, tau0=tau + d + k0 * period,
+                            period=period * stride, k_start=0, count=kk, phase=phase,
+                            parallel=kk >= 1 << 13) for d in TIMING_OFFSETS]
+    return _timing_parabola(a, *ys)
+
+
+#: fractional timing offsets (samples) of the timing fits
+TIMING_OFFSETS = (-0.25, 0.0, 0.25)
+
+
+def _timing_parabola(a, y_early, y_mid, y_late) -> tuple[float, float, float]:
+    """Vertex of the parabola through ``|sum conj(a) y|^2`` at the ``TIMING_OFFSETS``:
+    (delta_tau, |corr|^2 at 0, sum |y_mid|^2)."""
+    s = [abs(cdot(a, np.asarray(y, np.complex128))) ** 2 for y in (y_early, y_mid, y_late)]
+    e = cdot(y_mid, y_mid).real
     den = s[0] - 2 * s[1] + s[2]
     if den >= 0:
         return 0.0, s[1], e
@@ -384,9 +403,14 @@ def _clock_offset(head, alice, sync: SyncResult, bank, period, phase) -> tuple[f
 
 
 class _SampleBuffer:
-    """Tail of the stream kept across chunks (overlap-save): samples [n0, n0 + len)."""
+    """Tail of the stream kept across chunks (overlap-save): samples [n0, n0 + len).
+
+    ``append`` copies the chunk behind the kept tail in one reused backing array (no fresh
+    allocation per chunk: its page faults cost as much as the copy), so the caller may reuse
+    the chunk's memory afterwards. ``data`` is a view, valid until the next ``append``."""
 
     def __init__(self) -> None:
+        self._store: np.ndarray | None = None
         self.data: np.ndarray | None = None
         self.n0 = 0
         self.n_end = 0
@@ -395,13 +419,24 @@ class _SampleBuffer:
         chunk = np.asarray(chunk)
         if chunk.ndim != 1:
             raise ValueError(f"chunks must be 1-D, got shape {chunk.shape}")
-        if self.data is None or self.data.shape[0] == 0:
-            self.data = chunk if self.data is None else chunk.astype(self.data.dtype, copy=False)
+        tail = self.data if self.data is not None else chunk[:0]
+        if self.data is not None and chunk.dtype != self.data.dtype:
+            raise ValueError(f"chunk dtype {chunk.dtype} differs from {self.data.dtype}")
+        if tail.shape[0] == 0:
             self.n0 = self.n_end
-        else:
-            if chunk.dtype != self.data.dtype:
-                raise ValueError(f"chunk dtype {chunk.dtype} differs from {self.data.dtype}")
-            self.data = np.concatenate([self.data, chunk])
+        need = tail.shape[0] + chunk.shape[0]
+        st = self._store
+        if st is None or st.dtype != chunk.dtype or st.shape[0] < need:
+            st = np.empty(max(need, 2 * chunk.shape[0]), chunk.dtype)
+            st[:tail.shape[0]] = tail
+            self._store = st
+        elif tail.shape[0]:
+            # the tail is a view into the store: move it to the front (may overlap)
+            off = tail.__array_interface__["data"][0] - st.__array_interface__["data"][0]
+            if off:
+                st[:tail.shape[0]] = tail.copy() if off < tail.nbytes else tail
+        st[tail.shape[0]:need] = chunk
+        self.data = st[:need]
         self.n_end += chunk.shape[0]
 
     def trim(self, keep_from: int) -> None:
@@ -409,7 +444,7 @@ class _SampleBuffer:
             return
         cut = min(max(keep_from - self.n0, 0), self.data.shape[0])
         if cut:
-            self.data = self.data[cut:].copy() if cut < self.data.shape[0] else self.data[:0]
+            self.data = self.data[cut:]
             self.n0 += cut
 
 
@@ -486,6 +521,8 @@ class SignalStream:
         self.alice = alice
         self.timing_block = int(timing_block)
         self.timing_log: list[tuple[int, float]] = []
+        #: strided outputs of the current timing block at TIMING_OFFSETS (lists of parts)
+        self._timing_parts: tuple[list, list, list] = ([], [], [])
         self._fit_n = 0
         self._fit = (0.0, 0.0, 0.0, 0.0)
         self.samples = 0
@@ -581,6 +618,10 @@ class SignalStream:
                                   phase=self._phase_grid(),
                                   first_order=self.acq.options.first_order_phase)
             self.stage_seconds["matched_filter"] += time.perf_counter() - t0
+            if track:
+                t0 = time.perf_counter()
+                self._collect_timing(k0, k1, y)
+                self.stage_seconds["timing"] += time.perf_counter() - t0
             if self.acq.sync.inverted:
                 y = np.conj(y)
             out.append((k0, y))
@@ -590,10 +631,7 @@ class SignalStream:
                 self._update_timing(k1)
                 self.stage_seconds["timing"] += time.perf_counter() - t0
         if self.k_next < self.link.n_symbols:
-            k_keep = self.k_next
-            if track:   # the timing fit at the end of a block needs the whole block
-                k_keep = (self.k_next // self.timing_block) * self.timing_block
-            lo, _ = symbol_sample_range(self.acq.bank, self.tau - 0.5, self.period, k_keep)
+            lo, _ = symbol_sample_range(self.acq.bank, self.tau - 0.5, self.period, self.k_next)
             keep = min(lo, self.j_next * self.D)
             self.buf.trim(keep)
             jk = int((lo - (self.D - 1) / 2) // self.D) - 2
@@ -603,22 +641,44 @@ class SignalStream:
                 self.ph_j0 += cut
         return out
 
+    def _collect_timing(self, k0: int, k1: int, y: np.ndarray) -> None:
+        """Keep the outputs the timing fit of the current block needs, as the main pass goes:
+        every ``TIMING_STRIDE``-th symbol of the block (from the block start) at the instant
+        (the main outputs) and 1/4 sample early and late (evaluated here, on the samples in
+        the buffer now), so the block's samples need not stay buffered until its end. The
+        instants are computed from the block start whatever the chunking: the fit sees the
+        same numbers for any chunk size."""
+        L, st = self.timing_block, TIMING_STRIDE
+        b0 = (k0 // L) * L
+        i0 = -(-(k0 - b0) // st)            # first strided index >= k0
+        i1 = -(-(k1 - b0) // st)
+        if i1 <= i0:
+            return
+        parts = self._timing_parts
+        parts[1].append(y[b0 + i0 * st - k0::st][:i1 - i0])
+        for slot, d in ((0, TIMING_OFFSETS[0]), (2, TIMING_OFFSETS[2])):
+            parts[slot].append(matched_filter_at(
+                self.buf.data, self.acq.bank, first_sample=self.buf.n0,
+                tau0=self.tau + d + b0 * self.period, period=self.period * st, k_start=i0,
+                count=i1 - i0, phase=self._phase_grid(), parallel=i1 - i0 >= 1 << 13))
+
     def _update_timing(self, k1: int) -> None:
         """Data-aided timing update after a full block: fit the fractional timing of the last
-        block (every ``TIMING_STRIDE``-th symbol, still in the buffer) and steer the instants of
-        the following symbols with a proportional-integral loop on (tau, period)."""
+        block (every ``TIMING_STRIDE``-th symbol, collected by ``_collect_timing``) and steer
+        the instants of the following symbols with a proportional-integral loop on
+        (tau, period)."""
         L = self.timing_block
         k0 = k1 - L
         st = TIMING_STRIDE
-        lo, _ = symbol_sample_range(self.acq.bank, self.tau - 0.3, self.period, k0)
-        if lo < self.buf.n0:
-            return
+        ys = [np.concatenate(p) if p else np.empty(0, np.complex64) for p in self._timing_parts]
+        self._timing_parts = ([], [], [])
         a = np.ascontiguousarray(np.asarray(self.alice(k0, k1))[::st], np.complex128)
         if self.acq.sync.inverted:
             a = np.conj(a)
         n = a.shape[0]
-        d, c2, e = _timing_fit(self.buf.data, a, self.acq.bank, self.tau, self.period, k0, n,
-                               self._phase_grid(), first_sample=self.buf.n0, stride=st)
+        if any(y.shape[0] != n for y in ys):   # block not seen whole (cannot happen in order)
+            return
+        d, c2, e = _timing_parabola(a, *ys)
         # only a significant correlation steers the loop: |rho|^2 ~ 1/n without signal
         rho2 = c2 / (cdot(a, a).real * e + 1e-300)
         if rho2 * n < 36.0:

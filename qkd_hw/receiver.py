@@ -153,6 +153,7 @@ class _SymbolBlocks:
         self._blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()
         self._low = 0   # lowest block still needed
+        self._prefetched = -1   # highest block prefetch() loaded
 
     def _block(self, b: int) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
@@ -194,10 +195,12 @@ class _SymbolBlocks:
                 del self._blocks[b]
 
     def prefetch(self, k: int) -> None:
-        """Make sure the block holding symbol ``k`` (clipped to the recording) is loaded."""
+        """Make sure every block up to the one holding symbol ``k`` (clipped to the
+        recording) is loaded: a chunk of samples can span several blocks."""
         k = min(max(int(k), 0), self.n - 1)
-        if k >= 0:
-            self._block(k // self.BLOCK)
+        for b in range(max(self._prefetched + 1, self._low), k // self.BLOCK + 1):
+            self._block(b)
+            self._prefetched = b
 
 
 def _read_ahead(chunks: Iterator[np.ndarray],
@@ -362,7 +365,10 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
 
         t_consume = 0.0
         # closing(): on an error the pending read finishes before the file is closed
-        with contextlib.closing(_read_ahead(reader.iter_chunks("signal", chunk_samples),
+        # two rotating read buffers: the stream copies each chunk into its own buffer, and
+        # one chunk is read ahead while the previous one is processed
+        with contextlib.closing(_read_ahead(reader.iter_chunks("signal", chunk_samples,
+                                                               reuse_buffer=2),
                                             load_symbols, stages)) as chunks:
             for chunk in chunks:
                 blocks = stream.feed(chunk)

@@ -401,7 +401,7 @@ class TraceReader:
         *,
         start: int = 0,
         stop: int | None = None,
-        reuse_buffer: bool = False,
+        reuse_buffer: bool | int = False,
     ) -> Iterator[np.ndarray]:
         """Yield ``[start, stop)`` of ``/adc/<dataset>`` as contiguous chunks.
 
@@ -410,23 +410,30 @@ class TraceReader:
         C-contiguous array in the stored dtype, unless ``reuse_buffer=True``:
         then every chunk is (a view of) ONE preallocated buffer overwritten by
         the next iteration, which saves the page faults of a fresh allocation
-        (copy what you keep across iterations). Argument errors raise at the
-        call, read errors (damaged file) as TraceFormatError at the chunk.
+        (copy what you keep across iterations); ``reuse_buffer=n`` (an int > 1)
+        rotates n such buffers, so a chunk stays intact while the next n - 1 are
+        read (e.g. 2 for one read-ahead). Argument errors raise at the call,
+        read errors (damaged file) as TraceFormatError at the chunk.
         """
         ds, info = self._dataset(dataset)
         start, stop = self._range(ds.name, info.length, start, stop)
         n = int(chunk_samples)
         if n <= 0:
             raise ValueError(f"chunk_samples must be > 0, got {chunk_samples!r}")
-        return self._iter(ds, info, n, start, stop, reuse_buffer)
+        n_buf = int(reuse_buffer)
+        if n_buf < 0:
+            raise ValueError(f"reuse_buffer must be a bool or an int >= 0, got {reuse_buffer!r}")
+        return self._iter(ds, info, n, start, stop, n_buf)
 
     def _iter(self, ds: h5py.Dataset, info: AdcInfo, n: int, start: int, stop: int,
-              reuse: bool) -> Iterator[np.ndarray]:
-        buf = np.empty(min(n, stop - start), info.dtype) if reuse else None
+              n_buf: int) -> Iterator[np.ndarray]:
+        bufs = [np.empty(min(n, stop - start), info.dtype) for _ in range(n_buf)]
         pos = start
+        i = 0
         while pos < stop:
             m = min(n, stop - pos)
-            out = buf[:m] if buf is not None else np.empty(m, info.dtype)
+            out = bufs[i % n_buf][:m] if bufs else np.empty(m, info.dtype)
+            i += 1
             self._check_open()
             yield self._read_into(ds, out, pos, "samples")
             pos += m

@@ -42,8 +42,9 @@ from benchmarks.numpy_reference import process_recording_numpy
 from dsp.pipeline import ReceiverOptions
 from qkd_hw.receiver import process_recording
 
-#: the reference implements the boxcar carrier tracker ("fir"); both run with it
+#: both carrier trackers of the reference: the boxcar and the Kalman filter + RTS (default)
 FIR = ReceiverOptions(phase_method="fir")
+METHODS = {"fir": FIR, "kalman-rts": ReceiverOptions(phase_method="kalman-rts")}
 
 RTOL = 3e-5
 TOL_DELAY = 1e-2
@@ -66,11 +67,12 @@ def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("numpy-ref")
 
 
+@pytest.mark.parametrize("method", list(METHODS))
 @pytest.mark.parametrize("case", list(CASES))
-def test_numpy_reference_matches_numba_pipeline(workdir, case):
+def test_numpy_reference_matches_numba_pipeline(workdir, case, method):
     path = ensure_recording(workdir, seed=3, **CASES[case])
-    nb = process_recording(path, pe_fraction=0.5, seed=5, options=FIR)
-    ref = process_recording_numpy(path, pe_fraction=0.5, seed=5, options=FIR)
+    nb = process_recording(path, pe_fraction=0.5, seed=5, options=METHODS[method])
+    ref = process_recording_numpy(path, pe_fraction=0.5, seed=5, options=METHODS[method])
     s = nb.summary()
     assert ref["n_symbols_received"] == nb.n_received
     assert ref["n_pe"] == s["n_pe"]

@@ -177,3 +177,35 @@ def test_refine_timing_finds_a_smooth_peak_to_sub_grid_precision():
     seen = []
     refine_timing(lambda t: seen.append(t) or -((t - 3.0) ** 2), 3.0, lower=2.5)
     assert min(seen) >= 2.5
+
+
+def test_segment_phase_uses_absolute_time_with_two_pilots():
+    """The clock probe's carrier phase (a late segment) must combine the pilots on absolute
+    time, as on the head: referencing their oscillators to the segment start rotates the
+    pilots against each other and the combined phasor partly cancels (wrong phase)."""
+    from dsp.acquisition import PilotAcquisition
+    from dsp.pipeline import LinkParameters, _head_phase
+
+    n, n0 = 400_000, 123_457
+    x = _tones(n, (250.3e6, 321.7e6), (400.0, 300.0), seed=5, lw=2e3)
+    link = LinkParameters(sample_rate_hz=FS, pilot_frequencies_hz=(250e6, 321.7e6),
+                          modulation_variance_snu=5.0, efficiency=0.7, detection="heterodyne",
+                          n_symbols=1000, **LINK)
+    z = [np.mean(x[:200_000] * np.exp(-2j * np.pi * f / FS * np.arange(200_000)))
+         for f in (250.3e6, 322.0e6)]
+    w = (1.0 + 0j, np.exp(-1j * np.angle(z[1] / z[0])) * 0.75)   # head-aligned weights
+    pil = PilotAcquisition(frequency_offset_hz=0.3e6, coarse_offset_hz=0.3e6,
+                           pilot_snr_db=(60.0, 60.0), pilot_cn0_dbhz=(100.0, 100.0),
+                           phase_noise_var=1e-3, linewidth_hz=2e3, linewidth_std_hz=1.0,
+                           decimation=64, pilot_weights=w, pilot_amplitudes=(400.0, 300.0))
+    carrier = design_pilot_filter(FS, phase_noise_var=1e-3, acq_decimation=64,
+                                  linewidth_hz=2e3, method="kalman-rts")
+    t_full, dt, ph_full = _head_phase(x, link, pil, carrier)
+    t_seg, dt2, ph_seg = _head_phase(x[n0:], link, pil, carrier, first_sample=n0)
+    assert dt2 == dt
+    # the segment grid (relative to x[n0]) sits on the full grid shifted by n0
+    j = np.round((t_seg + n0 - t_full) / dt).astype(int)
+    assert abs(t_seg + n0 - (t_full + j * dt)) < 1e-9
+    a, b = ph_full[j + 200:j + 2000], ph_seg[200:2000]
+    d = (a - b) - np.round((a - b).mean() / (2 * np.pi)) * 2 * np.pi
+    assert np.std(d) < 0.05 and abs(np.mean(d)) < 0.05

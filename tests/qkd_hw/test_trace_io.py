@@ -116,6 +116,23 @@ def test_iter_chunks_reuse_buffer_shares_memory(tmp_path):
     np.testing.assert_array_equal(np.concatenate(rest), data["shot_noise"])
 
 
+def test_iter_chunks_rotating_buffers_keep_the_previous_chunk(tmp_path):
+    """reuse_buffer=2 (one read-ahead): a chunk stays intact while the next one is read."""
+    p = tmp_path / "c.h5"
+    data = write_raw_trace(p, n=10_000)
+    with TraceReader(p) as r:
+        it = r.iter_chunks("shot_noise", 3000, reuse_buffer=2)
+        chunks = [next(it), next(it)]
+        assert not np.shares_memory(chunks[0], chunks[1])
+        np.testing.assert_array_equal(chunks[0], data["shot_noise"][:3000])
+        third = next(it)
+        assert np.shares_memory(third, chunks[0])
+        np.testing.assert_array_equal(chunks[1], data["shot_noise"][3000:6000])
+        np.testing.assert_array_equal(third, data["shot_noise"][6000:9000])
+        with pytest.raises(ValueError, match="reuse_buffer"):
+            r.iter_chunks("shot_noise", 3000, reuse_buffer=-1)
+
+
 def test_read_ranges_are_strict(shared_traces):
     with TraceReader(shared_traces["pristine"]) as r:
         n = r.adc["signal"].length
