@@ -496,6 +496,63 @@ class NoiseMeter:
                           n_symbols=self.count)
 
 
+class PilotStage:
+    """Pilot down-conversion and carrier tracker over the signal stream, apart from the
+    matched filter: ``push(chunk)`` returns the tracker's ``(j0, phases)`` for the blocks that
+    became final, ``flush()`` the rest. Keeps only the samples of the last incomplete pilot
+    block (copied: the caller may reuse the chunk's memory), so the sample buffer of the
+    matched filter need not hold samples for it. (Running it one chunk ahead in the reader
+    thread was measured: no gain on 2 cores, where every kernel already uses both.)"""
+
+    def __init__(self, acq: Acquisition) -> None:
+        self.acq = acq
+        self.link = acq.link
+        self.D = acq.carrier.decimation
+        self.tracker = PhaseTracker(acq.carrier)
+        self.n_end = 0
+        self.j_next = 0
+        self._tail: np.ndarray | None = None   # samples [j_next D, n_end)
+        #: wall seconds in "pilot" (down-conversion) and "phase" (tracker)
+        self.seconds = {"pilot": 0.0, "phase": 0.0}
+
+    def _z(self, x: np.ndarray, n0: int, j0: int, nj: int) -> np.ndarray:
+        return _combined_pilot(x, self.link, self.acq.pilot, self.acq.pilot.frequency_offset_hz,
+                               self.D, n0, j0, nj)
+
+    def push(self, chunk: np.ndarray) -> tuple[int, np.ndarray]:
+        chunk = np.asarray(chunk)
+        t0 = time.perf_counter()
+        D, n0 = self.D, self.n_end
+        n1 = n0 + chunk.shape[0]
+        if self._tail is None:
+            self._tail = chunk[:0].copy()
+        j, j_av = self.j_next, n1 // D
+        parts = []
+        if j < j_av and j * D < n0:      # the block across the chunk border
+            parts.append(self._z(np.concatenate([self._tail, chunk[:(j + 1) * D - n0]]),
+                                 j * D, j, 1))
+            j += 1
+        if j < j_av:
+            parts.append(self._z(chunk, n0, j, j_av - j))
+        start = j_av * D
+        self._tail = (chunk[start - n0:].copy() if start >= n0
+                      else np.concatenate([self._tail, chunk]))
+        self.j_next, self.n_end = j_av, n1
+        z = (parts[0] if len(parts) == 1 else
+             np.concatenate(parts) if parts else np.empty(0, np.complex128))
+        t1 = time.perf_counter()
+        out = self.tracker.push(z)
+        self.seconds["pilot"] += t1 - t0
+        self.seconds["phase"] += time.perf_counter() - t1
+        return out
+
+    def flush(self) -> tuple[int, np.ndarray]:
+        t0 = time.perf_counter()
+        out = self.tracker.flush()
+        self.seconds["phase"] += time.perf_counter() - t0
+        return out
+
+
 class SignalStream:
     """Streaming pass over the signal capture: ``feed(chunk)`` returns ``(k0, y)`` with Bob's
     pilot-corrected matched-filter outputs of tx symbols ``k0 .. k0+len(y)-1`` (ADC-code units,
@@ -503,6 +560,10 @@ class SignalStream:
 
     With ``clock_tracking`` the symbol instants follow a data-aided timing loop updated once per
     fixed block of ``timing_block`` symbols (so the result does not depend on the chunking).
+
+    The carrier phase comes from ``self.pilot`` (a ``PilotStage``): ``feed`` pushes the chunk
+    through it; a caller that ran ``pilot.push(chunk)`` itself, e.g. ahead in another thread,
+    passes its result to ``feed_prepared(chunk, result)`` instead (same numbers).
     """
 
     def __init__(self, acq: Acquisition, alice: Callable[[int, int], np.ndarray] | None = None,
@@ -510,9 +571,8 @@ class SignalStream:
         self.acq = acq
         self.link = acq.link
         self.buf = _SampleBuffer()
-        self.tracker = PhaseTracker(acq.carrier)
+        self.pilot = PilotStage(acq)
         self.D = acq.carrier.decimation
-        self.j_next = 0
         self.ph = np.empty(0)
         self.ph_j0 = 0
         self.k_next = 0
@@ -526,35 +586,32 @@ class SignalStream:
         self._fit_n = 0
         self._fit = (0.0, 0.0, 0.0, 0.0)
         self.samples = 0
-        #: wall seconds spent in "pilot" (down-conversion), "phase" (tracker), "matched_filter"
-        #: and "timing" (timing-loop fits), for profiling
-        self.stage_seconds = {"pilot": 0.0, "phase": 0.0, "matched_filter": 0.0, "timing": 0.0}
+        self._seconds = {"matched_filter": 0.0, "timing": 0.0}
 
     def _phase_grid(self):
         D = self.D
         return (self.ph_j0 * D + (D - 1) / 2, float(D), self.ph)
 
+    @property
+    def stage_seconds(self) -> dict[str, float]:
+        """Wall seconds in "pilot" (down-conversion), "phase" (tracker), "matched_filter" and
+        "timing" (timing-loop fits), for profiling (the first two may have run in another
+        thread, overlapping the others)."""
+        return {**self.pilot.seconds, **self._seconds}
+
     def feed(self, chunk: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        return self.feed_prepared(chunk, self.pilot.push(chunk))
+
+    def feed_prepared(self, chunk: np.ndarray,
+                      phase: tuple[int, np.ndarray]) -> list[tuple[int, np.ndarray]]:
+        """``feed`` with ``phase = self.pilot.push(chunk)`` already computed (in order)."""
         self.buf.append(chunk)
         self.samples += np.asarray(chunk).shape[0]
-        D = self.D
-        j_avail = self.buf.n_end // D
-        if j_avail > self.j_next:
-            t0 = time.perf_counter()
-            z = _combined_pilot(self.buf.data, self.link, self.acq.pilot,
-                                self.acq.pilot.frequency_offset_hz, D, self.buf.n0, self.j_next,
-                                j_avail - self.j_next)
-            self.j_next = j_avail
-            t1 = time.perf_counter()
-            self._append_phase(*self.tracker.push(z))
-            self.stage_seconds["pilot"] += t1 - t0
-            self.stage_seconds["phase"] += time.perf_counter() - t1
+        self._append_phase(*phase)
         return self._emit(final=False)
 
     def finish(self) -> list[tuple[int, np.ndarray]]:
-        t0 = time.perf_counter()
-        self._append_phase(*self.tracker.flush())
-        self.stage_seconds["phase"] += time.perf_counter() - t0
+        self._append_phase(*self.pilot.flush())
         return self._emit(final=True)
 
     def _append_phase(self, j0: int, ph: np.ndarray) -> None:
@@ -617,11 +674,11 @@ class SignalStream:
                                   tau0=self.tau, period=self.period, k_start=k0, count=k1 - k0,
                                   phase=self._phase_grid(),
                                   first_order=self.acq.options.first_order_phase)
-            self.stage_seconds["matched_filter"] += time.perf_counter() - t0
+            self._seconds["matched_filter"] += time.perf_counter() - t0
             if track:
                 t0 = time.perf_counter()
                 self._collect_timing(k0, k1, y)
-                self.stage_seconds["timing"] += time.perf_counter() - t0
+                self._seconds["timing"] += time.perf_counter() - t0
             if self.acq.sync.inverted:
                 y = np.conj(y)
             out.append((k0, y))
@@ -629,11 +686,10 @@ class SignalStream:
             if track and k1 % self.timing_block == 0 and k1 < self.link.n_symbols:
                 t0 = time.perf_counter()
                 self._update_timing(k1)
-                self.stage_seconds["timing"] += time.perf_counter() - t0
+                self._seconds["timing"] += time.perf_counter() - t0
         if self.k_next < self.link.n_symbols:
             lo, _ = symbol_sample_range(self.acq.bank, self.tau - 0.5, self.period, self.k_next)
-            keep = min(lo, self.j_next * self.D)
-            self.buf.trim(keep)
+            self.buf.trim(lo)
             jk = int((lo - (self.D - 1) / 2) // self.D) - 2
             cut = min(max(jk - self.ph_j0, 0), max(self.ph.shape[0] - 2, 0))
             if cut:
