@@ -54,7 +54,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import lfilter
 
 from dsp.acquisition import refine_timing
-from dsp.carrier import PilotFilterDesign, design_pilot_filter
+from dsp.carrier import PilotFilterDesign, design_pilot_filter, pilot_block_guard
 from dsp.pe import disclosed_mask
 from dsp.pipeline import TIMING_GAINS, TIMING_STRIDE, ReceiverOptions
 from dsp.rrc import MatchedFilterBank, rrc_frequency_response
@@ -707,7 +707,11 @@ def process_recording_numpy(path: str | os.PathLike[str], *, pe_fraction: float 
                                       method=opt.phase_method,
                                       bandwidth_hz=opt.pilot_bandwidth_hz,
                                       linewidth_floor_hz=opt.linewidth_floor_hz,
-                                      max_window_s=opt.max_pilot_window_s)
+                                      max_window_s=opt.max_pilot_window_s,
+                                      min_block_samples=pilot_block_guard(
+                                          link.fs, pilot_frequencies_hz=link.pilots,
+                                          signal_frequency_hz=link.f_sig, symbol_rate_hz=link.rs,
+                                          rolloff=link.rolloff))
         if carrier.method != "fir":
             # observation noise measured at the tracker's own block length (as the pipeline)
             Dk = carrier.decimation

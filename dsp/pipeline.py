@@ -32,7 +32,13 @@ from dsp.acquisition import (
     check_search_range,
     synchronise,
 )
-from dsp.carrier import PHASE_METHODS, PhaseTracker, PilotFilterDesign, design_pilot_filter
+from dsp.carrier import (
+    PHASE_METHODS,
+    PhaseTracker,
+    PilotFilterDesign,
+    design_pilot_filter,
+    pilot_block_guard,
+)
 from dsp.errors import DspLockError
 from dsp.kernels import cdot, matched_filter_at, pilot_decimate, symbol_sample_range
 from dsp.rrc import MatchedFilterBank
@@ -246,7 +252,11 @@ def acquire(head: np.ndarray, alice: np.ndarray, link: LinkParameters,
                                   acq_decimation=pilot.decimation, linewidth_hz=pilot.linewidth_hz,
                                   method=opt.phase_method, bandwidth_hz=opt.pilot_bandwidth_hz,
                                   linewidth_floor_hz=opt.linewidth_floor_hz,
-                                  max_window_s=opt.max_pilot_window_s)
+                                  max_window_s=opt.max_pilot_window_s,
+                                  min_block_samples=pilot_block_guard(
+                                      fs, pilot_frequencies_hz=link.pilot_frequencies_hz,
+                                      signal_frequency_hz=link.signal_frequency_hz,
+                                      symbol_rate_hz=link.symbol_rate_hz, rolloff=link.rolloff))
     if carrier.method != "fir":
         carrier = _kalman_noise(head, link, pilot, carrier)
     mixer = link.signal_frequency_hz + pilot.frequency_offset_hz

@@ -92,6 +92,32 @@ def test_filter_design_is_the_optimum():
                             method="pll")
 
 
+def test_kalman_pilot_blocks_keep_the_quantum_band_beyond_the_first_null():
+    from dsp.carrier import pilot_block_guard
+
+    # band 300 MHz +- 140 MHz (200 MBd, roll-off 0.4), pilot 480 MHz: 40 MHz gap -> D >= 50
+    g = pilot_block_guard(2e9, pilot_frequencies_hz=(480e6,), signal_frequency_hz=300e6,
+                          symbol_rate_hz=200e6, rolloff=0.4)
+    assert g == 50
+    # the nearest of two pilots counts, below or above the band
+    assert pilot_block_guard(1e9, pilot_frequencies_hz=(250e6, 320e6), signal_frequency_hz=150e6,
+                             symbol_rate_hz=100e6, rolloff=0.2) == 25
+    assert pilot_block_guard(1e9, pilot_frequencies_hz=(470e6, 200e6), signal_frequency_hz=400e6,
+                             symbol_rate_hz=50e6, rolloff=0.2) == math.ceil(1e9 / (70e6 - 30e6))
+    # a 10 kHz line with a strong pilot: the boxcar optimum is ~40 ns -> D = 8 for "fir";
+    # the Kalman blocks are lengthened to the guard, but never beyond the filter duration
+    kw = dict(phase_noise_var=2e-4, acq_decimation=64, linewidth_hz=1e4)
+    fir = design_pilot_filter(2e9, method="fir", min_block_samples=50, **kw)
+    kal = design_pilot_filter(2e9, method="kalman-rts", min_block_samples=50, **kw)
+    capped = design_pilot_filter(2e9, method="kalman-rts", min_block_samples=10**6, **kw)
+    tau_samples = math.sqrt(12 * 2e-4 * 64 / 2e9 / (2 * math.pi * 1e4)) * 2e9
+    assert fir.decimation < 50 and kal.decimation == 50
+    assert capped.decimation == round(tau_samples)
+    # the Kalman variances follow the block length
+    assert kal.q == pytest.approx(2 * math.pi * 1e4 * 50 / 2e9)
+    assert kal.r == pytest.approx(2e-4 * 64 / 50)
+
+
 def test_options_validated():
     with pytest.raises(ValueError, match="phase_method must be one of"):
         ReceiverOptions(phase_method="magic")
