@@ -262,62 +262,116 @@ def _mf_prepare(n0, tau0, period, k0, lo, hi, P, half, cyc_per_sample, ph_t0, ph
         slopes[i] = slope
 
 
+@njit(inline="always", **NJIT)
+def _mac_pair(xa, xb, trp, tip, ntap):
+    # two windows through the same taps: each tap vector is loaded once for both (the
+    # single-window loop is bound by the tap loads). A symbol without a partner passes its
+    # own window twice, so every symbol goes through this very loop: the same rounding
+    # whether or not it was paired (and so for any chunking).
+    ar = np.float32(0.0)
+    ai = np.float32(0.0)
+    br = np.float32(0.0)
+    bi = np.float32(0.0)
+    for m in range(ntap):
+        va = np.float32(xa[m])
+        vb = np.float32(xb[m])
+        t1 = trp[m]
+        t2 = tip[m]
+        ar += t1 * va
+        ai += t2 * va
+        br += t1 * vb
+        bi += t2 * vb
+    return ar, ai, br, bi
+
+
 def _mf_symbols_py(x, n0, tau0, period, k0, nk, P, tre, tim, dre, dim, half, cyc_per_sample,
-                   ph_t0, ph_dt, ph, use_phase, use_slope, out_re, out_im):
+                   ph_t0, ph_dt, ph, use_phase, use_slope, pair, out_re, out_im):
     ntap = 2 * half
     n_tasks = (nk + _MF_TASK - 1) // _MF_TASK
     for task in prange(n_tasks):
         lo = task * _MF_TASK
         hi = min(nk, lo + _MF_TASK)
+        m = hi - lo
         locs = np.empty(_MF_TASK, np.int64)
         phs = np.empty(_MF_TASK, np.int64)
         rot_c = np.empty(_MF_TASK)
         rot_s = np.empty(_MF_TASK)
         slopes = np.empty(_MF_TASK)
+        yre = np.empty(_MF_TASK, np.float32)
+        yim = np.empty(_MF_TASK, np.float32)
         _mf_prepare(n0, tau0, period, k0, lo, hi, P, half, cyc_per_sample, ph_t0, ph_dt, ph,
                     use_phase, locs, phs, rot_c, rot_s, slopes)
-        for k in range(lo, hi):
-            i = k - lo
-            loc = locs[i]
-            p = phs[i]
-            xs = x[loc:loc + ntap]
-            trp = tre[p]
-            tip = tim[p]
-            if use_slope:
+        if use_slope:
+            for i in range(m):
+                p = phs[i]
+                xs = x[locs[i]:locs[i] + ntap]
+                trp = tre[p]
+                tip = tim[p]
                 drp = dre[p]
                 dip = dim[p]
                 ar = np.float32(0.0)
                 ai = np.float32(0.0)
                 br = np.float32(0.0)
                 bi = np.float32(0.0)
-                for m in range(ntap):
-                    v = np.float32(xs[m])
-                    ar += trp[m] * v
-                    ai += tip[m] * v
-                    br += drp[m] * v
-                    bi += dip[m] * v
+                for j in range(ntap):
+                    v = np.float32(xs[j])
+                    ar += trp[j] * v
+                    ai += tip[j] * v
+                    br += drp[j] * v
+                    bi += dip[j] * v
                 # Y0 + j slope Y1 (first-order phase correction inside the window)
-                yr = ar - slopes[i] * bi
-                yi = ai + slopes[i] * br
-            else:
+                yre[i] = ar - slopes[i] * bi
+                yim[i] = ai + slopes[i] * br
+        elif pair:
+            i = 0
+            while i < m:
+                p = phs[i]
+                # partners: absolute symbol index even with the next one, same polyphase
+                # index (the pairing then does not depend on where a call or task starts);
+                # one call site, so the compiler cannot specialise the self-paired case
+                j = i + 1 if ((k0 + lo + i) % 2 == 0 and i + 1 < m and phs[i + 1] == p) else i
+                ar, ai, br, bi = _mac_pair(x[locs[i]:locs[i] + ntap],
+                                           x[locs[j]:locs[j] + ntap], tre[p], tim[p], ntap)
+                yre[j] = br
+                yim[j] = bi
+                yre[i] = ar     # after j: a self-paired symbol keeps its "a" sums
+                yim[i] = ai
+                i = j + 1
+        else:
+            for i in range(m):
+                p = phs[i]
+                xs = x[locs[i]:locs[i] + ntap]
+                trp = tre[p]
+                tip = tim[p]
                 ar = np.float32(0.0)
                 ai = np.float32(0.0)
-                for m in range(ntap):
-                    v = np.float32(xs[m])
-                    ar += trp[m] * v
-                    ai += tip[m] * v
-                yr = ar
-                yi = ai
+                for j in range(ntap):
+                    v = np.float32(xs[j])
+                    ar += trp[j] * v
+                    ai += tip[j] * v
+                yre[i] = ar
+                yim[i] = ai
+        for i in range(m):
+            yr = yre[i]
+            yi = yim[i]
             c = rot_c[i]
             s = rot_s[i]
-            out_re[k] = yr * c - yi * s
-            out_im[k] = yr * s + yi * c
+            out_re[lo + i] = yr * c - yi * s
+            out_im[lo + i] = yr * s + yi * c
 
 
 # one body, two compilations: parallel for the streaming pass, serial for the many small
 # calls (timing fits) where waking the thread pool costs more than the work
 _mf_symbols = njit(**NJIT_PARALLEL)(_mf_symbols_py)
 _mf_symbols_serial = njit(**NJIT)(_mf_symbols_py)
+
+
+def _pairs_share_taps(bank: MatchedFilterBank, period: float) -> bool:
+    """Whether consecutive symbols mostly use the same polyphase row (the period is within
+    1/(8 n_phases) sample of an integer: the row then changes every >= 8 symbols), so that the
+    matched filter runs them in pairs. A property of the link, not of the chunking."""
+    frac = abs(period - round(period))
+    return frac * bank.n_phases * 8 <= 1.0
 
 
 def symbol_sample_range(bank: MatchedFilterBank, tau0: float, period: float, k: int) -> tuple:
@@ -382,9 +436,9 @@ def matched_filter_at(x: np.ndarray, bank: MatchedFilterBank, *, first_sample: i
         use = True
     kernel = _mf_symbols if parallel else _mf_symbols_serial
     kernel(x, n0, float(tau0), float(period), k0, nk, bank.n_phases, bank.taps_re,
-                bank.taps_im, bank.dtaps_re, bank.dtaps_im, bank.half,
-                bank.mixer_cycles_per_sample, ph_t0, ph_dt, ph, use, bool(first_order and use),
-                out_re, out_im)
+           bank.taps_im, bank.dtaps_re, bank.dtaps_im, bank.half, bank.mixer_cycles_per_sample,
+           ph_t0, ph_dt, ph, use, bool(first_order and use), _pairs_share_taps(bank, period),
+           out_re, out_im)
     out = np.empty(nk, np.complex64)
     out.real = out_re
     out.imag = out_im

@@ -312,3 +312,26 @@ def test_rts_blocks_equal_blockwise_rts():
     np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="forward estimates"):
         rts_smooth_blocks(f[:L], p[:L], q, L, 1)
+
+
+def test_matched_filter_pairs_do_not_depend_on_call_boundaries():
+    """At (near-)integer samples per symbol the kernel runs symbol pairs through shared taps;
+    a symbol must come out bit-identical whether it was paired or not, i.e. for any split of
+    the symbols into calls (the streaming pass splits them by chunk)."""
+    from dsp.kernels import _pairs_share_taps
+
+    bank = MatchedFilterBank(samples_per_symbol=10.0, rolloff=0.2, span_symbols=16,
+                             n_phases=256, mixer_cycles_per_sample=0.17)
+    x = _adc(60_000, np.int16)
+    ph = np.cumsum(RNG.normal(0, 0.02, 3000))
+    period = 10.0 * (1 + 1e-6)
+    assert _pairs_share_taps(bank, period) and not _pairs_share_taps(bank, 10.0 * 1.001)
+    kw = dict(first_sample=0, tau0=bank.half + 1.25, period=period, phase=(3.5, 20.0, ph))
+    n = 5000
+    whole = matched_filter_at(x, bank, k_start=0, count=n, **kw)
+    for cut in (1, 777, 2047, 2048, 2049, 4001):
+        parts = [matched_filter_at(x, bank, k_start=0, count=cut, **kw),
+                 matched_filter_at(x, bank, k_start=cut, count=n - cut, **kw)]
+        np.testing.assert_array_equal(np.concatenate(parts), whole)
+    serial = matched_filter_at(x, bank, k_start=3, count=n - 3, parallel=False, **kw)
+    np.testing.assert_array_equal(serial, whole[3:])
