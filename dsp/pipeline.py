@@ -440,11 +440,10 @@ class _SampleBuffer:
             st = np.empty(max(need, 2 * chunk.shape[0]), chunk.dtype)
             st[:tail.shape[0]] = tail
             self._store = st
-        elif tail.shape[0]:
-            # the tail is a view into the store: move it to the front (may overlap)
-            off = tail.__array_interface__["data"][0] - st.__array_interface__["data"][0]
-            if off:
-                st[:tail.shape[0]] = tail.copy() if off < tail.nbytes else tail
+        elif tail.shape[0] and not np.shares_memory(tail, st[:1]):
+            # the tail is a view into the store: move it to the front (numpy copies
+            # overlapping ranges correctly)
+            st[:tail.shape[0]] = tail
         st[tail.shape[0]:need] = chunk
         self.data = st[:need]
         self.n_end += chunk.shape[0]

@@ -235,3 +235,25 @@ def test_segment_phase_uses_absolute_time_with_two_pilots():
     a, b = ph_full[j + 200:j + 2000], ph_seg[200:2000]
     d = (a - b) - np.round((a - b).mean() / (2 * np.pi)) * 2 * np.pi
     assert np.std(d) < 0.05 and abs(np.mean(d)) < 0.05
+
+
+def test_sample_buffer_keeps_exactly_the_untrimmed_samples():
+    """The stream's overlap-save buffer reuses one backing array (tail moved to the front,
+    possibly overlapping): after any sequence of appends and trims it holds samples
+    [n0, n_end) of the stream, and it copies the chunks (their memory may be reused)."""
+    from dsp.pipeline import _SampleBuffer
+
+    rng = np.random.default_rng(9)
+    x = rng.integers(-2000, 2000, 400_000).astype(np.int16)
+    buf, pos = _SampleBuffer(), 0
+    for n in (5000, 7000, 30_000, 1, 100, 50_000, 20_000, 120_000, 87_900):
+        chunk = x[pos:pos + n].copy()
+        buf.append(chunk)
+        chunk[:] = 0                      # the caller reuses its chunk memory
+        pos += n
+        np.testing.assert_array_equal(buf.data, x[buf.n0:buf.n_end])
+        buf.trim(buf.n_end - int(rng.integers(0, min(60_000, buf.n_end - buf.n0) + 1)))
+        np.testing.assert_array_equal(buf.data, x[buf.n0:buf.n_end])
+    assert buf.n_end == pos
+    with pytest.raises(ValueError, match="dtype"):
+        buf.append(np.zeros(10, np.float32))
