@@ -15,7 +15,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from dsp.errors import DspLockError
-from dsp.kernels import cdot, matched_filter_at, pilot_decimate
+from dsp.kernels import cdot, matched_filter_at, mix_down, pilot_decimate
 from dsp.rrc import MatchedFilterBank, rrc_frequency_response
 
 __all__ = ["PilotAcquisition", "SyncResult", "acquire_pilot", "check_search_range",
@@ -278,11 +278,7 @@ def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: Matched
     # the coarse search only needs the peak's sample index: single precision and a 5-smooth
     # FFT length (instead of the next power of two) cut its cost ~4x
     nfft = sfft.next_fast_len(n + int(K * period) + 2)
-    nn = np.arange(n)
-    t0, dt, ph = phase
-    bb = (x.astype(np.float64) * np.exp(-1j * (2 * np.pi * mixer_hz / fs * nn
-                                               + np.interp(nn, t0 + dt * np.arange(len(ph)), ph)))
-          ).astype(np.complex64)
+    bb = mix_down(x, fs, frequency_hz=mixer_hz, phase=phase)
     f = sfft.fftfreq(nfft, 1 / fs)
     B = sfft.fft(bb, nfft, workers=-1)
     B *= rrc_frequency_response(f, symbol_rate_hz, rolloff).astype(np.float32)

@@ -15,8 +15,8 @@ from numba import njit, prange
 from dsp._numba_options import NJIT, NJIT_PARALLEL
 from dsp.rrc import MatchedFilterBank
 
-__all__ = ["boxcar_phase", "cdot", "kalman_phase_forward", "matched_filter_at", "pair_moments",
-           "pilot_decimate", "rts_smooth_block",
+__all__ = ["boxcar_phase", "cdot", "kalman_phase_forward", "matched_filter_at", "mix_down",
+           "pair_moments", "pilot_decimate", "rts_smooth_block",
            "rts_smooth_blocks"]
 
 _ADC_DTYPES = (np.int16, np.int8, np.float32)
@@ -442,6 +442,53 @@ def matched_filter_at(x: np.ndarray, bank: MatchedFilterBank, *, first_sample: i
     out = np.empty(nk, np.complex64)
     out.real = out_re
     out.imag = out_im
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# down-conversion of a segment by the mixer and an interpolated carrier phase (synchronisation)
+# --------------------------------------------------------------------------------------------
+@njit(**NJIT_PARALLEL)
+def _mix_down(x, cyc_per_sample, ph_t0, ph_dt, ph, out):
+    n = x.shape[0]
+    nph = ph.shape[0]
+    nthreads = 16
+    per = (n + nthreads - 1) // nthreads
+    for t in prange(nthreads):
+        for i in range(t * per, min(n, (t + 1) * per)):
+            cyc = cyc_per_sample * i
+            cyc -= math.floor(cyc)
+            u = (i - ph_t0) / ph_dt
+            jf = min(max(math.floor(u), 0.0), nph - 2.0)
+            f = min(max(u - jf, 0.0), 1.0)   # np.interp: constant beyond the grid
+            j = int(jf)
+            phi = _TWO_PI * cyc + ph[j] + f * (ph[j + 1] - ph[j])
+            c, s = _sincos(-phi)
+            v = np.float64(x[i])
+            out[i] = complex(v * c, v * s)
+
+
+def mix_down(x: np.ndarray, fs: float, *, frequency_hz: float,
+             phase: tuple[float, float, np.ndarray]) -> np.ndarray:
+    """``x[n] exp(-j (2 pi f n / fs + psi(n)))`` for n = 0 .. len(x)-1, complex64.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n,)
+        ADC codes (int16/int8/float32).
+    fs, frequency_hz : float
+        Sample rate and mixer frequency, Hz.
+    phase : (t0, dt, values)
+        Carrier phase (rad) on the grid ``t0 + i dt`` (samples of ``x``), linearly interpolated
+        and held constant beyond its ends (like ``np.interp``); at least 2 points.
+    """
+    x = _check_adc(x)
+    t0, dt, ph = float(phase[0]), float(phase[1]), np.ascontiguousarray(phase[2], np.float64)
+    if ph.shape[0] < 2 or not dt > 0:
+        raise ValueError(f"phase grid needs >= 2 points and dt > 0, got {ph.shape[0]}, {dt!r}")
+    out = np.empty(x.shape[0], np.complex64)
+    if x.shape[0]:
+        _mix_down(x, float(frequency_hz) / float(fs), t0, dt, ph, out)
     return out
 
 

@@ -335,3 +335,21 @@ def test_matched_filter_pairs_do_not_depend_on_call_boundaries():
         np.testing.assert_array_equal(np.concatenate(parts), whole)
     serial = matched_filter_at(x, bank, k_start=3, count=n - 3, parallel=False, **kw)
     np.testing.assert_array_equal(serial, whole[3:])
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_mix_down_matches_numpy(dtype):
+    from dsp.kernels import mix_down
+
+    x = _adc(50_000, dtype)
+    ph = np.cumsum(RNG.normal(0, 0.3, 1500))
+    t0, dt = 250.5, 28.0           # grid starts inside x and ends before its end: held
+    f, fs = 171.234567e6, 1e9
+    got = mix_down(x, fs, frequency_hz=f, phase=(t0, dt, ph))
+    n = np.arange(x.shape[0])
+    want = x.astype(np.float64) * np.exp(-1j * (2 * np.pi * f / fs * n
+                                                + np.interp(n, t0 + dt * np.arange(1500), ph)))
+    assert got.dtype == np.complex64
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(x).max())
+    with pytest.raises(ValueError, match="2 points"):
+        mix_down(x, fs, frequency_hz=f, phase=(0.0, 1.0, ph[:1]))
