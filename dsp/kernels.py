@@ -228,10 +228,18 @@ _MF_TASK = 2048   # symbols per task: the per-symbol bookkeeping runs as vector 
 
 
 @njit(inline="always", **NJIT)
+def _grid_segment(u, nph):
+    """Segment j and fraction f of a linear interpolation at grid coordinate u on a grid of
+    nph >= 2 points, held constant beyond its ends (like ``np.interp``)."""
+    jf = min(max(math.floor(u), 0.0), nph - 2.0)
+    return int(jf), min(max(u - jf, 0.0), 1.0)
+
+
+@njit(inline="always", **NJIT)
 def _mf_prepare(n0, tau0, period, k0, lo, hi, P, half, cyc_per_sample, ph_t0, ph_dt, ph,
                 use_phase, locs, phs, rot_c, rot_s, slopes):
-    # instants, polyphase index, mixer + carrier phase of symbols [lo, hi): no reductions and
-    # no data-dependent branches, so the loop vectorises (gathers for the phase grid)
+    # instants, polyphase index, mixer + carrier phase of symbols [lo, hi), in a loop of its
+    # own ahead of the multiply-adds (it stays scalar: int conversions and the grid lookup)
     nph = ph.shape[0]
     for k in range(lo, hi):
         t = tau0 + (k0 + k) * period
@@ -246,11 +254,7 @@ def _mf_prepare(n0, tau0, period, k0, lo, hi, P, half, cyc_per_sample, ph_t0, ph
         phi = -_TWO_PI * cyc
         slope = 0.0
         if use_phase:
-            u = (nc + p / P - ph_t0) / ph_dt
-            jf = math.floor(u)
-            jf = min(max(jf, 0.0), nph - 2.0)
-            f = min(max(u - jf, 0.0), 1.0)
-            j = int(jf)
+            j, f = _grid_segment((nc + p / P - ph_t0) / ph_dt, nph)
             phi -= ph[j] + f * (ph[j + 1] - ph[j])
             slope = (ph[j + 1] - ph[j]) / ph_dt          # rad per sample
         c, s = _sincos(phi)
@@ -458,10 +462,7 @@ def _mix_down(x, cyc_per_sample, ph_t0, ph_dt, ph, out):
         for i in range(t * per, min(n, (t + 1) * per)):
             cyc = cyc_per_sample * i
             cyc -= math.floor(cyc)
-            u = (i - ph_t0) / ph_dt
-            jf = min(max(math.floor(u), 0.0), nph - 2.0)
-            f = min(max(u - jf, 0.0), 1.0)   # np.interp: constant beyond the grid
-            j = int(jf)
+            j, f = _grid_segment((i - ph_t0) / ph_dt, nph)
             phi = _TWO_PI * cyc + ph[j] + f * (ph[j + 1] - ph[j])
             c, s = _sincos(-phi)
             v = np.float64(x[i])
