@@ -54,7 +54,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import lfilter
 
 from dsp.acquisition import refine_timing
-from dsp.carrier import PilotFilterDesign, design_pilot_filter, pilot_block_guard
+from dsp.carrier import PilotFilterDesign, design_pilot_filter, pilot_block_guard, rts_lengths
 from dsp.pe import disclosed_mask
 from dsp.pipeline import TIMING_GAINS, TIMING_STRIDE, ReceiverOptions
 from dsp.rrc import MatchedFilterBank, rrc_frequency_response
@@ -174,11 +174,12 @@ class KalmanRts:
     Kalman filter's variance recursion runs step by step until its gain is constant (a few
     dozen steps), after which filter and RTS smoother are first-order IIR filters
     (``scipy.signal.lfilter``) on the unwrapped pilot phase; RTS over the same fixed blocks
-    of ``rts_block`` with one block of look-ahead. ``push(z)`` / ``flush()`` return
+    of ``rts_block`` with ``rts_lookahead`` blocks of look-ahead. ``push(z)`` / ``flush()`` return
     ``(j0, phases)`` like the pipeline's tracker."""
 
     def __init__(self, carrier: PilotFilterDesign) -> None:
         self.q, self.r, self.L = carrier.q, carrier.r, carrier.rts_block
+        self.H = carrier.rts_lookahead
         self.smooth = carrier.method == "kalman-rts"
         self.state: tuple[float, float] | None = None
         self.steady = False
@@ -258,8 +259,10 @@ class KalmanRts:
             nb = (self.n_in // L) - 1 - (j0 // L)
             if nb <= 0:
                 return j0, np.empty(0)
-            out = np.concatenate([self._rts(i * L, (i + 2) * L, self.phi_f[(i + 2) * L - 1])
-                                  [:L] for i in range(nb)])
+            H = self.H
+            out = np.concatenate([self._rts(i * L, (i + 1) * L + H,
+                                            self.phi_f[(i + 1) * L + H - 1])[:L]
+                                  for i in range(nb)])
         self.n_out = j0 + out.shape[0]
         self.phi_f = self.phi_f[out.shape[0]:]
         self.p_f = self.p_f[out.shape[0]:]
@@ -718,9 +721,8 @@ def process_recording_numpy(path: str | os.PathLike[str], *, pe_fraction: float 
             ph_k = np.unwrap(np.angle(combined_pilot(head, link, pil, Dk, 0, 0,
                                                      head.shape[0] // Dk)))
             rk = max(_structure_fit(ph_k, 16)[0], 1e-12)
-            tc = math.sqrt(rk / carrier.q)
-            carrier = replace(carrier, r=rk,
-                              rts_block=int(min(max(1024, 16 * math.ceil(tc)), 1 << 18)))
+            block, lookahead = rts_lengths(carrier.q, rk)
+            carrier = replace(carrier, r=rk, rts_block=block, rts_lookahead=lookahead)
         mixer = link.f_sig + pil["offset"]
         tp = Taps(MatchedFilterBank(samples_per_symbol=sps, rolloff=link.rolloff,
                                     span_symbols=span, n_phases=opt.n_phases,

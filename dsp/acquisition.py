@@ -278,24 +278,34 @@ def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: Matched
     # the coarse search only needs the peak's sample index: single precision and a 5-smooth
     # FFT length (instead of the next power of two) cut its cost ~4x
     nfft = sfft.next_fast_len(n + int(K * period) + 2)
-    bb = mix_down(x, fs, frequency_hz=mixer_hz, phase=phase)
-    f = sfft.fftfreq(nfft, 1 / fs)
-    B = sfft.fft(bb, nfft, workers=-1)
-    B *= rrc_frequency_response(f, symbol_rate_hz, rolloff).astype(np.float32)
+    # both forward transforms (head, reference) in one batched call and both inverse ones
+    # (direct, spectrally inverted) in another: pocketfft runs the rows of a batch on
+    # separate threads, a single 1-D transform on one
+    buf = np.zeros((2, nfft), np.complex64)
+    mix_down(x, fs, frequency_hz=mixer_hz, phase=phase, out=buf[0, :n])
     pos = np.arange(K) * period
     i0 = np.floor(pos).astype(np.int64)
     w1 = pos - i0
-    ref = np.zeros(nfft, np.complex64)
-    np.add.at(ref, i0, alice * (1 - w1))
-    np.add.at(ref, i0 + 1, alice * w1)
-    R = sfft.fft(ref, workers=-1)
+    np.add.at(buf[1], i0, alice * (1 - w1))
+    np.add.at(buf[1], i0 + 1, alice * w1)
+    spec = sfft.fft(buf, axis=-1, workers=2, overwrite_x=True)
+    B, R = spec[0], spec[1]
+    # matched filter (exact RRC) and correlation on the band's bins only: the rest is 0
+    w = symbol_rate_hz * (1 + rolloff) / 2
+    nb = min(math.ceil(w / fs * nfft) + 1, nfft // 2)
+    band = np.r_[0:nb + 1, nfft - nb:nfft]
+    f_band = np.where(band <= nfft // 2, band, band - nfft) * (fs / nfft)   # fftfreq's bins
+    hb = rrc_frequency_response(f_band, symbol_rate_hz, rolloff).astype(np.float32)
+    cross = np.zeros((2, nfft), np.complex64)
+    bb_band = B[band] * hb
+    cross[0, band] = bb_band * np.conj(R[band])
+    # FFT of conj(ref) at bin k is conj(R[-k mod N]): no second forward transform
+    cross[1, band] = bb_band * R[(-band) % nfft]
+    corr = sfft.ifft(cross, axis=-1, workers=2, overwrite_x=True)
+    lags = min(int(max_delay), n - 1) + 1
     best = None
     for inverted in (False, True):
-        # FFT of conj(ref) is conj(R[-k mod N]): no second transform
-        Rk = np.conj(np.roll(R[::-1], 1)) if inverted else R
-        c = sfft.ifft(B * np.conj(Rk), workers=-1)
-        lags = min(int(max_delay), n - 1) + 1
-        p = np.abs(c[:lags]) ** 2
+        p = np.abs(corr[int(inverted), :lags]) ** 2
         j = int(np.argmax(p))
         guard = math.ceil(2 * period)
         side = np.concatenate([p[:max(j - guard, 0)], p[j + guard + 1:]])

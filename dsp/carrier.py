@@ -36,7 +36,7 @@ import numpy as np
 from dsp.kernels import boxcar_phase, kalman_phase_forward, rts_smooth_block, rts_smooth_blocks
 
 __all__ = ["PHASE_METHODS", "PhaseTracker", "PilotFilterDesign", "design_pilot_filter",
-           "pilot_block_guard", "pilot_leakage_floor"]
+           "pilot_block_guard", "pilot_leakage_floor", "rts_lengths"]
 
 PHASE_METHODS = ("fir", "kalman", "kalman-rts")
 #: the boxcar tracker's sliding sums restart at multiples of this many blocks (chunk invariance)
@@ -50,7 +50,8 @@ class PilotFilterDesign:
 
     decimation : samples per pilot block D; window : boxcar length in blocks (odd, ``"fir"``);
     q, r : Kalman process / observation variances per block (rad^2); rts_block : RTS block
-    length in blocks; tau_s : filter duration (s); bandwidth_hz : 1/tau;
+    length in blocks; rts_lookahead : blocks of look-ahead of each block's backward pass
+    (``rts_lengths``); tau_s : filter duration (s); bandwidth_hz : 1/tau;
     predicted_phase_var : expected phase-error variance (rad^2) of the boxcar at this tau.
     """
 
@@ -60,6 +61,7 @@ class PilotFilterDesign:
     q: float
     r: float
     rts_block: int
+    rts_lookahead: int
     tau_s: float
     bandwidth_hz: float
     predicted_phase_var: float
@@ -86,6 +88,23 @@ def pilot_block_guard(fs: float, *, pilot_frequencies_hz, signal_frequency_hz: f
     gaps = [abs(fp - signal_frequency_hz) - edge for fp in pilot_frequencies_hz]
     gap = max(min(gaps), fs / 4096)
     return math.ceil(fs / gap)
+
+
+def rts_lengths(q: float, r: float) -> tuple[int, int]:
+    """RTS block length and look-ahead (blocks) for the Kalman variances q, r.
+
+    With ``tc = sqrt(r / q)`` blocks (the smoother's time constant): blocks of
+    ``16 tc`` clipped to [1024, 2^18] (long enough that the per-call overhead vanishes), and a
+    look-ahead of ``16 tc`` blocks, at least 64 and at most one block. Each block's backward
+    pass starts from the FORWARD estimate that far after it; the smoother forgets that start
+    by the factor ``c = p / (p + q) ~ 1 - 1/tc`` per step, i.e. by ``e^-16`` (``~1e-9`` rad for a
+    start error of the filter's ~0.03 rad) or less. A whole block of look-ahead, as before,
+    doubled the smoother's work when tc is short (strong pilot: tc ~ 2 blocks)."""
+    tc = math.sqrt(r / q) if q > 0 else math.inf
+    if not math.isfinite(tc):
+        return 1 << 18, 1 << 18
+    block = int(min(max(1024, 16 * math.ceil(tc)), 1 << 18))
+    return block, int(min(block, max(64, 16 * math.ceil(tc))))
 
 
 def design_pilot_filter(fs: float, *, phase_noise_var: float, acq_decimation: int,
@@ -135,10 +154,10 @@ def design_pilot_filter(fs: float, *, phase_noise_var: float, acq_decimation: in
     tau_eff = M * D / fs
     q = dphi * D / fs
     r = phase_noise_var * acq_decimation / D
-    tc = math.sqrt(r / q)
-    rts_block = int(min(max(1024, 16 * math.ceil(tc)), 1 << 18))
+    rts_block, rts_lookahead = rts_lengths(q, r)
     return PilotFilterDesign(method=method, decimation=D, window=M, q=q, r=r,
-                             rts_block=rts_block, tau_s=tau_eff, bandwidth_hz=1 / tau_eff,
+                             rts_block=rts_block, rts_lookahead=rts_lookahead, tau_s=tau_eff,
+                             bandwidth_hz=1 / tau_eff,
                              predicted_phase_var=c_n / tau_eff + dphi * tau_eff / 12,
                              linewidth_used_hz=lw)
 
@@ -255,14 +274,15 @@ class PhaseTracker:
             self._p_f = np.empty(0)
             self._f0 = self.n_in
             return self._emit(j0, out, unwrap=False)
-        # finalise whole blocks b with forward data up to the end of block b+1
+        # finalise whole blocks b with forward data up to the end of block b+1 (the backward
+        # pass itself starts rts_lookahead <= L blocks after block b)
         nb = (self.n_in // L) - 1 - (j0 // L)
         if nb <= 0:
             return j0, np.empty(0)
         # blocks of L starting at n_out (== _f0: the forward buffer starts at the first
         # unfinished output)
         assert self._f0 == self.n_out
-        out = rts_smooth_blocks(self._phi_f, self._p_f, d.q, L, nb)
+        out = rts_smooth_blocks(self._phi_f, self._p_f, d.q, L, nb, lookahead=d.rts_lookahead)
         res = self._emit(j0, out, unwrap=False)
         cut = self.n_out - self._f0
         self._phi_f = self._phi_f[cut:]

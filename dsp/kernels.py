@@ -15,7 +15,8 @@ from numba import njit, prange
 from dsp._numba_options import NJIT, NJIT_PARALLEL
 from dsp.rrc import MatchedFilterBank
 
-__all__ = ["boxcar_phase", "cdot", "kalman_phase_forward", "matched_filter_at", "mix_down",
+__all__ = ["bernoulli_flags", "boxcar_phase", "cdot", "kalman_phase_forward",
+           "matched_filter_at", "mix_down",
            "pair_moments", "pilot_decimate", "rts_smooth_block",
            "rts_smooth_blocks"]
 
@@ -38,16 +39,19 @@ def _check_adc(x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # pilot: NCO mix + integrate-and-dump over blocks of D samples anchored at absolute index 0
 # --------------------------------------------------------------------------------------------
+_PILOT_TASK = 1024   # blocks per task: the oscillator phases run as one vector loop over it
+
+
 @njit(**NJIT_PARALLEL)
 def _pilot_dump(x, n0, D, j0, nj, cyc_per_sample, tab_re, tab_im, out):
-    nthreads = 64
-    per = (nj + nthreads - 1) // nthreads
-    for t in prange(nthreads):
-        lo = t * per
-        hi = min(nj, lo + per)
+    n_tasks = (nj + _PILOT_TASK - 1) // _PILOT_TASK
+    for task in prange(n_tasks):
+        lo = task * _PILOT_TASK
+        hi = min(nj, lo + _PILOT_TASK)
+        sum_re = np.empty(_PILOT_TASK)
+        sum_im = np.empty(_PILOT_TASK)
         for j in range(lo, hi):
-            start = (j0 + j) * D
-            loc = start - n0
+            loc = (j0 + j) * D - n0
             # eight independent float32 partial sums: D is short (~20-60), so the loop
             # vectoriser leaves it scalar; eight lanes are packed by the SLP vectoriser
             # (float32 sums of <= a few hundred products: relative error ~1e-7)
@@ -86,14 +90,17 @@ def _pilot_dump(x, n0, D, j0, nj, cyc_per_sample, tab_re, tab_im, out):
                 r0 += tab_re[i] * v0
                 m0 += tab_im[i] * v0
                 i += 1
-            ar = np.float64(((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)))
-            ai = np.float64(((m0 + m1) + (m2 + m3)) + ((m4 + m5) + (m6 + m7)))
-            # exact oscillator phase of every block from its absolute sample index (a
-            # recursive rotation would make the phasor depend on where the call started,
-            # i.e. on the chunking); the branch-free _sincos keeps this cheap
-            cyc = cyc_per_sample * start
+            sum_re[j - lo] = np.float64(((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)))
+            sum_im[j - lo] = np.float64(((m0 + m1) + (m2 + m3)) + ((m4 + m5) + (m6 + m7)))
+        # exact oscillator phase of every block from its absolute sample index (a recursive
+        # rotation would make the phasor depend on where the call started, i.e. on the
+        # chunking), in a loop of its own so that the branch-free _sincos runs vectorised
+        for j in range(lo, hi):
+            cyc = cyc_per_sample * ((j0 + j) * D)
             cyc -= math.floor(cyc)
             c, s = _sincos(-_TWO_PI * cyc)
+            ar = sum_re[j - lo]
+            ai = sum_im[j - lo]
             out[j] = complex(ar * c - ai * s, ar * s + ai * c)
 
 
@@ -237,33 +244,42 @@ def _grid_segment(u, nph):
 
 @njit(inline="always", **NJIT)
 def _mf_prepare(n0, tau0, period, k0, lo, hi, P, half, cyc_per_sample, ph_t0, ph_dt, ph,
-                use_phase, locs, phs, rot_c, rot_s, slopes):
-    # instants, polyphase index, mixer + carrier phase of symbols [lo, hi), in a loop of its
-    # own ahead of the multiply-adds (it stays scalar: int conversions and the grid lookup)
+                use_phase, locs, phs, rot_c, rot_s, slopes, seg, frac):
+    # instants, polyphase index, mixer + carrier phase of symbols [lo, hi), ahead of the
+    # multiply-adds, as separate loops so that all but the grid look-up vectorise (one scalar
+    # loop with the look-up and _sincos cost as much as the 320-tap multiply-adds). rot_c
+    # holds the angle until the last loop turns it into (cos, sin).
     nph = ph.shape[0]
-    for k in range(lo, hi):
-        t = tau0 + (k0 + k) * period
+    m = hi - lo
+    for i in range(m):
+        t = tau0 + (k0 + lo + i) * period
         nc = math.floor(t)
-        p = int((t - nc) * P + 0.5)
+        p = math.floor((t - nc) * P + 0.5)
         wrap = p >= P
         p = p - P if wrap else p
         nc = nc + 1.0 if wrap else nc
+        locs[i] = int(nc) - n0 - half + 1
+        phs[i] = int(p)
         cyc = cyc_per_sample * nc
         cyc -= math.floor(cyc)
         cyc += cyc_per_sample * p / P
-        phi = -_TWO_PI * cyc
-        slope = 0.0
+        rot_c[i] = -_TWO_PI * cyc
         if use_phase:
-            j, f = _grid_segment((nc + p / P - ph_t0) / ph_dt, nph)
-            phi -= ph[j] + f * (ph[j + 1] - ph[j])
-            slope = (ph[j + 1] - ph[j]) / ph_dt          # rad per sample
-        c, s = _sincos(phi)
-        i = k - lo
-        locs[i] = int(nc) - n0 - half + 1
-        phs[i] = p
+            # grid segment of the quantised instant
+            seg[i], frac[i] = _grid_segment((nc + p / P - ph_t0) / ph_dt, nph)
+    if use_phase:
+        for i in range(m):      # the gathers
+            j = seg[i]
+            a = ph[j]
+            b = ph[j + 1]
+            rot_c[i] -= a + frac[i] * (b - a)
+            slopes[i] = (b - a) / ph_dt          # rad per sample
+    else:
+        slopes[:m] = 0.0
+    for i in range(m):
+        c, s = _sincos(rot_c[i])
         rot_c[i] = c
         rot_s[i] = s
-        slopes[i] = slope
 
 
 @njit(inline="always", **NJIT)
@@ -301,10 +317,12 @@ def _mf_symbols_py(x, n0, tau0, period, k0, nk, P, tre, tim, dre, dim, half, cyc
         rot_c = np.empty(_MF_TASK)
         rot_s = np.empty(_MF_TASK)
         slopes = np.empty(_MF_TASK)
+        seg = np.empty(_MF_TASK, np.int64)
+        frac = np.empty(_MF_TASK)
         yre = np.empty(_MF_TASK, np.float32)
         yim = np.empty(_MF_TASK, np.float32)
         _mf_prepare(n0, tau0, period, k0, lo, hi, P, half, cyc_per_sample, ph_t0, ph_dt, ph,
-                    use_phase, locs, phs, rot_c, rot_s, slopes)
+                    use_phase, locs, phs, rot_c, rot_s, slopes, seg, frac)
         if use_slope:
             for i in range(m):
                 p = phs[i]
@@ -452,25 +470,40 @@ def matched_filter_at(x: np.ndarray, bank: MatchedFilterBank, *, first_sample: i
 # --------------------------------------------------------------------------------------------
 # down-conversion of a segment by the mixer and an interpolated carrier phase (synchronisation)
 # --------------------------------------------------------------------------------------------
+_MIX_TASK = 4096   # samples per task: the angle and the rotation run as vector loops over it
+
+
 @njit(**NJIT_PARALLEL)
 def _mix_down(x, cyc_per_sample, ph_t0, ph_dt, ph, out):
     n = x.shape[0]
     nph = ph.shape[0]
-    nthreads = 16
-    per = (n + nthreads - 1) // nthreads
-    for t in prange(nthreads):
-        for i in range(t * per, min(n, (t + 1) * per)):
+    n_tasks = (n + _MIX_TASK - 1) // _MIX_TASK
+    for task in prange(n_tasks):
+        lo = task * _MIX_TASK
+        m = min(n, lo + _MIX_TASK) - lo
+        phi = np.empty(_MIX_TASK)
+        frac = np.empty(_MIX_TASK)
+        seg = np.empty(_MIX_TASK, np.int64)
+        # mixer angle and grid segment (vectorised), then the
+        # interpolated carrier phase (gathers), then cos/sin and the product (vectorised)
+        for k in range(m):
+            i = lo + k
             cyc = cyc_per_sample * i
             cyc -= math.floor(cyc)
-            j, f = _grid_segment((i - ph_t0) / ph_dt, nph)
-            phi = _TWO_PI * cyc + ph[j] + f * (ph[j + 1] - ph[j])
-            c, s = _sincos(-phi)
-            v = np.float64(x[i])
-            out[i] = complex(v * c, v * s)
+            phi[k] = _TWO_PI * cyc
+            seg[k], frac[k] = _grid_segment((i - ph_t0) / ph_dt, nph)
+        for k in range(m):
+            j = seg[k]
+            phi[k] += ph[j] + frac[k] * (ph[j + 1] - ph[j])
+        for k in range(m):
+            c, s = _sincos(-phi[k])
+            v = np.float64(x[lo + k])
+            out[lo + k] = complex(v * c, v * s)
 
 
 def mix_down(x: np.ndarray, fs: float, *, frequency_hz: float,
-             phase: tuple[float, float, np.ndarray]) -> np.ndarray:
+             phase: tuple[float, float, np.ndarray],
+             out: np.ndarray | None = None) -> np.ndarray:
     """``x[n] exp(-j (2 pi f n / fs + psi(n)))`` for n = 0 .. len(x)-1, complex64.
 
     Parameters
@@ -482,12 +515,19 @@ def mix_down(x: np.ndarray, fs: float, *, frequency_hz: float,
     phase : (t0, dt, values)
         Carrier phase (rad) on the grid ``t0 + i dt`` (samples of ``x``), linearly interpolated
         and held constant beyond its ends (like ``np.interp``); at least 2 points.
+    out : ndarray, shape (n,), complex64, optional
+        Where to write the result (e.g. a row of an FFT buffer); a new array by default.
     """
     x = _check_adc(x)
     t0, dt, ph = float(phase[0]), float(phase[1]), np.ascontiguousarray(phase[2], np.float64)
     if ph.shape[0] < 2 or not dt > 0:
         raise ValueError(f"phase grid needs >= 2 points and dt > 0, got {ph.shape[0]}, {dt!r}")
-    out = np.empty(x.shape[0], np.complex64)
+    if out is None:
+        out = np.empty(x.shape[0], np.complex64)
+    elif (out.shape != x.shape or out.dtype != np.complex64
+          or not out.flags.c_contiguous or not out.flags.writeable):
+        raise ValueError(f"out must be a writeable contiguous complex64 array of shape "
+                         f"{x.shape}, got {out.dtype} {out.shape}")
     if x.shape[0]:
         _mix_down(x, float(frequency_hz) / float(fs), t0, dt, ph, out)
     return out
@@ -688,12 +728,12 @@ def _rts(phi_f, p_f, q, phi_end, out):
 
 
 @njit(**NJIT_PARALLEL)
-def _rts_blocks(phi_f, p_f, q, L, nb, out):
-    # block b: backward from the end of block b + 1 (its forward value as the start), keep
-    # block b; independent blocks -> one task each
+def _rts_blocks(phi_f, p_f, q, L, H, nb, out):
+    # block b: backward from H estimates after its end (the forward value there as the
+    # start), keep block b; independent blocks -> one task each
     for b in prange(nb):
         lo = b * L
-        hi = lo + 2 * L
+        hi = lo + L + H
         _rts_run(phi_f, p_f, q, lo, hi, phi_f[hi - 1], out, lo + L)
 
 
@@ -717,11 +757,12 @@ def rts_smooth_block(phi_f: np.ndarray, p_f: np.ndarray, q: float, phi_next: flo
 
 
 def rts_smooth_blocks(phi_f: np.ndarray, p_f: np.ndarray, q: float, block: int,
-                      n_blocks: int) -> np.ndarray:
+                      n_blocks: int, *, lookahead: int | None = None) -> np.ndarray:
     """Fixed-lag RTS over consecutive blocks: block b (``[b L, (b+1) L)``) is smoothed by a
-    backward pass that starts at the end of block b + 1 from the forward estimate there, i.e.
-    ``rts_smooth_block(phi_f[bL:(b+2)L], ..., phi_f[(b+2)L-1], ...)[:L]`` for every b, in one
-    parallel call. Needs ``len(phi_f) >= (n_blocks + 1) L``.
+    backward pass that starts H = ``lookahead`` estimates after its end (default: L) from the
+    forward estimate there, i.e. ``rts_smooth_block(phi_f[bL:(b+1)L+H], ...,
+    phi_f[(b+1)L+H-1], ...)[:L]`` for every b, in one parallel call (``carrier.rts_lengths``
+    gives L and H). Needs ``1 <= H <= L`` and ``len(phi_f) >= n_blocks L + H``.
 
     Returns
     -------
@@ -730,14 +771,64 @@ def rts_smooth_blocks(phi_f: np.ndarray, p_f: np.ndarray, q: float, block: int,
     phi_f = np.ascontiguousarray(phi_f, np.float64)
     p_f = np.ascontiguousarray(p_f, np.float64)
     L, nb = int(block), int(n_blocks)
+    H = L if lookahead is None else int(lookahead)
     if L < 1 or nb < 0:
         raise ValueError(f"need block >= 1 and n_blocks >= 0, got {block!r}, {n_blocks!r}")
-    if phi_f.shape != p_f.shape or phi_f.shape[0] < (nb + 1) * L:
-        raise ValueError(f"{nb} blocks of {L} need {(nb + 1) * L} forward estimates, got "
-                         f"{phi_f.shape[0]} (p_f: {p_f.shape[0]})")
+    if not 1 <= H <= L:
+        raise ValueError(f"lookahead must be in [1, block = {L}], got {lookahead!r}")
+    if phi_f.shape != p_f.shape or phi_f.shape[0] < nb * L + H:
+        raise ValueError(f"{nb} blocks of {L} with look-ahead {H} need {nb * L + H} forward "
+                         f"estimates, got {phi_f.shape[0]} (p_f: {p_f.shape[0]})")
     out = np.empty(nb * L)
     if nb:
-        _rts_blocks(phi_f, p_f, float(q), L, nb, out)
+        _rts_blocks(phi_f, p_f, float(q), L, H, nb, out)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# counter-based Bernoulli flags (disclosure of the parameter-estimation subset)
+# --------------------------------------------------------------------------------------------
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(inline="always", **NJIT)
+def _splitmix64(z):
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(**NJIT)
+def _bernoulli_flags(key, start, threshold, out):
+    for i in range(out.shape[0]):
+        z = _splitmix64(key + np.uint64(start + i + 1) * _GOLDEN)
+        out[i] = (z >> np.uint64(11)) < threshold
+
+
+def bernoulli_flags(start: int, stop: int, *, probability: float, seed: int) -> np.ndarray:
+    """Flags of indices ``[start, stop)``, each True with ``probability``, as a pure function of
+    ``(seed, index)``: ``u = splitmix64(key(seed) + (index + 1) * golden) >> 11`` (53 random
+    bits, Steele et al., OOPSLA 2014) and ``flag = u < floor(probability * 2^53)``. Any split
+    of the range gives the same flags; ~1 ns per flag (PCG64 streams per block: ~3 ns).
+
+    Returns
+    -------
+    ndarray, shape (stop - start,), bool
+    """
+    start, stop = int(start), int(stop)
+    if not 0 <= start <= stop:
+        raise ValueError(f"need 0 <= start <= stop, got {start}, {stop}")
+    f = float(probability)
+    if not 0.0 <= f <= 1.0:
+        raise ValueError(f"probability must be in [0, 1], got {probability!r}")
+    out = np.empty(stop - start, np.bool_)
+    # the seed goes through the mixer too: neighbouring seeds give unrelated streams
+    # (np.uint64 explicitly: a key typed int64 would make numba do the sums in float64)
+    key = np.uint64(_splitmix64(np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF)
+                                ^ np.uint64(0x5DEECE66D)))
+    _bernoulli_flags(key, start, np.uint64(math.floor(f * 2.0**53)), out)
     return out
 
 

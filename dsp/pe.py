@@ -13,18 +13,15 @@ import math
 import numpy as np
 
 from dsp.estimation import _STATS, PeAccumulator
-from dsp.kernels import pair_moments
+from dsp.kernels import bernoulli_flags, pair_moments
 
 __all__ = ["PairMoments", "disclosed_mask"]
-
-_MASK_BLOCK = 1 << 16
-
 
 def disclosed_mask(start: int, stop: int, *, fraction: float, seed: int) -> np.ndarray:
     """Bernoulli(fraction) disclosure flags of tx indices ``[start, stop)``.
 
-    The flags are a deterministic function of ``(seed, index)`` (one random stream per block of
-    65536 indices), so any chunking of the recording discloses the same symbols.
+    The flags are a deterministic function of ``(seed, index)`` (``kernels.bernoulli_flags``,
+    a counter-based generator), so any chunking of the recording discloses the same symbols.
     ``fraction == 1`` discloses everything, ``0`` nothing.
     """
     f = float(fraction)
@@ -35,17 +32,7 @@ def disclosed_mask(start: int, stop: int, *, fraction: float, seed: int) -> np.n
         return np.ones(stop - start, bool)
     if f == 0.0:
         return np.zeros(stop - start, bool)
-    out = np.empty(stop - start, bool)
-    b = start // _MASK_BLOCK
-    pos = start
-    while pos < stop:
-        b0 = b * _MASK_BLOCK
-        u = np.random.default_rng([int(seed), b]).random(_MASK_BLOCK) < f
-        hi = min(stop, b0 + _MASK_BLOCK)
-        out[pos - start:hi - start] = u[pos - b0:hi - b0]
-        pos = hi
-        b += 1
-    return out
+    return bernoulli_flags(start, stop, probability=f, seed=seed)
 
 
 class PairMoments:

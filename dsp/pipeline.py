@@ -38,6 +38,7 @@ from dsp.carrier import (
     PilotFilterDesign,
     design_pilot_filter,
     pilot_block_guard,
+    rts_lengths,
 )
 from dsp.errors import DspLockError
 from dsp.kernels import cdot, matched_filter_at, pilot_decimate, symbol_sample_range
@@ -204,8 +205,8 @@ def _kalman_noise(x, link, pilot, carrier: PilotFilterDesign) -> PilotFilterDesi
     ph = np.unwrap(np.angle(z))
     r, _ = _structure_fit(ph, max_lag=16)
     r = max(r, 1e-12)
-    tc = math.sqrt(r / carrier.q)
-    return replace(carrier, r=r, rts_block=int(min(max(1024, 16 * math.ceil(tc)), 1 << 18)))
+    block, lookahead = rts_lengths(carrier.q, r)
+    return replace(carrier, r=r, rts_block=block, rts_lookahead=lookahead)
 
 
 def _head_phase(x, link, pilot, carrier,

@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from dsp.carrier import rts_lengths
 from dsp.kernels import (
+    bernoulli_flags,
     boxcar_phase,
     kalman_phase_forward,
     matched_filter_at,
@@ -299,19 +301,43 @@ def test_fast_atan2_matches_numpy():
     np.testing.assert_allclose(got, np.arctan2(y, x), rtol=0, atol=3e-14)
 
 
-def test_rts_blocks_equal_blockwise_rts():
+@pytest.mark.parametrize("lookahead", [None, 512, 100, 1])
+def test_rts_blocks_equal_blockwise_rts(lookahead):
     n, q, r, L = 5000, 2e-4, 1e-3, 512
+    H = L if lookahead is None else lookahead
     phi = np.cumsum(RNG.normal(0.3, np.sqrt(q), n))
     z = np.exp(1j * (phi + RNG.normal(0, np.sqrt(r), n)))
     f, p = kalman_phase_forward(z, phi0=0.0, p0=r, q=q, r=r)
     nb = n // L - 1
-    got = rts_smooth_blocks(f, p, q, L, nb)
-    want = np.concatenate([rts_smooth_block(f[b * L:(b + 2) * L], p[b * L:(b + 2) * L], q,
-                                            f[(b + 2) * L - 1], p[(b + 2) * L - 1])[:L]
+    got = rts_smooth_blocks(f, p, q, L, nb, lookahead=lookahead)
+    want = np.concatenate([rts_smooth_block(f[b * L:(b + 1) * L + H], p[b * L:(b + 1) * L + H],
+                                            q, f[(b + 1) * L + H - 1], p[(b + 1) * L + H - 1])[:L]
                            for b in range(nb)])
     np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="forward estimates"):
         rts_smooth_blocks(f[:L], p[:L], q, L, 1)
+    with pytest.raises(ValueError, match="lookahead"):
+        rts_smooth_blocks(f, p, q, L, nb, lookahead=L + 1)
+
+
+@pytest.mark.parametrize("tc", [1.2, 2.0, 30.0])
+def test_rts_lookahead_of_the_design_matches_the_exact_smoother(tc):
+    """The look-ahead of ``rts_lengths`` (16 tc, >= 64 blocks) must give the smoothed phase of
+    a backward pass over the WHOLE record: the truncation is to decay below 1e-6 of the
+    forward-vs-smoothed difference it starts from (~sqrt(p) ~ 0.03-0.3 rad here)."""
+    q = 1e-4
+    r = q * tc * tc
+    L, H = rts_lengths(q, r)
+    assert 64 <= H <= L and 16 * tc <= H
+    n = 3 * L + H + 1
+    phi = np.cumsum(RNG.normal(0.0, np.sqrt(q), n))
+    z = np.exp(1j * (phi + RNG.normal(0, np.sqrt(r), n)))
+    f, p = kalman_phase_forward(z, phi0=0.0, p0=r, q=q, r=r)
+    exact = rts_smooth_block(f, p, q, f[-1], p[-1])
+    got = rts_smooth_blocks(f, p, q, L, 3, lookahead=H)
+    err = np.abs(got - exact[:3 * L]).max()
+    start = np.abs(exact - f).max()
+    assert err <= 1e-6 * start, (err, start)
 
 
 def test_matched_filter_pairs_do_not_depend_on_call_boundaries():
@@ -355,3 +381,33 @@ def test_mix_down_matches_numpy(dtype):
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(x).max())
     with pytest.raises(ValueError, match="2 points"):
         mix_down(x, fs, frequency_hz=f, phase=(0.0, 1.0, ph[:1]))
+
+
+def _splitmix64_naive(z: int) -> int:
+    m = (1 << 64) - 1
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+    return z ^ (z >> 31)
+
+
+def test_bernoulli_flags_match_naive_splitmix_and_are_fair():
+    seed, p = 1234, 0.3
+    key = _splitmix64_naive(seed ^ 0x5DEECE66D)
+    thr = math.floor(p * 2.0**53)
+    idx = [0, 1, 2, 999_999, 2**40 + 5]
+    want = [(_splitmix64_naive((key + (i + 1) * 0x9E3779B97F4A7C15) & ((1 << 64) - 1)) >> 11)
+            < thr for i in idx]
+    got = [bool(bernoulli_flags(i, i + 1, probability=p, seed=seed)[0]) for i in idx]
+    assert got == want
+    n = 1_000_000
+    f = bernoulli_flags(0, n, probability=p, seed=seed)
+    np.testing.assert_array_equal(f[123:4567], bernoulli_flags(123, 4567, probability=p,
+                                                               seed=seed))
+    assert abs(f.mean() - p) < 5 * math.sqrt(p * (1 - p) / n)
+    # no serial correlation between neighbours (5 sd of the null distribution, 1/sqrt(n))
+    a = f.astype(float) - f.mean()
+    assert abs(np.dot(a[1:], a[:-1]) / np.dot(a, a)) < 5 / math.sqrt(n)
+    assert not bernoulli_flags(0, n, probability=0.0, seed=seed).any()
+    assert bernoulli_flags(0, 100, probability=1.0, seed=seed).all()
+    with pytest.raises(ValueError, match="probability"):
+        bernoulli_flags(0, 5, probability=1.5, seed=0)
