@@ -15,7 +15,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from dsp.errors import DspLockError
-from dsp.kernels import cdot, matched_filter_at, mix_down, pilot_decimate
+from dsp.kernels import cdot, fir_decimate, matched_filter_at, mix_down, pilot_decimate
 from dsp.rrc import MatchedFilterBank, rrc_frequency_response
 
 __all__ = ["PilotAcquisition", "SyncResult", "acquire_pilot", "check_search_range",
@@ -110,8 +110,9 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
     """
     x = np.asarray(head)
     n = 1 << math.floor(math.log2(min(x.shape[0], 1 << 21)))
-    seg = x[:n].astype(np.float64)
-    spec = np.abs(np.fft.rfft((seg - seg.mean()) * np.hanning(n))) ** 2
+    seg = x[:n].astype(np.float32)
+    seg -= seg.mean(dtype=np.float64)
+    raw = sfft.rfft(seg)
     df = fs / n
     nb = int(R_bins := math.floor(search_hz / df))
     fps = [float(f) for f in pilot_frequencies_hz]
@@ -119,7 +120,11 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
     norm_specs = []
     for fp in fps:
         c = round(fp / df)
-        win = spec[c - R_bins:c + R_bins + 1]
+        # periodogram with the (periodic) Hann window, applied as its 3-bin convolution on
+        # the search window only: w = 1/2 - cos/2 -> X_w[k] = X[k]/2 - (X[k-1] + X[k+1])/4
+        k = np.clip(np.arange(c - R_bins - 1, c + R_bins + 2), 0, raw.shape[0] - 1)
+        xk = raw[k].astype(np.complex128)
+        win = np.abs(0.5 * xk[1:-1] - 0.25 * (xk[:-2] + xk[2:])) ** 2
         med = float(np.median(win))
         norm_specs.append((win, med))
         metric += win / med
@@ -233,14 +238,14 @@ class SyncResult:
 
 
 def refine_timing(power: Callable[[float], float], start: float, *, lower: float) -> float:
-    """Fractional timing that maximises ``power(tau)``: three grids (1/4, 1/32, 1/256 sample)
+    """Fractional timing that maximises ``power(tau)``: three grids (1/2, 1/32, 1/256 sample)
     around the previous best, each closed by parabolic interpolation of the peak.
 
     ``power`` is ``|sum conj(x_k) y_k(tau)|^2``; instants below ``lower`` (the matched
     filter's half length) are not evaluated.
     """
     tau = float(start)
-    for step, npts in ((0.25, 6), (1.0 / 32, 4), (1.0 / 256, 3)):
+    for step, npts in ((0.5, 6), (1.0 / 32, 4), (1.0 / 256, 3)):
         taus = tau + step * np.arange(-npts, npts + 1)
         taus = taus[taus >= lower]
         p = np.array([power(t) for t in taus])
@@ -253,6 +258,26 @@ def refine_timing(power: Callable[[float], float], start: float, *, lower: float
     return tau
 
 
+def _sync_decimation(fs: float, band_half_width_hz: float, *,
+                     stop_db: float = 60.0) -> tuple[int, np.ndarray]:
+    """Decimation R and anti-alias taps for the coarse synchronisation of a complex baseband
+    of half-width w: ``R = floor(fs / 3w)`` (so the band's first alias, from ``fs/R - w``,
+    leaves a transition of at least w), Kaiser-windowed sinc cut at ``fs / 2R`` with
+    ``stop_db`` of stop band (Kaiser's length formula, odd). The stop band matters beyond
+    aliasing noise: the quantum band's mirror image is a spectrally inverted copy of it,
+    which would correlate with the inverted hypothesis. ``(1, [1.0])`` when R would be 1."""
+    R = int(fs // (3 * band_half_width_hz))
+    if R < 2:
+        return 1, np.ones(1, np.float32)
+    delta = (fs / R - 2 * band_half_width_hz) / fs            # transition, cycles/sample
+    N = math.ceil((stop_db - 8) / (2.285 * 2 * math.pi * delta))
+    N += 1 - N % 2
+    beta = 0.1102 * (stop_db - 8.7)
+    i = np.arange(N) - (N - 1) / 2
+    h = np.sinc(i / R) * np.kaiser(N, beta)
+    return R, (h / h.sum()).astype(np.float32)
+
+
 def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: MatchedFilterBank,
                 period: float, symbol_rate_hz: float, rolloff: float, mixer_hz: float,
                 phase: tuple[float, float, np.ndarray], max_delay: int,
@@ -260,12 +285,13 @@ def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: Matched
     """Find the first data symbol: FFT cross-correlation, then fractional refinement.
 
     Coarse: the head is down-converted (``mixer_hz``), de-rotated by the pilot phase,
-    matched-filtered in the frequency domain (exact RRC) and cross-correlated with Alice's
-    first symbols placed on the fractional symbol grid (linear split between the two nearest
-    samples); both ``x`` and ``conj(x)`` are tried (spectral inversion). Lags are limited to
-    ``[0, max_delay]``. Fine: the symbol-instant matched filter is evaluated at
-    ``tau0 + k period`` over a grid of fractional offsets, refined twice by parabolic
-    interpolation of ``|sum conj(x_k) y_k|^2``.
+    decimated to ~3 samples per band width (``_sync_decimation``), matched-filtered in the
+    frequency domain (exact RRC) and cross-correlated with Alice's first symbols placed on the
+    fractional symbol grid (linear split between the two nearest samples); both ``x`` and
+    ``conj(x)`` are tried (spectral inversion). Lags are limited to ``[0, max_delay]``; the
+    peak lag is interpolated back to full-rate samples. Fine: the symbol-instant matched
+    filter is evaluated at ``tau0 + k period`` over a grid of fractional offsets, refined
+    twice by parabolic interpolation of ``|sum conj(x_k) y_k|^2``.
 
     Raises
     ------
@@ -275,43 +301,58 @@ def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: Matched
     x = np.asarray(head)
     K = int(alice.shape[0])
     n = x.shape[0]
-    # the coarse search only needs the peak's sample index: single precision and a 5-smooth
-    # FFT length (instead of the next power of two) cut its cost ~4x
-    nfft = sfft.next_fast_len(n + int(K * period) + 2)
+    # The coarse search only needs the peak's sample index: it runs in single precision on
+    # the band decimated by R (anti-alias FIR, _sync_decimation), with 5-smooth FFT lengths;
+    # the peak's lag is interpolated back to the full rate (refine_timing does the rest).
+    w = symbol_rate_hz * (1 + rolloff) / 2
+    R, taps = _sync_decimation(fs, w)
+    nd = -(-n // R)
+    nfft = sfft.next_fast_len(nd + int(K * period / R) + 2)
     # both forward transforms (head, reference) in one batched call and both inverse ones
     # (direct, spectrally inverted) in another: pocketfft runs the rows of a batch on
     # separate threads, a single 1-D transform on one
     buf = np.zeros((2, nfft), np.complex64)
-    mix_down(x, fs, frequency_hz=mixer_hz, phase=phase, out=buf[0, :n])
-    pos = np.arange(K) * period
+    if R > 1:
+        fir_decimate(mix_down(x, fs, frequency_hz=mixer_hz, phase=phase), taps, R,
+                     out=buf[0, :nd])
+    else:
+        mix_down(x, fs, frequency_hz=mixer_hz, phase=phase, out=buf[0, :n])
+    pos = np.arange(K) * (period / R)
     i0 = np.floor(pos).astype(np.int64)
     w1 = pos - i0
     np.add.at(buf[1], i0, alice * (1 - w1))
     np.add.at(buf[1], i0 + 1, alice * w1)
     spec = sfft.fft(buf, axis=-1, workers=2, overwrite_x=True)
-    B, R = spec[0], spec[1]
+    B, Rf = spec[0], spec[1]
     # matched filter (exact RRC) and correlation on the band's bins only: the rest is 0
-    w = symbol_rate_hz * (1 + rolloff) / 2
-    nb = min(math.ceil(w / fs * nfft) + 1, nfft // 2)
+    fsd = fs / R
+    nb = min(math.ceil(w / fsd * nfft) + 1, nfft // 2)
     band = np.r_[0:nb + 1, nfft - nb:nfft]
-    f_band = np.where(band <= nfft // 2, band, band - nfft) * (fs / nfft)   # fftfreq's bins
+    f_band = np.where(band <= nfft // 2, band, band - nfft) * (fsd / nfft)   # fftfreq's bins
     hb = rrc_frequency_response(f_band, symbol_rate_hz, rolloff).astype(np.float32)
     cross = np.zeros((2, nfft), np.complex64)
     bb_band = B[band] * hb
-    cross[0, band] = bb_band * np.conj(R[band])
+    cross[0, band] = bb_band * np.conj(Rf[band])
     # FFT of conj(ref) at bin k is conj(R[-k mod N]): no second forward transform
-    cross[1, band] = bb_band * R[(-band) % nfft]
+    cross[1, band] = bb_band * Rf[(-band) % nfft]
     corr = sfft.ifft(cross, axis=-1, workers=2, overwrite_x=True)
-    lags = min(int(max_delay), n - 1) + 1
+    last = min(int(max_delay), n - 1)
+    lags = last // R + 1
     best = None
     for inverted in (False, True):
         p = np.abs(corr[int(inverted), :lags]) ** 2
-        j = int(np.argmax(p))
-        guard = math.ceil(2 * period)
-        side = np.concatenate([p[:max(j - guard, 0)], p[j + guard + 1:]])
-        pslr = float(p[j] / np.mean(side)) if side.size else 0.0
+        m = int(np.argmax(p))
+        guard = math.ceil(2 * period / R)
+        side = np.concatenate([p[:max(m - guard, 0)], p[m + guard + 1:]])
+        pslr = float(p[m] / np.mean(side)) if side.size else 0.0
         if best is None or pslr > best[0]:
-            best = (pslr, j, inverted)
+            # back to full-rate samples: parabola through the peak and its neighbours
+            d = 0.0
+            if 0 < m < lags - 1:
+                den = p[m - 1] - 2 * p[m] + p[m + 1]
+                if den < 0:
+                    d = float(0.5 * (p[m - 1] - p[m + 1]) / den)
+            best = (pslr, min(max(round(R * (m + d)), 0), last), inverted)
     pslr, j, inverted = best
     metrics = {"sync_pslr": pslr, "sync_pslr_db": 10 * math.log10(max(pslr, 1e-30)),
                "sync_pslr_min": float(pslr_min), "coarse_delay_samples": float(j)}

@@ -15,7 +15,7 @@ from numba import njit, prange
 from dsp._numba_options import NJIT, NJIT_PARALLEL
 from dsp.rrc import MatchedFilterBank
 
-__all__ = ["bernoulli_flags", "boxcar_phase", "cdot", "kalman_phase_forward",
+__all__ = ["bernoulli_flags", "boxcar_phase", "cdot", "fir_decimate", "kalman_phase_forward",
            "matched_filter_at", "mix_down",
            "pair_moments", "pilot_decimate", "rts_smooth_block",
            "rts_smooth_blocks"]
@@ -530,6 +530,63 @@ def mix_down(x: np.ndarray, fs: float, *, frequency_hz: float,
                          f"{x.shape}, got {out.dtype} {out.shape}")
     if x.shape[0]:
         _mix_down(x, float(frequency_hz) / float(fs), t0, dt, ph, out)
+    return out
+
+
+@njit(**NJIT_PARALLEL)
+def _fir_decimate(x, h, R, out):
+    n = x.shape[0]
+    N = h.shape[0]
+    c = (N - 1) // 2
+    nout = out.shape[0]
+    n_tasks = (nout + _MIX_TASK - 1) // _MIX_TASK
+    for task in prange(n_tasks):
+        for m in range(task * _MIX_TASK, min(nout, (task + 1) * _MIX_TASK)):
+            base = R * m - c
+            lo = max(0, -base)
+            hi = min(N, n - base)
+            ar = np.float32(0.0)
+            ai = np.float32(0.0)
+            for i in range(lo, hi):
+                v = x[base + i]
+                ar += h[i] * v.real
+                ai += h[i] * v.imag
+            out[m] = complex(ar, ai)
+
+
+def fir_decimate(x: np.ndarray, taps: np.ndarray, factor: int,
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """Low-pass FIR and keep every ``factor``-th output, centred: ``out[m] = sum_i taps[i]
+    x[factor m + i - (N-1)/2]`` (x = 0 outside), so output m sits at input sample
+    ``factor m`` (N = len(taps), odd).
+
+    Parameters
+    ----------
+    x : ndarray, shape (n,), complex64
+    taps : ndarray, shape (N,), real, N odd
+    factor : int
+        Decimation R >= 1.
+    out : ndarray, shape (ceil(n / R),), complex64, optional
+
+    Returns
+    -------
+    ndarray, shape (ceil(n / R),), complex64
+    """
+    x = np.ascontiguousarray(x, np.complex64)
+    h = np.ascontiguousarray(taps, np.float32)
+    R = int(factor)
+    if x.ndim != 1 or h.ndim != 1 or h.shape[0] % 2 == 0:
+        raise ValueError(f"need 1-D x and an odd number of 1-D taps, got {x.shape}, {h.shape}")
+    if R < 1:
+        raise ValueError(f"factor must be >= 1, got {factor!r}")
+    nout = -(-x.shape[0] // R)
+    if out is None:
+        out = np.empty(nout, np.complex64)
+    elif out.shape != (nout,) or out.dtype != np.complex64 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be contiguous complex64 of shape ({nout},), got "
+                         f"{out.dtype} {out.shape}")
+    if nout:
+        _fir_decimate(x, h, R, out)
     return out
 
 

@@ -11,6 +11,7 @@ from dsp.carrier import rts_lengths
 from dsp.kernels import (
     bernoulli_flags,
     boxcar_phase,
+    fir_decimate,
     kalman_phase_forward,
     matched_filter_at,
     pilot_decimate,
@@ -411,3 +412,17 @@ def test_bernoulli_flags_match_naive_splitmix_and_are_fair():
     assert bernoulli_flags(0, 100, probability=1.0, seed=seed).all()
     with pytest.raises(ValueError, match="probability"):
         bernoulli_flags(0, 5, probability=1.5, seed=0)
+
+
+@pytest.mark.parametrize("n, R, N", [(1000, 4, 31), (1001, 5, 47), (7, 3, 9), (64, 1, 5)])
+def test_fir_decimate_matches_numpy_convolution(n, R, N):
+    x = (RNG.normal(size=n) + 1j * RNG.normal(size=n)).astype(np.complex64)
+    h = RNG.normal(size=N).astype(np.float32)
+    full = np.convolve(x.astype(np.complex128), h[::-1].astype(np.float64))
+    # out[m] = sum_i h[i] x[R m + i - c] = full[R m + N - 1 - c] (np.convolve: sum_i h'[j-i] x[i])
+    c = (N - 1) // 2
+    want = full[np.arange(-(-n // R)) * R + N - 1 - c]
+    got = fir_decimate(x, h, R)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
+    with pytest.raises(ValueError, match="odd"):
+        fir_decimate(x, h[:-1], R)
