@@ -368,7 +368,7 @@ def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: Matched
     def score(tau: float) -> complex:
         y = matched_filter_at(x, bank, first_sample=0, tau0=tau, period=period, k_start=0,
                               count=kk, phase=phase)
-        return cdot(a, y.astype(np.complex128))
+        return cdot(a, y)
 
     tau = refine_timing(lambda t: abs(score(t)) ** 2, float(j), lower=bank.half)
     c = score(tau)

@@ -892,9 +892,33 @@ def bernoulli_flags(start: int, stop: int, *, probability: float, seed: int) -> 
 # --------------------------------------------------------------------------------------------
 # small reductions without BLAS (OpenBLAS threads would fight numba's for the 2 cores)
 # --------------------------------------------------------------------------------------------
+@njit(**NJIT)
+def _cdot(a, b):
+    sr = 0.0
+    si = 0.0
+    for i in range(a.shape[0]):
+        ar = np.float64(a[i].real)
+        ai = np.float64(a[i].imag)
+        br = np.float64(b[i].real)
+        bi = np.float64(b[i].imag)
+        sr += ar * br + ai * bi
+        si += ar * bi - ai * br
+    return sr, si
+
+
 def cdot(a: np.ndarray, b: np.ndarray) -> complex:
-    """``sum(conj(a) * b)`` (like ``np.vdot`` for 1-D arrays, but never through BLAS)."""
-    return complex(np.sum(np.conj(a) * b))
+    """``sum(conj(a) * b)`` in float64 (like ``np.vdot`` for 1-D arrays, but never through BLAS
+    and without complex128 temporaries: complex64 inputs are widened element by element)."""
+    a = np.ascontiguousarray(a)
+    b = np.ascontiguousarray(b)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"cdot needs two 1-D arrays of equal length, got {a.shape}, {b.shape}")
+    if a.dtype.kind != "c":
+        a = a.astype(np.complex128)
+    if b.dtype.kind != "c":
+        b = b.astype(np.complex128)
+    sr, si = _cdot(a, b)
+    return complex(sr, si)
 
 
 _PM_TASKS = 8   # per-thread partial sums, merged after (fixed count: same order every call)

@@ -380,7 +380,7 @@ TIMING_OFFSETS = (-0.25, 0.0, 0.25)
 def _timing_parabola(a, y_early, y_mid, y_late) -> tuple[float, float, float]:
     """Vertex of the parabola through ``|sum conj(a) y|^2`` at the ``TIMING_OFFSETS``:
     (delta_tau, |corr|^2 at 0, sum |y_mid|^2)."""
-    s = [abs(cdot(a, np.asarray(y, np.complex128))) ** 2 for y in (y_early, y_mid, y_late)]
+    s = [abs(cdot(a, y)) ** 2 for y in (y_early, y_mid, y_late)]
     e = cdot(y_mid, y_mid).real
     den = s[0] - 2 * s[1] + s[2]
     if den >= 0:
@@ -637,11 +637,14 @@ class SignalStream:
 
     def _fit_phase(self, j0: int, ph: np.ndarray) -> None:
         """Merge the batch into the running least-squares line phase(t) (Chan's update)."""
-        t = (np.arange(j0, j0 + ph.shape[0]) * self.D + (self.D - 1) / 2) / self.link.sample_rate_hz
+        # block centres t_j = (j D + (D-1)/2) / fs: an arithmetic sequence, so its mean and
+        # sum of squares are closed-form; only the cross term needs a pass over the phases
         n_b = ph.shape[0]
-        mt, mp = float(t.mean()), float(ph.mean())
-        ctt = float(np.sum((t - mt) ** 2))
-        ctp = float(np.sum((t - mt) * (ph - mp)))
+        step = self.D / self.link.sample_rate_hz
+        mt = ((j0 + (n_b - 1) / 2) * self.D + (self.D - 1) / 2) / self.link.sample_rate_hz
+        mp = float(ph.mean())
+        ctt = step * step * n_b * (n_b * n_b - 1) / 12
+        ctp = step * cdot(np.arange(n_b) - (n_b - 1) / 2, ph).real
         n, (m_t, m_p, c_tt, c_tp) = self._fit_n, self._fit
         tot = n + n_b
         dt_, dp_ = mt - m_t, mp - m_p

@@ -64,6 +64,7 @@ from qkd_hw._h5check import (
 )
 from qkd_hw.atomic import AtomicFile
 from qkd_hw.errors import TraceFormatError
+from qkd_hw.h5_extents import Extents, dataset_extents
 from qkd_hw.raw_key import RawKey, read_raw_key, write_raw_key
 
 __all__ = [
@@ -252,6 +253,8 @@ class TraceReader:
     def __init__(self, path: str | os.PathLike[str], *,
                  chunk_cache_bytes: int = _CHUNK_CACHE_BYTES) -> None:
         self._cache_bytes = int(chunk_cache_bytes)
+        self._fd: int | None = None                  # raw descriptor of the GIL-free reads
+        self._raw: dict[str, Extents | None] = {}
         # locking="best-effort": files on NFS/read-only mounts without flock still open;
         # writers never expose a file before it is complete, so readers need no lock
         self.path, self._f = open_h5(path, kind=FORMAT_NAME, rdcc_nbytes=self._cache_bytes,
@@ -374,11 +377,33 @@ class TraceReader:
             raise ValueError(f"dataset must be one of {list(ADC_DATASETS)}, got {dataset!r}")
         return self._ds[dataset], self.adc[dataset]
 
+    def _extents(self, ds: h5py.Dataset) -> Extents | None:
+        """GIL-free read plan of ``ds`` (``h5_extents``), built on first use; None: h5py."""
+        name = ds.name
+        if name not in self._raw:
+            self._raw[name] = None
+            try:
+                if self._fd is None:
+                    self._fd = os.open(self.path, os.O_RDONLY)
+                with wrap_h5(self.path, name):
+                    self._raw[name] = dataset_extents(ds, self._fd)
+            except (OSError, TraceFormatError):
+                self._raw[name] = None     # h5py's read then reports whatever is wrong
+        return self._raw[name]
+
     def _read_into(self, ds: h5py.Dataset, out: np.ndarray, start: int, what: str) -> np.ndarray:
         stop = start + out.shape[0]
         if out.shape[0]:
-            with wrap_h5(self.path, f"{ds.name}[{start}:{stop}] (read failed: damaged file?)"):
-                ds.read_direct(out, np.s_[start:stop], np.s_[0:out.shape[0]])
+            where = f"{ds.name}[{start}:{stop}] (read failed: damaged file?)"
+            ext = self._extents(ds) if out.dtype == ds.dtype else None
+            if ext is not None:
+                try:
+                    ext.read_into(self._fd, start, out)
+                except OSError as exc:
+                    raise fail(self.path, where, f"{exc}") from exc
+            else:
+                with wrap_h5(self.path, where):
+                    ds.read_direct(out, np.s_[start:stop], np.s_[0:out.shape[0]])
         # one sum first (a NaN or inf makes it non-finite; so can an overflow of huge finite
         # values, which the exact check below then clears): ~2.5x cheaper than isfinite
         if out.dtype.kind in "fc" and not np.isfinite(out.view(out.real.dtype).sum()):
@@ -497,6 +522,9 @@ class TraceReader:
             return isinstance(self._f.get("truth"), h5py.Group)
 
     def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         if self._f.id.valid:
             self._f.close()
 

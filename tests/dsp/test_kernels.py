@@ -199,6 +199,12 @@ def test_pair_moments_and_cdot_match_numpy():
     np.testing.assert_allclose(outer, v @ v.T, rtol=1e-12)
     np.testing.assert_allclose(first, v.sum(axis=1), rtol=1e-12, atol=1e-12)
     assert cdot(x, y) == pytest.approx(np.vdot(x.astype(np.complex128), y), rel=1e-12)
+    x2 = x.astype(np.complex128)
+    assert cdot(y, x) == pytest.approx(np.vdot(y, x2), rel=1e-12)
+    assert cdot(x, x) == pytest.approx(np.vdot(x2, x2), rel=1e-12)
+    assert cdot(x.real, y) == pytest.approx(np.vdot(x2.real, y), rel=1e-12)
+    with pytest.raises(ValueError, match="equal length"):
+        cdot(x, y[:-1])
     m = RNG.random(1001) < 0.3
     outer, first = pair_moments(x, y, m, scale=0.5)
     w = np.stack([x.real, x.imag, 0.5 * y.real, 0.5 * y.imag]).astype(np.float64)[:, m]
