@@ -153,7 +153,7 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
         z = pilot_decimate(x, fs, frequency_hz=fp + coarse, decimation=D, first_sample=0,
                            first_block=0, n_blocks=nblk)
         ph = np.unwrap(np.angle(z))
-        a1, a0 = np.polyfit(t, ph, 1)
+        a1, a0 = _line_fit(t, ph)
         fine.append(coarse + a1 * fs / (2 * np.pi))
         phasors.append(z)
         resid.append(ph - (a0 + a1 * t))
@@ -187,6 +187,18 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
         pilot_amplitudes=tuple(float(2 * np.sqrt(p)) for p in pw))
 
 
+def _line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares line ``y ~ slope x + intercept`` from centred sums: ``np.polyfit`` goes
+    through LAPACK, whose OpenBLAS threads fight numba's for the cores (measured: the
+    acquisition took 0.21 s instead of 0.11 s with two BLAS threads)."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    dx = x - x.mean()
+    my = float(y.mean())
+    slope = float(np.sum(dx * (y - my)) / np.sum(dx * dx))
+    return slope, my - slope * float(x.mean())
+
+
 def _radial_phase_noise(z: np.ndarray) -> float:
     """Phase-noise variance (rad^2) of phasors ``z = a e^{j phi} + n`` from their AMPLITUDE
     scatter: circular additive noise puts the same variance on the radial and the tangential
@@ -201,10 +213,12 @@ def _radial_phase_noise(z: np.ndarray) -> float:
 
 def _structure_fit(ph: np.ndarray, max_lag: int) -> tuple[float, float]:
     """Fit ``S(l) = 2 s2 + slope * l`` for l = 1..max_lag; returns (s2, slope per block)."""
-    ph = ph - np.polyval(np.polyfit(np.arange(ph.shape[0]), ph, 1), np.arange(ph.shape[0]))
+    k = np.arange(ph.shape[0])
+    b1, b0 = _line_fit(k, ph)
+    ph = ph - (b0 + b1 * k)
     lags = np.arange(1, max_lag + 1)
     S = np.array([np.mean((ph[lag:] - ph[:-lag]) ** 2) for lag in lags])
-    slope, icpt = np.polyfit(lags, S, 1)
+    slope, icpt = _line_fit(lags, S)
     return float(icpt / 2), float(slope)
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from dsp.acquisition import (
     PilotAcquisition,
     SyncResult,
+    _line_fit,
     _structure_fit,
     acquire_pilot,
     check_search_range,
@@ -404,7 +405,7 @@ def _clock_offset(head, alice, sync: SyncResult, bank, period, phase) -> tuple[f
         ks.append((i + 0.5) * q)
         ds.append(d)
     ks, ds = np.array(ks), np.array(ds)
-    slope, icpt = np.polyfit(ks, ds, 1)
+    slope, icpt = _line_fit(ks, ds)
     res = ds - (icpt + slope * ks)
     s_res = max(float(np.sqrt(np.sum(res**2) / 2)), sync.timing_std_samples * 2)
     s_slope = s_res / math.sqrt(np.sum((ks - ks.mean()) ** 2))
