@@ -165,7 +165,7 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
     for z in phasors:
         sig_n2.append(max(_radial_phase_noise(z), 1e-12))
     for z, s2n, z0 in zip(phasors, sig_n2, [phasors[0]] * len(phasors), strict=True):
-        rel = np.angle(np.vdot(z0, z))           # constant phase of this pilot vs the first
+        rel = np.angle(cdot(z0, z))              # constant phase of this pilot vs the first
         amp = np.sqrt(np.mean(np.abs(z) ** 2))
         weights.append(np.exp(-1j * rel) / (amp * s2n))
     wsum = sum(abs(w) for w in weights)
