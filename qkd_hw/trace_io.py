@@ -36,8 +36,11 @@ Decisions (the spec leaves them open):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -253,14 +256,21 @@ class TraceReader:
     def __init__(self, path: str | os.PathLike[str], *,
                  chunk_cache_bytes: int = _CHUNK_CACHE_BYTES) -> None:
         self._cache_bytes = int(chunk_cache_bytes)
-        self._fd: int | None = None                  # raw descriptor of the GIL-free reads
-        self._raw: dict[str, Extents | None] = {}
         # locking="best-effort": files on NFS/read-only mounts without flock still open;
         # writers never expose a file before it is complete, so readers need no lock
         self.path, self._f = open_h5(path, kind=FORMAT_NAME, rdcc_nbytes=self._cache_bytes,
                                      rdcc_nslots=_CHUNK_CACHE_SLOTS, locking="best-effort")
+        # raw descriptor and per-dataset extent tables of the GIL-free reads (h5_extents);
+        # the tables are built on first use, possibly from the read-ahead thread: the lock
+        self._fd: int | None = None
+        self._raw: dict[str, Extents | None] = {}
+        self._raw_lock = threading.Lock()
         try:
             self._validate()
+            with contextlib.suppress(OSError):   # no raw reads then: h5py reads everything
+                self._fd = os.open(self.path, os.O_RDONLY)
+                # closed by close(), or when the reader is collected unclosed (like h5py's file)
+                self._fd_close = weakref.finalize(self, os.close, self._fd)
         except BaseException:
             self._f.close()
             raise
@@ -380,16 +390,17 @@ class TraceReader:
     def _extents(self, ds: h5py.Dataset) -> Extents | None:
         """GIL-free read plan of ``ds`` (``h5_extents``), built on first use; None: h5py."""
         name = ds.name
-        if name not in self._raw:
-            self._raw[name] = None
-            try:
-                if self._fd is None:
-                    self._fd = os.open(self.path, os.O_RDONLY)
-                with wrap_h5(self.path, name):
-                    self._raw[name] = dataset_extents(ds, self._fd)
-            except (OSError, TraceFormatError):
-                self._raw[name] = None     # h5py's read then reports whatever is wrong
-        return self._raw[name]
+        with self._raw_lock:
+            if name not in self._raw:
+                ext = None
+                if self._fd is not None:
+                    try:
+                        with wrap_h5(self.path, name):
+                            ext = dataset_extents(ds, self._fd)
+                    except (OSError, TraceFormatError):
+                        ext = None     # h5py's read then reports whatever is wrong
+                self._raw[name] = ext
+            return self._raw[name]
 
     def _read_into(self, ds: h5py.Dataset, out: np.ndarray, start: int, what: str) -> np.ndarray:
         stop = start + out.shape[0]
@@ -523,8 +534,8 @@ class TraceReader:
 
     def close(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
             self._fd = None
+            self._fd_close()
         if self._f.id.valid:
             self._f.close()
 
