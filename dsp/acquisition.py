@@ -284,9 +284,12 @@ def _sync_decimation(fs: float, band_half_width_hz: float, *,
     if R < 2:
         return 1, np.ones(1, np.float32)
     delta = (fs / R - 2 * band_half_width_hz) / fs            # transition, cycles/sample
-    N = math.ceil((stop_db - 8) / (2.285 * 2 * math.pi * delta))
+    # Kaiser's formulas (N - 1 = (A - 8) / (2.285 dw), beta(A)) undershoot A by ~1 dB for
+    # short filters: designed for A + 3 dB
+    a = stop_db + 3.0
+    N = math.ceil((a - 8) / (2.285 * 2 * math.pi * delta)) + 1
     N += 1 - N % 2
-    beta = 0.1102 * (stop_db - 8.7)
+    beta = 0.1102 * (a - 8.7)
     i = np.arange(N) - (N - 1) / 2
     h = np.sinc(i / R) * np.kaiser(N, beta)
     return R, (h / h.sum()).astype(np.float32)

@@ -257,3 +257,22 @@ def test_sample_buffer_keeps_exactly_the_untrimmed_samples():
     assert buf.n_end == pos
     with pytest.raises(ValueError, match="dtype"):
         buf.append(np.zeros(10, np.float32))
+
+
+@pytest.mark.parametrize("fs, w", [(1e9, 60e6), (2.5e9, 137.5e6), (2.5e9, 37.5e6), (1e9, 120e6)])
+def test_sync_decimation_filter_keeps_the_band_and_stops_its_aliases(fs, w):
+    """The coarse synchronisation's anti-alias FIR: the band |f| <= w passes flat (a matched
+    filter follows in the frequency domain; a tilt only reweights the correlation), everything
+    that folds onto the band after decimation by R (|f| >= fs/R - w) is >= 60 dB down (the
+    band's mirror image would otherwise correlate with the spectrally inverted hypothesis)."""
+    from dsp.acquisition import _sync_decimation
+
+    R, h = _sync_decimation(fs, w)
+    assert R == int(fs // (3 * w)) >= 2 and h.shape[0] % 2 == 1
+    f = np.linspace(0, fs / 2, 20001)
+    n = np.arange(h.shape[0]) - (h.shape[0] - 1) / 2
+    H = np.abs(np.exp(-2j * np.pi * np.outer(f / fs, n)) @ h.astype(np.float64))
+    assert np.all(np.abs(H[f <= w] - 1) < 1e-2)
+    assert 20 * np.log10(H[f >= fs / R - w].max()) < -60
+    # too wide a band for any decimation: none
+    assert _sync_decimation(1e9, 200e6)[0] == 1
