@@ -302,7 +302,7 @@ def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: Matched
     """Find the first data symbol: FFT cross-correlation, then fractional refinement.
 
     Coarse: the head is down-converted (``mixer_hz``), de-rotated by the pilot phase,
-    decimated to ~3 samples per band width (``_sync_decimation``), matched-filtered in the
+    decimated to a rate of ~3 band half-widths (``_sync_decimation``), matched-filtered in the
     frequency domain (exact RRC) and cross-correlated with Alice's first symbols placed on the
     fractional symbol grid (linear split between the two nearest samples); both ``x`` and
     ``conj(x)`` are tried (spectral inversion). Lags are limited to ``[0, max_delay]``; the
