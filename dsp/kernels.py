@@ -305,7 +305,7 @@ def _mac_pair(xa, xb, trp, tip, ntap):
 
 
 def _mf_symbols_py(x, n0, tau0, period, k0, nk, P, tre, tim, dre, dim, half, cyc_per_sample,
-                   ph_t0, ph_dt, ph, use_phase, use_slope, pair, out_re, out_im):
+                   ph_t0, ph_dt, ph, use_phase, use_slope, pair, out):
     ntap = 2 * half
     n_tasks = (nk + _MF_TASK - 1) // _MF_TASK
     for task in prange(n_tasks):
@@ -378,8 +378,7 @@ def _mf_symbols_py(x, n0, tau0, period, k0, nk, P, tre, tim, dre, dim, half, cyc
             yi = yim[i]
             c = rot_c[i]
             s = rot_s[i]
-            out_re[lo + i] = yr * c - yi * s
-            out_im[lo + i] = yr * s + yi * c
+            out[lo + i] = complex(yr * c - yi * s, yr * s + yi * c)
 
 
 # one body, two compilations: parallel for the streaming pass, serial for the many small
@@ -439,10 +438,9 @@ def matched_filter_at(x: np.ndarray, bank: MatchedFilterBank, *, first_sample: i
     n0, k0, nk = int(first_sample), int(k_start), int(count)
     if nk < 0:
         raise ValueError(f"count must be >= 0, got {count!r}")
-    out_re = np.empty(nk, np.float32)
-    out_im = np.empty(nk, np.float32)
+    out = np.empty(nk, np.complex64)
     if nk == 0:
-        return np.empty(0, np.complex64)
+        return out
     lo, _ = symbol_sample_range(bank, tau0, period, k0)
     _, hi = symbol_sample_range(bank, tau0, period, k0 + nk - 1)
     if lo < n0 or hi > n0 + x.shape[0]:
@@ -460,10 +458,7 @@ def matched_filter_at(x: np.ndarray, bank: MatchedFilterBank, *, first_sample: i
     kernel(x, n0, float(tau0), float(period), k0, nk, bank.n_phases, bank.taps_re,
            bank.taps_im, bank.dtaps_re, bank.dtaps_im, bank.half, bank.mixer_cycles_per_sample,
            ph_t0, ph_dt, ph, use, bool(first_order and use), _pairs_share_taps(bank, period),
-           out_re, out_im)
-    out = np.empty(nk, np.complex64)
-    out.real = out_re
-    out.imag = out_im
+           out)
     return out
 
 
