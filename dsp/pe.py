@@ -17,6 +17,7 @@ from dsp.kernels import bernoulli_flags, pair_moments
 
 __all__ = ["PairMoments", "disclosed_mask"]
 
+
 def disclosed_mask(start: int, stop: int, *, fraction: float, seed: int) -> np.ndarray:
     """Bernoulli(fraction) disclosure flags of tx indices ``[start, stop)``.
 
