@@ -458,29 +458,47 @@ def clock_offset(xf, alice, sync, tp, period, phase) -> tuple[float, float]:
     return float(-slope / period * 1e6), float(s_slope / period * 1e6)
 
 
-def probe_range(opt: ReceiverOptions, link: Link, tp: Taps, tau0: float,
-                signal_length: int) -> tuple[int, int] | None:
-    """Late segment of the signal (Alice's sync symbols as late as possible) for the clock."""
+PROBE_MARGIN_FRACTION = 0.25     # as dsp.pipeline: bounded probe windows
+PROBE_FLOOR_PPM = 1.0
+
+
+def probe_search_ppm(opt: ReceiverOptions, probes: list) -> float:
+    """Clock uncertainty (ppm) of the next probe: the whole search range, then 10 sd."""
+    if not probes:
+        return float(opt.clock_search_ppm)
+    return min(float(opt.clock_search_ppm), max(10.0 * probes[-1][2], PROBE_FLOOR_PPM))
+
+
+def probe_range(opt: ReceiverOptions, link: Link, tp: Taps, tau0: float, period: float,
+                signal_length: int, probes: list) -> tuple[int, int] | None:
+    """Next late segment of the signal for the clock (Alice's sync symbols as late as the
+    capped search margin allows), None when it would add no lever arm."""
     sps = link.sps
     k = min(opt.sync_symbols, link.n_symbols)
     need = int((k + opt.span(link.rolloff) + 8) * sps)
+    cap = int(PROBE_MARGIN_FRACTION * need)
+    u = probe_search_ppm(opt, probes) * 1e-6
     last_k = link.n_symbols - k
-    stop = min(signal_length, int(tau0 + last_k * sps + need))
-    margin = int(opt.clock_search_ppm * 1e-6 * stop) + 4 * int(sps) + tp.half
-    start = max(0, int(tau0 + (last_k * sps)) - margin)
+    if u > 0:
+        last_k = min(last_k, int(((cap - 4 * int(sps) - tp.half) / u - tau0 - need) / period))
+    stop = min(signal_length, int(tau0 + last_k * period + need))
+    margin = int(u * stop) + 4 * int(sps) + tp.half
+    start = max(0, int(tau0 + last_k * period) - margin)
     start = min(start, max(0, stop - need - 2 * margin))
-    if start < 4 * need:
+    if start < max(4 * need, 2 * max((p[0] for p in probes), default=0)):
         return None
     return start, stop
 
 
 def refine_clock(opt, link: Link, pil, carrier, tp: Taps, sync, tau0, period, probe, first,
-                 alice):
-    """Clock offset from the timing of the late probe vs the head: (tau0, period, ppm)."""
+                 alice, probes: list):
+    """Clock offset from the timing of a late probe vs the head: (tau0, period, ppm); the
+    probe ``(first, ppm, sd)`` is appended to ``probes``."""
     sps = link.sps
     x = np.asarray(probe)
-    margin = int(opt.clock_search_ppm * 1e-6 * (first + x.shape[0])) + 4 * int(sps) + tp.half
-    k0 = max(0, math.ceil((first + margin - tau0) / sps))
+    margin = int(probe_search_ppm(opt, probes) * 1e-6 * (first + x.shape[0])) \
+        + 4 * int(sps) + tp.half
+    k0 = max(0, math.ceil((first + margin - tau0) / period))
     k = min(opt.sync_symbols, link.n_symbols - k0, int((x.shape[0] - 2 * margin - tp.half)
                                                        / sps) - 2)
     if k < 256:
@@ -492,14 +510,17 @@ def refine_clock(opt, link: Link, pil, carrier, tp: Taps, sync, tau0, period, pr
     nj = (first + x.shape[0]) // D - j0
     ph = (j0 * D + (D - 1) / 2 - first, float(D),
           track_all(carrier, combined_pilot(x, link, pil, D, first, j0, nj)))
-    pred = sync["tau0"] + k0 * sps - first    # both syncs fit the nominal period
-    s = synchronise(x, x.astype(np.float32), link, a, tp, link.f_sig + pil["offset"], ph,
-                    int(pred + margin), opt.sync_pslr_min)
     kh = sync["kk"]
     lever = k0 + (k - kh) / 2
+    pred = sync["tau0"] + k0 * sps - first    # both syncs fit the nominal period
+    expect = pred + lever * (period - sps)     # centred on the current estimate
+    s = synchronise(x, x.astype(np.float32), link, a, tp, link.f_sig + pil["offset"], ph,
+                    int(max(expect, 0) + margin), opt.sync_pslr_min)
     d_period = (s["tau0"] - pred) / lever
     period = sps + d_period
-    return sync["tau0"] - (kh - 1) / 2 * d_period, period, (sps / period - 1) * 1e6
+    ppm = (sps / period - 1) * 1e6
+    probes.append((first, ppm, math.hypot(s["tstd"], sync["tstd"]) / (lever * sps) * 1e6))
+    return sync["tau0"] - (kh - 1) / 2 * d_period, period, ppm
 
 
 # ------------------------------------------------------------------------------------------
@@ -747,11 +768,14 @@ def process_recording_numpy(path: str | os.PathLike[str], *, pe_fraction: float 
             n_sym = min(n_sym, max(0, math.floor((sig_len - tp.half - 2 - tau0) / period) + 1))
         if opt.clock_tracking:
             plink = replace(link, n_symbols=n_sym)
-            rng = probe_range(opt, plink, tp, tau0, sig_len)
-            if rng is not None:
+            probes: list = []
+            while (rng := probe_range(opt, plink, tp, tau0, period, sig_len, probes)):
+                n_probes = len(probes)
                 tau0, period, ppm = refine_clock(opt, plink, pil, carrier, tp, sync, tau0,
                                                  period, r.read("signal", *rng), rng[0],
-                                                 r.symbols)
+                                                 r.symbols, probes)
+                if len(probes) == n_probes:
+                    break
         t_acq = time.perf_counter() - t_start
         # -- shot-noise units
         var = {}

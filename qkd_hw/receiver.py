@@ -31,8 +31,7 @@ from dsp.pipeline import (
     ReceiverOptions,
     SignalStream,
     acquire,
-    probe_range,
-    refine_clock,
+    refine_clock_chain,
 )
 from qkd_hw.errors import ReceiverLockError
 from qkd_hw.keyrate import KeyRate, KeyRateInputError, key_rate_from_estimates
@@ -304,9 +303,10 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
         n_samples = sum(a.length for a in reader.adc.values())
         try:
             acq = acquire(head, reader.symbols(0, k_sync), link, opt)
-            rng = probe_range(acq, sig_len) if opt.clock_tracking else None
-            if rng is not None:
-                acq = refine_clock(acq, reader.read("signal", *rng), rng[0], reader.symbols)
+            if opt.clock_tracking:
+                acq = refine_clock_chain(acq, sig_len,
+                                         lambda a, b: reader.read("signal", a, b),
+                                         reader.symbols)
         except DspLockError as exc:
             raise ReceiverLockError(f"{path}: receiver not locked: {exc}", exc.metrics) from exc
         diag = Diagnostics()

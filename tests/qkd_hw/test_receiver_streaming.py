@@ -3,13 +3,25 @@ timing loop: any chunking gives the same result, and the clock offset is measure
 
 from __future__ import annotations
 
+from dataclasses import replace
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
+from dsp.pipeline import (
+    PROBE_FLOOR_PPM,
+    PROBE_MARGIN_FRACTION,
+    ReceiverOptions,
+    acquire,
+    probe_range,
+    refine_clock_chain,
+)
 from qkd_hw.raw_key import read_raw_key
-from qkd_hw.receiver import process_recording
+from qkd_hw.receiver import _link, process_recording
 from qkd_hw.sim.params import SimParams
 from qkd_hw.sim.simulate import simulate_recording
+from qkd_hw.trace_io import TraceReader
 
 PARAMS = {"frequency_offset_hz": -21e6, "linewidth_hz": 300.0, "clock_offset_ppm": -1.7,
           "delay_samples": 3333.3}
@@ -52,3 +64,67 @@ def test_clock_offset_and_delay_measured(long_recording):
     assert r.n_received == 600_000
     # the loop found nothing left to correct: every block fit is a small fraction of a sample
     assert all(abs(d) < 0.1 for _, d in r.timing_log)
+
+
+def _windows(acq, signal_length, std_ppm=1e-4):
+    """probe_range's chain of windows when every probe measures the clock to ``std_ppm``."""
+    out = []
+    while (rng := probe_range(acq, signal_length)) is not None:
+        out.append(rng)
+        acq = replace(acq, clock_offset_std_ppm=std_ppm,
+                      clock_probes=(*acq.clock_probes, (rng[0], 0.0, std_ppm)))
+        assert len(out) < 10
+    return out
+
+
+def test_probe_windows_bounded_for_any_length(long_recording):
+    acq = process_recording(long_recording, pe_fraction=0.5).acquisition
+    acq = replace(acq, clock_probes=())
+    link, opt = acq.link, acq.options
+    sps = link.samples_per_symbol
+    need = int((opt.sync_symbols + opt.span(link.rolloff) + 8) * sps)
+    # at 100 ppm the first probe may reach ~0.25 need / 1e-4 = 4e8 samples
+    reach = PROBE_MARGIN_FRACTION * need / (opt.clock_search_ppm * 1e-6)
+    for n_sym in (10**6, 10**7, 10**8, 10**9, 10**11):
+        length = int(n_sym * sps)
+        a = replace(acq, link=replace(link, n_symbols=n_sym))
+        wins = _windows(a, length)
+        assert wins, n_sym
+        # the window (memory of a probe) does not grow with the recording
+        assert all(b - s <= need * (1 + 2 * PROBE_MARGIN_FRACTION) + 1 for s, b in wins), wins
+        # the last probe ends the recording, or (beyond ~4e10 samples, where the 1 ppm floor
+        # of the clock's wander caps it too) reaches that far; one probe up to the first reach
+        floor_reach = PROBE_MARGIN_FRACTION * need / (PROBE_FLOOR_PPM * 1e-6)
+        assert wins[-1][1] == length or wins[-1][1] > 0.9 * floor_reach, (n_sym, wins)
+        assert len(wins) == (1 if length < 0.9 * reach else 2), (n_sym, wins)
+        # each further probe at least doubles the lever arm
+        assert all(w[0] >= 2 * v[0] for v, w in pairwise(wins))
+
+
+def test_probe_chain_on_recording(long_recording):
+    """A search range so wide that the first probe cannot reach the end: two probes, the
+    second searching only around the first one's estimate, and the clock still measured."""
+    opt = ReceiverOptions(clock_search_ppm=20000.0)
+    with TraceReader(long_recording) as r:
+        link = _link(r)
+        length = r.adc["signal"].length
+        acq = acquire(r.read("signal", 0, opt.head_samples(link)), r.symbols(0, 16384), link,
+                      opt)
+        reads = []
+
+        def read(a, b):
+            reads.append((a, b))
+            return r.read("signal", a, b)
+
+        acq = refine_clock_chain(acq, length, read, r.symbols)
+    assert len(acq.clock_probes) == len(reads) == 2
+    (f1, ppm1, sd1), (f2, ppm2, sd2) = acq.clock_probes
+    # the second probe holds the last symbol of the recording
+    assert reads[1][1] >= acq.tau0 + (link.n_symbols - 1) * acq.period and f2 >= 2 * f1
+    # the first probe's margin is capped: it stops well before the end
+    assert reads[0][1] < length / 2
+    assert sd2 < sd1
+    for ppm, sd in ((ppm1, sd1), (ppm2, sd2)):
+        assert abs(ppm - PARAMS["clock_offset_ppm"]) < max(5 * sd, 0.02)
+    # the second window is only the symbols plus ~1 ppm of margin either side
+    assert reads[1][1] - reads[1][0] < reads[0][1] - reads[0][0]
