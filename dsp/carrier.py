@@ -184,6 +184,16 @@ class PhaseTracker:
         self._f0 = 0
         self._kstate: tuple[float, float] | None = None
 
+    def latency_blocks(self) -> int:
+        """Most blocks pushed but not yet returned (before ``flush``): the tracker's delay.
+        An RTS smoother finalises whole blocks of ``rts_block`` once the next one is in."""
+        d = self.design
+        if d.method == "fir":
+            return (d.window - 1) // 2 + 1
+        if d.method == "kalman":
+            return 0
+        return 2 * d.rts_block
+
     def push(self, z: np.ndarray) -> tuple[int, np.ndarray]:
         z = np.asarray(z, np.complex128)
         self.n_in += z.shape[0]

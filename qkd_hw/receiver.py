@@ -204,7 +204,7 @@ class _SymbolBlocks:
 
 def _read_ahead(chunks: Iterator[np.ndarray],
                 after_read: Callable[[int], None] | None = None,
-                waited: dict[str, float] | None = None) -> Iterator[np.ndarray]:
+                waited: dict[str, float] | None = None, room: int = 0) -> Iterator[np.ndarray]:
     """Yield the chunks of ``chunks`` while a worker thread already reads the next one.
 
     The numba kernels release the GIL (``nogil``), so the HDF5 read of chunk k+1 overlaps the
@@ -212,7 +212,8 @@ def _read_ahead(chunks: Iterator[np.ndarray],
     worker after each read (``n_end``: samples read so far), e.g. to load the symbols the chunk
     will need. Errors are re-raised here, at the chunk they belong to; leaving the loop early
     waits for the pending read (the file must not be closed under it). The time spent waiting
-    for the reader is added to ``waited["signal_read_wait"]``.
+    for the reader is added to ``waited["signal_read_wait"]``. With ``room`` the items are
+    stores of ``_stores`` whose first ``room`` samples are not data.
     """
     n_end = 0
 
@@ -220,7 +221,7 @@ def _read_ahead(chunks: Iterator[np.ndarray],
         nonlocal n_end
         chunk = next(chunks, None)
         if chunk is not None:
-            n_end += chunk.shape[0]
+            n_end += chunk.shape[0] - room
             if after_read is not None:
                 after_read(n_end)
         return chunk
@@ -237,6 +238,24 @@ def _read_ahead(chunks: Iterator[np.ndarray],
                 return
             pending = pool.submit(step)
             yield chunk
+
+
+def _stores(reader: TraceReader, chunk_samples: int, room: int) -> Iterator[np.ndarray]:
+    """The signal capture chunk by chunk, each read straight behind ``room`` free samples of
+    one of three rotating buffers (``SignalStream.feed_in_place``: the stream puts the
+    samples it keeps in front, so no chunk is copied again): the stream reads buffer k while
+    k+1 waits and the reader thread fills k+2."""
+    info = reader.adc["signal"]
+    n = int(chunk_samples)
+    if n <= 0:
+        raise ValueError(f"chunk_samples must be > 0, got {chunk_samples!r}")
+    m_max = min(n, info.length)
+    bufs = [np.empty(room + m_max, info.dtype) for _ in range(3)]
+    for i, pos in enumerate(range(0, info.length, n)):
+        m = min(n, info.length - pos)
+        store = bufs[i % 3][:room + m]
+        reader.read_into("signal", store[room:], pos)
+        yield store
 
 
 def _link(reader: TraceReader) -> LinkParameters:
@@ -364,14 +383,13 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
             tx.prefetch(int((n_end - acq.tau0) / acq.period))
 
         t_consume = 0.0
+        room = stream.room_samples()
         # closing(): on an error the pending read finishes before the file is closed
-        # two rotating read buffers: the stream copies each chunk into its own buffer, and
-        # one chunk is read ahead while the previous one is processed
-        with contextlib.closing(_read_ahead(reader.iter_chunks("signal", chunk_samples,
-                                                               reuse_buffer=2),
-                                            load_symbols, stages)) as chunks:
-            for chunk in chunks:
-                blocks = stream.feed(chunk)
+        with contextlib.closing(_read_ahead(_stores(reader, chunk_samples, room),
+                                            load_symbols, stages, room)) as chunks:
+            for store in chunks:
+                chunk = store[room:]
+                blocks = stream.feed_in_place(store, room)
                 t0 = time.perf_counter()
                 consume(blocks)
                 t_consume += time.perf_counter() - t0

@@ -426,6 +426,19 @@ class TraceReader:
                            f"first at index {first}")
         return out
 
+    def read_into(self, dataset: str, out: np.ndarray, start: int = 0) -> np.ndarray:
+        """Samples ``[start, start + len(out))`` of ``/adc/<dataset>`` into ``out`` (1-D,
+        C-contiguous, writeable, the stored dtype), e.g. a slice of a reused buffer."""
+        ds, info = self._dataset(dataset)
+        if not isinstance(out, np.ndarray) or out.ndim != 1 or out.dtype != info.dtype \
+                or not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError(f"{self.path}: {ds.name}: out must be a 1-D C-contiguous writeable "
+                             f"{info.dtype} array, got {getattr(out, 'dtype', type(out))} "
+                             f"shape {getattr(out, 'shape', None)}")
+        start = int(start)
+        self._range(ds.name, info.length, start, start + out.shape[0])
+        return self._read_into(ds, out, start, "samples")
+
     def read(self, dataset: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Samples ``[start, stop)`` of ``/adc/<dataset>`` in the stored dtype (a new array)."""
         ds, info = self._dataset(dataset)

@@ -133,6 +133,26 @@ def test_iter_chunks_rotating_buffers_keep_the_previous_chunk(tmp_path):
             r.iter_chunks("shot_noise", 3000, reuse_buffer=-1)
 
 
+def test_read_into_a_slice_of_a_reused_buffer(tmp_path):
+    p = tmp_path / "c.h5"
+    data = write_raw_trace(p, n=10_000)
+    with TraceReader(p) as r:
+        buf = np.full(5000, -7, data["signal"].dtype)
+        got = r.read_into("signal", buf[1000:4000], 2500)
+        assert np.shares_memory(got, buf)
+        np.testing.assert_array_equal(buf[1000:4000], data["signal"][2500:5500])
+        assert np.all(buf[:1000] == -7) and np.all(buf[4000:] == -7)   # nothing else written
+        with pytest.raises(ValueError, match="range"):
+            r.read_into("signal", buf[:3000], 9000)
+        for bad in (buf.astype(np.float32), buf[::2], buf.reshape(50, 100), [0, 1]):
+            with pytest.raises(ValueError, match="1-D C-contiguous writeable"):
+                r.read_into("signal", bad)
+        ro = buf.copy()
+        ro.flags.writeable = False
+        with pytest.raises(ValueError, match="writeable"):
+            r.read_into("signal", ro)
+
+
 def test_read_ranges_are_strict(shared_traces):
     with TraceReader(shared_traces["pristine"]) as r:
         n = r.adc["signal"].length
