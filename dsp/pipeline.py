@@ -718,15 +718,17 @@ class SignalStream:
         chunk = store[start:]
         phase = self.pilot.push(chunk)
         self.buf.adopt(store, start)
-        self.samples += chunk.shape[0]
-        self._append_phase(*phase)
-        return self._emit(final=False)
+        return self._buffered(chunk.shape[0], phase)
 
     def feed_prepared(self, chunk: np.ndarray,
                       phase: tuple[int, np.ndarray]) -> list[tuple[int, np.ndarray]]:
         """``feed`` with ``phase = self.pilot.push(chunk)`` already computed (in order)."""
         self.buf.append(chunk)
-        self.samples += np.asarray(chunk).shape[0]
+        return self._buffered(np.asarray(chunk).shape[0], phase)
+
+    def _buffered(self, n: int, phase: tuple[int, np.ndarray]) -> list[tuple[int, np.ndarray]]:
+        # the chunk's n samples are in the buffer and its pilot phases computed: emit
+        self.samples += n
         self._append_phase(*phase)
         return self._emit(final=False)
 
