@@ -111,6 +111,8 @@ class ReceiverResult:
             "linewidth_hz": a.pilot.linewidth_hz,
             "delay_samples": a.tau0,
             "clock_offset_ppm": a.clock_offset_ppm,
+            "clock_offset_std_ppm": a.clock_offset_std_ppm,
+            "clock_probe_first_samples": [p[0] for p in a.clock_probes],
             "spectral_inversion": a.sync.inverted,
             "residual_phase_rad": self.residual_phase_rad,
             "pilot_leakage_floor_snu": self.pilot_leakage_floor_snu,

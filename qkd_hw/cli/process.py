@@ -130,7 +130,8 @@ def _print_human(s: dict[str, Any]) -> None:
         f"frequency offset   {s['frequency_offset_hz'] / 1e6:+.6f} MHz "
         f"(linewidth ~{s['linewidth_hz']:.0f} Hz)",
         f"first symbol at    {s['delay_samples']:.3f} samples, clock offset "
-        f"{s['clock_offset_ppm']:+.3f} ppm",
+        f"{s['clock_offset_ppm']:+.3f} +- {s['clock_offset_std_ppm']:.3f} ppm "
+        f"({len(s['clock_probe_first_samples'])} late probe(s))",
         f"symbols            {s['n_symbols_received']} received, {s['n_pe_symbols']} disclosed",
         f"T                  {s['transmittance']:.5f} (min {s['transmittance_min']:.5f})",
         f"xi                 {s['excess_noise_snu']:.5f} SNU (max "

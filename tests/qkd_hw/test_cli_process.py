@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -36,6 +37,13 @@ def test_json_output_matches_library(capsys, tmp_path):
     assert d["transmittance"] == pytest.approx(ref.estimates.transmittance, rel=1e-12)
     assert d["excess_noise_snu"] == pytest.approx(ref.estimates.excess_noise_snu, rel=1e-12)
     assert d["samples"] == 1_005_234 + 2 * 1_000_000
+    # the clock offset comes with its uncertainty and the probes that measured it; the
+    # recording has no clock offset, so it is within 4 sd of 0
+    assert d["clock_offset_ppm"] == ref.acquisition.clock_offset_ppm
+    assert d["clock_probe_first_samples"] == [p[0] for p in ref.acquisition.clock_probes]
+    assert len(d["clock_probe_first_samples"]) == 1
+    assert 0 < d["clock_offset_std_ppm"] < 0.2
+    assert abs(d["clock_offset_ppm"]) < 4 * d["clock_offset_std_ppm"]
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
     raw = read_raw_key(out)
     assert raw.bob_symbols.shape[0] == d["n_key_symbols"]
@@ -48,6 +56,7 @@ def test_human_output_and_plots(capsys, tmp_path):
     assert rc == 0
     text = capsys.readouterr().out
     assert "frequency offset" in text and "-17.00" in text
+    assert re.search(r"clock offset [+-]\d\.\d{3} \+- \d\.\d{3} ppm \(1 late probe", text)
     for name in ("constellation.png", "pilot_phase.png", "spectrum.png"):
         data = (tmp_path / "plots" / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
