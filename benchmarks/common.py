@@ -3,7 +3,9 @@ timing of a subprocess, table printing.
 
 Recordings are simulated once with the project's simulator (``qkd_hw.sim``), uncompressed
 int16, and cached in the work directory under a name that encodes the simulator parameters,
-the seed and the length, so every rerun (and every script) reuses them.
+the seed and the length, so every rerun (and every script) reuses them. The captures are
+stored contiguously (``TraceWriter(lengths=...)``), as digitizer dumps and the shared
+recordings are ("v2" in the cache key; "v1" files had chunked captures).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def symbols_for_samples(signal_samples: float) -> int:
 
 def recording_path(workdir: Path, n_symbols: int, seed: int, **overrides: Any) -> Path:
     p = sim_params(**overrides)
-    key = json.dumps(p.to_json(), sort_keys=True) + f"|{n_symbols}|{seed}|v1"
+    key = json.dumps(p.to_json(), sort_keys=True) + f"|{n_symbols}|{seed}|v2"
     h = hashlib.sha1(key.encode()).hexdigest()[:10]
     return Path(workdir) / f"bench_{n_symbols}sym_seed{seed}_{h}.h5"
 

@@ -1,7 +1,8 @@
 """Peak memory of the DSP receiver versus recording length (must be flat, < 1.5 GB).
 
 For each length, a fresh interpreter imports the receiver, runs it once on a tiny recording
-(JIT kernels loaded, baseline RSS noted), then runs ``process_recording`` (as ``qkd-hw process``
+(JIT kernels loaded from numba's cache, which a throwaway interpreter filled first; baseline
+RSS noted), then runs ``process_recording`` (as ``qkd-hw process``
 does: default options, PE fraction 0.5, no raw-key output) on a cached simulated recording of that
 length (uncompressed int16) and reports its peak resident set size (``ru_maxrss`` of the child,
 exact: the kernel's high-water mark) and the RSS it went back to. The parent also polls the
@@ -136,6 +137,10 @@ def run(workdir: Path, lengths: list[float], *, chunk_samples: int = 1 << 22,
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     tiny = tiny_recording(workdir, log)
+    # fill numba's on-disk cache first, in a throwaway interpreter: a child that compiles
+    # (after a code change) peaks at ~500 MB in LLVM before it processes anything
+    subprocess.run([sys.executable, "-c", "from qkd_hw.receiver import process_recording; "
+                    f"process_recording({str(tiny)!r})"], check=True, capture_output=True)
     rows = []
     for n in sorted(lengths):
         check_disk(workdir, n)

@@ -15,6 +15,7 @@ cannot pass silently.
 
 from __future__ import annotations
 
+import mmap
 import os
 
 import h5py
@@ -31,10 +32,10 @@ class Extents:
 
     def __init__(self, starts: np.ndarray, counts: np.ndarray, offsets: np.ndarray,
                  dtype: np.dtype) -> None:
-        self.starts = starts
-        self.counts = counts
-        self.offsets = offsets
         self.dtype = np.dtype(dtype)
+        self.starts, self.counts, self.offsets = _merged(
+            np.asarray(starts, np.int64), np.asarray(counts, np.int64),
+            np.asarray(offsets, np.int64), self.dtype.itemsize)
 
     def read_into(self, fd: int, start: int, out: np.ndarray) -> None:
         """Elements ``[start, start + len(out))`` into ``out`` (C-contiguous, ``self.dtype``).
@@ -64,6 +65,54 @@ class Extents:
                 off += got
             pos += take
             i += 1
+
+    def map(self, fd: int, start: int, stop: int) -> np.ndarray | None:
+        """Elements ``[start, stop)`` as an array over a memory map of the file (no copy: the
+        page cache's own pages), or None when the range is not one extent. Writes to the array
+        stay private to it. The map lives as long as the array (and its views).
+
+        Raises
+        ------
+        OSError
+            From the map, or when the file is now shorter than the extent (mapped bytes past
+            the end of a file would kill the process with SIGBUS on first touch).
+        """
+        start, stop = int(start), int(stop)
+        if not 0 <= start < stop or not hasattr(mmap, "MAP_PRIVATE"):
+            return None
+        i = int(np.searchsorted(self.starts, start, side="right")) - 1
+        if i < 0 or stop > int(self.starts[i] + self.counts[i]):
+            return None
+        size = self.dtype.itemsize
+        first = int(self.offsets[i]) + (start - int(self.starts[i])) * size
+        end = first + (stop - start) * size
+        if os.fstat(fd).st_size < end:
+            raise OSError(f"file ends before byte {end}, inside the data of elements "
+                          f"[{start}, {stop}) (truncated file?)")
+        base = first - first % mmap.ALLOCATIONGRANULARITY
+        # private and writeable, not populated: numba then sees the same (writeable) array
+        # type as for a read, so no kernel is compiled twice; the kernels only read, and the
+        # few pages the stream writes its kept samples into are copied (copy-on-write), the
+        # file is never written
+        m = mmap.mmap(fd, end - base, flags=mmap.MAP_PRIVATE,
+                      prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=base)
+        return np.frombuffer(m, self.dtype, stop - start, first - base)
+
+
+def _merged(starts: np.ndarray, counts: np.ndarray, offsets: np.ndarray,
+            size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The extents with neighbours that continue each other in the file joined: HDF5 writes
+    the chunks of a recording mostly back to back, so a chunk of the stream is then one
+    ``preadv`` (each call releases and retakes the GIL, against the main thread's Python)."""
+    if starts.shape[0] < 2:
+        return starts, counts, offsets
+    joins = ((starts[1:] == starts[:-1] + counts[:-1])
+             & (offsets[1:] == offsets[:-1] + counts[:-1] * size))
+    first = np.concatenate([[True], ~joins])
+    idx = np.flatnonzero(first)
+    ends = np.concatenate([idx[1:], [starts.shape[0]]])
+    merged = (starts[ends - 1] + counts[ends - 1]) - starts[idx]
+    return starts[idx], merged, offsets[idx]
 
 
 def dataset_extents(ds: h5py.Dataset, fd: int) -> Extents | None:

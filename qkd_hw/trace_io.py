@@ -439,6 +439,20 @@ class TraceReader:
         self._range(ds.name, info.length, start, start + out.shape[0])
         return self._read_into(ds, out, start, "samples")
 
+    def map_samples(self, dataset: str, start: int, stop: int) -> np.ndarray | None:
+        """Samples ``[start, stop)`` of ``/adc/<dataset>`` as a read-only view of the file's
+        pages in memory (``h5_extents.Extents.map``: no copy), or None when the range is not
+        stored as one plain extent (compressed, chunks apart, another dtype): read it then."""
+        ds, info = self._dataset(dataset)
+        start, stop = self._range(ds.name, info.length, int(start), int(stop))
+        ext = self._extents(ds)
+        if ext is None or stop <= start:
+            return None
+        try:
+            return ext.map(self._fd, start, stop)
+        except OSError as exc:
+            raise fail(self.path, f"{ds.name}[{start}:{stop}]", f"{exc}") from exc
+
     def read(self, dataset: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Samples ``[start, stop)`` of ``/adc/<dataset>`` in the stored dtype (a new array)."""
         ds, info = self._dataset(dataset)
@@ -642,6 +656,13 @@ class TraceWriter:
     overwrite : bool
         Replace an existing file at ``path`` on success (default True);
         False refuses at construction and at the final rename.
+    lengths : mapping of dataset name to int, optional
+        The final length of each ADC capture, when known in advance (a
+        simulation, a digitizer's fixed acquisition). Without compression the
+        captures are then stored contiguously, in one piece each, as digitizer
+        dumps usually are: a reader can map a range of such a file instead of
+        copying it (``TraceReader.map_samples``). Appending past a declared
+        length, or closing short of it, is an error.
     """
 
     def __init__(
@@ -658,6 +679,7 @@ class TraceWriter:
         compression_opts: Any = None,
         overwrite: bool = True,
         created_utc: str | None = None,
+        lengths: Mapping[str, int] | None = None,
     ) -> None:
         self.path = Path(path)
         file = self.path
@@ -691,6 +713,16 @@ class TraceWriter:
         if compression not in (None, "gzip", "lzf"):
             raise ValueError(f"compression must be one of [None, 'gzip', 'lzf'], "
                              f"got {compression!r}")
+        fixed: dict[str, int] = {}
+        if lengths is not None:
+            if set(lengths) != set(ADC_DATASETS):
+                raise ValueError(f"lengths needs exactly the keys {list(ADC_DATASETS)}, "
+                                 f"got {sorted(lengths)}")
+            for k in ADC_DATASETS:
+                n = lengths[k]
+                if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+                    raise ValueError(f"lengths[{k!r}] must be an int >= 1, got {n!r}")
+                fixed[k] = int(n)
         if created_utc is None:
             created_utc = datetime.now(UTC).isoformat(timespec="milliseconds")
         _check_created_utc(file, created_utc)
@@ -700,6 +732,8 @@ class TraceWriter:
         self.adc_dtype = dtype
         self.chunk_samples = chunk_samples
         self._lengths = dict.fromkeys(ADC_DATASETS, 0)
+        #: declared final lengths of contiguous captures (``lengths``, no compression)
+        self._fixed = fixed if compression is None else {}
         self._n_symbols = 0
         self._symbols_mode: str | None = None  # "write" | "append"
         self._truth_written = False
@@ -726,8 +760,11 @@ class TraceWriter:
             adc = self._f.create_group("adc")
             self._ds: dict[str, h5py.Dataset] = {}
             for name in ADC_DATASETS:
-                ds = adc.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
-                                        chunks=(chunk_samples,), **comp)
+                if name in self._fixed:    # one piece, allocated at the first write
+                    ds = adc.create_dataset(name, shape=(self._fixed[name],), dtype=dtype)
+                else:
+                    ds = adc.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
+                                            chunks=(chunk_samples,), **comp)
                 ds.attrs["sample_rate_hz"] = fs
                 ds.attrs["volts_per_code"] = vpc[name]
                 self._ds[name] = ds
@@ -757,8 +794,13 @@ class TraceWriter:
     def _grow(self, ds: h5py.Dataset, old: int, data: np.ndarray) -> int:
         new = old + data.shape[0]
         if data.shape[0]:
+            if ds.maxshape[0] is not None and new > ds.shape[0]:
+                raise ValueError(f"{self.path}: {ds.name} was declared {ds.shape[0]} samples "
+                                 f"long (lengths=...); appending {data.shape[0]} to {old} "
+                                 "would pass its end")
             try:
-                ds.resize((new,))
+                if ds.maxshape[0] is None:
+                    ds.resize((new,))
                 ds.write_direct(data, None, np.s_[old:new])
             except (OSError, ValueError, RuntimeError, TypeError) as exc:
                 raise TraceFormatError(f"{self.path}: writing {ds.name}[{old}:{new}] "
@@ -876,6 +918,11 @@ class TraceWriter:
         if self._closed:
             return
         try:
+            short = [f"/adc/{k} {self._lengths[k]} of {n}" for k, n in self._fixed.items()
+                     if self._lengths[k] not in (0, n)]
+            if short:
+                raise TraceFormatError(f"{self.path}: recording incomplete, fewer samples than "
+                                       f"declared: {', '.join(short)}; file discarded")
             missing = [f"/adc/{k}" for k, n in self._lengths.items() if n == 0]
             if self._n_symbols == 0:
                 missing.append("/tx/symbols")

@@ -347,8 +347,8 @@ def simulate_recording(
         with TraceWriter(path, tx=tx, sample_rate_hz=p.sample_rate_hz,
                          volts_per_code=p.volts_per_code, adc_dtype=p.adc_dtype,
                          description=description or "qkd-hw link simulator",
-                         chunk_samples=HDF5_CHUNK,
-                         compression=compression) as w:
+                         chunk_samples=HDF5_CHUNK, compression=compression,
+                         lengths={c.name: c.length for c in captures}) as w:
             source = SymbolSource(p, seed, n_symbols, sink=w.append_symbols)
             phase_out = np.empty(n_signal) if truth_phase else None
             clipped["signal"] = _write_signal(w, p, seed, source, n_signal, chunk, bar,

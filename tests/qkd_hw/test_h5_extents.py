@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 
 import h5py
@@ -91,5 +92,62 @@ def test_truncated_file_reads_fail_instead_of_returning_short_data(tmp_path):
             fh.truncate(min(cut, size))
         with pytest.raises(OSError, match="truncated"):
             ext.read_into(fd, 14_000, np.empty(2000, np.int16))
+    finally:
+        os.close(fd)
+
+
+def test_back_to_back_chunks_are_one_extent_and_gaps_are_kept(tmp_path):
+    """Chunks HDF5 wrote next to each other in the file become one extent (one ``preadv``,
+    one map); a chunk written elsewhere starts a new one, and reads across it stay exact."""
+    path = tmp_path / "d.h5"
+    data = (RNG.normal(size=8000) * 1000).astype(np.int16)
+    with h5py.File(path, "w") as f:
+        x = f.create_dataset("x", shape=(8000,), dtype=np.int16, chunks=(1000,))
+        x[:4000] = data[:4000]                  # chunks 0-3 back to back
+        f.flush()                               # (chunks get file space when flushed)
+        f.create_dataset("other", data=np.arange(3000, dtype=np.int64))   # a gap
+        f.flush()
+        x[4000:] = data[4000:]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with h5py.File(path, "r") as f:
+            ext = dataset_extents(f["x"], fd)
+        assert ext is not None
+        assert 2 <= ext.starts.shape[0] < 8                  # merged, but not across the gap
+        np.testing.assert_array_equal(ext.starts[:2], [0, 4000])
+        assert int(ext.counts.sum()) == 8000
+        out = np.empty(6000, np.int16)
+        ext.read_into(fd, 1000, out)
+        np.testing.assert_array_equal(out, data[1000:7000])
+        # a map: only inside one extent, the file's bytes, no copy; writes stay private
+        m = ext.map(fd, 500, 3900)
+        assert isinstance(m.base.obj, mmap.mmap)
+        np.testing.assert_array_equal(m, data[500:3900])
+        m[:10] = 0
+        ext.read_into(fd, 500, out[:10])
+        np.testing.assert_array_equal(out[:10], data[500:510])
+        assert ext.map(fd, 3900, 4100) is None               # across the gap
+        assert ext.map(fd, 0, 0) is None
+    finally:
+        os.close(fd)
+
+
+def test_map_of_a_truncated_file_fails_instead_of_crashing(tmp_path):
+    """Touching mapped bytes past the end of a file kills the process (SIGBUS): the map
+    checks the file's length first."""
+    path = tmp_path / "d.h5"
+    data = np.arange(20_000, dtype=np.int16)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with h5py.File(path, "r") as f:
+            ext = dataset_extents(f["x"], fd)
+        np.testing.assert_array_equal(ext.map(fd, 10_000, 20_000), data[10_000:])
+        with open(path, "r+b") as fh:
+            fh.truncate(int(ext.offsets[0]) + 2 * 15_000)
+        np.testing.assert_array_equal(ext.map(fd, 0, 15_000), data[:15_000])
+        with pytest.raises(OSError, match="truncated"):
+            ext.map(fd, 14_000, 16_000)
     finally:
         os.close(fd)

@@ -3,6 +3,7 @@ timing loop: any chunking gives the same result, and the clock offset is measure
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import replace
 from itertools import pairwise
 
@@ -129,6 +130,38 @@ def test_probe_chain_on_recording(long_recording):
         assert abs(ppm - PARAMS["clock_offset_ppm"]) < max(5 * sd, 0.02)
     # the second window is only the symbols plus ~1 ppm of margin either side
     assert reads[1][1] - reads[1][0] < reads[0][1] - reads[0][0]
+
+
+def test_mapped_recording_equals_read_recording(long_recording, tmp_path, monkeypatch):
+    """The simulator stores captures contiguously, so the receiver maps the signal instead of
+    reading it (every window a map, the stream copying only what it keeps); forcing the read
+    path gives bit-identical estimates and raw key."""
+    from qkd_hw import receiver
+
+    with TraceReader(long_recording) as r:
+        starts, pos = [], 0
+        for (a, sa), (b, sb) in zip(receiver._stores(r, 777_777, 100_000),
+                                    receiver._stores(r, 777_777, 100_000, mapped=False),
+                                    strict=True):
+            assert isinstance(a.base.obj, mmap.mmap) and isinstance(b.base, np.ndarray)
+            m = a.shape[0] - sa
+            # the mapped window holds the samples before the chunk too
+            np.testing.assert_array_equal(a, r.read("signal", pos - sa, pos + m))
+            np.testing.assert_array_equal(a[sa:], b[sb:])
+            starts.append(sa)
+            pos += m
+        assert starts[:3] == [0, 100_000, 100_000] and len(starts) == 8
+    runs = []
+    for mapped in (True, False):
+        if not mapped:
+            monkeypatch.setattr(TraceReader, "map_samples", lambda *a, **k: None)
+        key = tmp_path / f"k{mapped}.h5"
+        runs.append((process_recording(long_recording, pe_fraction=0.4, seed=2,
+                                       chunk_samples=777_777, raw_key_out=key),
+                     read_raw_key(key)))
+    (r1, k1), (r2, k2) = runs
+    assert r1.estimates == r2.estimates and r1.timing_log == r2.timing_log
+    np.testing.assert_array_equal(k1.bob_symbols, k2.bob_symbols)
 
 
 @pytest.mark.parametrize("chunk", [777_777, 1 << 20])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -290,3 +291,53 @@ def test_append_split_property(tmp_path, cuts, chunk):
     with TraceReader(p) as r:
         for name in ADC_DATASETS:
             np.testing.assert_array_equal(r.read(name), adc[name])
+
+
+def test_declared_lengths_give_contiguous_captures_the_reader_can_map(tmp_path):
+    """``lengths``: each capture in one piece (what digitizer dumps look like), the same
+    samples as a chunked file, and ``map_samples`` serves any range of it without a copy;
+    chunked or compressed captures are read instead."""
+    adc, sym = _data()
+    lengths = {k: a.shape[0] for k, a in adc.items()}
+    flat, chunked, packed = tmp_path / "flat.h5", tmp_path / "chunked.h5", tmp_path / "gz.h5"
+    _write(flat, adc, sym, pieces=[7, 4000, 4000], lengths=lengths, chunk_samples=1024)
+    _write(chunked, adc, sym, chunk_samples=1024)
+    _write(packed, adc, sym, lengths=lengths, compression="gzip", chunk_samples=1024)
+    with h5py.File(flat) as f:
+        assert all(f["adc"][k].chunks is None for k in ADC_DATASETS)
+    with h5py.File(packed) as f:       # compression needs chunks: lengths only checked
+        assert all(f["adc"][k].chunks == (1024,) for k in ADC_DATASETS)
+    with TraceReader(flat) as a, TraceReader(chunked) as b, TraceReader(packed) as c:
+        for k in ADC_DATASETS:
+            np.testing.assert_array_equal(a.read(k), b.read(k))
+            m = a.map_samples(k, 123, 9000)
+            assert isinstance(m.base.obj, mmap.mmap)
+            np.testing.assert_array_equal(m, adc[k][123:9000])
+            m[:] = 0                                # private: the file is not written
+            np.testing.assert_array_equal(a.read(k, 123, 9000), adc[k][123:9000])
+            assert c.map_samples(k, 0, 100) is None
+        with pytest.raises(ValueError, match=r"signal: range \[5, 1000000\) outside"):
+            a.map_samples("signal", 5, 10**6)
+        np.testing.assert_array_equal(a.symbols(), sym)
+        # the file cut short under an open reader: an error naming file and range, no SIGBUS
+        off = int(a._extents(a._dataset("signal")[0]).offsets[0])
+        with open(flat, "r+b") as fh:
+            fh.truncate(off + 2 * 5000)
+        with pytest.raises(TraceFormatError, match=r"flat\.h5: /adc/signal\[4000:6000\].*"
+                                                   r"truncated"):
+            a.map_samples("signal", 4000, 6000)
+
+
+def test_declared_lengths_are_enforced(tmp_path):
+    adc, sym = _data()
+    lengths = {k: a.shape[0] for k, a in adc.items()}
+    with pytest.raises(ValueError, match="lengths needs exactly"):
+        _write(tmp_path / "a.h5", adc, sym, lengths={"signal": 5})
+    with pytest.raises(ValueError, match=r"lengths\['signal'\] must be an int >= 1"):
+        _write(tmp_path / "a.h5", adc, sym, lengths={**lengths, "signal": 0})
+    with pytest.raises(ValueError, match="would pass its end"):
+        _write(tmp_path / "a.h5", adc, sym, lengths={**lengths, "shot_noise": 100})
+    with pytest.raises(TraceFormatError, match=r"fewer samples than declared: /adc/signal "
+                                               r"10000 of 10001"):
+        _write(tmp_path / "a.h5", adc, sym, lengths={**lengths, "signal": 10_001})
+    assert not list(tmp_path.iterdir())        # nothing left behind by any of them
