@@ -71,11 +71,13 @@ class Extents:
         page cache's own pages), or None when the range is not one extent. Writes to the array
         stay private to it. The map lives as long as the array (and its views).
 
+        None too when the file system refuses the map (the caller then reads).
+
         Raises
         ------
         OSError
-            From the map, or when the file is now shorter than the extent (mapped bytes past
-            the end of a file would kill the process with SIGBUS on first touch).
+            When the file is now shorter than the extent (mapped bytes past the end of a file
+            would kill the process with SIGBUS on first touch).
         """
         start, stop = int(start), int(stop)
         if not 0 <= start < stop or not hasattr(mmap, "MAP_PRIVATE"):
@@ -94,8 +96,11 @@ class Extents:
         # type as for a read, so no kernel is compiled twice; the kernels only read, and the
         # few pages the stream writes its kept samples into are copied (copy-on-write), the
         # file is never written
-        m = mmap.mmap(fd, end - base, flags=mmap.MAP_PRIVATE,
-                      prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=base)
+        try:
+            m = mmap.mmap(fd, end - base, flags=mmap.MAP_PRIVATE,
+                          prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=base)
+        except OSError:     # a file system that cannot map (some network/FUSE ones): read
+            return None
         return np.frombuffer(m, self.dtype, stop - start, first - base)
 
 

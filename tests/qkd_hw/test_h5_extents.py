@@ -151,3 +151,23 @@ def test_map_of_a_truncated_file_fails_instead_of_crashing(tmp_path):
             ext.map(fd, 14_000, 16_000)
     finally:
         os.close(fd)
+
+
+def test_a_file_system_that_cannot_map_gives_none_so_the_caller_reads(tmp_path, monkeypatch):
+    import errno
+
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.arange(5000, dtype=np.int16))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with h5py.File(path, "r") as f:
+            ext = dataset_extents(f["x"], fd)
+
+        def refuse(*args, **kwargs):
+            raise OSError(errno.ENODEV, "No such device")
+
+        monkeypatch.setattr(mmap, "mmap", refuse)
+        assert ext.map(fd, 0, 100) is None
+    finally:
+        os.close(fd)
