@@ -107,8 +107,8 @@ class Extents:
 def _merged(starts: np.ndarray, counts: np.ndarray, offsets: np.ndarray,
             size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The extents with neighbours that continue each other in the file joined: HDF5 writes
-    the chunks of a recording mostly back to back, so a chunk of the stream is then one
-    ``preadv`` (each call releases and retakes the GIL, against the main thread's Python)."""
+    the chunks of a recording mostly back to back, and a range inside one joined run can be
+    mapped (``Extents.map``) and read by one ``preadv``."""
     if starts.shape[0] < 2:
         return starts, counts, offsets
     joins = ((starts[1:] == starts[:-1] + counts[:-1])

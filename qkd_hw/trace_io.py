@@ -440,9 +440,10 @@ class TraceReader:
         return self._read_into(ds, out, start, "samples")
 
     def map_samples(self, dataset: str, start: int, stop: int) -> np.ndarray | None:
-        """Samples ``[start, stop)`` of ``/adc/<dataset>`` as a read-only view of the file's
-        pages in memory (``h5_extents.Extents.map``: no copy), or None when the range is not
-        stored as one plain extent (compressed, chunks apart, another dtype): read it then."""
+        """Samples ``[start, stop)`` of ``/adc/<dataset>`` as a view of the file's pages in
+        memory (``h5_extents.Extents.map``: no copy; copy-on-write, so writes to it stay
+        private), or None when the range is not stored as one plain extent (compressed, chunks
+        apart, another dtype) or the file system cannot map: read it then."""
         ds, info = self._dataset(dataset)
         start, stop = self._range(ds.name, info.length, int(start), int(stop))
         ext = self._extents(ds)
@@ -661,8 +662,9 @@ class TraceWriter:
         simulation, a digitizer's fixed acquisition). Without compression the
         captures are then stored contiguously, in one piece each, as digitizer
         dumps usually are: a reader can map a range of such a file instead of
-        copying it (``TraceReader.map_samples``). Appending past a declared
-        length, or closing short of it, is an error.
+        copying it (``TraceReader.map_samples``); compressed ones stay
+        chunked. Appending past a declared length, or closing short of it, is
+        an error.
     """
 
     def __init__(
@@ -732,8 +734,8 @@ class TraceWriter:
         self.adc_dtype = dtype
         self.chunk_samples = chunk_samples
         self._lengths = dict.fromkeys(ADC_DATASETS, 0)
-        #: declared final lengths of contiguous captures (``lengths``, no compression)
-        self._fixed = fixed if compression is None else {}
+        #: declared final lengths (``lengths``): contiguous captures without compression
+        self._declared = fixed
         self._n_symbols = 0
         self._symbols_mode: str | None = None  # "write" | "append"
         self._truth_written = False
@@ -760,11 +762,13 @@ class TraceWriter:
             adc = self._f.create_group("adc")
             self._ds: dict[str, h5py.Dataset] = {}
             for name in ADC_DATASETS:
-                if name in self._fixed:    # one piece, allocated at the first write
-                    ds = adc.create_dataset(name, shape=(self._fixed[name],), dtype=dtype)
+                n = fixed.get(name)
+                if n is not None and compression is None:   # one piece, allocated when written
+                    ds = adc.create_dataset(name, shape=(n,), dtype=dtype)
                 else:
-                    ds = adc.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
-                                            chunks=(chunk_samples,), **comp)
+                    h = chunk_samples if n is None else min(chunk_samples, n)
+                    ds = adc.create_dataset(name, shape=(0,), maxshape=(n,), dtype=dtype,
+                                            chunks=(h,), **comp)
                 ds.attrs["sample_rate_hz"] = fs
                 ds.attrs["volts_per_code"] = vpc[name]
                 self._ds[name] = ds
@@ -794,12 +798,13 @@ class TraceWriter:
     def _grow(self, ds: h5py.Dataset, old: int, data: np.ndarray) -> int:
         new = old + data.shape[0]
         if data.shape[0]:
-            if ds.maxshape[0] is not None and new > ds.shape[0]:
-                raise ValueError(f"{self.path}: {ds.name} was declared {ds.shape[0]} samples "
+            limit = ds.maxshape[0]
+            if limit is not None and new > limit:
+                raise ValueError(f"{self.path}: {ds.name} was declared {limit} samples "
                                  f"long (lengths=...); appending {data.shape[0]} to {old} "
                                  "would pass its end")
             try:
-                if ds.maxshape[0] is None:
+                if ds.shape[0] < new:       # (a contiguous capture is created full length)
                     ds.resize((new,))
                 ds.write_direct(data, None, np.s_[old:new])
             except (OSError, ValueError, RuntimeError, TypeError) as exc:
@@ -918,7 +923,7 @@ class TraceWriter:
         if self._closed:
             return
         try:
-            short = [f"/adc/{k} {self._lengths[k]} of {n}" for k, n in self._fixed.items()
+            short = [f"/adc/{k} {self._lengths[k]} of {n}" for k, n in self._declared.items()
                      if self._lengths[k] not in (0, n)]
             if short:
                 raise TraceFormatError(f"{self.path}: recording incomplete, fewer samples than "

@@ -305,8 +305,9 @@ def test_declared_lengths_give_contiguous_captures_the_reader_can_map(tmp_path):
     _write(packed, adc, sym, lengths=lengths, compression="gzip", chunk_samples=1024)
     with h5py.File(flat) as f:
         assert all(f["adc"][k].chunks is None for k in ADC_DATASETS)
-    with h5py.File(packed) as f:       # compression needs chunks: lengths only checked
+    with h5py.File(packed) as f:       # compression needs chunks: the lengths are limits
         assert all(f["adc"][k].chunks == (1024,) for k in ADC_DATASETS)
+        assert all(f["adc"][k].maxshape == (lengths[k],) for k in ADC_DATASETS)
     with TraceReader(flat) as a, TraceReader(chunked) as b, TraceReader(packed) as c:
         for k in ADC_DATASETS:
             np.testing.assert_array_equal(a.read(k), b.read(k))
@@ -337,7 +338,12 @@ def test_declared_lengths_are_enforced(tmp_path):
         _write(tmp_path / "a.h5", adc, sym, lengths={**lengths, "signal": 0})
     with pytest.raises(ValueError, match="would pass its end"):
         _write(tmp_path / "a.h5", adc, sym, lengths={**lengths, "shot_noise": 100})
-    with pytest.raises(TraceFormatError, match=r"fewer samples than declared: /adc/signal "
-                                               r"10000 of 10001"):
-        _write(tmp_path / "a.h5", adc, sym, lengths={**lengths, "signal": 10_001})
+    for compression in (None, "gzip"):
+        with pytest.raises(ValueError, match="would pass its end"):
+            _write(tmp_path / "a.h5", adc, sym, lengths={**lengths, "shot_noise": 100},
+                   compression=compression)
+        with pytest.raises(TraceFormatError, match=r"fewer samples than declared: /adc/signal "
+                                                   r"10000 of 10001"):
+            _write(tmp_path / "a.h5", adc, sym, lengths={**lengths, "signal": 10_001},
+                   compression=compression)
     assert not list(tmp_path.iterdir())        # nothing left behind by any of them
