@@ -290,7 +290,7 @@ def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions 
                       beta: float = 0.95, raw_key_out: str | os.PathLike[str] | None = None,
                       chunk_samples: int = DEFAULT_CHUNK,
                       progress: Callable[[int], None] | None = None,
-                      diagnostics: bool = False) -> ReceiverResult:
+                      diagnostics: bool = False, map_file: bool = True) -> ReceiverResult:
     """Run the receiver over one recording.
 
     Parameters
@@ -302,6 +302,10 @@ def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions 
     raw_key_out : write the raw key (undisclosed symbols) there, mode 0600.
     chunk_samples : streaming chunk size (any positive number).
     progress : called with the number of samples just processed.
+    map_file : map the signal capture where the file stores it in one piece (the default;
+        ``_stores``) instead of reading it. False reads it: for a file system where maps are
+        slow, or a file that someone may truncate while it is processed (a mapped page past
+        the new end would kill the process with SIGBUS; a read fails with an error).
 
     Raises
     ------
@@ -320,13 +324,13 @@ def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions 
         return _process(path, options or ReceiverOptions(), pe_fraction=pe_fraction, seed=seed,
                         eps_pe=eps_pe, beta=beta, key_file=key_file,
                         chunk_samples=chunk_samples, progress=progress,
-                        diagnostics=diagnostics)
+                        diagnostics=diagnostics, map_file=map_file)
 
 
 def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction: float,
              seed: int, eps_pe: float, beta: float, key_file: RawKeyWriter | None,
              chunk_samples: int, progress: Callable[[int], None] | None,
-             diagnostics: bool) -> ReceiverResult:
+             diagnostics: bool, map_file: bool = True) -> ReceiverResult:
     t_start = time.perf_counter()
     stages: dict[str, float] = {}
     tick = progress or (lambda n: None)
@@ -402,7 +406,7 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
         t_consume = 0.0
         room = stream.room_samples()
         # closing(): on an error the pending read finishes before the file is closed
-        with contextlib.closing(_read_ahead(_stores(reader, chunk_samples, room),
+        with contextlib.closing(_read_ahead(_stores(reader, chunk_samples, room, map_file),
                                             load_symbols, stages)) as chunks:
             for store, start in chunks:
                 chunk = store[start:]

@@ -50,6 +50,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="half-width of the laser-offset search, MHz (default 50)")
     p.add_argument("--no-clock-tracking", action="store_true",
                    help="assume Alice's and Bob's sample clocks are locked")
+    p.add_argument("--no-map", action="store_true",
+                   help="read the recording instead of memory-mapping it (network file "
+                        "systems; a file that may be truncated while it is processed)")
     p.add_argument("--chunk-samples", type=int, default=DEFAULT_CHUNK, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--plot", metavar="DIR", help="write PNG plots (constellation, pilot phase, "
@@ -102,7 +105,8 @@ def _run(args: argparse.Namespace) -> int:
             res = process_recording(args.trace, options=options, pe_fraction=args.pe_fraction,
                                     seed=args.seed, eps_pe=args.eps_pe, beta=args.beta,
                                     raw_key_out=args.out, chunk_samples=args.chunk_samples,
-                                    progress=tick, diagnostics=bool(args.plot))
+                                    progress=tick, diagnostics=bool(args.plot),
+                                    map_file=not args.no_map)
     except ReceiverLockError as exc:
         if args.json:
             print(json.dumps(_clean({"locked": False, "error": str(exc), "lock": exc.metrics})))

@@ -35,6 +35,12 @@ def test_json_output_matches_library(capsys, tmp_path):
     assert d["locked"] is True
     ref = process_recording(trace, pe_fraction=0.4, seed=5)
     assert d["transmittance"] == pytest.approx(ref.estimates.transmittance, rel=1e-12)
+    # --no-map reads the (contiguous, so otherwise mapped) signal: the same numbers
+    assert main(["process", str(trace), "--json", "--pe-fraction", "0.4", "--seed", "5",
+                 "--no-map"]) == 0
+    d_read = json.loads(capsys.readouterr().out)
+    for k in ("transmittance", "excess_noise_snu", "electronic_noise_snu", "delay_samples"):
+        assert d_read[k] == d[k], k
     assert d["excess_noise_snu"] == pytest.approx(ref.estimates.excess_noise_snu, rel=1e-12)
     assert d["samples"] == 1_005_234 + 2 * 1_000_000
     # the clock offset comes with its uncertainty and the probes that measured it; the

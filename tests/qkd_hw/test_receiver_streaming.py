@@ -132,10 +132,11 @@ def test_probe_chain_on_recording(long_recording):
     assert reads[1][1] - reads[1][0] < reads[0][1] - reads[0][0]
 
 
-def test_mapped_recording_equals_read_recording(long_recording, tmp_path, monkeypatch):
+def test_mapped_recording_equals_read_recording(long_recording, tmp_path):
     """The simulator stores captures contiguously, so the receiver maps the signal instead of
-    reading it (every window a map, the stream copying only what it keeps); forcing the read
-    path gives bit-identical estimates and raw key."""
+    reading it (every window a map, the stream copying only what it keeps); reading it
+    (``map_file=False``, ``qkd-hw process --no-map``) gives bit-identical estimates and raw
+    key."""
     from qkd_hw import receiver
 
     with TraceReader(long_recording) as r:
@@ -153,11 +154,10 @@ def test_mapped_recording_equals_read_recording(long_recording, tmp_path, monkey
         assert starts[:3] == [0, 100_000, 100_000] and len(starts) == 8
     runs = []
     for mapped in (True, False):
-        if not mapped:
-            monkeypatch.setattr(TraceReader, "map_samples", lambda *a, **k: None)
         key = tmp_path / f"k{mapped}.h5"
         runs.append((process_recording(long_recording, pe_fraction=0.4, seed=2,
-                                       chunk_samples=777_777, raw_key_out=key),
+                                       chunk_samples=777_777, raw_key_out=key,
+                                       map_file=mapped),
                      read_raw_key(key)))
     (r1, k1), (r2, k2) = runs
     assert r1.estimates == r2.estimates and r1.timing_log == r2.timing_log
