@@ -235,10 +235,14 @@ class PhaseTracker:
         a = (j0 // FIR_RUN) * FIR_RUN
         while a < j1:
             b = min(a + FIR_RUN, j1)
-            # the run's angles, continuous inside the run (chained from 0, whatever came before)
-            chain = boxcar_phase(self._z, first_block=self._z0, n_blocks_in=self.n_in,
-                                 out_first=a, out_stop=b, half_window=h,
-                                 last_phase=0.0)[max(j0 - a, 0):]
+            # the run's angles, continuous inside the run (chained from 0, whatever came before);
+            # only the run's phasors go in (the kernel's wrapper copies what it is given into
+            # real and imaginary parts: the whole history, per run, cost more than the kernel)
+            lo_b = max(a - h, 0)
+            hi_b = min(b + h, self.n_in)
+            chain = boxcar_phase(self._z[lo_b - self._z0:hi_b - self._z0], first_block=lo_b,
+                                 n_blocks_in=self.n_in, out_first=a, out_stop=b,
+                                 half_window=h, last_phase=0.0)[max(j0 - a, 0):]
             # one 2 pi shift per run, set by the previous output: the same shift (and the same
             # float operation) whether the run is emitted in one push or several
             if prev is None:
