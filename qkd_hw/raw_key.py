@@ -105,8 +105,17 @@ def _check_indices(file: Path, bob: np.ndarray, pe: np.ndarray) -> None:
         if where == "/pe/tx_index":
             pe_sorted = srt
     if pe.size and bob.size:
-        pos = np.clip(np.searchsorted(pe_sorted, bob), 0, pe_sorted.size - 1)
-        both = pe_sorted[pos] == bob
+        lo = min(int(bob.min()), int(pe_sorted[0]))
+        span = max(int(bob.max()), int(pe_sorted[-1])) - lo + 1
+        if span <= 4 * (bob.size + pe.size):
+            # the indices of a streamed block are dense: one pass over a mark array instead
+            # of a binary search per key index (0.2 s per 1e7 symbols)
+            seen = np.zeros(span, np.bool_)
+            seen[pe_sorted - lo] = True
+            both = seen[bob - lo]
+        else:
+            pos = np.clip(np.searchsorted(pe_sorted, bob), 0, pe_sorted.size - 1)
+            both = pe_sorted[pos] == bob
         if both.any():
             raise fail(file, "/bob/tx_index", f"{int(both.sum())} indices also in /pe/tx_index "
                        f"(first {int(bob[np.argmax(both)])}); key symbols must not be disclosed")

@@ -391,8 +391,9 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
                 m = tx.mask(k0, k1)
                 moments.update(x, y, m, float(scale))
                 if key_file is not None:
-                    idx = np.arange(k0, k1, dtype=np.int64)
-                    key_file.append(y[~m] * scale, idx[~m], idx[m])
+                    keep = ~m
+                    key_file.append(y[keep] * scale, np.flatnonzero(keep) + k0,
+                                    np.flatnonzero(m) + k0)
                 if diagnostics and diag.constellation_y.shape[0] < 4000:
                     y = y * scale
                     take = min(4000 - diag.constellation_y.shape[0], int(m.sum()))

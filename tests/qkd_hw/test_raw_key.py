@@ -118,6 +118,9 @@ def test_failed_write_leaves_no_file_and_keeps_existing(tmp_path, monkeypatch):
     ({"pe_tx_index": np.array([2000, 3, 2000])}, "/pe/tx_index: index 2000 appears"),
     ({"bob_tx_index": np.arange(1000), "pe_tx_index": np.array([5000, 17])},
      r"/bob/tx_index: 1 indices also in /pe/tx_index \(first 17\)"),
+    # dense indices (a streamed block): the mark-array check, same message
+    ({"bob_tx_index": np.arange(1000), "pe_tx_index": np.array([1003, 999, 17, 1001])},
+     r"/bob/tx_index: 2 indices also in /pe/tx_index \(first 17\)"),
 ])
 def test_writer_validates(tmp_path, change, pattern):
     base = _raw()
