@@ -23,7 +23,7 @@ REQUIRED = ("transmittance", "excess_noise_snu", "electronic_noise_snu", "t_eff"
             "seconds", "transmittance_min", "excess_noise_max_snu", "lock", "n0_codes2")
 
 
-def test_json_output_matches_library(capsys, tmp_path):
+def test_json_output_matches_library(capsys, tmp_path, monkeypatch):
     trace = SHARED_TRACES["basic"]
     out = tmp_path / "raw.h5"
     rc = main(["process", str(trace), "--json", "--pe-fraction", "0.4", "--seed", "5",
@@ -36,6 +36,10 @@ def test_json_output_matches_library(capsys, tmp_path):
     ref = process_recording(trace, pe_fraction=0.4, seed=5)
     assert d["transmittance"] == pytest.approx(ref.estimates.transmittance, rel=1e-12)
     # --no-map reads the (contiguous, so otherwise mapped) signal: the same numbers
+    def no_maps(*args, **kwargs):
+        raise AssertionError("mapped despite --no-map")
+
+    monkeypatch.setattr(TraceReader, "map_samples", no_maps)
     assert main(["process", str(trace), "--json", "--pe-fraction", "0.4", "--seed", "5",
                  "--no-map"]) == 0
     d_read = json.loads(capsys.readouterr().out)
