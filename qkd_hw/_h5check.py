@@ -106,6 +106,26 @@ def check_1d(file: Path, ds: h5py.Dataset, *, allow_empty: bool = False) -> int:
     return int(shape[0])
 
 
+def check_allocated(file: Path, ds: h5py.Dataset, n: int) -> None:
+    """Refuse a 1-D dataset of ``n`` elements whose storage was not all written (a capture
+    cut short, a writer that skipped a block): libhdf5 reads unallocated storage as the fill
+    value, without an error. Metadata only (the chunk index), no data is read. Chunks are
+    counted, not bytes: a compressed chunk is smaller than its elements."""
+    if n == 0:
+        return
+    with wrap_h5(file, ds.name):
+        chunks = ds.chunks
+        if chunks is None:   # contiguous (compact/external: their size as declared)
+            need, have = n * ds.dtype.itemsize, int(ds.id.get_storage_size())
+            unit = "bytes of storage"
+        else:
+            need, have = -(-n // int(chunks[0])), int(ds.id.get_num_chunks())
+            unit = "HDF5 chunks"
+    if have < need:
+        raise fail(file, ds.name, f"{need - have} of {need} {unit} never written "
+                                  "(incomplete capture; they would read as the fill value)")
+
+
 def _raw_attr(file: Path, obj: h5py.HLObject, obj_name: str, name: str, required: bool) -> Any:
     where = attr_where(obj_name, name)
     with wrap_h5(file, where):

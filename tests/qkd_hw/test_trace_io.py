@@ -7,6 +7,7 @@ sample recordings in tmp_path; /work/shared is read-only.
 
 from __future__ import annotations
 
+import mmap
 import re
 import shutil
 from collections.abc import Callable
@@ -217,6 +218,47 @@ def test_non_finite_samples_and_symbols_raise_with_index_not_value(tmp_path):
         np.testing.assert_array_equal(r.symbols(8), data["symbols"][8:])
 
 
+def test_map_samples_refuses_non_finite_like_read(tmp_path):
+    """A mapped float32 range gets the same check as a read (the receiver maps the signal
+    capture: a NaN must not reach the DSP); index in absolute sample numbers."""
+    p = tmp_path / "nan.h5"
+    data = write_raw_trace(p, n=4000, dtype="float32")
+    sig = data["signal"].copy()
+    sig[2500] = np.nan
+    sig[3100] = -np.inf
+    with h5py.File(p, "r+") as f:
+        f["adc/signal"][...] = sig
+        assert f["adc/signal"].chunks is None          # contiguous: map_samples maps it
+    with TraceReader(p) as r:
+        m = r.map_samples("signal", 100, 2500)
+        assert isinstance(m.base.obj, mmap.mmap)
+        np.testing.assert_array_equal(m, sig[100:2500])
+        np.testing.assert_array_equal(r.map_samples("signal", 2501, 3100), sig[2501:3100])
+        for a, b, first in ((2000, 3000, 2500), (2500, 2501, 2500), (3000, 4000, 3100),
+                            (0, 4000, 2500)):
+            with pytest.raises(TraceFormatError) as mapped:
+                r.map_samples("signal", a, b)
+            with pytest.raises(TraceFormatError) as read:
+                r.read("signal", a, b)
+            assert str(mapped.value) == str(read.value)
+            assert re.fullmatch(rf"{re.escape(str(p))}: /adc/signal: \d non-finite samples in "
+                                rf"\[{a}, {b}\), first at index {first}", str(mapped.value))
+        assert "2 non-finite samples" in str(mapped.value)
+        np.testing.assert_array_equal(r.map_samples("shot_noise", 0, 4037),
+                                      data["shot_noise"])
+
+
+def test_fully_written_chunked_and_compressed_storage_accepted(tmp_path):
+    """The allocation check counts chunks, not bytes: compressed chunks are smaller than
+    h * itemsize, a partial last chunk is a whole chunk."""
+    for compression in (None, "gzip", "lzf"):
+        p = tmp_path / f"c-{compression}.h5"
+        data = write_raw_trace(p, n=5000, chunks=1000, compression=compression)
+        with TraceReader(p) as r:
+            for k in ADC_DATASETS:
+                np.testing.assert_array_equal(r.read(k), data[k])
+
+
 def test_truth_absent_and_truth_dataset(tmp_path):
     p = tmp_path / "t.h5"
     write_raw_trace(p)
@@ -264,6 +306,23 @@ def _as_group(name: str):
     def mutate(f: h5py.File) -> None:
         del f[name]
         f.create_group(name)
+    return mutate
+
+
+def _unwritten(name: str, chunks: int | None = None, skip: tuple[int, ...] = (),
+               compression: str | None = None):
+    """``name`` re-created with the HDF5 chunks ``skip`` never written (``chunks=None``:
+    contiguous and never written at all); libhdf5 reads such storage as the fill value."""
+    def mutate(f: h5py.File) -> None:
+        old = f[name]
+        data, attrs = old[()], dict(old.attrs)
+        del f[name]
+        new = f.create_dataset(name, shape=data.shape, dtype=data.dtype,
+                               chunks=(chunks,) if chunks else None, compression=compression)
+        for c in range(0, data.shape[0], chunks or data.shape[0]):
+            if chunks and c // chunks not in skip:
+                new[c:c + chunks] = data[c:c + chunks]
+        new.attrs.update(attrs)
     return mutate
 
 
@@ -339,6 +398,15 @@ CORRUPTIONS: list[tuple[str, Callable[[h5py.File], None], str]] = [
     ("created-bad", _set_attr("/", "created_utc", "last tuesday"),
      "'created_utc' of /: not an ISO 8601.*last tuesday"),
     ("description-number", _set_attr("/", "description", 3), "'description' of /: expected a str"),
+    # storage never written (an interrupted capture): it would read as zeros, without an error
+    ("signal-chunk-unwritten", _unwritten("adc/signal", 65536, skip=(8,)),
+     r"/adc/signal: 1 of 16 HDF5 chunks never written"),
+    ("shot-gzip-chunks-unwritten", _unwritten("adc/shot_noise", 65536, (0, 15), "gzip"),
+     r"/adc/shot_noise: 2 of 16 HDF5 chunks never written"),
+    ("enoise-never-written", _unwritten("adc/electronic_noise"),
+     r"/adc/electronic_noise: 2000000 of 2000000 bytes of storage never written"),
+    ("symbols-chunk-unwritten", _unwritten("tx/symbols", 4096, skip=(24,)),
+     r"/tx/symbols: 1 of 25 HDF5 chunks never written"),
 ]
 
 

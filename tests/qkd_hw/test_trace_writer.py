@@ -347,3 +347,27 @@ def test_declared_lengths_are_enforced(tmp_path):
             _write(tmp_path / "a.h5", adc, sym, lengths={**lengths, "signal": 10_001},
                    compression=compression)
     assert not list(tmp_path.iterdir())        # nothing left behind by any of them
+
+
+@pytest.mark.parametrize("kw", [{"lengths": True}, {}, {"compression": "gzip"},
+                                {"compression": "lzf", "lengths": True}])
+def test_written_storage_is_fully_allocated_for_the_reader_check(tmp_path, kw):
+    """The reader refuses storage never written (it would read as fill values): every layout
+    the writer makes (contiguous with declared lengths, chunked, compressed, partial last
+    chunk) is fully allocated, and the reader opens it."""
+    adc, sym = _data(n=10_000)
+    if kw.pop("lengths", False):
+        kw["lengths"] = {k: a.shape[0] for k, a in adc.items()}
+    p = tmp_path / "w.h5"
+    _write(p, adc, sym, pieces=[3000, 3001], chunk_samples=1024, **kw)
+    with h5py.File(p) as f:
+        for k, a in adc.items():
+            ds = f["adc"][k]
+            if ds.chunks is None:
+                assert ds.id.get_storage_size() == a.nbytes
+            else:
+                assert ds.id.get_num_chunks() == -(-a.shape[0] // 1024)
+    with TraceReader(p) as r:
+        for k in ADC_DATASETS:
+            np.testing.assert_array_equal(r.read(k), adc[k])
+        np.testing.assert_array_equal(r.symbols(), sym)
