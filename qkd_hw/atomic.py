@@ -9,7 +9,11 @@ destroys a file that already sits there.
   atomic within one file system) and is named ``<target>.tmp-<pid>``
   (``<target>.tmp-<pid>-<n>`` if that name is taken, e.g. by a stale leftover
   of a killed process: leftovers are never deleted, they may belong to a live
-  writer in another PID namespace).
+  writer in another PID namespace). When that name would exceed the
+  directory's ``NAME_MAX`` (``os.pathconf``, 255 if unknown), the target's
+  name is cut (at a character) and tagged with a hash of the full name,
+  ``<cut name>~<12 hex digits>.tmp-<pid>``, so long names that share a
+  prefix still get distinct temporary names.
 * It is created with ``O_CREAT | O_EXCL`` and, when ``mode`` is given, with
   that mode from the first instant (then ``fchmod`` to exactly ``mode``, which
   makes the result independent of the umask; the file is never more open than
@@ -25,11 +29,37 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["AtomicFile", "atomic_write"]
+
+
+_NAME_MAX_FALLBACK = 255
+_COUNTER_ROOM = len("-999")  # "-<n>" appended when the first temporary name is taken
+
+
+def _tmp_base(target: Path) -> str:
+    """``<target>.tmp-<pid>``, with the target's name shortened to fit NAME_MAX."""
+    suffix = f".tmp-{os.getpid()}"
+    try:
+        name_max = os.pathconf(target.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):  # no such directory yet, or no pathconf: the usual limit
+        name_max = _NAME_MAX_FALLBACK
+    if name_max <= 0:  # indeterminate
+        name_max = _NAME_MAX_FALLBACK
+    name = target.name
+    room = name_max - len(suffix) - _COUNTER_ROOM
+    raw = os.fsencode(name)
+    if len(raw) > room:
+        # the hash keeps distinct long names distinct after the cut (same prefix)
+        tag = "~" + hashlib.sha256(raw).hexdigest()[:12]
+        while name and len(os.fsencode(name)) > room - len(tag):
+            name = name[:-1]  # whole characters: the result stays valid UTF-8
+        name += tag
+    return str(target.parent / f"{name}{suffix}")
 
 
 def _fsync_path(path: Path, *, directory: bool = False) -> None:
@@ -92,7 +122,7 @@ class AtomicFile:
     def _create_tmp(self) -> Path:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         create_mode = 0o666 if self.mode is None else self.mode
-        base = f"{self.target}.tmp-{os.getpid()}"
+        base = _tmp_base(self.target)
         for n in range(1000):
             candidate = Path(base if n == 0 else f"{base}-{n}")
             try:

@@ -80,3 +80,28 @@ def test_no_overwrite(tmp_path):
         AtomicFile(tmp_path)
     with pytest.raises(RuntimeError, match="already"):
         af.commit()
+
+
+def test_long_target_name_gets_a_short_unique_temp_name(tmp_path):
+    """A valid 253-byte name: '<name>.tmp-<pid>' would exceed NAME_MAX, so it is shortened."""
+    name_max = os.pathconf(tmp_path, "PC_NAME_MAX")
+    a = tmp_path / ("k" * (name_max - 5) + "a.h5")
+    b = tmp_path / ("k" * (name_max - 5) + "b.h5")
+    with atomic_write(a) as tmp_a, atomic_write(b) as tmp_b:
+        for tmp in (tmp_a, tmp_b):
+            assert tmp.parent == tmp_path and len(os.fsencode(tmp.name)) <= name_max
+            assert f".tmp-{os.getpid()}" in tmp.name
+        assert tmp_a.name != tmp_b.name and not tmp_b.name.endswith("-1")  # distinct bases
+        tmp_a.write_bytes(b"a")
+        tmp_b.write_bytes(b"b")
+    assert a.read_bytes() == b"a" and b.read_bytes() == b"b"
+    assert sorted(os.listdir(tmp_path)) == sorted([a.name, b.name])
+
+
+def test_long_multibyte_name_is_cut_at_a_character(tmp_path):
+    name_max = os.pathconf(tmp_path, "PC_NAME_MAX")
+    target = tmp_path / ("é" * ((name_max - 3) // 2) + ".h5")  # 2 bytes per character
+    with atomic_write(target) as tmp:
+        assert len(os.fsencode(tmp.name)) <= name_max
+        tmp.write_bytes(b"x")
+    assert os.listdir(tmp_path) == [target.name]

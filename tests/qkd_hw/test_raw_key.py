@@ -281,3 +281,82 @@ def test_streaming_writer_never_committed_leaves_nothing(tmp_path):
         w.append(*next(_blocks(raw, 2)))
     assert target.read_bytes() == b"previous key file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["key.h5"]
+
+
+@pytest.mark.parametrize("rotation", [float("nan"), complex(1, float("inf")), 2.0, 0.5j,
+                                      1.00001, 0.0])
+def test_commit_rejects_non_unit_rotation_before_writing(tmp_path, rotation):
+    """|rotation| = 1 is checked before any symbol is touched; the writer stays usable."""
+    raw = _sorted_raw()
+    target = tmp_path / "key.h5"
+    w = RawKeyWriter(target)
+    w.append(raw.bob_symbols, raw.bob_tx_index, raw.pe_tx_index)
+    with pytest.raises(ValueError, match=re.escape(repr(rotation))):
+        w.commit(raw.estimates, rotation=rotation)
+    assert not target.exists()
+    w.commit(raw.estimates, rotation=1j)  # nothing was rotated by the refused call
+    np.testing.assert_array_equal(read_raw_key(target).bob_symbols, raw.bob_symbols * 1j)
+
+
+def test_refused_rotation_in_with_block_leaves_nothing(tmp_path):
+    raw = _sorted_raw()
+    target = tmp_path / "key.h5"
+    target.write_bytes(b"previous key file")
+    with pytest.raises(ValueError, match="rotation"), RawKeyWriter(target) as w:
+        w.append(raw.bob_symbols, raw.bob_tx_index, raw.pe_tx_index)
+        w.commit(raw.estimates, rotation=2.0)
+    w.abort()  # idempotent after the with block aborted
+    assert target.read_bytes() == b"previous key file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["key.h5"]
+
+
+def test_reader_accepts_extra_estimates(tmp_path):
+    """Extra /estimates attributes are allowed by the spec: numbers kept, others skipped."""
+    p = tmp_path / "key.h5"
+    raw = _raw()
+    write_raw_key(p, raw)
+    with h5py.File(p, "r+") as f:
+        g = f["estimates"]
+        g.attrs["phase_method"] = "kalman"
+        g.attrs["t_eff_std"] = np.nan
+        g.attrs["xi_bounds"] = np.array([0.01, 0.03])
+        g.attrs["n_blocks"] = np.int64(7)
+    got = read_raw_key(p)
+    assert set(got.estimates) == set(raw.estimates) | {"t_eff_std", "n_blocks"}
+    assert np.isnan(got.estimates["t_eff_std"]) and got.estimates["n_blocks"] == 7.0
+    assert {k: got.estimates[k] for k in raw.estimates} == pytest.approx(dict(raw.estimates))
+
+
+@pytest.mark.parametrize("value", ["high", np.nan, np.array([1.0, 2.0])])
+def test_reader_still_checks_required_estimates(tmp_path, value):
+    p = tmp_path / "key.h5"
+    write_raw_key(p, _raw())
+    with h5py.File(p, "r+") as f:
+        f["estimates"].attrs["snr"] = value
+    with pytest.raises(TraceFormatError, match="'snr' of /estimates"):
+        read_raw_key(p)
+
+
+@pytest.mark.parametrize(("n_sym", "bob"), [(10, np.empty(0, np.int64)),
+                                            (0, np.arange(3)), (4, np.arange(3))])
+def test_append_checks_symbol_count_even_for_empty_block(tmp_path, n_sym, bob):
+    target = tmp_path / "key.h5"
+    sym = np.ones(n_sym, np.complex64)
+    with pytest.raises(ValueError, match=rf"block length {bob.size} differs from its "
+                                         rf"{n_sym} symbols"), RawKeyWriter(target) as w:
+        w.append(sym, bob, np.arange(100, 110))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_small_key_file_is_small(tmp_path):
+    """Chunks are allocated whole: a 10-symbol key must not take megabytes."""
+    p = tmp_path / "small.h5"
+    write_raw_key(p, RawKey({k: 0.1 for k in REQUIRED_ESTIMATES}, np.ones(10, np.complex64),
+                            np.arange(10), np.arange(10, 15)))
+    assert p.stat().st_size < 64 * 1024
+    streamed = tmp_path / "streamed.h5"
+    with RawKeyWriter(streamed) as w:  # block size unknown in advance: default chunk
+        w.append(np.ones(10, np.complex64), np.arange(10), np.arange(10, 15))
+        w.commit({k: 0.1 for k in REQUIRED_ESTIMATES}, rotation=1j)
+    assert streamed.stat().st_size < 2 * 2**20
+    np.testing.assert_array_equal(read_raw_key(streamed).bob_symbols, np.full(10, 1j))
