@@ -79,6 +79,12 @@ __all__ = [
 ]
 
 DETECTIONS = ("heterodyne", "homodyne")
+
+#: lowest transmittance the closed forms take (80 dB of loss, twice any CV-QKD link's):
+#: chi_BE ~ T is a difference of terms of order 1, so its relative rounding error grows as
+#: ~1e-14/T (1e-6 at this floor, 4e-4 at 1e-10 in homodyne; at 1e-15 the sign of the rate
+#: is noise). Below it the scalar API refuses and the finite-size rate certifies no key.
+TRANSMITTANCE_FLOOR = 1e-8
 _LN2 = math.log(2.0)
 
 
@@ -162,6 +168,10 @@ def _check(va: Any, T: Any, xi: Any, eta: Any, vel: Any, detection: Any,
         raise KeyRateInputError(f"modulation_variance_snu must be > 0, got {va!r}")
     if not 0 < T <= 1:
         raise KeyRateInputError(f"transmittance must be in (0, 1], got {T!r}")
+    if T < TRANSMITTANCE_FLOOR:
+        raise KeyRateInputError(
+            f"transmittance {T!r} is below {TRANSMITTANCE_FLOOR:g} (80 dB of loss), where the "
+            "closed forms lose their precision in double precision")
     if xi < 0:
         raise KeyRateInputError(f"excess_noise_snu must be >= 0, got {xi!r}")
     if not 0 < eta <= 1:
@@ -444,16 +454,30 @@ def _finite(va: float, T_min: float, xi_max: float, eta: float, vel: float, beta
                  eps_bar=_check_eps("eps_bar", eps_bar), delta_n=delta, key_fraction=n / N,
                  transmittance_estimate=t_est, excess_noise_estimate_snu=xi_est,
                  asymptotic_key_rate_bits_per_symbol=asym)
-    if not (T_min > 0 and math.isfinite(xi_max)):
-        # too few PE pairs to bound t away from 0: no key can be certified
+    if not (T_min >= TRANSMITTANCE_FLOOR and math.isfinite(xi_max)):
+        # too few PE pairs to bound t away from 0 (or T_min below the closed forms' range):
+        # no key can be certified
         nan = math.nan
         return KeyRate(key_rate_bits_per_symbol=-math.inf, i_ab=nan, chi_be=nan, beta=beta,
                        detection=detection, modulation_variance_snu=va, transmittance=T_min,
                        excess_noise_snu=xi_max, efficiency=eta, electronic_noise_snu=vel,
                        snr=nan, chi_tot=nan, symplectic_eigenvalues=(), **extra)
-    # T_min > 1 only from a miscalibrated eta; clipping to 1 lowers the rate (conservative).
-    # xi_max < 0 can only mean v_el or N0 is off; 0 is the conservative physical floor.
-    return _rate(va, min(T_min, 1.0), max(xi_max, 0.0), eta, vel, beta, detection, **extra)
+    T, xi = _physical(T_min, xi_max)
+    return _rate(va, T, xi, eta, vel, beta, detection, **extra)
+
+
+def _physical(T: float, xi: float) -> tuple[float, float]:
+    """``(T, xi)`` moved into the physical range in the conservative direction.
+
+    T > 1 only comes from a miscalibrated eta or N0. T is clipped to 1 and xi raised to
+    ``T xi``, so that the noise the data certify at the output, ``t^2 xi`` (proportional to
+    ``T xi``), is kept: keeping xi itself would model less noise than was measured.
+    xi < 0 can only mean v_el or N0 is off; 0 is the conservative physical floor.
+    """
+    if T > 1.0:
+        xi = T * xi if xi > 0 else xi
+        T = 1.0
+    return T, max(xi, 0.0)
 
 
 def key_rate_from_estimates(est: Estimates, *, beta: float, block_size: int | None = None,
@@ -470,8 +494,9 @@ def key_rate_from_estimates(est: Estimates, *, beta: float, block_size: int | No
     Without: asymptotic rate at the point estimates ``(T_hat, xi_hat)``.
     V_A, eta, v_el and detection come from ``est`` unless given.
 
-    Point estimates outside the physical range are clipped conservatively (the rate
-    increases with T and decreases with xi): ``T -> min(T, 1)``, ``xi -> max(xi, 0)``.
+    Estimates outside the physical range are moved conservatively (the rate increases with
+    T and decreases with xi): ``T > 1 -> 1`` with ``xi -> T xi`` (the measured output noise
+    is kept), ``xi -> max(xi, 0)``.
     """
     va = est.modulation_variance_snu if modulation_variance_snu is None else modulation_variance_snu
     eta = est.efficiency if efficiency is None else efficiency
@@ -482,7 +507,7 @@ def key_rate_from_estimates(est: Estimates, *, beta: float, block_size: int | No
         raise KeyRateInputError(
             f"estimates have no usable transmittance/excess noise (T_hat={t_hat!r}, "
             f"xi_hat={est.excess_noise_snu!r}): Bob's data are not correlated with Alice's")
-    va, T, xi, eta, vel, det, beta = _check(va, min(t_hat, 1.0), max(est.excess_noise_snu, 0.0),
+    va, T, xi, eta, vel, det, beta = _check(va, *_physical(t_hat, est.excess_noise_snu),
                                             eta, vel, det, beta)
     asym = _rate(va, T, xi, eta, vel, beta, det)
     if block_size is None:

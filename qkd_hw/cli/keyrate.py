@@ -21,6 +21,7 @@ from typing import Any
 from qkd_hw.errors import QkdHwError
 from qkd_hw.keyrate import (
     DETECTIONS,
+    TRANSMITTANCE_FLOOR,
     KeyRate,
     KeyRateInputError,
     asymptotic_key_rate,
@@ -214,19 +215,23 @@ def _plot(args: argparse.Namespace, params: dict[str, Any], rate: KeyRate, path:
         lmax = args.max_distance_km
         if not (math.isfinite(lmax) and lmax > 0):
             raise KeyRateInputError(f"--max-distance-km must be > 0, got {lmax!r}")
-    else:  # up to where the asymptotic rate vanishes (coarse scan), capped at 400 km
-        grid = np.linspace(0.0, 400.0, 801)
+    # the closed forms hold down to TRANSMITTANCE_FLOOR (80 dB): no curve beyond it
+    l_floor = -10.0 * math.log10(TRANSMITTANCE_FLOOR) / loss
+    if args.max_distance_km is None:  # up to where the asymptotic rate vanishes (coarse scan)
+        grid = np.linspace(0.0, min(400.0, l_floor), 801)
         k = key_rate_terms(p["modulation_variance_snu"], transmittance_from_distance(grid, loss),
                            p["excess_noise_snu"], p["efficiency"], p["electronic_noise_snu"],
                            p["beta"], p["detection"])[0]
         neg = np.nonzero(k <= 0)[0]
-        lmax = float(min(400.0, 1.15 * grid[neg[0]])) if neg.size else 400.0
+        lmax = float(min(grid[-1], 1.15 * grid[neg[0]])) if neg.size else float(grid[-1])
         lmax = max(lmax, 1.0)
     dist = np.linspace(0.0, lmax, 400)
     T = transmittance_from_distance(dist, loss)
+    valid = T >= TRANSMITTANCE_FLOOR
     k_asym = key_rate_terms(p["modulation_variance_snu"], T, p["excess_noise_snu"],
                             p["efficiency"], p["electronic_noise_snu"], p["beta"],
                             p["detection"])[0]
+    k_asym = np.where(valid, k_asym, np.nan)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.semilogy(dist, np.where(k_asym > 0, k_asym, np.nan), label="asymptotic")
     if args.block_size is not None:
@@ -235,7 +240,7 @@ def _plot(args: argparse.Namespace, params: dict[str, Any], rate: KeyRate, path:
                                               block_size=args.block_size, n_pe=n_pe,
                                               eps_pe=args.eps_pe, eps_pa=args.eps_pa,
                                               eps_bar=args.eps_bar).key_rate_bits_per_symbol
-                         for t in T])
+                         if ok else np.nan for t, ok in zip(T, valid, strict=True)])
         ax.semilogy(dist, np.where(k_fs > 0, k_fs, np.nan),
                     label=f"finite size, N = {args.block_size:.3g}")
     if rate.secure:

@@ -223,6 +223,38 @@ def test_exact_bounds_cover_at_the_nominal_frequency():
                             electronic_noise_snu=vel, bounds="bootstrap")
 
 
+def test_exact_bounds_with_the_phase_fitted_on_the_same_pairs():
+    # the receiver rotates Bob's pairs by arg sum conj(x) y of the disclosed pairs themselves:
+    # two fitted parameters (t and the phase), so RSS/sigma2 ~ chi2(m - 2) and |t_hat| is
+    # biased up by the quadrature noise. fitted_phase=True must restore the nominal failure
+    # rate eps/2 of each bound; without it both fail visibly more often at m = 40 pairs
+    from dsp.pe import PairMoments
+
+    rng = np.random.default_rng(11)
+    eps, n_trials, k = 0.2, 10000, 20
+    va, T, xi, eta, vel = 5.0, 0.5, 0.02, 0.7, 0.1
+    t_true = math.sqrt(eta * T / 2)
+    s2_true = 1 + vel + t_true**2 * xi
+    fails = {True: [0, 0], False: [0, 0]}
+    for _ in range(n_trials):
+        x, y, _, _ = _link(rng, k, va=va, T=T, xi=xi, eta=eta, vel=vel)
+        pm = PairMoments()
+        pm.update(x, y * np.exp(1j * rng.uniform(-np.pi, np.pi)))
+        acc = pm.accumulator("heterodyne", pm.phase())
+        for fitted in (True, False):
+            est = estimate_parameters(acc, modulation_variance_snu=va, efficiency=eta,
+                                      electronic_noise_snu=vel, eps_pe=eps, bounds="exact",
+                                      fitted_phase=fitted)
+            fails[fitted][0] += est.t_eff_min > t_true
+            fails[fitted][1] += est.sigma2_max < s2_true
+    p = eps / 2
+    sd = math.sqrt(n_trials * p * (1 - p))
+    for f in fails[True]:
+        assert abs(f - n_trials * p) < 4.5 * sd, fails
+    for f in fails[False]:   # ~0.12 instead of 0.10
+        assert f - n_trials * p > 4.5 * sd, fails
+
+
 def test_bounds_stay_conservative_when_noise_is_below_shot_noise_plus_vel():
     # sigma2_max - 1 - v_el < 0 (v_el over-estimated): dividing by t_min^2 would make xi_max
     # *smaller* than xi_hat; the worst case divides by t_max^2 instead.

@@ -11,6 +11,7 @@ import pytest
 from dsp.estimation import PeAccumulator, estimate_parameters
 from qkd_hw.errors import QkdHwError
 from qkd_hw.keyrate import (
+    TRANSMITTANCE_FLOOR,
     KeyRateInputError,
     asymptotic_key_rate,
     expected_bounds,
@@ -229,12 +230,65 @@ def test_key_rate_from_estimates_of_simulated_block():
     assert est.excess_noise_max_snu > xi and xi_max_exp > xi
 
 
+@pytest.mark.parametrize("detection", DETS)
+def test_rate_is_accurate_down_to_the_transmittance_floor(detection):
+    # pure loss and a trusted detector: I_AB and chi_BE are both linear in T as T -> 0, so
+    # K/T converges; at the floor it must still agree with T = 1e-6 (at T = 1e-15, where
+    # rounding dominated, K even had the wrong sign)
+    def k_over_t(T):
+        return rate(detection, transmittance=T, excess_noise_snu=0.0).key_rate_bits_per_symbol / T
+    assert k_over_t(TRANSMITTANCE_FLOOR) == pytest.approx(k_over_t(1e-6), rel=1e-4)
+
+
+def _estimates_from_sums(t2, s2, va, eta, vel, m):
+    """Estimates of m heterodyne pairs whose sums are exactly their expectations."""
+    sxx = m * va
+    sums = dict(xr_xr=sxx / 2, xi_xi=sxx / 2, xr_yr=math.sqrt(t2) * sxx / 2,
+                xi_yi=math.sqrt(t2) * sxx / 2, yr_yr=(t2 * va + s2) * m / 2,
+                yi_yi=(t2 * va + s2) * m / 2, xr_yi=0.0, xi_yr=0.0, xr=0.0, xi=0.0, yr=0.0,
+                yi=0.0)
+    acc = PeAccumulator.from_sums("heterodyne", sums, m // 2)
+    return estimate_parameters(acc, modulation_variance_snu=va, efficiency=eta,
+                               electronic_noise_snu=vel)
+
+
+def test_transmittance_above_one_keeps_the_measured_output_noise():
+    # eta claimed 0.5, true eta 0.7 at T = 0.9: T_hat = 1.26 > 1. T is clipped to 1, and the
+    # excess noise must then carry all of the output noise the data certify, t^2 xi =
+    # sigma2 - 1 - v_el (keeping xi itself would model 1/T_min of it: a higher rate)
+    va, eta, vel, m = 5.0, 0.5, 0.1, 2_000_000
+    t2 = 0.7 * 0.9 / 2
+    est = _estimates_from_sums(t2, 1 + vel + t2 * 0.05, va, eta, vel, m)
+    assert est.transmittance_min > 1
+    f = key_rate_from_estimates(est, beta=0.95, block_size=10 * m)
+    assert f.transmittance == 1.0
+    assert eta / 2 * f.excess_noise_snu == pytest.approx(est.sigma2_max - 1 - vel, rel=1e-12)
+    a = key_rate_from_estimates(est, beta=0.95)
+    assert a.transmittance == 1.0
+    assert eta / 2 * a.excess_noise_snu == pytest.approx(est.sigma2 - 1 - vel, rel=1e-12)
+    # and the rate is below the one at (1, xi_max), which the old clipping reported
+    lax = rate("heterodyne", transmittance=1.0, excess_noise_snu=est.excess_noise_max_snu,
+               efficiency=eta, electronic_noise_snu=vel)
+    assert f.key_rate_bits_per_symbol < f.key_fraction * (lax.key_rate_bits_per_symbol
+                                                          - f.delta_n)
+
+
+def test_transmittance_below_the_floor_certifies_no_key():
+    # T = 2e-8 from 6e9 pairs: T_min ~ 6e-9, positive but below the floor
+    est = _estimates_from_sums(2e-8 * 0.35, 1.1, 5.0, 0.7, 0.1, 6_000_000_000)
+    assert 0 < est.transmittance_min < TRANSMITTANCE_FLOOR
+    f = key_rate_from_estimates(est, beta=0.95, block_size=10**10)
+    assert f.key_rate_bits_per_symbol == -math.inf and not f.secure
+
+
 # -- validation ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,bad", [
     ("transmittance", -0.5), ("transmittance", 0.0), ("transmittance", 1.2),
     ("efficiency", 1.5), ("efficiency", 0.0), ("electronic_noise_snu", -0.1),
     ("excess_noise_snu", -0.01), ("modulation_variance_snu", 0.0), ("beta", 1.1),
     ("beta", 0.0), ("transmittance", math.nan), ("efficiency", "abc"),
+    # below 80 dB the closed forms lose their precision (chi_BE ~ T from O(1) terms)
+    ("transmittance", 0.5 * TRANSMITTANCE_FLOOR),
 ])
 def test_out_of_range_parameters_raise_named_errors(name, bad):
     with pytest.raises(KeyRateInputError, match=name.split("_")[0]) as info:
