@@ -485,7 +485,7 @@ def probe_range(opt: ReceiverOptions, link: Link, tp: Taps, tau0: float, period:
     margin = int(u * stop) + 4 * int(sps) + tp.half
     start = max(0, int(tau0 + last_k * period) - margin)
     start = min(start, max(0, stop - need - 2 * margin))
-    if start < max(4 * need, 2 * max((p[0] for p in probes), default=0)):
+    if start < max(need, 2 * max((p[0] for p in probes), default=0)):
         return None
     return start, stop
 

@@ -127,7 +127,8 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
         win = np.abs(0.5 * xk[1:-1] - 0.25 * (xk[:-2] + xk[2:])) ** 2
         med = float(np.median(win))
         norm_specs.append((win, med))
-        metric += win / med
+        with np.errstate(divide="ignore", invalid="ignore"):   # med = 0: a dead capture
+            metric += win / med
     b = int(np.argmax(metric))
     shift = 0.0
     if 0 < b < 2 * nb:
@@ -135,13 +136,15 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
         den = lm[0] - 2 * lm[1] + lm[2]
         if den < 0:
             shift = 0.5 * (lm[0] - lm[2]) / den
-    snr_db = tuple(float(10 * np.log10(win[max(b - 1, 0):b + 2].max() / med))
-                   for win, med in norm_specs)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr_db = tuple(float(10 * np.log10(win[max(b - 1, 0):b + 2].max() / med))
+                       for win, med in norm_specs)
     coarse = ((b - nb) + shift) * df + (round(fps[0] / df) * df - fps[0])
     # the bins are centred on round(fp/df)*df, not exactly on fp
     metrics = {"pilot_snr_db": min(snr_db), "pilot_snr_min_db": float(snr_min_db),
                "coarse_offset_hz": float(coarse)}
-    if min(snr_db) < snr_min_db:
+    # "not >=": a dead (constant or all-zero) capture gives a NaN SNR, which must fail too
+    if not min(snr_db) >= snr_min_db:
         raise DspLockError("pilot not found: pilot SNR below threshold", metrics)
 
     # fine offset and phase statistics from the block phasors of each pilot
@@ -373,9 +376,17 @@ def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: Matched
     pslr, j, inverted = best
     metrics = {"sync_pslr": pslr, "sync_pslr_db": 10 * math.log10(max(pslr, 1e-30)),
                "sync_pslr_min": float(pslr_min), "coarse_delay_samples": float(j)}
-    if pslr < pslr_min:
+    if not pslr >= pslr_min:
         raise DspLockError("synchronisation failed: correlation peak-to-side-lobe ratio below "
                            "threshold", metrics)
+    # the matched filter of the first symbol needs bank.half samples before its instant: a
+    # peak closer to the start can be neither refined nor received (refining it against the
+    # edge would return the edge, a wrong delay)
+    edge = float(bank.half)
+    metrics["matched_filter_half_samples"] = edge
+    if j + 3 < edge:
+        raise DspLockError("synchronisation failed: the first symbol lies closer to the start "
+                           "of the capture than the matched filter's half length", metrics)
     a = np.conj(alice) if inverted else alice
     # usable symbols: their matched-filter windows must lie inside the head
     kmax = int((n - bank.half - 2 - (j + 2)) // period)
@@ -387,7 +398,11 @@ def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: Matched
                               count=kk, phase=phase)
         return cdot(a, y)
 
-    tau = refine_timing(lambda t: abs(score(t)) ** 2, float(j), lower=bank.half)
+    tau = refine_timing(lambda t: abs(score(t)) ** 2, float(j), lower=edge)
+    if tau < edge + 0.5:
+        raise DspLockError("synchronisation failed: the first symbol lies closer to the start "
+                           "of the capture than the matched filter's half length",
+                           {**metrics, "delay_samples": tau})
     c = score(tau)
     # timing precision (Cramer-Rao-like, for reporting): sigma_tau ~ 1/(2 pi B_rms sqrt(K snr))
     y = matched_filter_at(x, bank, first_sample=0, tau0=tau, period=period, k_start=0,

@@ -205,10 +205,15 @@ def _kalman_noise(x, link, pilot, carrier: PilotFilterDesign) -> PilotFilterDesi
     blocks let part of the quantum band through, which the acquisition's long blocks hide."""
     D = carrier.decimation
     nj = x.shape[0] // D
+    max_lag = 16
+    if nj < 4 * max_lag:
+        raise DspLockError("recording too short: the Kalman tracker's noise fit needs "
+                           f"{4 * max_lag} pilot blocks of {D} samples in the head, it has {nj}",
+                           {"head_samples": float(x.shape[0]), "pilot_blocks": float(nj)})
     z = _combined_pilot(x, link, pilot, pilot.frequency_offset_hz, D, 0, 0, nj)
     ph = np.unwrap(np.angle(z))
-    r, _ = _structure_fit(ph, max_lag=16)
-    r = max(r, 1e-12)
+    r, _ = _structure_fit(ph, max_lag=max_lag)
+    r = r if r > 1e-12 else 1e-12   # the fit's intercept can come out <= 0 at large linewidths
     block, lookahead = rts_lengths(carrier.q, r)
     return replace(carrier, r=r, rts_block=block, rts_lookahead=lookahead)
 
@@ -350,7 +355,7 @@ def probe_range(acq: Acquisition, signal_length: int) -> tuple[int, int] | None:
     start = max(0, int(t_first) - margin)
     start = min(start, max(0, stop - need - 2 * margin))
     reached = max((p for p, _, _ in acq.clock_probes), default=0)
-    if start < max(4 * need, 2 * reached):   # no useful lever arm beyond what is known
+    if start < max(need, 2 * reached):   # no useful lever arm beyond what is known
         return None
     return start, stop
 
@@ -594,6 +599,13 @@ class NoiseMeter:
                           n_symbols=self.count)
 
 
+#: pilot lock monitor: windows of this many pilot blocks (~1e5 samples at D = 25) ...
+PILOT_MONITOR_BLOCKS = 4096
+#: ... whose mean power below this fraction of the first window's (-10 dB) means the pilot
+#: is lost (a fade the tracker rides through, e.g. polarisation, stays well above it)
+PILOT_LOSS_FRACTION = 0.1
+
+
 class PilotStage:
     """Pilot down-conversion and carrier tracker over the signal stream, apart from the
     matched filter: ``push(chunk)`` returns the tracker's ``(j0, phases)`` for the blocks that
@@ -612,6 +624,44 @@ class PilotStage:
         self._tail: np.ndarray | None = None   # samples [j_next D, n_end)
         #: wall seconds in "pilot" (down-conversion) and "phase" (tracker)
         self.seconds = {"pilot": 0.0, "phase": 0.0}
+        # lock monitor: mean pilot power per window of PILOT_MONITOR_BLOCKS blocks (fixed
+        # windows of absolute block index, so the verdict does not depend on the chunking)
+        self._win_sum = 0.0
+        self._win_count = 0
+        self._win_index = 0
+        self.reference_power: float | None = None   # the first window's (the head's)
+
+    def _monitor(self, z: np.ndarray) -> None:
+        """Raise DspLockError when a window's mean pilot power falls below
+        PILOT_LOSS_FRACTION of the first window's: past that the tracker follows noise and
+        every number after it would come from an unlocked receiver."""
+        if z.shape[0] == 0:
+            return
+        p = z.real * z.real + z.imag * z.imag
+        W, i = PILOT_MONITOR_BLOCKS, 0
+        while i < p.shape[0]:
+            take = min(p.shape[0] - i, W - self._win_count)
+            self._win_sum += float(np.sum(p[i:i + take]))
+            self._win_count += take
+            i += take
+            if self._win_count < W:
+                break
+            mean = self._win_sum / W
+            if self.reference_power is None:
+                self.reference_power = mean
+            elif not mean >= PILOT_LOSS_FRACTION * self.reference_power:
+                first = self._win_index * W * self.D
+                raise DspLockError(
+                    f"pilot lost: its power in samples [{first}, {first + W * self.D}) is "
+                    f"{10 * math.log10(max(mean, 1e-300) / self.reference_power):.1f} dB "
+                    "below the start of the recording",
+                    {**self.acq.lock_metrics,
+                     "pilot_power_db_vs_start": 10 * math.log10(max(mean, 1e-300)
+                                                                / self.reference_power),
+                     "pilot_loss_threshold_db": 10 * math.log10(PILOT_LOSS_FRACTION),
+                     "lost_from_sample": float(first)})
+            self._win_sum, self._win_count = 0.0, 0
+            self._win_index += 1
 
     def _z(self, x: np.ndarray, n0: int, j0: int, nj: int) -> np.ndarray:
         return _combined_pilot(x, self.link, self.acq.pilot, self.acq.pilot.frequency_offset_hz,
@@ -638,6 +688,7 @@ class PilotStage:
         self.j_next, self.n_end = j_av, n1
         z = (parts[0] if len(parts) == 1 else
              np.concatenate(parts) if parts else np.empty(0, np.complex128))
+        self._monitor(z)
         t1 = time.perf_counter()
         out = self.tracker.push(z)
         self.seconds["pilot"] += t1 - t0

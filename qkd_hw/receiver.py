@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -82,6 +83,8 @@ class ReceiverResult:
     timing_log: list
     raw_key_path: str | None
     diagnostics: Diagnostics
+    #: seed of the disclosed subset (``dsp.pe.disclosed_mask``)
+    pe_seed: int
     #: wall seconds per stage: "acquisition" (head read, lock, clock probe), "noise", "signal"
     #: (the streaming pass; of which "signal_read_wait" waiting for the reader thread,
     #: "signal_pe_sums" the pair sums, "pilot", "phase", "matched_filter", "timing" the DSP),
@@ -128,6 +131,7 @@ class ReceiverResult:
             "throughput_msps": self.samples / self.seconds / 1e6 if self.seconds > 0 else None,
             "stage_seconds": dict(self.stage_seconds),
             "raw_key_path": self.raw_key_path,
+            "pe_seed": self.pe_seed,
         }
         if self.key_rate is not None:
             d["key_rate"] = {k: v for k, v in self.key_rate.as_dict().items()
@@ -286,7 +290,8 @@ def _link(reader: TraceReader) -> LinkParameters:
 
 
 def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions | None = None,
-                      pe_fraction: float = 0.5, seed: int = 0, eps_pe: float = 1e-10,
+                      pe_fraction: float = 0.5, seed: int | None = None,
+                      eps_pe: float = 1e-10,
                       beta: float = 0.95, raw_key_out: str | os.PathLike[str] | None = None,
                       chunk_samples: int = DEFAULT_CHUNK,
                       progress: Callable[[int], None] | None = None,
@@ -297,7 +302,11 @@ def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions 
     ----------
     path : path of a format-v1 recording.
     options : ReceiverOptions, optional
-    pe_fraction, seed : disclosed fraction (``1`` discloses everything) and its random seed.
+    pe_fraction, seed : disclosed fraction (``1`` discloses everything) and the seed of the
+        disclosed subset. ``None`` (default) draws a fresh random seed: a subset fixed in
+        advance would be known to Eve, who could then spare exactly the disclosed symbols
+        (Leverrier et al. 2010 assume a random subset). The seed used is ``pe_seed`` in the
+        result; pass it to reproduce a run.
     eps_pe, beta : PE failure probability and reconciliation efficiency of the key rate.
     raw_key_out : write the raw key (undisclosed symbols) there, mode 0600.
     chunk_samples : streaming chunk size (any positive number).
@@ -316,12 +325,28 @@ def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions 
     """
     if not 0 < float(pe_fraction) <= 1:
         raise ValueError(f"pe_fraction must be in (0, 1], got {pe_fraction!r}")
+    if not 0 < float(beta) <= 1:
+        raise ValueError(f"beta (reconciliation efficiency) must be in (0, 1], got {beta!r}")
+    if not 0 < float(eps_pe) < 1:
+        raise ValueError(f"eps_pe must be in (0, 1), got {eps_pe!r}")
+    if seed is None:
+        seed = secrets.randbits(63)
+    elif isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+    if raw_key_out is not None:
+        if not os.fspath(raw_key_out):
+            raise ValueError("raw_key_out is an empty file name")
+        if os.path.exists(raw_key_out) and os.path.exists(path) and os.path.samefile(
+                raw_key_out, path):
+            raise ValueError(f"raw_key_out {os.fspath(raw_key_out)!r} is the recording itself")
     # the raw key streams to its file block by block (memory must not grow with the
     # recording); the common residual phase is applied in place at the end. On any error
     # the writer is aborted and nothing appears at raw_key_out.
     with contextlib.ExitStack() as stack:
-        key_file = stack.enter_context(RawKeyWriter(raw_key_out)) if raw_key_out else None
-        return _process(path, options or ReceiverOptions(), pe_fraction=pe_fraction, seed=seed,
+        key_file = (stack.enter_context(RawKeyWriter(raw_key_out)) if raw_key_out is not None
+                    else None)
+        return _process(path, options or ReceiverOptions(), pe_fraction=pe_fraction,
+                        seed=int(seed),
                         eps_pe=eps_pe, beta=beta, key_file=key_file,
                         chunk_samples=chunk_samples, progress=progress,
                         diagnostics=diagnostics, map_file=map_file)
@@ -330,7 +355,7 @@ def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions 
 def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction: float,
              seed: int, eps_pe: float, beta: float, key_file: RawKeyWriter | None,
              chunk_samples: int, progress: Callable[[int], None] | None,
-             diagnostics: bool, map_file: bool = True) -> ReceiverResult:
+             diagnostics: bool, map_file: bool) -> ReceiverResult:
     t_start = time.perf_counter()
     stages: dict[str, float] = {}
     tick = progress or (lambda n: None)
@@ -375,7 +400,9 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
                                      "electronic_noise_var": el.variance})
         n0_std = math.hypot(sn.variance_std, el.variance_std)
         vel = el.variance / n0
-        vel_std = vel * math.hypot(el.variance_std / el.variance, n0_std / n0)
+        # sd of Var(el)/N0 to first order, written without dividing by Var(el) (0 for a
+        # noiseless float capture)
+        vel_std = math.hypot(el.variance_std, el.variance * n0_std / n0) / n0
         scale = np.float32(1.0 / math.sqrt(n0))
 
         tx = _SymbolBlocks(reader, link.n_symbols, pe_fraction, seed)
@@ -411,7 +438,11 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
                                             load_symbols, stages)) as chunks:
             for store, start in chunks:
                 chunk = store[start:]
-                blocks = stream.feed_in_place(store, start)
+                try:
+                    blocks = stream.feed_in_place(store, start)
+                except DspLockError as exc:   # the pilot lost mid-recording
+                    raise ReceiverLockError(f"{path}: receiver lost lock: {exc}",
+                                            exc.metrics) from exc
                 t0 = time.perf_counter()
                 consume(blocks)
                 t_consume += time.perf_counter() - t0
@@ -431,7 +462,8 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
     theta = moments.phase()
     acc = moments.accumulator(link.detection, theta)
     est = estimate_parameters(acc, modulation_variance_snu=link.modulation_variance_snu,
-                              efficiency=link.efficiency, electronic_noise_snu=vel, eps_pe=eps_pe)
+                              efficiency=link.efficiency, electronic_noise_snu=vel, eps_pe=eps_pe,
+                              fitted_phase=True)
     kr, kr_err = None, None
     n_pe_sym = moments.count
     try:
@@ -479,7 +511,7 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
         n_received=n_rx, n_pe_symbols=n_pe_sym, n_key_symbols=n_key,
         samples=n_samples, seconds=seconds,
         timing_log=stream.timing_log, raw_key_path=raw_path, diagnostics=diag,
-        stage_seconds=stages)
+        pe_seed=seed, stage_seconds=stages)
 
 
 def _spectrum(head: np.ndarray, fs: float, diag: Diagnostics) -> None:

@@ -72,7 +72,10 @@ def _demo(out: Path, params: SimParams, args: argparse.Namespace, *, keep: bool)
     truth = simulate_recording(trace, params, seed=args.seed, n_symbols=args.symbols,
                                progress=show)
     with progress_bar(trace, enabled=show) as tick:
-        result = process_recording(trace, raw_key_out=raw, progress=tick, diagnostics=keep)
+        # a simulated link: the disclosed subset is seeded too, so that a demo run is
+        # reproducible (a real run draws it at random, see process_recording)
+        result = process_recording(trace, raw_key_out=raw, seed=args.seed, progress=tick,
+                                   diagnostics=keep)
     plots = write_plots(result, out) if keep else []
     report = comparison(result, truth)
     if args.json:

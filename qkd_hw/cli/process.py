@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,16 @@ import numpy as np
 
 from dsp.carrier import PHASE_METHODS
 from dsp.pipeline import ReceiverOptions
+from qkd_hw.atomic import atomic_write
 from qkd_hw.errors import QkdHwError, ReceiverLockError
 from qkd_hw.receiver import DEFAULT_CHUNK, ReceiverResult, process_recording
 from qkd_hw.trace_io import TraceReader
 
 #: show a progress bar above this many samples (about a second of processing)
 PROGRESS_MIN_SAMPLES = 50_000_000
+
+#: files :func:`write_plots` writes into its directory
+PLOT_NAMES = ("constellation.png", "pilot_phase.png", "spectrum.png")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +42,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pe-fraction", type=float, default=0.5, metavar="F",
                    help="fraction of symbols disclosed for parameter estimation, (0, 1] "
                         "(default 0.5; 1 uses all, leaving no key)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the disclosed subset")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the disclosed parameter-estimation subset (default: a fresh "
+                        "random seed for every run, reported as pe_seed in the output; give "
+                        "one only to reproduce a run)")
     p.add_argument("--eps-pe", type=float, default=1e-10, help="PE failure probability")
     p.add_argument("--beta", type=float, default=0.95, help="reconciliation efficiency")
     p.add_argument("--phase-method", choices=PHASE_METHODS,
@@ -100,6 +108,8 @@ def _run(args: argparse.Namespace) -> int:
                                   clock_tracking=not args.no_clock_tracking)
     except ValueError as exc:
         raise QkdHwError(str(exc)) from exc
+    if args.plot:  # before processing: an unusable plot directory must not cost a raw key
+        prepare_plot_dir(Path(args.plot))
     try:
         with progress_bar(args.trace, enabled=sys.stderr.isatty()) as tick:
             res = process_recording(args.trace, options=options, pe_fraction=args.pe_fraction,
@@ -154,14 +164,42 @@ def _print_human(s: dict[str, Any]) -> None:
     print("\n".join(lines))
 
 
+def prepare_plot_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` (with parents) and check that the plots can be written into it.
+
+    Raises :class:`QkdHwError` naming the path if it is not a directory, cannot be
+    created or written, or if one of :data:`PLOT_NAMES` there is a directory.
+    """
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:  # exist_ok: raised only if it is not a directory
+        raise QkdHwError(f"plot directory {out_dir} exists and is not a directory") from exc
+    except OSError as exc:
+        raise QkdHwError(f"cannot create plot directory {out_dir}: "
+                         f"{exc.strerror or exc}") from exc
+    for name in PLOT_NAMES:
+        if (out_dir / name).is_dir():
+            raise QkdHwError(f"cannot write plot {out_dir / name}: it is a directory")
+    try:  # really writable (permissions, read-only file system); leaves nothing behind
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        raise QkdHwError(f"plot directory {out_dir} is not writable: "
+                         f"{exc.strerror or exc}") from exc
+
+
 def write_plots(res: ReceiverResult, out_dir: Path) -> list[Path]:
-    """Constellation, pilot phase vs time and the spectrum of the head, as PNG files."""
+    """Constellation, pilot phase vs time and the spectrum of the head, as PNG files.
+
+    Each file is written atomically (temporary name beside it, renamed when complete);
+    any OS error is raised as :class:`QkdHwError` naming the path.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prepare_plot_dir(out_dir)
     d = res.diagnostics
     paths = []
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -175,29 +213,33 @@ def write_plots(res: ReceiverResult, out_dir: Path) -> list[Path]:
     ax.set_aspect("equal")
     ax.legend(loc="upper right", markerscale=8)
     ax.set_title("constellation")
-    paths.append(_save(fig, out_dir / "constellation.png"))
+    paths.append(_save(fig, out_dir / PLOT_NAMES[0]))
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(1e3 * np.asarray(d.pilot_phase_t_s), d.pilot_phase_rad, lw=0.8)
     ax.set_xlabel("time (ms)")
     ax.set_ylabel("pilot phase (rad)")
     ax.set_title(f"carrier phase ({res.acquisition.carrier.method}, "
                  f"B = {res.acquisition.carrier.bandwidth_hz / 1e3:.0f} kHz)")
-    paths.append(_save(fig, out_dir / "pilot_phase.png"))
+    paths.append(_save(fig, out_dir / PLOT_NAMES[1]))
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(d.spectrum_f_hz / 1e6, d.spectrum_db, lw=0.6)
     ax.set_xlabel("frequency (MHz)")
     ax.set_ylabel("PSD (dB, arb.)")
     ax.set_title("spectrum of the signal capture (head)")
-    paths.append(_save(fig, out_dir / "spectrum.png"))
+    paths.append(_save(fig, out_dir / PLOT_NAMES[2]))
     return paths
 
 
 def _save(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` as PNG, atomically; close the figure in any case."""
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        fig.tight_layout()
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+    except OSError as exc:
+        raise QkdHwError(f"cannot write plot {path}: {exc.strerror or exc}") from exc
+    finally:
+        plt.close(fig)
     return path

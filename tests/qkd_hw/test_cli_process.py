@@ -8,6 +8,7 @@ import re
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,3 +113,120 @@ def test_bad_arguments(capsys):
     assert "--pe-fraction" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["process", str(SHARED_TRACES["basic"]), "--phase-method", "magic"])
+
+
+def _leftovers(directory):
+    return sorted(p.name for p in directory.iterdir() if ".tmp" in p.name)
+
+
+def test_plot_dir_is_a_regular_file(tmp_path, capsys):
+    """--plot onto an existing regular file: one-line error naming it, exit 2, and nothing
+    written (the check comes before processing, so no raw key is committed)."""
+    not_a_dir = tmp_path / "notadir"
+    not_a_dir.write_text("x\n")
+    out = tmp_path / "raw.h5"
+    rc = main(["process", str(SHARED_TRACES["basic"]), "--seed", "3", "--plot", str(not_a_dir),
+               "--out", str(out)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert str(not_a_dir) in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    assert not_a_dir.read_text() == "x\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notadir"]
+    # a plot directory below a regular file cannot be created either
+    rc = main(["process", str(SHARED_TRACES["basic"]), "--seed", "3",
+               "--plot", str(not_a_dir / "plots"), "--out", str(out)])
+    assert rc == 2
+    assert str(not_a_dir / "plots") in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_plot_target_is_a_directory(tmp_path, capsys):
+    """A directory squatting on constellation.png: exit 2 naming it, no temporary file,
+    no raw key and the squatter untouched."""
+    plots = tmp_path / "plots"
+    (plots / "constellation.png").mkdir(parents=True)
+    out = tmp_path / "raw.h5"
+    rc = main(["process", str(SHARED_TRACES["basic"]), "--seed", "3", "--plot", str(plots),
+               "--out", str(out)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert str(plots / "constellation.png") in err and "Traceback" not in err
+    assert sorted(p.name for p in plots.iterdir()) == ["constellation.png"]
+    assert (plots / "constellation.png").is_dir()
+    assert not out.exists()
+
+
+def test_plot_target_becomes_a_directory_during_processing(tmp_path, capsys, monkeypatch):
+    """The squatter appears only after the up-front check (simulated by skipping it): the
+    write itself fails cleanly, exit 2 naming the file, no temporary file left."""
+    import qkd_hw.cli.process as cli_process
+
+    monkeypatch.setattr(cli_process, "prepare_plot_dir", lambda d: d.mkdir(exist_ok=True))
+    plots = tmp_path / "plots"
+    (plots / "constellation.png").mkdir(parents=True)
+    rc = main(["process", str(SHARED_TRACES["basic"]), "--seed", "3", "--plot", str(plots)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert str(plots / "constellation.png") in err and "Traceback" not in err
+    assert sorted(p.name for p in plots.iterdir()) == ["constellation.png"]
+
+
+def test_plot_write_failure_is_atomic(tmp_path, capsys, monkeypatch):
+    """An OSError while a PNG is written (disk full, ...) is a one-line error naming the
+    file; the temporary file is removed and no partial PNG appears under the final name."""
+    from matplotlib.figure import Figure
+
+    calls = []
+
+    def failing_savefig(self, fname, *args, **kwargs):
+        calls.append((str(fname), kwargs.get("format")))
+        if len(calls) == 2:  # the second plot (pilot phase)
+            with open(fname, "wb") as f:
+                f.write(b"\x89PNG partial")
+            raise OSError(28, "No space left on device")
+        return original(self, fname, *args, **kwargs)
+
+    original = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", failing_savefig)
+    plots = tmp_path / "plots"
+    rc = main(["process", str(SHARED_TRACES["basic"]), "--seed", "3", "--plot", str(plots)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert str(plots / "pilot_phase.png") in err and "No space left" in err
+    assert len(calls) == 2
+    # written under a temporary name beside the target, as PNG whatever that name ends in
+    assert all(Path(f).parent == plots and Path(f).name != Path(f).name.split(".tmp")[0]
+               for f, _ in calls)
+    assert all(fmt == "png" for _, fmt in calls)
+    assert sorted(p.name for p in plots.iterdir()) == ["constellation.png"]
+    assert _leftovers(plots) == []
+
+
+def test_seed_defaults_to_fresh_random(monkeypatch):
+    """Without --seed the CLI passes seed=None (a fresh random disclosed subset per run,
+    unknown to Eve beforehand), never a fixed public default; --seed is passed unchanged."""
+    import qkd_hw.cli.main as cli_main
+    import qkd_hw.cli.process as cli_process
+
+    seen = []
+
+    class StopError(Exception):
+        pass
+
+    def fake_process_recording(trace, **kwargs):
+        seen.append(kwargs["seed"])
+        raise StopError
+
+    monkeypatch.setattr(cli_process, "process_recording", fake_process_recording)
+    for argv, expected in ((["--pe-fraction", "0.5"], None), (["--seed", "0"], 0),
+                           (["--seed", "17"], 17)):
+        with pytest.raises(StopError):
+            main(["process", str(SHARED_TRACES["basic"]), *argv])
+        assert seen[-1] == expected
+    args = cli_main.build_parser().parse_args(["process", "x.h5"])
+    assert args.seed is None
+    help_text = cli_main.build_parser()._subparsers._group_actions[0].choices["process"] \
+        .format_help()
+    assert "random" in help_text and "pe_seed" in help_text

@@ -153,7 +153,7 @@ def test_raw_key_file(tmp_path, shared_traces):
     assert raw.estimates["transmittance"] == pytest.approx(res.estimates.transmittance)
 
 
-def _copy_trace(src, dst, *, signal=None, symbols=None):
+def _copy_trace(src, dst, *, signal=None, symbols=None, electronic_noise=None):
     with TraceReader(src) as r:
         tx, fs = r.tx, r.sample_rate_hz
         vpc = r.adc["signal"].volts_per_code
@@ -161,6 +161,8 @@ def _copy_trace(src, dst, *, signal=None, symbols=None):
         sym = r.symbols()
     if signal is not None:
         data["signal"] = signal(data)
+    if electronic_noise is not None:
+        data["electronic_noise"] = electronic_noise(data)
     if symbols is not None:
         sym = symbols(sym)
     with TraceWriter(dst, tx=tx, sample_rate_hz=fs, volts_per_code=vpc) as w:
@@ -199,3 +201,122 @@ def test_lock_failure_with_wrong_symbols(tmp_path, shared_traces):
 def test_pe_fraction_validated():
     with pytest.raises(ValueError, match="pe_fraction"):
         process_recording(SHARED_TRACES["basic"], pe_fraction=0.0)
+
+
+def test_arguments_validated_before_anything_is_written(tmp_path):
+    trace = tmp_path / "basic.h5"
+    trace.write_bytes(SHARED_TRACES["basic"].read_bytes())
+    before = trace.read_bytes()
+    for kw, msg in [(dict(beta=2.0), "beta"), (dict(beta=math.nan), "beta"),
+                    (dict(eps_pe=0.0), "eps_pe"), (dict(seed="1"), "seed"),
+                    (dict(raw_key_out=""), "empty"),
+                    # the raw key must never replace the recording it came from
+                    (dict(raw_key_out=trace), "recording itself"),
+                    (dict(raw_key_out=tmp_path / "." / "basic.h5"), "recording itself")]:
+        with pytest.raises(ValueError, match=msg):
+            process_recording(trace, **kw)
+    assert trace.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["basic.h5"]
+
+
+def test_disclosed_subset_is_random_by_default_and_reproducible_by_its_seed():
+    a = process_recording(SHARED_TRACES["basic"], pe_fraction=0.5)
+    b = process_recording(SHARED_TRACES["basic"], pe_fraction=0.5)
+    # a subset fixed in advance would be known to Eve: two runs draw different 63-bit seeds
+    assert a.pe_seed != b.pe_seed and a.summary()["pe_seed"] == a.pe_seed
+    assert a.estimates.sigma2 != b.estimates.sigma2
+    again = process_recording(SHARED_TRACES["basic"], pe_fraction=0.5, seed=a.pe_seed)
+    assert again.estimates == a.estimates and again.pe_seed == a.pe_seed
+
+
+def test_noiseless_electronic_capture_gives_zero_v_el(tmp_path):
+    # a float32 capture of an ideal detector (or a simulator with v_el = 0) has variance 0:
+    # v_el = 0 +- 0, not a ZeroDivisionError
+    trace = tmp_path / "noiseless_el.h5"
+    _copy_trace(SHARED_TRACES["basic"], trace,
+                electronic_noise=lambda d: np.zeros_like(d["electronic_noise"]))
+    r = process_recording(trace, pe_fraction=1.0)
+    assert r.electronic_noise_snu == 0.0 and r.electronic_noise_std_snu == 0.0
+    assert r.electronic_noise.variance == 0.0
+    # N0 is then the shot-noise capture's variance alone, and xi stays finite
+    assert r.n0_codes2 == pytest.approx(r.shot_noise.variance, rel=1e-12)
+    assert math.isfinite(r.estimates.excess_noise_snu)
+
+
+@pytest.mark.parametrize("delay", [157.0, 20.0])
+def test_first_symbol_before_the_matched_filter_fits_is_a_lock_error(tmp_path, delay):
+    # the first symbol's matched filter needs half a filter length (160 samples here) before
+    # it: the receiver must say so, not clamp the delay to the edge (xi 1.4 SNU) or crash
+    from qkd_hw.sim.params import SimParams
+    from qkd_hw.sim.simulate import simulate_recording
+
+    trace = tmp_path / "early.h5"
+    simulate_recording(trace, SimParams(delay_samples=delay, frequency_offset_hz=2e6),
+                       seed=3, n_symbols=20_000, truth_phase=False)
+    with pytest.raises(ReceiverLockError, match="half length") as ei:
+        process_recording(trace, seed=1)
+    assert ei.value.metrics["matched_filter_half_samples"] == 160
+    # and one sample later than the limit it locks, at the true delay
+    late = tmp_path / "late.h5"
+    simulate_recording(late, SimParams(delay_samples=161.3, frequency_offset_hz=2e6),
+                       seed=3, n_symbols=20_000, truth_phase=False)
+    assert process_recording(late, seed=1).acquisition.tau0 == pytest.approx(161.3, abs=0.1)
+
+
+@pytest.mark.parametrize("level", [0, 7])
+def test_dead_signal_capture_is_a_lock_error(tmp_path, level):
+    # a constant capture (dead channel, ADC offset) has a zero noise floor: NaN pilot SNR,
+    # which must fail the lock check (it passed "snr < min" and gave xi = -2e14)
+    bad = tmp_path / "dead.h5"
+    _copy_trace(SHARED_TRACES["basic"], bad, signal=lambda d: np.full_like(d["signal"], level))
+    with pytest.raises(ReceiverLockError, match="pilot not found") as ei:
+        process_recording(bad, seed=1)
+    assert math.isnan(ei.value.metrics["pilot_snr_db"])
+
+
+def test_too_short_recording_is_a_lock_error_that_says_so(tmp_path):
+    from qkd_hw.sim.params import SimParams
+    from qkd_hw.sim.simulate import simulate_recording
+
+    trace = tmp_path / "short.h5"
+    simulate_recording(trace, SimParams(frequency_offset_hz=2e6, linewidth_hz=100.0), seed=5,
+                       n_symbols=300, truth_phase=False)
+    with pytest.raises(ReceiverLockError, match="too short") as ei:
+        process_recording(trace, seed=1)
+    assert ei.value.metrics["pilot_blocks"] < 64
+
+
+def test_clock_offset_is_probed_in_a_recording_of_a_few_sync_lengths(tmp_path):
+    # 60000 symbols (3.7 sync lengths): the head alone measures 2 ppm at ~0.74 ppm sd, not
+    # significant, so it would be set to 0 and the timing would drift by 1.2 samples (xi
+    # +30 mSNU); a late probe with a lever arm of ~2 sync lengths must measure it
+    from qkd_hw.sim.params import SimParams
+    from qkd_hw.sim.simulate import simulate_recording
+
+    trace = tmp_path / "ppm.h5"
+    simulate_recording(trace, SimParams(clock_offset_ppm=2.0, frequency_offset_hz=-3e6,
+                                        linewidth_hz=300.0, delay_samples=2222.2),
+                       seed=6, n_symbols=60_000, truth_phase=False)
+    a = process_recording(trace, seed=1, pe_fraction=1.0).acquisition
+    assert len(a.clock_probes) == 1
+    assert a.clock_offset_std_ppm < 0.3
+    assert abs(a.clock_offset_ppm - 2.0) < 4 * a.clock_offset_std_ppm
+
+
+def test_pilot_lost_mid_recording_is_a_lock_error(tmp_path):
+    # 200k samples in the middle replaced by a shot-noise capture (pilot and signal gone):
+    # the tracker would follow noise there and xi would come out ~2 SNU; the receiver must
+    # stop with the lock metrics and leave no raw key
+    def cut(d):
+        x = d["signal"].copy()
+        x[500_000:700_000] = d["shot_noise"][:200_000]
+        return x
+    bad = tmp_path / "loss.h5"
+    _copy_trace(SHARED_TRACES["basic"], bad, signal=cut)
+    key = tmp_path / "raw.h5"
+    with pytest.raises(ReceiverLockError, match="lost lock") as ei:
+        process_recording(bad, seed=1, raw_key_out=key)
+    m = ei.value.metrics
+    assert m["pilot_power_db_vs_start"] < m["pilot_loss_threshold_db"]
+    assert 400_000 <= m["lost_from_sample"] <= 700_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.h5"]
