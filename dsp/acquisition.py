@@ -241,7 +241,8 @@ class SyncResult:
     ``tau0`` is the fractional absolute sample instant of symbol 0 (pulse centre);
     ``pslr`` the correlation peak power over the mean side-lobe power; ``inverted`` whether Bob
     sees the complex conjugate of Alice's symbols (spectral inversion of the IF); ``phase`` the
-    common phase of ``sum conj(x) y`` over the sync symbols (rad).
+    common phase of ``sum conj(x) y`` over the sync symbols (rad); ``snr`` the symbol SNR of
+    the matched-filter outputs against Alice's symbols there (|g|^2 <|a|^2> / residual).
     """
 
     tau0: float
@@ -252,6 +253,7 @@ class SyncResult:
     phase: float
     sync_symbols: int
     timing_std_samples: float
+    snr: float = math.nan
 
 
 def refine_timing(power: Callable[[float], float], start: float, *, lower: float) -> float:
@@ -414,4 +416,4 @@ def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: Matched
     tstd = 1.0 / (2 * math.pi * brms * math.sqrt(max(2 * kk * snr, 1e-300)))
     return SyncResult(tau0=tau, coarse_delay=j, pslr=pslr, pslr_db=metrics["sync_pslr_db"],
                       inverted=bool(inverted), phase=float(np.angle(c)), sync_symbols=kk,
-                      timing_std_samples=float(tstd))
+                      timing_std_samples=float(tstd), snr=float(snr))

@@ -919,6 +919,16 @@ class SignalStream:
         # only a significant correlation steers the loop: |rho|^2 ~ 1/n without signal
         rho2 = c2 / (cdot(a, a).real * e + 1e-300)
         if rho2 * n < 36.0:
+            # where the head promised a clear correlation (|rho|^2 = snr/(1+snr)), none here
+            # means the symbols are lost (modulation stopped, a slip): not a weak link
+            snr = self.acq.sync.snr
+            if snr / (1 + snr) * n >= 10 * 36.0:
+                raise DspLockError(
+                    f"synchronisation lost in symbols [{k0}, {k1}): no correlation with "
+                    "Alice's symbols there",
+                    {**self.acq.lock_metrics, "timing_block_corr_n": float(rho2 * n),
+                     "head_corr_n": float(snr / (1 + snr) * n), "timing_corr_min_n": 36.0,
+                     "lost_from_symbol": float(k0)})
             self.timing_log.append((k0 + L // 2, float("nan")))
             return
         d = float(np.clip(d, -0.25, 0.25))

@@ -101,6 +101,13 @@ class ReceiverResult:
             "excess_noise_out_snu": e.excess_noise_out_snu,
             "electronic_noise_snu": self.electronic_noise_snu,
             "electronic_noise_std_snu": self.electronic_noise_std_snu,
+            # the shot-noise calibration's own uncertainty, outside the PE bounds
+            # (conventions.md): xi = (sigma2 - V_shot) / t^2 in ADC codes, so the sd of the
+            # shot-noise variance moves xi by sd(V_shot)/N0 / t^2 (v_el's cancels), and
+            # T = t^2/gain by its relative sd of N0
+            "excess_noise_calibration_std_snu": (self.shot_noise.variance_std / self.n0_codes2
+                                                 / e.t_eff**2 if e.t_eff else None),
+            "transmittance_calibration_std": e.transmittance * self.n0_std_codes2 / self.n0_codes2,
             "t_eff": e.t_eff, "t_eff_min": e.t_eff_min, "t_eff_std": e.t_eff_std,
             "snr": e.snr, "sigma2": e.sigma2, "sigma2_max": e.sigma2_max,
             "n_pe": e.n_pe, "eps_pe": e.eps_pe,
@@ -440,7 +447,7 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
                 chunk = store[start:]
                 try:
                     blocks = stream.feed_in_place(store, start)
-                except DspLockError as exc:   # the pilot lost mid-recording
+                except DspLockError as exc:   # pilot or synchronisation lost mid-recording
                     raise ReceiverLockError(f"{path}: receiver lost lock: {exc}",
                                             exc.metrics) from exc
                 t0 = time.perf_counter()
@@ -450,7 +457,11 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
                 if diagnostics:
                     _phase_trace(stream, link.sample_rate_hz, diag)
                 tick(chunk.shape[0])
-        consume(stream.finish())
+        try:
+            tail = stream.finish()
+        except DspLockError as exc:
+            raise ReceiverLockError(f"{path}: receiver lost lock: {exc}", exc.metrics) from exc
+        consume(tail)
         stages["signal"] = time.perf_counter() - t_mark
         stages["signal_pe_sums"] = t_consume
         stages.update(stream.stage_seconds)

@@ -146,10 +146,12 @@ def _print_human(s: dict[str, Any]) -> None:
         f"first symbol at    {s['delay_samples']:.3f} samples, clock offset "
         f"{s['clock_offset_ppm']:+.3f} +- {s['clock_offset_std_ppm']:.3f} ppm "
         f"({len(s['clock_probe_first_samples'])} late probe(s))",
-        f"symbols            {s['n_symbols_received']} received, {s['n_pe_symbols']} disclosed",
+        f"symbols            {s['n_symbols_received']} received, {s['n_pe_symbols']} disclosed "
+        f"(seed {s['pe_seed']})",
         f"T                  {s['transmittance']:.5f} (min {s['transmittance_min']:.5f})",
         f"xi                 {s['excess_noise_snu']:.5f} SNU (max "
-        f"{s['excess_noise_max_snu']:.5f})",
+        f"{s['excess_noise_max_snu']:.5f}; shot-noise calibration sd "
+        f"{f(s['excess_noise_calibration_std_snu'], '.5f')})",
         f"v_el               {s['electronic_noise_snu']:.5f} +- "
         f"{s['electronic_noise_std_snu']:.5f} SNU",
         f"SNR                {s['snr']:.4f}",

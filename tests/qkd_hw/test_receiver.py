@@ -320,3 +320,18 @@ def test_pilot_lost_mid_recording_is_a_lock_error(tmp_path):
     assert m["pilot_power_db_vs_start"] < m["pilot_loss_threshold_db"]
     assert 400_000 <= m["lost_from_sample"] <= 700_000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.h5"]
+
+
+def test_calibration_uncertainty_is_reported():
+    # xi = (sigma2 - V_shot)/t^2 in codes: sd(xi) from the calibration alone is
+    # (1 + v_el)/sqrt(n) / t^2 for n complex noise outputs (|y|^2/2 exponential per quadrature
+    # pooled: relative sd 1/sqrt(n)); T moves with N0 = V_shot - V_el
+    r = _run("basic")
+    s = r.summary()
+    e, sn, el = r.estimates, r.shot_noise, r.electronic_noise
+    vel = r.electronic_noise_snu
+    analytic = (1 + vel) / math.sqrt(sn.n_symbols) / e.t_eff**2
+    assert s["excess_noise_calibration_std_snu"] == pytest.approx(analytic, rel=0.05)
+    n0_rel = math.hypot(sn.variance, el.variance) / math.sqrt(sn.n_symbols) / r.n0_codes2
+    assert s["transmittance_calibration_std"] == pytest.approx(e.transmittance * n0_rel,
+                                                               rel=0.05)

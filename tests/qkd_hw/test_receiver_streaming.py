@@ -223,3 +223,31 @@ def test_room_holds_what_the_stream_keeps(shared_traces, name, method):
         kept.append(s.buf.data.shape[0])
     assert max(kept) <= s.room_samples()
     assert max(kept) > 0.2 * s.room_samples()    # and is not a vacuous bound
+
+
+def test_symbols_lost_mid_recording_is_a_lock_error(long_recording, tmp_path):
+    # Alice's symbols of the timing loop's second block (2^18 .. 2^19) shuffled, as if the
+    # modulation had stopped or slipped there: the pilot is fine, and so are the head and the
+    # late clock probe, but that block finds no correlation where the head promised a strong
+    # one; numbers over it would come from an unlocked receiver
+    from qkd_hw.errors import ReceiverLockError
+    from qkd_hw.trace_io import TraceWriter
+
+    bad = tmp_path / "slip.h5"
+    with TraceReader(long_recording) as r:
+        tx, fs, vpc = r.tx, r.sample_rate_hz, r.adc["signal"].volts_per_code
+        data = {n: r.read(n) for n in ("signal", "shot_noise", "electronic_noise")}
+        sym = r.symbols()
+    rng = np.random.default_rng(5)
+    lo, hi = 1 << 18, 1 << 19
+    sym[lo:hi] = sym[lo:hi][rng.permutation(hi - lo)]
+    with TraceWriter(bad, tx=tx, sample_rate_hz=fs, volts_per_code=vpc) as w:
+        w.write_symbols(sym)
+        for n, a in data.items():
+            w.append(n, a)
+    with pytest.raises(ReceiverLockError, match="synchronisation lost") as ei:
+        process_recording(bad, seed=1, raw_key_out=tmp_path / "raw.h5")
+    m = ei.value.metrics
+    assert m["lost_from_symbol"] == 1 << 18
+    assert m["timing_block_corr_n"] < m["timing_corr_min_n"] < m["head_corr_n"] / 10
+    assert not (tmp_path / "raw.h5").exists()
