@@ -393,6 +393,10 @@ def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: Matched
     # usable symbols: their matched-filter windows must lie inside the head
     kmax = int((n - bank.half - 2 - (j + 2)) // period)
     kk = max(1, min(K, kmax))
+    if kk < min(K, 256):   # a peak at the end of the head: timing on a handful of symbols
+        raise DspLockError("synchronisation failed: the correlation peak leaves too few "
+                           "symbols in the captured samples",
+                           {**metrics, "sync_symbols_usable": float(kk)})
     a = a[:kk]
 
     def score(tau: float) -> complex:
