@@ -23,6 +23,10 @@ pyusb for it); the emulator serves the same commands on a raw socket.
 
 A reading of 9.9E37 (SCPI "not a number") means over-range/no valid reading and is raised as
 :class:`InstrumentReportedError`, never returned as a number.
+
+Lab-config limits (checked before anything is sent): ``wavelength_nm`` on
+:attr:`ThorlabsPM100D.wavelength_nm`, ``power_dbm`` on :attr:`ThorlabsPM100D.range_w` (the
+range is set in W on the wire and converted to dBm, ``10 log10(P / 1 mW)``, for the check).
 """
 
 from __future__ import annotations
@@ -33,17 +37,23 @@ from typing import ClassVar
 
 from drivers.base import DynamicRange, Range
 from drivers.scpi import ScpiInstrument, ScpiProperty, parse_float
-from qkd_hw.errors import InstrumentReportedError, InstrumentTimeoutError
+from qkd_hw.errors import InstrumentReportedError, InstrumentTimeoutError, ProtocolError
 
 __all__ = ["ThorlabsPM100D"]
 
 SAMPLE_TIME_S = 3e-4  # per averaged sample (manual: about 0.3 ms per sample)
 
 
+def watts_to_dbm(watts: float) -> float:
+    """Power in W -> dBm (``10 log10(P / 1 mW)``); the range validator keeps ``watts > 0``."""
+    return 10.0 * math.log10(watts / 1e-3)
+
+
 class ThorlabsPM100D(ScpiInstrument):
     """Thorlabs PM100D with a photodiode sensor (e.g. S144C / S155C)."""
 
     MODEL = "Thorlabs PM100D"
+    LIMITS: ClassVar[frozenset[str]] = frozenset({"wavelength_nm", "power_dbm"})
     IDN_PATTERN: ClassVar[str] = r"^\s*Thorlabs\s*,\s*PM100D\s*,"
 
     #: calibrated wavelength range of the connected sensor (nm), read on open
@@ -56,7 +66,11 @@ class ThorlabsPM100D(ScpiInstrument):
     auto_range = ScpiProperty("SENS:POW:RANG:AUTO", bool, doc="Automatic power ranging.")
     range_w = ScpiProperty(
         "SENS:POW:RANG:UPP", float, unit="W", validator=Range(1e-12, 100.0),
-        doc="Manual measurement range (upper end). Setting it switches auto ranging off.")
+        limit="power_dbm", to_limit_unit=watts_to_dbm,
+        doc="Manual measurement range (upper end), set in W. Setting it switches auto ranging "
+            "off. The lab-config limit ``power_dbm`` is in dBm: the requested range is "
+            "converted with 10 log10(P / 1 mW) before the check (the console may then pick "
+            "its next larger range).")
     averaging = ScpiProperty(
         "SENS:AVER:COUN", int, validator=Range(1, 100_000, integer=True),
         doc="Number of samples averaged per reading (about 0.3 ms each).")
@@ -65,8 +79,12 @@ class ThorlabsPM100D(ScpiInstrument):
 
     def _setup(self) -> None:
         self.write("SENS:POW:UNIT W", idempotent=True)
+        # the sensor's range bounds every wavelength setting (parse_float refuses nan/inf/9.9E37)
         lo = self.query_value("SENS:CORR:WAV? MIN", parse_float)
         hi = self.query_value("SENS:CORR:WAV? MAX", parse_float)
+        if not 0 < lo <= hi:
+            raise ProtocolError(f"sensor wavelength range {lo:g}..{hi:g} nm is not a range",
+                                instrument=self.name, command="SENS:CORR:WAV? MIN/MAX")
         self.wavelength_range_nm = (lo, hi)
 
     def sensor_info(self) -> dict[str, str]:

@@ -75,10 +75,24 @@ class Interval:
     max: float | None = None
 
     def __post_init__(self) -> None:
+        # Built in code (Limits.of, from_resource, scripts) as well as from the file: a NaN
+        # bound would make every comparison False and silently disable that side.
+        for side in ("min", "max"):
+            value = getattr(self, side)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"limit {side} must be a number or None, got "
+                                 f"{type(value).__name__} {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"limit {side} must be finite, got {value!r}")
+            object.__setattr__(self, side, float(value))
         if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min {self.min} > max {self.max}")
+            raise ValueError(f"min {self.min:g} > max {self.max:g}")
 
     def __contains__(self, value: float) -> bool:
+        if value != value:  # NaN: not inside any limit (every comparison with it is False)
+            return False
         if self.min is not None and value < self.min:
             return False
         return not (self.max is not None and value > self.max)
@@ -96,9 +110,16 @@ class Limits:
     intervals: Mapping[str, Interval] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.intervals) - set(LIMIT_QUANTITIES))
+        if not isinstance(self.intervals, Mapping):
+            raise ValueError(f"limits must be a mapping of quantity -> Interval, got "
+                             f"{type(self.intervals).__name__}")
+        unknown = sorted(set(self.intervals) - set(LIMIT_QUANTITIES), key=str)
         if unknown:
             raise ValueError(f"unknown limit(s) {unknown}; allowed: {sorted(LIMIT_QUANTITIES)}")
+        for quantity, interval in self.intervals.items():
+            if not isinstance(interval, Interval):
+                raise ValueError(f"limit {quantity} must be an Interval, got "
+                                 f"{type(interval).__name__} {interval!r}")
         object.__setattr__(self, "intervals", MappingProxyType(dict(self.intervals)))
 
     def get(self, quantity: str) -> Interval | None:
@@ -112,7 +133,18 @@ class Limits:
     @classmethod
     def of(cls, **intervals: Interval | tuple[float | None, float | None]) -> Limits:
         """Build in code: ``Limits.of(power_dbm=(None, 10.0), attenuation_db=Interval(3, 60))``."""
-        conv = {k: v if isinstance(v, Interval) else Interval(*v) for k, v in intervals.items()}
+        conv: dict[str, Interval] = {}
+        for quantity, v in intervals.items():
+            if isinstance(v, Interval):
+                conv[quantity] = v
+                continue
+            if not (isinstance(v, tuple | list) and len(v) == 2):
+                raise ValueError(f"limit {quantity} must be an Interval or a (min, max) pair, "
+                                 f"got {v!r}")
+            try:
+                conv[quantity] = Interval(*v)
+            except ValueError as exc:
+                raise ValueError(f"limit {quantity}: {exc}") from None
         return cls(conv)
 
 
@@ -132,10 +164,16 @@ class InstrumentConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
-        if not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):
-            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
-        if self.retries < 0:
-            raise ValueError(f"retries must be >= 0, got {self.retries}")
+        if not isinstance(self.limits, Limits):
+            raise ValueError(f"limits must be a Limits (e.g. Limits.of(...)), got "
+                             f"{type(self.limits).__name__}")
+        t = self.timeout_s
+        if isinstance(t, bool) or not isinstance(t, int | float) or not (
+                t > 0 and math.isfinite(t)):
+            raise ValueError(f"timeout_s must be a finite number > 0, got {t!r}")
+        r = self.retries
+        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+            raise ValueError(f"retries must be an integer >= 0, got {r!r}")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,19 @@
 """Emulator of a Keysight N7764A 4-channel VOA (commands: see drivers/keysight_n77xx.py).
 
-State per channel: attenuation (dB), offset, wavelength (m), shutter. A virtual lab reads
-:meth:`N77xxEmulator.transmission` (linear power transmission incl. shutter and insertion
-loss). Setting the attenuation starts a filter move of ``settle_s``; ``*OPC?`` answers after it.
+State per channel: filter attenuation (dB), offset, wavelength (m), shutter. As in the manual
+(8163A/B, 8164A/B & 8166A/B Programming Guide, ``:INPut:ATTenuation`` / ``:INPut:OFFSet``):
+
+* the attenuation factor is ``alpha = alpha_filter + alpha_offset``; ``:INP:ATT`` sets it (and
+  so moves the filter), ``:INP:ATT?`` answers it;
+* ``:INP:ATT? MIN`` (= ``DEF``) is the value where ``alpha_filter = 0 dB``, i.e. the offset;
+  ``MAX`` is where the filter is at its greatest (offset + :attr:`FILTER_MAX_DB`); a value
+  outside that range is refused with -222 (no negative filter, no optical gain);
+* the offset "does not affect the filter attenuation": setting it moves the displayed
+  attenuation factor, not the filter; ``:INP:OFFS:DISP`` sets ``offset = -alpha_filter``.
+
+A virtual lab reads :meth:`N77xxEmulator.transmission` (linear power transmission incl. shutter
+and insertion loss). Setting the attenuation starts a filter move of ``settle_s``; ``*OPC?``
+answers after it.
 """
 
 from __future__ import annotations
@@ -17,7 +28,8 @@ __all__ = ["N77xxEmulator"]
 class N77xxEmulator(ScpiEmulator):
     IDN = "Keysight Technologies,N7764A,DE00012345,V1.42"
     N_CHANNELS = 4
-    ATT_RANGE_DB = (0.0, 45.0)
+    FILTER_MAX_DB = 45.0  # greatest filter attenuation; the attenuation factor adds the offset
+    OFFSET_RANGE_DB = (-200.0, 200.0)
     WAV_RANGE_M = (1260e-9, 1640e-9)
     INSERTION_LOSS_DB = 1.2
 
@@ -27,18 +39,35 @@ class N77xxEmulator(ScpiEmulator):
 
     def reset(self) -> None:
         n = self.N_CHANNELS
-        self.attenuation_db = dict.fromkeys(range(1, n + 1), 0.0)
+        self.filter_att_db = dict.fromkeys(range(1, n + 1), 0.0)
         self.offset_db = dict.fromkeys(range(1, n + 1), 0.0)
         self.wavelength_m = dict.fromkeys(range(1, n + 1), 1550e-9)
         self.output = dict.fromkeys(range(1, n + 1), False)
         self.busy_until = 0.0
 
+    @property
+    def attenuation_db(self) -> dict[int, float]:
+        """Attenuation factor (what ``:INP:ATT?`` answers) per channel: filter + offset."""
+        return {ch: self.filter_att_db[ch] + self.offset_db[ch] for ch in self.filter_att_db}
+
+    def filter_db(self, ch: int) -> float:
+        """The real (filter) attenuation of channel ``ch``, dB (without insertion loss)."""
+        return self.filter_att_db[ch]
+
+    def att_range_db(self, ch: int) -> tuple[float, float]:
+        """``(ATT? MIN, ATT? MAX)`` of channel ``ch``: the filter range shifted by the offset."""
+        return self.offset_db[ch], self.offset_db[ch] + self.FILTER_MAX_DB
+
+    def set_offset(self, ch: int, offset_db: float) -> None:
+        """Change the offset as the front panel would (the filter stays where it is)."""
+        with self.state_lock:
+            self.offset_db[ch] = float(offset_db)
+
     def transmission(self, ch: int) -> float:
         """Linear power transmission of channel ``ch`` (0 with the shutter closed)."""
         if not self.output[ch]:
             return 0.0
-        filt = self.attenuation_db[ch] - self.offset_db[ch]
-        return 10 ** (-(filt + self.INSERTION_LOSS_DB) / 10)
+        return 10 ** (-(self.filter_att_db[ch] + self.INSERTION_LOSS_DB) / 10)
 
     def _ch(self, suffix: str) -> int:
         ch = int(suffix) if suffix else 1
@@ -49,29 +78,48 @@ class N77xxEmulator(ScpiEmulator):
     @command("INPut<n>[:CHANnel<n>]:ATTenuation")
     def _att(self, args: bytes, n: str, m: str) -> None:
         ch = self._ch(n)
-        lo, hi = self.ATT_RANGE_DB
-        self.attenuation_db[ch] = self.number(args, lo=lo, hi=hi, units={"DB": 1.0},
-                                              special={"MINIMUM": lo, "MAXIMUM": hi,
-                                                       "DEFAULT": lo})
+        lo, hi = self.att_range_db(ch)
+        att = self.number(args, lo=lo, hi=hi, units={"DB": 1.0},
+                          special={"MINIMUM": lo, "MAXIMUM": hi, "DEFAULT": lo})
+        self.filter_att_db[ch] = att - self.offset_db[ch]
         self.busy_until = time.monotonic() + self.settle_s
 
     @command("INPut<n>[:CHANnel<n>]:ATTenuation?")
     def _att_q(self, args: bytes, n: str, m: str) -> str:
         ch = self._ch(n)
+        lo, hi = self.att_range_db(ch)
         a = args.decode().strip().upper()
         if a in ("MIN", "MINIMUM", "DEF", "DEFAULT"):
-            return f"{self.ATT_RANGE_DB[0]:+.8E}"
+            return f"{lo:+.8E}"
         if a in ("MAX", "MAXIMUM"):
-            return f"{self.ATT_RANGE_DB[1]:+.8E}"
-        return f"{self.attenuation_db[ch]:+.8E}"
+            return f"{hi:+.8E}"
+        if a:
+            raise ScpiError(-224, a[:20])
+        return f"{self.filter_att_db[ch] + self.offset_db[ch]:+.8E}"
 
     @command("INPut<n>[:CHANnel<n>]:OFFSet")
     def _offs(self, args: bytes, n: str, m: str) -> None:
-        self.offset_db[self._ch(n)] = self.number(args, lo=-200, hi=200, units={"DB": 1.0})
+        # "does not affect the filter attenuation": only the attenuation factor moves
+        lo, hi = self.OFFSET_RANGE_DB
+        self.offset_db[self._ch(n)] = self.number(
+            args, lo=lo, hi=hi, units={"DB": 1.0},
+            special={"MINIMUM": lo, "MAXIMUM": hi, "DEFAULT": 0.0})
 
     @command("INPut<n>[:CHANnel<n>]:OFFSet?")
     def _offs_q(self, args: bytes, n: str, m: str) -> str:
-        return f"{self.offset_db[self._ch(n)]:+.8E}"
+        ch = self._ch(n)
+        a = args.decode().strip().upper()
+        lo, hi = self.OFFSET_RANGE_DB
+        special = {"MIN": lo, "MINIMUM": lo, "MAX": hi, "MAXIMUM": hi, "DEF": 0.0,
+                   "DEFAULT": 0.0}
+        if a and a not in special:
+            raise ScpiError(-224, a[:20])
+        return f"{special[a] if a else self.offset_db[ch]:+.8E}"
+
+    @command("INPut<n>[:CHANnel<n>]:OFFSet:DISPlay")
+    def _offs_disp(self, args: bytes, n: str, m: str) -> None:
+        ch = self._ch(n)  # offset such that the attenuation factor is zero
+        self.offset_db[ch] = -self.filter_att_db[ch]
 
     @command("INPut<n>[:CHANnel<n>]:WAVelength")
     def _wav(self, args: bytes, n: str, m: str) -> None:

@@ -168,3 +168,63 @@ def test_limits_in_code_validate_names():
         lim.get("not_a_quantity")
     assert set(LIMIT_QUANTITIES) >= {"power_dbm", "attenuation_db", "wavelength_nm",
                                      "amplitude_v", "bias_v"}
+
+
+# -- limits built in code are validated like the file (a NaN bound would disable the limit) ----
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "match"),
+    [
+        (float("nan"), 1.0, "finite"),
+        (-4.0, float("nan"), "finite"),
+        (None, float("inf"), "finite"),
+        (float("-inf"), None, "finite"),
+        (2.0, 1.0, "min 2 > max 1"),
+        ("0", 1.0, "number"),
+        (True, None, "number"),
+        (None, [1.0], "number"),
+    ],
+)
+def test_interval_in_code_is_validated(lo, hi, match):
+    with pytest.raises(ValueError, match=match):
+        Interval(lo, hi)
+
+
+def test_interval_in_code_normalises_to_float_and_keeps_open_sides():
+    iv = Interval(1, 3)
+    assert isinstance(iv.min, float) and isinstance(iv.max, float)
+    assert iv == Interval(1.0, 3.0) and 2 in iv and 3.5 not in iv
+    assert Interval(None, 5.0).min is None and -1e300 in Interval(None, 5.0)
+    assert float("nan") not in Interval(None, 5.0)  # a NaN value is never inside a limit
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Limits.of(bias_v=(-4.0, float("nan"))),
+        lambda: Limits.of(bias_v=(float("nan"), None)),
+        lambda: Limits.of(bias_v=(5.0, -5.0)),
+        lambda: Limits.of(bias_v=(1.0,)),
+        lambda: Limits.of(bias_v=4.0),
+        lambda: Limits({"bias_v": (-4.0, 4.0)}),  # a tuple where an Interval belongs
+        lambda: Limits({"bias_v": None}),
+    ],
+)
+def test_limits_in_code_are_validated(build):
+    with pytest.raises(ValueError, match="bias_v"):
+        build()
+
+
+def test_instrument_config_in_code_validates_its_limits_and_numbers():
+    from qkd_hw.labconfig import InstrumentConfig
+
+    with pytest.raises(ValueError, match="limits must be a Limits"):
+        InstrumentConfig(name="x", driver="d", resource="r",
+                         limits={"bias_v": Interval(-4, 4)})  # type: ignore[arg-type]
+    for bad in (1.5, True, "2"):
+        with pytest.raises(ValueError, match="retries"):
+            InstrumentConfig(name="x", driver="d", resource="r", retries=bad)  # type: ignore
+    for bad in (float("nan"), True, "2", 0.0):
+        with pytest.raises(ValueError, match="timeout_s"):
+            InstrumentConfig(name="x", driver="d", resource="r", timeout_s=bad)  # type: ignore

@@ -10,6 +10,7 @@ import pytest
 from drivers.emulators.thorlabs_pm100d import PM100DEmulator
 from drivers.thorlabs_pm100d import ThorlabsPM100D
 from qkd_hw.errors import InstrumentReportedError, LimitError
+from qkd_hw.labconfig import Limits
 from tests.drivers.scpi_helpers import config, running, sent
 
 ERR = b"SYST:ERR?"
@@ -127,3 +128,49 @@ def test_emulator_rejects_what_the_manual_rejects(pair):
         pm.write("SENS:BOGUS 1")
     with pytest.raises(LimitError):
         pm.wavelength_nm = float("nan")
+
+
+# -- lab-config power_dbm limit on the range (W on the wire, dBm in the lab config) ------------
+
+
+@pytest.fixture
+def limited():
+    with running(PM100DEmulator()) as emu:
+        pm = ThorlabsPM100D(config("pm", "thorlabs_pm100d", emu.resource, timeout_s=1.0,
+                                   limits=Limits.of(power_dbm=(-40.0, -10.0))))
+        with pm:
+            emu.clear_received()
+            yield pm, emu
+
+
+@pytest.mark.parametrize("range_w", [0.5, 1.01e-4, 9.9e-8])  # +27 dBm, -9.96 dBm, -40.04 dBm
+def test_range_outside_the_power_dbm_limit_is_refused_before_any_byte(limited, range_w):
+    pm, emu = limited
+    with pytest.raises(LimitError, match=r"power_dbm.*test-lab\.toml") as ei:
+        pm.range_w = range_w
+    assert f"range_w ({range_w!r} W) in dBm = " in str(ei.value)
+    assert emu.rx_bytes == 0
+    assert emu.range_w == 5e-3 and emu.auto_range is True
+
+
+@pytest.mark.parametrize("range_w", [1e-4, 1e-7, 5e-6])  # -10 dBm, -40 dBm (bounds), -23 dBm
+def test_range_inside_the_power_dbm_limit_is_sent_in_watts(limited, range_w):
+    pm, emu = limited
+    pm.range_w = range_w
+    assert sent(emu) == [f"SENS:POW:RANG:UPP {range_w:.12g}".encode(), ERR]
+    assert emu.auto_range is False and emu.range_w >= range_w
+
+
+@pytest.mark.parametrize("payload", [b"nan", b"inf", b"9.91E+37", b"2000"])
+def test_sensor_range_that_is_not_a_range_is_refused_on_open(payload):
+    """The sensor range bounds every wavelength setting: a NaN bound would disable it (r06)."""
+    from qkd_hw.errors import InstrumentError
+
+    with running(PM100DEmulator()) as emu:
+        emu.inject("garble", match=r"WAV\? MIN", payload=payload, count=10)
+        pm = ThorlabsPM100D(config("pm", "thorlabs_pm100d", emu.resource, timeout_s=1.0,
+                                   retries=0))
+        with pytest.raises(InstrumentError, match="WAV") as ei:
+            pm.open()
+        assert not isinstance(ei.value, LimitError)
+        assert not pm.is_open and pm.wavelength_range_nm is None
