@@ -96,6 +96,7 @@ class AgiltronSwitch(Instrument):
     ``channels`` (N, default 4), ``baudrate`` (default 9600), ``confirm_reads``."""
 
     MODEL = "Agiltron FF 1xN optical switch (CL-LB driver)"
+    LIMITS: ClassVar[frozenset[str]] = frozenset({"channel"})
     OPTIONS: ClassVar[Mapping[str, type | tuple[type, ...]]] = {
         "channels": int, "baudrate": int, "confirm_reads": bool}
 

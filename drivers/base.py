@@ -58,6 +58,8 @@ How a serial driver plugs in
 
    ``Range`` / ``OneOf`` / ``Boolean`` validators and the lab-config limit named by ``limit``
    run before ``_write`` is called, so a violation raises :class:`LimitError` with nothing sent.
+   List every limit the driver checks in ``LIMITS = frozenset({"power_mw"})``: a lab config
+   that sets a limit the driver does not declare is a ConfigError when the driver is built.
 5. :func:`create_instrument` builds a driver from a lab-config entry (``driver = "<module>"``);
    keep one public Instrument subclass per module or set ``DRIVER = TheClass`` in it.
 """
@@ -135,6 +137,26 @@ class _Deferral:
     def interrupted(self) -> bool:
         return self.active and bool(_SIGINT.pending)
 
+    def deliver_pending(self) -> None:
+        """Deliver a deferred SIGINT now, at a safe point between two exchanges, instead of at
+        the exit of the outermost scope (which may be a caller's transaction around a long
+        procedure). With Python's default handler this raises KeyboardInterrupt, so a procedure
+        stopped by Ctrl-C never returns partial results as if complete; the outer exit does not
+        deliver it again. An ignored SIGINT (SIG_IGN) is dropped; a custom handler is called."""
+        if not self.interrupted:
+            return
+        frame = _SIGINT.pending[-1]
+        _SIGINT.pending.clear()
+        _deliver(_SIGINT.previous, frame)
+
+
+def _deliver(handler: Any, frame: FrameType | None) -> None:
+    """Run what SIGINT would have run without the deferral."""
+    if callable(handler):
+        handler(signal.SIGINT, frame)  # default_int_handler raises KeyboardInterrupt
+    elif handler != signal.SIG_IGN:
+        raise KeyboardInterrupt
+
 
 @contextlib.contextmanager
 def defer_sigint() -> Iterator[_Deferral]:
@@ -167,10 +189,7 @@ def defer_sigint() -> Iterator[_Deferral]:
             if _SIGINT.pending:
                 frame = _SIGINT.pending[-1]
                 _SIGINT.pending.clear()
-                if callable(previous):
-                    previous(signal.SIGINT, frame)  # default_int_handler raises KeyboardInterrupt
-                elif previous != signal.SIG_IGN:
-                    raise KeyboardInterrupt
+                _deliver(previous, frame)
 
 
 # --------------------------------------------------------------------------- validators
@@ -280,6 +299,15 @@ class Boolean(Validator):
 # --------------------------------------------------------------------------- property descriptor
 
 
+_LIMIT_UNITS = {"dbm": "dBm", "mw": "mW", "db": "dB", "nm": "nm", "hz": "Hz", "v": "V",
+                "ma": "mA", "c": "degC"}
+
+
+def limit_unit(quantity: str) -> str:
+    """Unit of a lab-config limit, from its name (``power_dbm`` -> ``dBm``); "" if none."""
+    return _LIMIT_UNITS.get(quantity.rsplit("_", 1)[-1], "") if "_" in quantity else ""
+
+
 class Property(Generic[T]):
     """A setting/reading declared once on the driver class.
 
@@ -350,8 +378,13 @@ class Property(Generic[T]):
         if self.validator is not None:
             value = self.validator(value, what=what, instrument=inst.name, inst=inst)
         if self.limit is not None:
-            v = self.to_limit_unit(value) if self.to_limit_unit else value
-            inst.check_limit(self.limit, v, what=what, unit=self.unit)
+            if self.to_limit_unit is None:
+                inst.check_limit(self.limit, value, what=what, unit=self.unit)
+            else:  # name both units: "range_w (0.5 W) in dBm = 26.99 dBm violates ..."
+                unit = limit_unit(self.limit)
+                shown = f"{value!r} {self.unit}".rstrip()
+                inst.check_limit(self.limit, self.to_limit_unit(value),
+                                 what=f"{what} ({shown}) in {unit or self.limit}", unit=unit)
         return value
 
     def _read(self, inst: Any) -> T:
@@ -373,6 +406,25 @@ class Instrument:
 
     MODEL: ClassVar[str] = "instrument"
     OPTIONS: ClassVar[Mapping[str, type | tuple[type, ...]]] = {}
+    #: Lab-config limit names this driver enforces (``limit=`` on its properties, also on its
+    #: channel classes, and its ``check_limit`` calls). A configured limit not listed here is a
+    #: ConfigError when the driver is built: it would be silently ignored otherwise.
+    LIMITS: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = cls.LIMITS
+        if not isinstance(declared, frozenset):
+            raise TypeError(f"{cls.__name__}.LIMITS must be a frozenset of limit names")
+        unknown = sorted(declared - set(LIMIT_QUANTITIES))
+        if unknown:
+            raise TypeError(f"{cls.__name__}.LIMITS: unknown limit(s) {unknown}; known: "
+                            f"{sorted(LIMIT_QUANTITIES)}")
+        for klass in cls.__mro__:
+            for attr, prop in vars(klass).items():
+                if isinstance(prop, Property) and prop.limit and prop.limit not in declared:
+                    raise TypeError(f"{cls.__name__}.{attr} checks limit {prop.limit!r} that "
+                                    f"{cls.__name__}.LIMITS does not declare")
 
     def __init__(self, config: InstrumentConfig, *, transport: Transport | None = None) -> None:
         if not isinstance(config, InstrumentConfig):
@@ -384,6 +436,7 @@ class Instrument:
         self._dirty = False
         self._open = False
         self._check_options()
+        self._check_limits_enforced()
         self.transport = transport if transport is not None else self._make_transport()
         self.transport.instrument_name = self.name
 
@@ -444,8 +497,23 @@ class Instrument:
     def option(self, key: str, default: Any = None) -> Any:
         return self.config.options.get(key, default)
 
+    def _check_limits_enforced(self) -> None:
+        """ConfigError for a configured limit this driver does not enforce (see ``LIMITS``)."""
+        for quantity in self.config.limits.intervals:
+            if quantity not in self.LIMITS:
+                enforced = ", ".join(sorted(self.LIMITS)) or "none"
+                raise ConfigError(
+                    f"{self.config.source}: instruments.{self.name}.limits.{quantity}: driver "
+                    f"{self.config.driver!r} ({type(self).__name__}) does not enforce limit "
+                    f"{quantity!r}, it would be silently ignored (limits it enforces: "
+                    f"{enforced})"
+                )
+
     def check_limit(self, quantity: str, value: float, *, what: str = "", unit: str = "") -> None:
         """LimitError if ``value`` is outside the lab-config limit ``quantity`` (if any)."""
+        if quantity not in self.LIMITS:  # a driver bug: the config could never set this limit
+            raise TypeError(f"{type(self).__name__} checks limit {quantity!r} but its LIMITS "
+                            f"does not declare it")
         interval = self.config.limits.get(quantity)
         if interval is None:
             return
@@ -622,3 +690,48 @@ def create_instrument(config: InstrumentConfig) -> Instrument:
                               f"classes; set DRIVER in it")
         cls = found[0]
     return cls(config)
+
+
+# -- quantisation to the register step -------------------------------------------------------
+
+
+def _per_unit(scale: float) -> int | None:
+    """``1 / scale`` when it is a whole number (0.1, 0.01, 0.001, 1), else None."""
+    inv = 1.0 / scale
+    n = round(inv)
+    return n if n >= 1 and abs(inv - n) <= 1e-9 * inv else None
+
+
+def count_value(count: int, scale: float) -> float:
+    """Value of a register count: ``count * scale``, computed as ``count / (1 / scale)`` when
+    that is a whole number, so that 3 x 0.1 is 0.3 (the float a lab limit of 0.3 is read as),
+    not 0.30000000000000004."""
+    n = _per_unit(scale)
+    return count / n if n is not None else count * scale
+
+
+def quantise_inside(value: float, scale: float, check: Callable[[float, str], None],
+                    what: str) -> int:
+    """Register count to send for ``value`` (value = count x ``scale``), checked as sent.
+
+    The lab limits apply to the value the module receives, not to the request: the nearest
+    count is sent when its value passes ``check`` (which raises LimitError for a value beyond
+    a limit); otherwise the count on the other side of the request, i.e. the request is
+    rounded towards the inside of the limit (a request the limit allows is kept, within one
+    step, rather than refused). LimitError from ``check`` when neither count passes (a limit
+    narrower than one step); ``what`` names the setting in that message.
+    """
+    n = _per_unit(scale)
+    exact = value * n if n is not None else value / scale
+    nearest = round(exact)
+    other = math.floor(exact) if nearest > exact else math.ceil(exact)
+    counts = [nearest] if other == nearest else [nearest, other]
+    for i, count in enumerate(counts):
+        try:
+            check(count_value(count, scale), what)
+        except LimitError:
+            if i == len(counts) - 1:
+                raise
+            continue
+        return count
+    raise AssertionError("unreachable")

@@ -142,6 +142,7 @@ class HomodyneDetector(Instrument):
     """Balanced homodyne detector on a serial port (``resource``; option ``baudrate``)."""
 
     MODEL = "balanced homodyne detector (BHD-CTRL v1)"
+    LIMITS: ClassVar[frozenset[str]] = frozenset({"gain_db"})
     OPTIONS: ClassVar[Mapping[str, type | tuple[type, ...]]] = {"baudrate": int}
 
     gain_step = _Field("GAIN", int, encode_value=int, limit="gain_db", to_limit_unit=_gain_db,

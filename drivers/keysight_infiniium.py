@@ -16,7 +16,11 @@ chapters "Root Level Commands", "Acquire Commands", "Channel Commands", "Wavefor
 ``:TRIGger:LEVel <source>,<V>``                trigger level
 ``:SINGle``                                    arm one acquisition
 ``:ADER?``                                     acquisition done event register: 1 once the
-                                               acquisition completed (reading clears it)
+                                               acquisition completed (reading clears it, so
+                                               it is never resent after a lost reply)
+``:ASTate?``                                   acquisition state ``ARM|TRIG|ATRIG|ADONE``
+                                               (not clearing): decides after a lost
+                                               ``:ADER?`` reply
 ``:WAVeform:SOURce CHANnel<N>``                source of the transfer
 ``:WAVeform:FORMat WORD``                      16-bit signed samples
 ``:WAVeform:BYTeorder LSBFirst``               little endian
@@ -49,7 +53,7 @@ import numpy as np
 
 from drivers.base import Range
 from drivers.scpi import ScpiChannel, ScpiInstrument, ScpiProperty, parse_float, parse_int
-from qkd_hw.errors import InstrumentTimeoutError, LimitError, ProtocolError
+from qkd_hw.errors import CommunicationError, InstrumentTimeoutError, LimitError, ProtocolError
 
 __all__ = ["InfiniiumChannel", "KeysightInfiniium", "Preamble"]
 
@@ -80,6 +84,7 @@ class KeysightInfiniium(ScpiInstrument):
     """Infiniium as a digitizer: ``arm()``, ``wait_acquired()``, ``fetch(ch)`` -> int16."""
 
     MODEL = "Keysight Infiniium"
+    LIMITS: ClassVar[frozenset[str]] = frozenset({"sample_rate_hz"})
     IDN_PATTERN: ClassVar[str] = (
         r"^\s*(Keysight|Agilent) Technologies\s*,\s*[A-Z]{2,4}\d{3,5}[A-Z]?\s*,")
     N_CHANNELS = 4
@@ -119,28 +124,71 @@ class KeysightInfiniium(ScpiInstrument):
         self.write(f":TRIG:LEV {src},{float(level_v):.6g}", idempotent=True)
 
     def arm(self) -> None:
-        """Arm one acquisition (``:SINGle``); clears a stale done flag first."""
+        """Arm one acquisition (``:SINGle``); clears a stale done flag first.
+
+        The clearing ``:ADER?`` may be resent after a lost reply: its value is discarded and a
+        second read leaves the register cleared just the same."""
         with self.transaction():
             self.query(":ADER?")
             self.write(":SING")
 
     def wait_acquired(self, timeout_s: float, poll_s: float = 0.005) -> None:
-        """Poll ``:ADER?`` until the acquisition is complete."""
-        try:
-            self.wait_for(":ADER?", lambda r: r.strip() in ("1", "+1"), timeout_s=timeout_s,
-                          poll_s=poll_s)
-        except InstrumentTimeoutError as exc:
-            raise InstrumentTimeoutError(f"no trigger/acquisition within {timeout_s:g} s",
-                                         instrument=self.name, command=":ADER?") from exc
+        """Poll ``:ADER?`` until the acquisition is complete.
+
+        ``:ADER?`` clears on read, so it is never resent: if its reply is lost (late, dropped,
+        garbled) the one-time "1" may be gone with it, and the non-clearing ``:ASTate?``
+        (``ADONE`` once the acquisition is complete) decides instead.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                done = bool(self.query_value(":ADER?", parse_int, idempotent=False) & 1)
+            except (CommunicationError, ProtocolError) as exc:
+                state = self.query(":AST?").strip().upper()
+                self.log.warning("%s: reply to :ADER? lost (%s); :ASTate? says %s", self.name,
+                                 exc.message, state)
+                done = state == "ADONE"
+            if done:
+                return
+            if time.monotonic() >= deadline:
+                raise InstrumentTimeoutError(f"no trigger/acquisition within {timeout_s:g} s",
+                                             instrument=self.name, command=":ADER?")
+            time.sleep(poll_s)
+
+    def _query_checked(self, command: str, parse: Callable[[str], float],
+                       ok: Callable[[float], bool], what: str) -> float:
+        """Query a preamble field; ProtocolError naming the field if ``ok(value)`` fails."""
+        text, value = self.query_value(command, lambda s: (s.strip(), parse(s)))
+        if not ok(value):
+            raise ProtocolError(f"invalid waveform preamble: {what}, got {value!r}",
+                                instrument=self.name, command=command, reply=text)
+        return value
+
+    def _points(self) -> int:
+        n = self._query_checked(":WAV:POIN?", parse_int, lambda v: v >= 0,
+                                "points must be >= 0")
+        return int(n)
 
     def preamble(self, ch: int) -> Preamble:
+        """Scaling of the record of channel ``ch``; every field checked (points > 0,
+        increments > 0), a ProtocolError with the raw reply otherwise."""
         with self.transaction():
             self.write(f":WAV:SOUR CHAN{int(ch)}", idempotent=True)
+            points = self._points()
+            if points == 0:
+                raise ProtocolError(f"invalid waveform preamble: no waveform data (0 points) "
+                                    f"for CHAN{int(ch)}; arm() and wait_acquired() first",
+                                    instrument=self.name, command=":WAV:POIN?", reply="0")
             return Preamble(
-                points=self.query_value(":WAV:POIN?", parse_int),
-                x_increment_s=self.query_value(":WAV:XINC?", parse_float),
-                y_increment_v=self.query_value(":WAV:YINC?", parse_float),
-                y_origin_v=self.query_value(":WAV:YOR?", parse_float),
+                points=points,
+                x_increment_s=self._query_checked(":WAV:XINC?", parse_float,
+                                                  lambda v: v > 0,
+                                                  "x increment (s per sample) must be > 0"),
+                y_increment_v=self._query_checked(":WAV:YINC?", parse_float,
+                                                  lambda v: v > 0,
+                                                  "y increment (V per code) must be > 0"),
+                y_origin_v=self._query_checked(":WAV:YOR?", parse_float, lambda v: True,
+                                               "y origin"),
             )
 
     def fetch(self, ch: int, *, start: int = 0, count: int | None = None,
@@ -152,13 +200,14 @@ class KeysightInfiniium(ScpiInstrument):
         retried independently on transient faults) straight into ``out`` (allocated if None).
         ``progress(n)`` is called with the number of samples of each finished chunk. Ctrl-C
         stops the transfer after the chunk in flight (the link stays in step) and raises
-        KeyboardInterrupt.
+        KeyboardInterrupt from here, also inside a caller's transaction: a partly filled
+        buffer is never returned.
         """
         if chunk_points < 1 or chunk_points > self.MAX_WORDS_PER_TRANSFER:
             raise ValueError(f"chunk_points must be 1..{self.MAX_WORDS_PER_TRANSFER}")
         with self.transaction() as deferral:
             self.write(f":WAV:SOUR CHAN{int(ch)}", idempotent=True)
-            available = self.query_value(":WAV:POIN?", parse_int)
+            available = self._points()
             if count is None:
                 count = available - start
             if start < 0 or count < 0 or start + count > available:
@@ -170,8 +219,7 @@ class KeysightInfiniium(ScpiInstrument):
                 raise ValueError(f"out must be a contiguous int16 array of shape ({count},)")
             base = self.FETCH_START_BASE
             for off in range(0, count, chunk_points):
-                if deferral.interrupted:
-                    break  # KeyboardInterrupt is raised when the transaction ends
+                deferral.deliver_pending()  # Ctrl-C: KeyboardInterrupt now, between chunks
                 n = min(chunk_points, count - off)
                 cmd = f":WAV:DATA? {start + off + base},{n}"
                 data = self.query_block(cmd, max_bytes=2 * n)

@@ -37,7 +37,7 @@ from typing import ClassVar
 import numpy as np
 
 from drivers.base import Range
-from drivers.scpi import ScpiChannel, ScpiInstrument, ScpiProperty
+from drivers.scpi import ScpiChannel, ScpiInstrument, ScpiProperty, parse_int
 from qkd_hw.errors import LimitError, ProtocolError
 
 __all__ = ["KeysightM8195A", "M8195AChannel"]
@@ -70,6 +70,22 @@ def to_dac_codes(samples: np.ndarray, *, what: str, instrument: str) -> np.ndarr
     raise LimitError(f"{what}: unsupported sample dtype {a.dtype}", instrument=instrument)
 
 
+def parse_catalog(text: str) -> dict[int, int]:
+    """``<id>,<length>[,<id>,<length>...]`` (``0,0``: no segment) -> ``{id: length}``.
+    ValueError (``query_value`` makes it a ProtocolError with the raw reply) unless every
+    field is a non-negative SCPI integer and they come in pairs."""
+    fields = text.split(",")
+    if len(fields) % 2:
+        raise ValueError(f"odd number of fields in the segment catalog: {text!r}")
+    try:
+        nums = [parse_int(f) for f in fields]
+    except ValueError as exc:
+        raise ValueError(f"bad field in the segment catalog ({exc})") from None
+    if any(n < 0 for n in nums):
+        raise ValueError(f"negative id or length in the segment catalog: {text!r}")
+    return {i: n for i, n in zip(nums[::2], nums[1::2], strict=True) if i != 0}
+
+
 class M8195AChannel(ScpiChannel):
     """One DAC output."""
 
@@ -86,8 +102,9 @@ class M8195AChannel(ScpiChannel):
         """Replace all segments of this channel by ``samples`` (int8 codes or floats in
         [-1, 1]) as segment ``segment`` and select it. Stops signal generation first.
 
-        Ctrl-C stops the upload between chunks and raises KeyboardInterrupt; the AWG is then
-        stopped with an incomplete, unselected segment (nothing is emitted from it).
+        Ctrl-C stops the upload between chunks and raises KeyboardInterrupt from here (also
+        inside a caller's transaction); the AWG is then stopped with an incomplete, unselected
+        segment (nothing is emitted from it).
         """
         what = f"{type(self).__name__}.upload"
         codes = to_dac_codes(samples, what=what, instrument=self.parent.name)
@@ -106,8 +123,9 @@ class M8195AChannel(ScpiChannel):
             p.write(f":TRAC{self.ch}:DEF {segment},{n}")
             view = memoryview(codes.view(np.uint8))
             for off in range(0, n, chunk):
-                if deferral.interrupted:
-                    return  # KeyboardInterrupt is raised when the transaction ends
+                # Ctrl-C: KeyboardInterrupt now (between chunks, each with its error-queue
+                # answer read), also inside a caller's transaction -- never a silent return
+                deferral.deliver_pending()
                 p.write_block(f":TRAC{self.ch}:DATA {segment},{off},", view[off: off + chunk],
                               idempotent=True)
             # the instrument may take a while to digest a long segment
@@ -136,19 +154,16 @@ class M8195AChannel(ScpiChannel):
         return out
 
     def catalog(self) -> dict[int, int]:
-        """Defined segments: ``{id: length}``."""
-        reply = self.query(":TRAC{ch}:CAT?")
-        nums = [int(x) for x in reply.replace(" ", "").split(",") if x]
-        if len(nums) % 2:
-            raise ProtocolError("odd number of fields in catalog", instrument=self.parent.name,
-                                command=f":TRAC{self.ch}:CAT?", reply=reply)
-        return {i: n for i, n in zip(nums[::2], nums[1::2], strict=True) if i != 0}
+        """Defined segments: ``{id: length}``. A malformed reply is a ProtocolError with the
+        raw reply (retried like any query)."""
+        return self.query_value(":TRAC{ch}:CAT?", parse_catalog)
 
 
 class KeysightM8195A(ScpiInstrument):
     """Keysight M8195A. ``awg.channel(1).amplitude_v = 0.5``; ``awg.channel(1).upload(x)``."""
 
     MODEL = "Keysight M8195A"
+    LIMITS: ClassVar[frozenset[str]] = frozenset({"amplitude_v", "offset_v", "sample_rate_hz"})
     IDN_PATTERN: ClassVar[str] = r"^\s*Keysight Technologies\s*,\s*M8195A\s*,"
     N_CHANNELS = 4
 

@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from drivers.base import Instrument, Property
+from drivers.base import Instrument, Property, quantise_inside
 from drivers.serial_transport import SerialTransport
 from drivers.transport import Transport
 from qkd_hw.errors import (
@@ -358,7 +358,13 @@ class InterbusInstrument(Instrument):
 
 
 class RegisterProperty(Property[Any]):
-    """A register declared once: address, type, scale (value = raw * scale) and unit."""
+    """A register declared once: address, type, scale (value = raw * scale) and unit.
+
+    Without ``encode`` a value is sent as a whole number of steps of ``scale``; the lab limits
+    (:meth:`check_limits`) are checked again on the value actually sent and the request is
+    rounded towards the inside of the limit when its nearest step lies beyond it (see
+    :func:`quantise_inside`).
+    """
 
     def __init__(self, register: int, kind: str, *, scale: float = 1.0,
                  decode: Callable[[Any], Any] | None = None,
@@ -379,6 +385,22 @@ class RegisterProperty(Property[Any]):
             return self.decode(raw)
         return raw * self.scale if self.scale != 1.0 else raw
 
+    def check_limits(self, inst: InterbusInstrument, value: Any, what: str = "") -> None:
+        """LimitError if ``value`` violates a lab limit of this register (no I/O). Here the
+        ``limit`` of the declaration; subclasses add limits in other units."""
+        if self.limit is not None:
+            v = self.to_limit_unit(value) if self.to_limit_unit else value
+            inst.check_limit(self.limit, v, what=what or f"{type(inst).__name__}.{self.name}",
+                             unit=self.unit)
+
     def _write(self, inst: InterbusInstrument, value: Any) -> None:
-        raw = self.encode(value) if self.encode is not None else round(value / self.scale)
+        if self.encode is not None:
+            raw = self.encode(value)
+        else:
+            self.check_limits(inst, value)  # the request itself (limits of subclasses too)
+            unit = f" {self.unit}" if self.unit else ""
+            what = (f"{type(inst).__name__}.{self.name} (requested {value!r}{unit}, sent in "
+                    f"steps of {self.scale:g}{unit})")
+            raw = quantise_inside(value, self.scale,
+                                  lambda v, w: self.check_limits(inst, v, w), what)
         inst.write_value(self.register, self.kind, raw)

@@ -38,8 +38,15 @@ more power or another wavelength than the lab config allows.
 
 * Limits: ``power_mw`` / ``power_dbm`` (both checked whichever unit is set) and
   ``wavelength_nm`` (standard wavelength + offset) are enforced before any byte is written.
-  Turning emission on first reads the stored power set point and refuses (LimitError, no
-  write) if it violates the lab limit, since the module keeps its set point across sessions.
+  Turning emission on first reads the stored power set point and (when a ``wavelength_nm``
+  limit is set) the stored wavelength-offset set point, and refuses (LimitError, emission
+  register not written) if either violates the lab limit, since the module keeps its set
+  points across sessions and applies them on emission.
+* Set points are sent in register steps (0.01 mW, 0.01 dBm, 0.1 pm) and the limits are
+  checked on the value actually sent: a request inside the limit whose nearest step lies
+  beyond it is rounded towards the inside (e.g. 10.006 mW under a 10.006 mW limit is sent as
+  10.00 mW, not 10.01 mW); a limit narrower than one step refuses the request
+  (:func:`drivers.base.quantise_inside`).
 * :meth:`KoherasBasik.emission_session` turns emission on for a block and, on any exception or
   Ctrl-C, turns it off again if it was off before; on normal exit it restores the entry state
   unless ``keep_on=True``.
@@ -112,41 +119,46 @@ def mw_to_dbm(mw: float) -> float:
 class _PowerMw(RegisterProperty):
     """Power set point in mW; also checks a ``power_dbm`` lab limit."""
 
-    def _write(self, inst: KoherasBasik, value: Any) -> None:
-        inst.check_limit("power_dbm", mw_to_dbm(value), what=f"{type(inst).__name__}.{self.name}",
-                         unit="dBm")
-        super()._write(inst, value)
+    def check_limits(self, inst: KoherasBasik, value: Any, what: str = "") -> None:
+        super().check_limits(inst, value, what)
+        inst.check_limit("power_dbm", mw_to_dbm(value),
+                         what=what or f"{type(inst).__name__}.{self.name}", unit="dBm")
 
 
 class _PowerDbm(RegisterProperty):
     """Power set point in dBm; also checks a ``power_mw`` lab limit."""
 
-    def _write(self, inst: KoherasBasik, value: Any) -> None:
-        inst.check_limit("power_mw", 10 ** (value / 10), what=f"{type(inst).__name__}.{self.name}",
-                         unit="mW")
-        super()._write(inst, value)
+    def check_limits(self, inst: KoherasBasik, value: Any, what: str = "") -> None:
+        super().check_limits(inst, value, what)
+        inst.check_limit("power_mw", 10 ** (value / 10),
+                         what=what or f"{type(inst).__name__}.{self.name}", unit="mW")
 
 
 class _WavelengthOffset(RegisterProperty):
     """Offset set point in pm; checks the resulting wavelength against ``wavelength_nm``."""
 
-    def _write(self, inst: KoherasBasik, value: Any) -> None:
+    def check_limits(self, inst: KoherasBasik, value: Any, what: str = "") -> None:
+        super().check_limits(inst, value, what)
         nm = inst.standard_wavelength_nm + value * 1e-3
-        inst.check_limit("wavelength_nm", nm, what=f"{type(inst).__name__}.{self.name}",
+        inst.check_limit("wavelength_nm", nm, what=what or f"{type(inst).__name__}.{self.name}",
                          unit="nm")
-        super()._write(inst, value)
 
 
 class _Emission(RegisterProperty):
     """Emission on/off; refuses to turn on with a stored set point beyond the lab limit."""
 
     def _write(self, inst: KoherasBasik, value: Any) -> None:
-        with inst.transaction():  # no other thread may change the set point in between
+        with inst.transaction():  # no other thread may change the set points in between
             if value:
+                # the module keeps its set points across sessions and applies them on emission
                 what = f"{type(inst).__name__}.{self.name} (stored power set point)"
-                setpoint = inst.power_setpoint_mw  # the module keeps it across sessions
+                setpoint = inst.power_setpoint_mw
                 inst.check_limit("power_mw", setpoint, what=what, unit="mW")
                 inst.check_limit("power_dbm", mw_to_dbm(setpoint), what=what, unit="dBm")
+                if inst.config.limits.get("wavelength_nm") is not None:
+                    what = f"{type(inst).__name__}.{self.name} (stored wavelength set point)"
+                    inst.check_limit("wavelength_nm", inst.wavelength_setpoint_nm, what=what,
+                                     unit="nm")
             super()._write(inst, value)
 
 
@@ -155,6 +167,7 @@ class KoherasBasik(InterbusInstrument):
     the module type and reads the standard wavelength."""
 
     MODEL = "NKT Photonics Koheras BasiK K1x2"
+    LIMITS: ClassVar[frozenset[str]] = frozenset({"power_mw", "power_dbm", "wavelength_nm"})
     OPTIONS: ClassVar[Mapping[str, type | tuple[type, ...]]] = {
         **InterbusInstrument.OPTIONS, "emission_off_on_close": bool}
     DEFAULT_ADDRESS = 1

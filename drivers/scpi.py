@@ -15,7 +15,17 @@ Retry policy: queries are idempotent and retried (after a reconnect) within
 ``config.retries``; property *settings* are absolute values ("set X to 3"), so resending one
 after a lost connection leaves the instrument in the same state -- they are retried too.
 Commands with an effect that accumulates or starts something (``INIT``, ``*TRG``, ``:SINGle``,
-``*RST``, segment definitions) are sent with ``idempotent=False`` and never resent.
+``*RST``, segment definitions) are sent with ``idempotent=False`` and never resent. So are
+*destructive queries* -- replies that change state when read: ``SYST:ERR?`` removes the entry
+it returns, event registers (``:ADER?``) clear on read. A retry after a late reply would read
+the state *after* the lost one ("0, No error" for an error that went out with the lost reply);
+after a lost ``SYST:ERR?`` reply ``check_errors``/``read_error_queue`` raise "error-queue state
+unknown" instead. A setting and its ``SYST:ERR?`` form one retry unit: the resent setting is
+executed again and reports its own error again, so an idempotent setting still retries.
+
+Numbers in replies are parsed strictly (:func:`parse_float`): IEEE 488.2 <NR1>/<NR2>/<NR3>,
+finite; SCPI special values (9.91E37 NaN, +/-9.9E37 INF) are "no valid value" errors unless a
+caller allows them.
 
 IEEE 488.2 block format (§7.7.6 / §8.7.9): ``#<n><len><data>`` with ``n`` in 1..9 the number
 of digits of ``len``. The indefinite form ``#0`` is rejected (a truncated transfer could not be
@@ -25,6 +35,7 @@ detected).
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +44,7 @@ from typing import Any, ClassVar
 from drivers.base import Instrument, Property, Validator
 from drivers.transport import Transport, VisaTransport, excerpt
 from qkd_hw.errors import (
+    CommunicationError,
     IncompleteReplyError,
     InstrumentError,
     InstrumentReportedError,
@@ -44,6 +56,7 @@ __all__ = [
     "ScpiChannel",
     "ScpiInstrument",
     "ScpiProperty",
+    "ScpiSpecialValueError",
     "format_block",
     "parse_bool",
     "parse_float",
@@ -57,20 +70,64 @@ MAX_BLOCK_BYTES = 999_999_999  # 9 length digits
 # --------------------------------------------------------------------------- reply parsing
 
 
-def parse_float(text: str) -> float:
-    value = float(text.strip())  # accepts NR1/NR2/NR3 ("+1.55000000E-006", "12", "3.5")
+#: IEEE 488.2 §8.7.2-8.7.4 numeric response data: <NR1> "12", <NR2> "3.5" / "-.5",
+#: <NR3> "+1.55000000E-006". ASCII digits only: no "nan"/"inf", no "1_5", no hex.
+_NR_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NR1_RE = re.compile(r"[+-]?[0-9]+")
+_WS = " \t\r\n"
+
+#: SCPI-99 vol. 1 §7.2.1.4/7.2.1.5: an instrument answers 9.91E37 for "not a number" and
+#: +/-9.9E37 for +/-infinity (PM100D: no valid reading / over range). Other answers of that
+#: magnitude are instrument-specific "invalid result" markers (Infiniium measurements:
+#: 9.99999E+37). None of them is a measured value.
+SCPI_SPECIAL_MAGNITUDE = 9.9e37
+_SCPI_SPECIAL = {9.91e37: ("NaN", math.nan), 9.9e37: ("+INF", math.inf),
+                 -9.9e37: ("-INF", -math.inf)}
+
+
+class ScpiSpecialValueError(ValueError):
+    """The reply is a SCPI special value (NaN 9.91E37, +/-INF +/-9.9E37, or another
+    >= 9.9E37 "invalid" marker) where a number was expected. ``query_value`` turns it into an
+    :class:`InstrumentReportedError` (the instrument said "no valid value"; not retried)."""
+
+    def __init__(self, text: str, name: str) -> None:
+        super().__init__(f"SCPI special value {name} ({text.strip(_WS)!r}): the instrument has "
+                         f"no valid value (over range, no signal or no sensor?)")
+        self.text = text
+        self.name = name
+
+
+def parse_float(text: str, *, allow_special: bool = False) -> float:
+    """A SCPI <NR1>/<NR2>/<NR3> number; finite. ValueError (with the text) for anything else.
+
+    SCPI special values (9.91E37 = NaN, +/-9.9E37 = +/-INF, other values >= 9.9E37) raise
+    :class:`ScpiSpecialValueError` unless ``allow_special``; then they map to nan/+-inf (an
+    unnamed marker to nan).
+    """
+    t = text.strip(_WS)
+    if _NR_RE.fullmatch(t) is None:
+        raise ValueError(f"not a SCPI number (NR1/NR2/NR3): {text!r}")
+    value = float(t)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of the floating-point range: {text!r}")
+    if abs(value) >= SCPI_SPECIAL_MAGNITUDE:
+        name, special = _SCPI_SPECIAL.get(value, ("invalid-result marker", math.nan))
+        if allow_special:
+            return special
+        raise ScpiSpecialValueError(text, name)
     return value
 
 
 def parse_int(text: str) -> int:
-    t = text.strip()
-    try:
+    """A SCPI integer: <NR1>, or <NR2>/<NR3> with an integral value ("+1.0E+01", as some
+    instruments answer counts). ValueError (with the text) for anything else."""
+    t = text.strip(_WS)
+    if _NR1_RE.fullmatch(t) is not None:
         return int(t)
-    except ValueError:
-        f = float(t)  # some instruments answer counts as NR3 ("+1.0E+01")
-        if not f.is_integer():
-            raise ValueError(f"not an integer: {text!r}") from None
-        return int(f)
+    f = parse_float(text)
+    if not f.is_integer():
+        raise ValueError(f"not an integer: {text!r}")
+    return int(f)
 
 
 def parse_bool(text: str) -> bool:
@@ -156,6 +213,13 @@ def read_block(t: Transport, *, max_bytes: int = MAX_BLOCK_BYTES,
 _ERR_RE = re.compile(r'^\s*([+-]?\d+)\s*(?:,\s*"?(.*?)"?\s*)?$')
 
 
+def _error_entry(text: str) -> str:
+    """An error-queue entry ``<code>[,"<message>"]`` (ValueError otherwise)."""
+    if _ERR_RE.match(text) is None:
+        raise ValueError("unparsable error-queue entry")
+    return text
+
+
 class ScpiInstrument(Instrument):
     """Base of SCPI instruments reached through VISA.
 
@@ -189,7 +253,14 @@ class ScpiInstrument(Instrument):
         self.identity = idn
         self.log.info("%s: connected to %s", self.name, idn)
         if self.ERROR_QUERY:
-            stale = self.read_error_queue()
+            try:
+                stale = self.read_error_queue(after="<open>")
+            except (CommunicationError, ProtocolError) as exc:
+                # nothing was sent yet whose errors matter: a stale entry lost with the reply
+                # only goes unlogged. Read the rest of the queue (the link is resynced).
+                self.log.warning("%s: %s; reading the error queue again", self.name,
+                                 exc.message)
+                stale = self.read_error_queue(after="<open>")
             for err in stale:
                 self.log.warning("%s: error left in the queue before open: %s", self.name, err)
         self._setup()
@@ -256,7 +327,10 @@ class ScpiInstrument(Instrument):
     def query_value(self, command: str, parse: Callable[[str], Any], *,
                     idempotent: bool = True, timeout_s: float | None = None,
                     retries: int | None = None) -> Any:
-        """Query and parse; a reply ``parse`` rejects is a ProtocolError (retried if allowed)."""
+        """Query and parse; a reply ``parse`` rejects is a ProtocolError (retried if allowed)
+        with the raw reply. A SCPI special value (9.91E37 "not a number" ...) where ``parse``
+        wants a number is an InstrumentReportedError: a valid answer meaning "no valid value",
+        not retried."""
         raw = self._encode(command)
 
         def op(t: Transport) -> Any:
@@ -265,6 +339,9 @@ class ScpiInstrument(Instrument):
             try:
                 text = line.decode("ascii")
                 return parse(text)
+            except ScpiSpecialValueError as exc:
+                raise InstrumentReportedError(str(exc), errors=(text.strip(_WS),),
+                                              reply=text.strip(_WS)) from exc
             except (UnicodeDecodeError, ValueError) as exc:
                 raise ProtocolError(f"unparsable reply ({exc})", reply=excerpt(line)) from exc
 
@@ -325,14 +402,39 @@ class ScpiInstrument(Instrument):
                                 command=self.ERROR_QUERY, reply=reply)
         return int(m.group(1))
 
-    def read_error_queue(self) -> list[str]:
-        """Read ``SYST:ERR?`` until it reports 0 (no error); return the entries read."""
+    def _next_error(self, after: str, read: list[str]) -> str:
+        """One error-queue read. ``SYST:ERR?`` is destructive (it removes the entry it
+        returns), so it is sent once and never resent: after a lost, late or garbled reply an
+        entry may have left the queue unseen, and "no error" could not be told from "error
+        lost". That is raised as the error-queue state being unknown (same class as the
+        underlying link/protocol error, so ``except CommunicationError`` still catches it),
+        naming the command checked and the entries ``read`` before."""
+        assert self.ERROR_QUERY
+        try:
+            return self.query_value(self.ERROR_QUERY, _error_entry, idempotent=False)
+        except (CommunicationError, ProtocolError) as exc:
+            before = f"; entries read before: {'; '.join(read)}" if read else ""
+            err = type(exc)(
+                f"error-queue state unknown{' after ' + repr(after) if after else ''}: the "
+                f"reply to {self.ERROR_QUERY} was lost or garbled ({exc.message}); an entry may "
+                f"have been removed from the queue unseen, so 'no error' cannot be "
+                f"concluded{before}",
+                instrument=self.name, command=self.ERROR_QUERY, reply=exc.reply)
+            err.entries_read = tuple(read)  # type: ignore[attr-defined]
+            raise err from exc
+
+    def read_error_queue(self, *, after: str = "") -> list[str]:
+        """Read ``SYST:ERR?`` until it reports 0 (no error); return the entries read.
+
+        A lost/garbled reply raises (error-queue state unknown, see ``_next_error``) instead
+        of being retried: the retry could answer "0" for an entry the lost reply carried.
+        """
         if not self.ERROR_QUERY:
             return []
         errors: list[str] = []
         with self.transaction():
             for _ in range(self.MAX_ERROR_READS):
-                reply = self.query(self.ERROR_QUERY)
+                reply = self._next_error(after, errors)
                 if self._parse_error(reply) == 0:
                     return errors
                 errors.append(reply.strip())
@@ -343,17 +445,26 @@ class ScpiInstrument(Instrument):
     def _raise_reported(self, after: str, first: str) -> None:
         if self._parse_error(first) == 0:
             return
-        errors = [first.strip(), *self.read_error_queue()]
+        errors = [first.strip()]
+        unknown: InstrumentError | None = None
+        try:
+            errors += self.read_error_queue(after=after)
+        except (CommunicationError, ProtocolError) as exc:
+            # the instrument did report an error: report it, and that more may be lost
+            errors += getattr(exc, "entries_read", ())
+            unknown = exc
+        more = f"; further entries unknown ({unknown.message})" if unknown else ""
         raise InstrumentReportedError(
-            f"instrument reported {len(errors)} error(s): {'; '.join(errors)}",
-            errors=tuple(errors), instrument=self.name, command=after)
+            f"instrument reported {len(errors)} error(s): {'; '.join(errors)}{more}",
+            errors=tuple(errors), instrument=self.name, command=after) from unknown
 
     def check_errors(self, after: str | None = None) -> None:
-        """Raise InstrumentReportedError if the error queue holds entries."""
+        """Raise InstrumentReportedError if the error queue holds entries. If the reply to
+        ``SYST:ERR?`` is lost or garbled, raise (error-queue state unknown), never pass."""
         if not self.ERROR_QUERY:
             return
         with self.transaction():
-            self._raise_reported(after or "", self.query(self.ERROR_QUERY))
+            self._raise_reported(after or "", self._next_error(after or "", []))
 
     def wait_for(self, command: str, predicate: Callable[[str], bool], *, timeout_s: float,
                  poll_s: float = 0.01) -> str:

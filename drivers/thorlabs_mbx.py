@@ -34,7 +34,13 @@ until quiet and then sending ``SYSTEM:MODEL?`` and reading lines until the model
 open comes back (everything before it is a late reply to the abandoned command).
 
 Safe state: the lab-config limit ``bias_v`` bounds the manual bias voltage (checked before
-sending). :meth:`ThorlabsMbx.bias_session` restores mode and hold voltage when the block fails
+sending, on the value actually sent: the hold voltage goes out in whole mV and a request
+inside the limit whose nearest mV lies beyond it is rounded towards the inside, e.g. 1.0007 V
+under a 1.0007 V limit is sent as 1000 mV, not 1001 mV; a limit narrower than 1 mV refuses the
+request). Setting ``mode = MANUAL`` applies the hold voltage stored in the controller (possibly
+left by an earlier session or the front panel), so the driver first reads it
+(``MZM:HOLD:VOLTAGE?``) and refuses with LimitError, mode not sent, when it violates
+``bias_v``. :meth:`ThorlabsMbx.bias_session` restores mode and hold voltage when the block fails
 or is interrupted. In the auto modes the instrument chooses the bias; the lab limit cannot be
 applied beforehand there, but :meth:`ThorlabsMbx.wait_locked` checks the voltage it locked at.
 """
@@ -48,7 +54,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
-from drivers.base import Instrument, OneOf, Property, Range
+from drivers.base import Instrument, OneOf, Property, Range, quantise_inside
 from drivers.serial_transport import SerialTransport
 from drivers.transport import Transport
 from qkd_hw.errors import (
@@ -135,16 +141,25 @@ class MbxTransport(SerialTransport):
 
 
 class MbxProperty(Property[Any]):
-    """A query ``<command>?`` and, unless read-only, a setting ``<command>: <value>``."""
+    """A query ``<command>?`` and, unless read-only, a setting ``<command>: <value>``.
+
+    ``per_unit``: the wire carries an integer of ``per_unit`` counts per unit of the property
+    (``MZM:HOLD:VOLTAGE`` in mV: 1000 per V); the lab limit is then checked again on the value
+    actually sent, rounding the request towards the inside of the limit when its nearest
+    count lies beyond it (:func:`quantise_inside`).
+    """
 
     def __init__(self, command: str, parse: Callable[[str], Any], *,
                  encode: Callable[[Any], Any] = str, decode: Callable[[Any], Any] | None = None,
-                 **kwargs: Any) -> None:
+                 per_unit: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.command = command
         self.parse = parse
         self.encode = encode
         self.decode = decode
+        self.per_unit = per_unit
+        if per_unit is not None and decode is None:
+            self.decode = lambda count: count / per_unit
         self.__doc__ = f"{self.__doc__} Command ``{command}``."
 
     def _read(self, inst: ThorlabsMbx) -> Any:
@@ -152,8 +167,34 @@ class MbxProperty(Property[Any]):
         parse = self.parse if decode is None else (lambda text: decode(self.parse(text)))
         return inst.query(f"{self.command}?", parse)
 
+    def _check_sent(self, inst: ThorlabsMbx, value: float, what: str) -> None:
+        if self.limit is not None:
+            v = self.to_limit_unit(value) if self.to_limit_unit else value
+            inst.check_limit(self.limit, v, what=what, unit=self.unit)
+
     def _write(self, inst: ThorlabsMbx, value: Any) -> None:
-        inst.set(self.command, self.encode(value))
+        if self.per_unit is None:
+            inst.set(self.command, self.encode(value))
+            return
+        unit = f" {self.unit}" if self.unit else ""
+        what = (f"{type(inst).__name__}.{self.name} (requested {value!r}{unit}, sent in steps "
+                f"of {1 / self.per_unit:g}{unit})")
+        inst.set(self.command, quantise_inside(value, 1.0 / self.per_unit,
+                                               lambda v, w: self._check_sent(inst, v, w), what))
+
+
+class _Mode(MbxProperty):
+    """Bias mode; MANUAL applies the hold voltage stored in the controller, so it is read and
+    checked against the lab ``bias_v`` limit before the mode is sent."""
+
+    def _write(self, inst: ThorlabsMbx, value: Any) -> None:
+        with inst.transaction():  # no other thread may change the hold voltage in between
+            if value == MzmMode.MANUAL:
+                stored = inst.hold_voltage_v
+                inst.check_limit("bias_v", stored, unit="V",
+                                 what=f"{type(inst).__name__}.{self.name} = MANUAL: stored hold "
+                                      f"voltage (MZM:HOLD:VOLTAGE?)")
+            super()._write(inst, value)
 
 
 class ThorlabsMbx(Instrument):
@@ -163,14 +204,17 @@ class ThorlabsMbx(Instrument):
     """
 
     MODEL = "Thorlabs MBX modulator bias controller"
+    LIMITS: ClassVar[frozenset[str]] = frozenset({"bias_v"})
     OPTIONS: ClassVar[Mapping[str, type | tuple[type, ...]]] = {"baudrate": int}
 
-    mode = MbxProperty("MZM:MODE", parse_int, decode=MzmMode, encode=int,
-                       validator=OneOf(list(MzmMode)), doc="Bias mode (MzmMode).")
-    hold_voltage_v = MbxProperty("MZM:HOLD:VOLTAGE", parse_int, decode=lambda mv: mv / 1000,
-                                 encode=lambda v: round(v * 1000), unit="V", limit="bias_v",
-                                 validator=Range(-10.0, 10.0),
-                                 doc="Bias voltage of the MANUAL mode (sent in mV).")
+    mode = _Mode("MZM:MODE", parse_int, decode=MzmMode, encode=int,
+                 validator=OneOf(list(MzmMode)),
+                 doc="Bias mode (MzmMode); MANUAL is refused while the stored hold voltage "
+                     "violates the lab ``bias_v`` limit.")
+    hold_voltage_v = MbxProperty("MZM:HOLD:VOLTAGE", parse_int, per_unit=1000, unit="V",
+                                 limit="bias_v", validator=Range(-10.0, 10.0),
+                                 doc="Bias voltage of the MANUAL mode (sent in whole mV, "
+                                     "rounded towards the inside of the lab limit).")
     hold_ratio = MbxProperty("MZM:HOLD:RATIO", parse_int, decode=lambda r: r / 100,
                              encode=lambda r: round(r * 100), validator=Range(2.5, 100.0),
                              doc="Input/output power ratio of the AUTO_POWER modes.")

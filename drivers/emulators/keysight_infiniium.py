@@ -5,8 +5,9 @@ Physics hook: ``adc_source(emu, channel, n) -> int16 array`` supplies the sample
 acquisition (the virtual lab replaces it); the default is a pseudo-random pattern of prime
 period (:func:`default_pattern`) so that any misplaced chunk is visible. ``:SINGle`` acquires
 the channels in ``acquire_channels`` after ``acquisition_delay_s``; ``:ADER?`` reports
-completion once. ``:WAV:DATA? <start>,<size>`` answers a definite block sent zero-copy from the
-stored record (size clipped to the available points, as the manual says).
+completion once (clear on read), ``:ASTate?`` reports ``ARM``/``ADONE`` without clearing.
+``:WAV:DATA? <start>,<size>`` answers a definite block sent zero-copy from the stored record
+(size clipped to the available points, as the manual says).
 """
 
 from __future__ import annotations
@@ -173,6 +174,14 @@ class InfiniiumEmulator(ScpiEmulator):
             self.ader_reported = True
             return "1"
         return "0"
+
+    @command(":ASTate?")
+    def _astate(self, args: bytes) -> str:
+        # acquisition state, not clearing: ARM while waiting for the trigger, ADONE once the
+        # acquisition is complete (also when nothing is pending)
+        if self.done_at is not None and time.monotonic() < self.done_at:
+            return "ARM"
+        return "ADONE"
 
     # -- waveform ------------------------------------------------------------------------
 

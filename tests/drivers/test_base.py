@@ -426,3 +426,127 @@ def test_defer_sigint_nested_scopes_deliver_once_at_the_outermost_exit():
     t.start()
     t.join()
     assert seen == [False]
+
+
+# ----------------------------------------------------------------------------- declared limits
+
+
+UNENFORCED_LAB = """
+[instruments.pm]
+driver = "thorlabs_pm100d"
+resource = "{resource}"
+timeout_s = 0.5
+[instruments.pm.limits]
+wavelength_nm = {{ min = 1500, max = 1600 }}
+{extra}
+"""
+
+
+@pytest.mark.parametrize("extra", ["current_ma = { max = 1.0 }",
+                                   "attenuation_db = { min = 10.0 }"])
+def test_configured_limit_the_driver_does_not_enforce_is_a_config_error(tmp_path, emu, extra):
+    from drivers.base import create_instrument
+    from qkd_hw.labconfig import load_lab_config
+
+    p = tmp_path / "lab.toml"
+    p.write_text(UNENFORCED_LAB.format(resource=emu.resource, extra=extra))
+    cfg = load_lab_config(p).instrument("pm")
+    quantity = extra.split()[0]
+    with pytest.raises(ConfigError) as ei:
+        create_instrument(cfg)
+    msg = str(ei.value)
+    assert str(p) in msg and f"instruments.pm.limits.{quantity}" in msg
+    assert "thorlabs_pm100d" in msg and "does not enforce" in msg
+    assert "power_dbm" in msg and "wavelength_nm" in msg  # the ones it does enforce
+    # the same for a driver built in code
+    with pytest.raises(ConfigError, match=quantity):
+        ThorlabsPM100D.from_resource(emu.resource, limits=Limits.of(**{quantity: (0.0, 1.0)}))
+    assert emu.connections == 0
+
+
+def test_driver_declares_its_limits_and_checks_only_declared_ones():
+    import types
+
+    class Dummy(Instrument):
+        LIMITS = frozenset({"bias_v"})
+
+    cfg = InstrumentConfig(name="d", driver="dummy", resource="x",
+                           limits=Limits.of(bias_v=(-1.0, 1.0)), source="lab.toml")
+    d = Dummy(cfg, transport=types.SimpleNamespace())  # no I/O in this test
+    with pytest.raises(LimitError, match="bias_v"):
+        d.check_limit("bias_v", 2.0)
+    # checking a limit the class does not declare is a driver bug, loud at once
+    with pytest.raises(TypeError, match="does not declare"):
+        d.check_limit("power_dbm", 0.0)
+    # unknown names and properties with an undeclared limit fail at class creation
+    with pytest.raises(TypeError, match="unknown limit"):
+        type("Bad", (Instrument,), {"LIMITS": frozenset({"volts"})})
+    from drivers.base import Property
+
+    with pytest.raises(TypeError, match="power_dbm"):
+        type("Bad", (Instrument,), {"p": Property(limit="power_dbm")})
+
+
+def test_every_driver_declares_exactly_the_limits_it_checks():
+    """Cross-check the declaration against the source: ``limit="..."`` on properties (also on
+    channel classes) and ``check_limit("...")`` calls."""
+    import importlib
+    import pkgutil
+    import re
+    from pathlib import Path
+
+    import drivers
+
+    modules = [importlib.import_module(f"drivers.{info.name}")
+               for info in pkgutil.iter_modules(drivers.__path__)]
+    classes = {o for m in modules for o in vars(m).values() if isinstance(o, type)
+               and issubclass(o, Instrument) and o.__module__ == m.__name__}
+    # drivers = the leaves; bases (Instrument, ScpiInstrument, InterbusInstrument) are not
+    leaves = {c for c in classes if not any(o is not c and issubclass(o, c) for o in classes)}
+    seen = 0
+    for module in modules:
+        classes = [c for c in leaves if c.__module__ == module.__name__]
+        if not classes:
+            continue
+        source = Path(module.__file__).read_text()
+        used = set(re.findall(r"""\blimit=["'](\w+)["']""", source))
+        used |= set(re.findall(r"""check_limit\(\s*["'](\w+)["']""", source))
+        for cls in classes:
+            seen += 1
+            assert used <= cls.LIMITS, f"{cls.__name__} checks {used - cls.LIMITS} undeclared"
+            own = {n for n in cls.LIMITS if n not in getattr(cls.__base__, "LIMITS", ())}
+            assert own <= used, f"{cls.__name__} declares {own - used} it never checks"
+    assert seen >= 8
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signals are delivered to the main thread only")
+def test_deferred_interrupt_delivered_at_a_safe_point_inside_nested_scopes():
+    """A procedure that stops early on Ctrl-C raises KeyboardInterrupt itself (inside an outer
+    scope too) instead of returning partial results; the outer exit does not raise again."""
+    from drivers.base import defer_sigint
+
+    handler_before = signal.getsignal(signal.SIGINT)
+    reached = []
+    # two nested deferral scopes (outer, inner)
+    with pytest.raises(KeyboardInterrupt) as ei, defer_sigint(), defer_sigint() as inner:
+        inner.deliver_pending()  # nothing pending: no-op
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        assert inner.interrupted
+        inner.deliver_pending()
+        reached.append("returned")
+    assert reached == []
+    assert ei.value.__context__ is None  # delivered once
+    assert signal.getsignal(signal.SIGINT) is handler_before
+    # SIGINT ignored by the application: nothing is raised, the scope goes on
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with defer_sigint() as d:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+            d.deliver_pending()
+            reached.append("ignored")
+    finally:
+        signal.signal(signal.SIGINT, handler_before)
+    assert reached == ["ignored"]

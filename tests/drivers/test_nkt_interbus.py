@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from drivers.base import quantise_inside
 from drivers.nkt_interbus import (
     FrameSplitter,
     MessageType,
@@ -20,7 +21,8 @@ from drivers.nkt_interbus import (
     unescape,
     unpack_value,
 )
-from qkd_hw.errors import ProtocolError
+from qkd_hw.errors import LimitError, ProtocolError
+from qkd_hw.labconfig import Interval
 
 
 def crc_bitwise(data: bytes) -> int:
@@ -180,3 +182,30 @@ def test_decode_of_random_bytes_raises_only_protocol_error(junk):
     for frame in [*FrameSplitter().feed(junk), junk, b"\x0d" + junk + b"\x0a"]:
         with contextlib.suppress(ProtocolError):
             decode(frame)
+
+
+def _limit_check(interval: Interval):
+    def check(value: float, what: str) -> None:
+        if value not in interval:
+            raise LimitError(f"{what} = {value!r} outside {interval}")
+    return check
+
+
+@pytest.mark.parametrize(("value", "scale", "interval", "count"), [
+    (10.006, 0.01, Interval(None, 10.006), 1000),  # nearest 1001 beyond the limit: inward
+    (-10.006, 0.01, Interval(-10.006, None), -1000),
+    (10.004, 0.01, Interval(None, 10.006), 1000),  # nearest inside: kept
+    (10.006, 0.01, Interval(None, 10.016), 1001),
+    (10.006, 0.01, Interval(None, None), 1001),
+    (0.3, 0.1, Interval(None, 0.3), 3),  # 3 x 0.1 is not above 0.3: no spurious step down
+    (0.7, 0.1, Interval(0.7, None), 7),
+    (1.0007, 0.001, Interval(None, 1.0007), 1000),
+    (1550.1201, 1.0, Interval(None, 1550.1201), 1550),
+])
+def test_quantise_inside_sends_a_step_inside_the_limit(value, scale, interval, count):
+    assert quantise_inside(value, scale, _limit_check(interval), "x") == count
+
+
+def test_quantise_inside_refuses_a_limit_between_two_steps():
+    with pytest.raises(LimitError, match=r"x = 10\.01? outside"):
+        quantise_inside(10.005, 0.01, _limit_check(Interval(10.002, 10.008)), "x")

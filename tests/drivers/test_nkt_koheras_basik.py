@@ -178,6 +178,72 @@ def test_emission_refused_when_stored_setpoint_exceeds_limit(emu):
         assert emu.emission == 0
 
 
+@pytest.mark.parametrize("offset_raw", [2500, -1500])  # 1550.37 nm / 1549.97 nm stored
+def test_emission_refused_when_stored_wavelength_exceeds_limit(emu, offset_raw):
+    emu.offset_raw = offset_raw  # left in the module by an earlier session / front panel
+    with connected(KoherasBasik, emu, limits=Limits.of(power_mw=(None, 20.0),
+                                                       wavelength_nm=(1550.0, 1550.2))) as laser:
+        emu.clear_log()
+        with pytest.raises(LimitError, match=r"stored wavelength set point.*wavelength_nm") as info:
+            laser.emission = True
+        assert info.value.instrument == "dut"
+        assert f"{1550.12 + offset_raw * 1e-4:.2f}" in str(info.value)
+        assert {r.type for r in requests(emu)} == {MessageType.READ}  # read, never written
+        assert Reg.EMISSION not in [r.register for r in requests(emu)]
+        assert emu.emission == 0 and not emu.emitting
+        emu.offset_raw = 500  # 1550.17 nm: inside the limit, emission allowed
+        laser.emission = True
+        assert emu.emitting
+
+
+# -- quantisation to the register step (checked as sent: rounded towards the inside) ------------
+
+
+def writes(emu):
+    return [(r.register, r.data) for r in requests(emu) if r.type == MessageType.WRITE]
+
+
+@pytest.mark.parametrize(("limits", "prop", "value", "register", "data"), [
+    # nearest step 10.01 mW > 10.006: the step inside (10.00) is sent
+    ({"power_mw": (None, 10.006)}, "power_setpoint_mw", 10.006, 0x22, struct.pack("<H", 1000)),
+    ({"power_mw": (9.994, None)}, "power_setpoint_mw", 9.994, 0x22, struct.pack("<H", 1000)),
+    # power_dbm limit on the mW set point: 9.9985 mW = 9.99935 dBm, 10.00 mW = 10 dBm > 9.9995
+    ({"power_dbm": (None, 9.9995)}, "power_setpoint_mw", 9.9985, 0x22, struct.pack("<H", 999)),
+    ({"power_dbm": (None, 10.006)}, "power_setpoint_dbm", 10.006, 0xA0, struct.pack("<h", 1000)),
+    # power_mw limit on the dBm set point: 10.0 dBm = 10.0 mW > 9.9995 mW
+    ({"power_mw": (None, 9.9995)}, "power_setpoint_dbm", 9.99975, 0xA0, struct.pack("<h", 999)),
+    # wavelength: 1550.12 nm + 50.1 pm > 1550.17008 nm -> 50.0 pm; low side likewise
+    ({"wavelength_nm": (1550.0, 1550.17008)}, "wavelength_offset_setpoint_pm", 50.06, 0x2A,
+     struct.pack("<h", 500)),
+    ({"wavelength_nm": (1549.99992, 1550.2)}, "wavelength_offset_setpoint_pm", -120.06, 0x2A,
+     struct.pack("<h", -1200)),
+    # nearest step inside the limit: the nearest step is kept
+    ({"power_mw": (None, 10.006)}, "power_setpoint_mw", 10.004, 0x22, struct.pack("<H", 1000)),
+    ({"power_mw": (None, 10.016)}, "power_setpoint_mw", 10.006, 0x22, struct.pack("<H", 1001)),
+    # no limit: plain nearest step
+    ({}, "power_setpoint_mw", 10.006, 0x22, struct.pack("<H", 1001)),
+])
+def test_quantised_setpoint_never_beyond_limit(emu, limits, prop, value, register, data):
+    with connected(KoherasBasik, emu, limits=Limits.of(**limits)) as laser:
+        emu.clear_log()
+        setattr(laser, prop, value)
+        assert writes(emu) == [(register, data)]
+
+
+@pytest.mark.parametrize(("limits", "prop", "value"), [
+    ({"power_mw": (10.002, 10.008)}, "power_setpoint_mw", 10.005),  # no 0.01 mW step inside
+    ({"power_dbm": (10.002, 10.008)}, "power_setpoint_dbm", 10.005),
+    ({"wavelength_nm": (1550.17002, 1550.17008)}, "wavelength_offset_setpoint_pm", 50.05),
+])
+def test_limit_narrower_than_a_step_refused(emu, limits, prop, value):
+    with connected(KoherasBasik, emu, limits=Limits.of(**limits)) as laser:
+        emu.clear_log()
+        with pytest.raises(LimitError, match="step") as info:
+            setattr(laser, prop, value)
+        assert info.value.instrument == "dut"
+        assert writes(emu) == []
+
+
 # -- faults -------------------------------------------------------------------------------------
 
 

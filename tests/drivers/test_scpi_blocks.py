@@ -7,16 +7,22 @@ blocks split at arbitrary TCP boundaries.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 
 import pytest
 
 from drivers.emulators.scpi_server import HeaderPattern, ScpiEmulator, command
-from drivers.scpi import format_block, read_block
+from drivers.scpi import ScpiInstrument, format_block, read_block
 from drivers.transport import Transport
-from qkd_hw.errors import IncompleteReplyError, InstrumentTimeoutError, ProtocolError
-from tests.drivers.scpi_helpers import running
+from qkd_hw.errors import (
+    IncompleteReplyError,
+    InstrumentReportedError,
+    InstrumentTimeoutError,
+    ProtocolError,
+)
+from tests.drivers.scpi_helpers import config, running
 
 
 class BufferTransport(Transport):
@@ -168,3 +174,147 @@ def test_emulator_stop_releases_port_and_threads_with_a_client_connected():
     # ... and nobody listens on the port any more
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
+# ----------------------------------------------------------------------------- SCPI numbers
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("+1.55000000E-006", 1.55e-6), ("12", 12.0), ("3.5", 3.5), ("-.5", -0.5), ("1.", 1.0),
+     (" +1.0E+01\r", 10.0), ("-0", 0.0), ("1e3", 1000.0)],
+)
+def test_parse_float_accepts_nr1_nr2_nr3(text, value):
+    from drivers.scpi import parse_float
+
+    assert parse_float(text) == value
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["nan", "NaN", "inf", "-Infinity", "1_5", "0x10", "1e999", "", " ", "1.0E", "1,5", "+-1",
+     "1.5.5", "1 5", "\u0661", "e5", ".", "1e+"],
+)
+def test_parse_float_rejects_what_no_scpi_instrument_sends(text):
+    from drivers.scpi import parse_float
+
+    with pytest.raises(ValueError, match=re.escape(repr(text))):
+        parse_float(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [("9.91E37", "NaN"), ("+9.91000000E+037", "NaN"), ("9.9E37", "+INF"), ("-9.9E+37", "-INF"),
+     ("9.99999E+37", "invalid")],
+)
+def test_scpi_special_values_are_invalid_unless_allowed(text, name):
+    import math
+
+    from drivers.scpi import ScpiSpecialValueError, parse_float, parse_int
+
+    with pytest.raises(ScpiSpecialValueError, match=re.escape(name)):
+        parse_float(text)
+    with pytest.raises(ValueError):
+        parse_int(text)
+    allowed = parse_float(text, allow_special=True)
+    expected = {"NaN": math.nan, "+INF": math.inf, "-INF": -math.inf, "invalid": math.nan}[name]
+    assert (math.isnan(allowed) and math.isnan(expected)) or allowed == expected
+
+
+def test_parse_int_is_strict_too():
+    from drivers.scpi import parse_int
+
+    assert parse_int("+12") == 12 and parse_int("+1.0E+01") == 10
+    assert parse_int("12345678901234567890") == 12345678901234567890  # NR1: no float rounding
+    for bad in ("1_0", "nan", "1.5", "inf", "0x1", "", "1e999"):
+        with pytest.raises(ValueError):
+            parse_int(bad)
+
+
+# ----------------------------------------------------------------------------- error queue
+
+
+class Generic(ScpiInstrument):
+    MODEL = "generic SCPI instrument"
+
+
+def generic(emu, **kw) -> Generic:
+    kw.setdefault("timeout_s", 0.3)
+    kw.setdefault("retries", 2)
+    return Generic(config("gen", "scpi", emu.resource, **kw))
+
+
+def test_lost_error_queue_reply_is_never_reported_as_no_error():
+    """SYST:ERR? pops the queue: a late reply must not be retried into '0,No error'."""
+    with running(EchoEmulator()) as emu, generic(emu) as inst:
+        emu.clear_received()
+        emu.push_error('-222,"Data out of range"')
+        emu.inject("delay", match=r"SYST:ERR\?", seconds=0.5)
+        with pytest.raises(InstrumentTimeoutError, match="error-queue state unknown") as ei:
+            inst.check_errors("after VOLT 5")
+        assert "after VOLT 5" in ei.value.message
+        assert ei.value.command == "SYST:ERR?" and ei.value.instrument == "gen"
+        assert emu.received == [b"SYST:ERR?"]  # sent once, never resent
+        assert list(emu.errors) == []  # the entry went out with the lost reply
+
+
+def test_garbled_error_queue_reply_is_unknown_state_with_the_raw_bytes():
+    with running(EchoEmulator()) as emu, generic(emu) as inst:
+        emu.clear_received()
+        emu.inject("garble", match=r"SYST:ERR\?", payload=b"-2\xff22,\"Da")
+        with pytest.raises(ProtocolError, match="error-queue state unknown") as ei:
+            inst.read_error_queue()
+        assert ei.value.reply == b"-2\xff22,\"Da"
+        assert emu.received == [b"SYST:ERR?"]
+        # the link recovers: the next read of the (now empty) queue is clean
+        assert inst.read_error_queue() == []
+
+
+class LossyQueueEmulator(EchoEmulator):
+    """Drops the reply that carries the entry ``lose`` (after popping it)."""
+
+    lose = "-224"
+
+    @command("SYSTem:ERRor[:NEXT]?")
+    def _syst_err(self, args: bytes) -> str:
+        entry = self.errors.popleft() if self.errors else '0,"No error"'
+        if entry.startswith(self.lose):
+            self.inject("drop", match=r"SYST:ERR\?")
+        return entry
+
+
+def test_entries_read_before_a_lost_reply_are_still_reported():
+    with running(LossyQueueEmulator()) as emu, generic(emu) as inst:
+        emu.clear_received()
+        emu.push_error('-100,"Command error"')
+        emu.push_error('-224,"Illegal parameter value"')
+        with pytest.raises(InstrumentReportedError, match="further entries unknown") as ei:
+            inst.check_errors("after X")
+        assert ei.value.errors == ('-100,"Command error"',)
+        assert isinstance(ei.value.__cause__, InstrumentTimeoutError)
+        assert emu.received == [b"SYST:ERR?", b"SYST:ERR?"]
+
+
+def test_error_queue_reply_lost_while_draining_is_unknown_state_naming_what_was_read():
+    with running(LossyQueueEmulator()) as emu, generic(emu) as inst:
+        emu.push_error('-100,"Command error"')
+        emu.push_error('-224,"Illegal parameter value"')
+        with pytest.raises(InstrumentTimeoutError, match="error-queue state unknown") as ei:
+            inst.read_error_queue()
+        assert '-100,"Command error"' in ei.value.message
+
+
+def test_special_value_reply_is_reported_not_retried_and_garbage_is_a_protocol_error():
+    from drivers.scpi import parse_float
+
+    with running(EchoEmulator()) as emu, generic(emu) as inst:
+        emu.clear_received()
+        emu.inject("garble", match=r"\*IDN\?", payload=b"9.91E+37")
+        with pytest.raises(InstrumentReportedError, match="special value") as ei:
+            inst.query_value("*IDN?", parse_float)
+        assert ei.value.reply == "9.91E+37" and ei.value.command == "*IDN?"
+        assert emu.received == [b"*IDN?"]  # a valid answer: not retried
+        emu.inject("garble", match=r"\*IDN\?", payload=b"nan", count=3)
+        with pytest.raises(ProtocolError, match="not a SCPI number") as ei2:
+            inst.query_value("*IDN?", parse_float)
+        assert ei2.value.reply == b"nan"

@@ -16,6 +16,7 @@ from drivers.keysight_infiniium import KeysightInfiniium
 from qkd_hw.errors import (
     CommunicationError,
     IncompleteReplyError,
+    InstrumentReportedError,
     InstrumentTimeoutError,
     LimitError,
     ProtocolError,
@@ -215,15 +216,21 @@ def test_too_long_block_refused_before_reading_it(pair):
     assert ei.value.reply == b"#3128"
 
 
-@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
-                    reason="signals are delivered to the main thread only")
-def test_ctrl_c_stops_a_long_fetch_between_chunks(pair):
+def _slow_acquired_record(pair):
+    """A 50000-point record acquired, then every reply ~0.05..0.1 s late (10 chunks ~1 s)."""
     sc, emu = pair
     sc.record_length = 50_000
     sc.arm()
     sc.wait_acquired(timeout_s=2)
-    emu.reply_jitter_s = 0.1  # every reply ~0.05..0.1 s late: 10 chunks take ~1 s
+    emu.reply_jitter_s = 0.1
     emu.clear_received()
+    return sc, emu
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signals are delivered to the main thread only")
+def test_ctrl_c_stops_a_long_fetch_between_chunks(pair):
+    sc, emu = _slow_acquired_record(pair)
     timer = threading.Timer(0.25, os.kill, args=(os.getpid(), signal.SIGINT))
     timer.start()
     with pytest.raises(KeyboardInterrupt):
@@ -252,3 +259,112 @@ def test_block_read_in_pieces_keeps_what_arrived_before_a_cut(pair):
     # header, then an excerpt (head ... tail) of the bytes that did arrive
     head = b"#6200000" + default_pattern(1, 0, 100_000).tobytes()[:32]
     assert ei.value.reply.startswith(head + b"...")
+
+
+# ----------------------------------------------------------------------------- :ADER? clears
+
+
+def test_astate_query_of_the_emulator(pair):
+    sc, emu = pair
+    assert sc.query(":AST?") == "ADONE"  # nothing pending
+    emu.acquisition_delay_s = 10.0
+    sc.arm()
+    assert sc.query(":ASTATE?") == "ARM"
+    assert emu.ader_reported is False  # :AST? does not touch the event register
+
+
+def test_late_ader_reply_is_confirmed_with_astate_not_lost(pair):
+    """The one-time '1' of :ADER? comes late: it is not re-asked (the event would read 0
+    forever); the non-clearing :AST? confirms the acquisition."""
+    sc, emu = pair
+    sc.record_length = 1000
+    sc.arm()
+    emu.clear_received()
+    f = emu.inject("delay", match=r":ADER\?", seconds=TIMEOUT * 1.5)
+    sc.wait_acquired(timeout_s=3.0)
+    assert f.hits == 1 and emu.ader_reported
+    assert sent(emu) == [b":ADER?", b":AST?"]
+    assert np.array_equal(sc.fetch(1), default_pattern(1, 0, 1000))
+
+
+def test_lost_ader_reply_before_the_acquisition_is_done_keeps_polling(pair):
+    sc, emu = pair
+    sc.record_length = 1000
+    emu.acquisition_delay_s = 1.0
+    sc.arm()
+    emu.clear_received()
+    emu.inject("drop", match=r":ADER\?")
+    sc.wait_acquired(timeout_s=3.0)
+    msgs = sent(emu)
+    assert msgs[:2] == [b":ADER?", b":AST?"] and msgs.count(b":AST?") == 1
+    assert msgs[-1] == b":ADER?" and emu.ader_reported
+
+
+def test_garbled_ader_reply_is_not_resent_either(pair):
+    sc, emu = pair
+    sc.record_length = 1000
+    sc.arm()
+    emu.clear_received()
+    emu.inject("garble", match=r":ADER\?", payload=b"1\xff")
+    sc.wait_acquired(timeout_s=3.0)
+    assert sent(emu) == [b":ADER?", b":AST?"]
+
+
+# ----------------------------------------------------------------------------- preamble values
+
+
+@pytest.mark.parametrize(
+    ("match", "payload", "exc", "message"),
+    [
+        (r":WAV:XINC\?", b"0", ProtocolError, "x increment"),
+        (r":WAV:XINC\?", b"-1.0E-10", ProtocolError, "x increment"),
+        (r":WAV:YINC\?", b"0.0", ProtocolError, "y increment"),
+        (r":WAV:POIN\?", b"-5", ProtocolError, "points"),
+        (r":WAV:XINC\?", b"nan", ProtocolError, "not a SCPI number"),
+        (r":WAV:YOR\?", b"inf", ProtocolError, "not a SCPI number"),
+        (r":WAV:XINC\?", b"9.91E+37", InstrumentReportedError, "special value"),
+    ],
+)
+def test_invalid_preamble_fields_are_clear_errors_with_the_raw_reply(pair, match, payload, exc,
+                                                                    message):
+    sc, emu = pair
+    sc.config = sc.config.__class__(**{**sc.config.__dict__, "retries": 0})
+    sc.record_length = 1000
+    sc.arm()
+    sc.wait_acquired(timeout_s=2)
+    emu.inject("garble", match=match, payload=payload)
+    with pytest.raises(exc, match=message) as ei:
+        sc.preamble(1)
+    assert ei.value.command == match.replace("\\", "")
+    assert ei.value.reply in (payload, payload.decode())
+    assert sc.preamble(1).points == 1000  # link in step
+
+
+def test_preamble_without_acquired_data_is_a_clear_error(pair):
+    sc, _emu = pair
+    with pytest.raises(ProtocolError, match="no waveform data") as ei:
+        sc.preamble(1)
+    assert ei.value.command == ":WAV:POIN?" and ei.value.reply == "0"
+
+
+# ----------------------------------------------------------------------------- Ctrl-C, nested
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signals are delivered to the main thread only")
+def test_ctrl_c_inside_an_outer_transaction_raises_from_fetch_never_returns_partial_data(pair):
+    sc, emu = _slow_acquired_record(pair)
+    returned = []
+    timer = threading.Timer(0.25, os.kill, args=(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt) as ei, sc.transaction():
+        returned.append(sc.fetch(1, chunk_points=5_000))
+    timer.join()
+    assert returned == []  # fetch raised; the caller never saw a partly filled buffer
+    assert ei.value.__context__ is None  # delivered once, not again at the outer exit
+    n_chunks = sum(m.startswith(b":WAV:DATA?") for m in emu.received)
+    assert 1 <= n_chunks < 10
+    emu.reply_jitter_s = 0.0
+    conns = emu.connections
+    assert np.array_equal(sc.fetch(1, count=100), default_pattern(1, 0, 100))
+    assert emu.connections == conns  # the interrupted chunk's reply was read in full

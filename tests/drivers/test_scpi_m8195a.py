@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+
 import numpy as np
 import pytest
 
 from drivers.emulators.keysight_m8195a import M8195AEmulator
 from drivers.keysight_m8195a import KeysightM8195A
-from qkd_hw.errors import InstrumentReportedError, LimitError
+from qkd_hw.errors import InstrumentReportedError, LimitError, ProtocolError, QkdHwError
 from qkd_hw.labconfig import Limits
 from tests.drivers.scpi_helpers import config, running, sent
 
@@ -149,3 +153,58 @@ def test_instrument_errors_surface(pair):
     # segment definitions are program-mode only: the instrument refuses while running
     with pytest.raises(InstrumentReportedError, match="-221"):
         awg.write(":TRAC1:DEF 1,1280")
+
+
+# ----------------------------------------------------------------------------- catalog parsing
+
+
+@pytest.mark.parametrize(
+    ("payload", "match"),
+    [(b"1,12#8", "segment catalog"), (b"1,1280,2", "odd number"), (b"1,nan", "segment catalog"),
+     (b"1,-1280", "segment catalog"), (b"", "segment catalog"), (b"1,1_280", "segment catalog")],
+)
+def test_garbled_catalog_is_a_protocol_error_with_the_raw_reply(pair, payload, match):
+    awg, emu = pair
+    awg.config = awg.config.__class__(**{**awg.config.__dict__, "retries": 0})
+    emu.inject("garble", match=r":TRAC1:CAT\?", payload=payload)
+    with pytest.raises(ProtocolError, match=match) as ei:
+        awg.channel(1).catalog()
+    assert isinstance(ei.value, QkdHwError)
+    assert ei.value.reply == payload and ei.value.command == ":TRAC1:CAT?"
+    assert awg.channel(1).catalog() == {}  # "0,0": no segment; link in step
+
+
+def test_garbled_catalog_is_retried(pair):
+    awg, emu = pair
+    awg.channel(1).upload(np.zeros(1280, np.int8), segment=2)
+    f = emu.inject("garble", match=r":TRAC1:CAT\?", payload=b"2,12#8")
+    assert awg.channel(1).catalog() == {2: 1280}
+    assert f.hits == 1
+
+
+# ----------------------------------------------------------------------------- Ctrl-C, nested
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signals are delivered to the main thread only")
+def test_ctrl_c_inside_an_outer_transaction_raises_from_upload_without_completing_it(pair):
+    awg, emu = pair
+    x = (np.arange(256 * 40) % 200 - 100).astype(np.int8)
+    emu.reply_jitter_s = 0.05  # every SYST:ERR? answer late: 40 chunks take > 1 s
+    finished = []
+    timer = threading.Timer(0.3, os.kill, args=(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt) as ei, awg.transaction():
+        awg.channel(1).upload(x, segment=5, chunk_samples=256)
+        finished.append(True)
+    timer.join()
+    emu.reply_jitter_s = 0.0
+    assert finished == [] and ei.value.__context__ is None
+    n_chunks = sum(m.startswith(b":TRAC1:DATA 5,") for m in emu.received)
+    assert 1 <= n_chunks < 40
+    assert b"*OPC?" not in emu.received and b":TRAC1:SEL 5" not in emu.received
+    assert emu.selected[1] == 1 and not emu.running
+    # the interrupted chunk's error-queue answer was read: the link is in step
+    conns = emu.connections
+    assert awg.channel(1).catalog() == {5: x.size}
+    assert emu.connections == conns

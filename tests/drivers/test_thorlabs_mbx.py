@@ -54,10 +54,12 @@ def test_exact_bytes_on_the_wire(mbx, emu):
     mbx.hold_ratio = 12.5
     mbx.dither_amplitude_mv = 300
     mbx.dither_frequency_hz = 2500
-    assert emu.received() == (b"MZM:HOLD:VOLTAGE: -1250\r" b"MZM:MODE: 7\r" b"MZM:MODE?\r"
+    # MANUAL applies the stored hold voltage: it is read back and checked first
+    assert emu.received() == (b"MZM:HOLD:VOLTAGE: -1250\r" b"MZM:HOLD:VOLTAGE?\r"
+                              b"MZM:MODE: 7\r" b"MZM:MODE?\r"
                               b"MZM:HOLD:RATIO: 1250\r" b"MZM:DITHER:AMPLITUDE: 300\r"
                               b"MZM:DITHER:FREQUENCY: 2500\r")
-    assert emu.sent() == b"1\n1\n7\n1\n1\n1\n"
+    assert emu.sent() == b"1\n-1250\n1\n7\n1\n1\n1\n"
 
 
 def test_every_property_round_trip(mbx, emu):
@@ -141,6 +143,53 @@ def test_limit_violation_sends_nothing(mbx, emu, prop, value):
         setattr(mbx, prop, value)
     time.sleep(0.05)
     assert emu.received() == b""
+
+
+@pytest.mark.parametrize("hold_mv", [9000, -4500])
+def test_manual_mode_refused_when_stored_hold_voltage_exceeds_limit(mbx, emu, hold_mv):
+    emu.hold_mv = hold_mv  # left by a previous session / the front panel
+    emu.clear_log()
+    with pytest.raises(LimitError, match=r"stored hold voltage.*bias_v \[-4, 4\]") as info:
+        mbx.mode = MzmMode.MANUAL
+    assert info.value.instrument == "dut"
+    assert repr(hold_mv / 1000) in str(info.value)
+    assert emu.received() == b"MZM:HOLD:VOLTAGE?\r"  # read, mode never sent
+    assert emu.mode is MzmMode.OFF and emu.bias_v() == 0.0
+    mbx.hold_voltage_v = 3.5  # a legal hold voltage: MANUAL is allowed
+    mbx.mode = MzmMode.MANUAL
+    assert emu.mode is MzmMode.MANUAL and emu.bias_v() == 3.5
+
+
+def test_other_modes_do_not_need_the_hold_voltage(mbx, emu):
+    emu.hold_mv = 9000
+    emu.clear_log()
+    mbx.mode = MzmMode.AUTO_NULL
+    assert emu.received() == b"MZM:MODE: 2\r"
+
+
+@pytest.mark.parametrize(("limit", "value", "sent"), [
+    ((None, 1.0007), 1.0007, b"MZM:HOLD:VOLTAGE: 1000\r"),  # nearest 1001 mV > limit
+    ((-1.0007, None), -1.0007, b"MZM:HOLD:VOLTAGE: -1000\r"),
+    ((None, 1.0007), 1.0004, b"MZM:HOLD:VOLTAGE: 1000\r"),  # nearest inside: kept
+    ((None, 1.0017), 1.0007, b"MZM:HOLD:VOLTAGE: 1001\r"),
+    ((None, None), 1.0007, b"MZM:HOLD:VOLTAGE: 1001\r"),  # no limit: nearest mV
+])
+def test_hold_voltage_quantised_inside_limit(emu, limit, value, sent):
+    with connected(ThorlabsMbx, emu, limits=Limits.of(bias_v=limit)) as mbx:
+        emu.clear_log()
+        mbx.hold_voltage_v = value
+        assert emu.received() == sent
+        assert abs(emu.hold_mv / 1000 - value) < 0.001
+
+
+def test_hold_voltage_limit_narrower_than_a_step_refused(emu):
+    with connected(ThorlabsMbx, emu, limits=Limits.of(bias_v=(1.0003, 1.0007))) as mbx:
+        emu.clear_log()
+        with pytest.raises(LimitError, match=r"hold_voltage_v.*step") as info:
+            mbx.hold_voltage_v = 1.0005
+        assert info.value.instrument == "dut"
+        time.sleep(0.05)
+        assert emu.received() == b"" and emu.hold_mv == 0
 
 
 @pytest.mark.parametrize("fault", [Fault.DROP, Fault.GARBLE, Fault.PARTIAL, Fault.NOISE,
