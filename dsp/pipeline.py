@@ -635,13 +635,11 @@ class PilotStage:
         """Raise DspLockError when a window's mean pilot power falls below
         PILOT_LOSS_FRACTION of the first window's: past that the tracker follows noise and
         every number after it would come from an unlocked receiver."""
-        if z.shape[0] == 0:
-            return
-        p = z.real * z.real + z.imag * z.imag
         W, i = PILOT_MONITOR_BLOCKS, 0
-        while i < p.shape[0]:
-            take = min(p.shape[0] - i, W - self._win_count)
-            self._win_sum += float(np.sum(p[i:i + take]))
+        while i < z.shape[0]:
+            take = min(z.shape[0] - i, W - self._win_count)
+            seg = z[i:i + take]
+            self._win_sum += cdot(seg, seg).real   # the numba kernel: no temporaries
             self._win_count += take
             i += take
             if self._win_count < W:
