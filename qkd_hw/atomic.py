@@ -21,6 +21,8 @@ destroys a file that already sits there.
 * On commit the data are fsync'ed, the file is renamed over the target and the
   directory is fsync'ed, so after a power cut the target is either the old or
   the new complete file.
+* A target that exists but is not a regular file or a directory (a device node such as
+  ``/dev/null``, a FIFO, a socket) is refused: the rename would replace the node itself.
 * With ``overwrite=False`` the commit uses ``link`` + ``unlink``, which fails
   atomically if the target appeared meanwhile (no check-then-rename race).
 """
@@ -115,6 +117,12 @@ class AtomicFile:
         self.done = False
         if self.target.is_dir():
             raise IsADirectoryError(errno.EISDIR, "target is a directory", str(self.target))
+        if self.target.exists() and not self.target.is_file():
+            # a device node, FIFO or socket (e.g. /dev/null): renaming over it would replace
+            # the node itself by a regular file (as root, /dev/null for the whole machine)
+            raise FileExistsError(errno.EEXIST, "target exists and is not a regular file "
+                                  "(device, FIFO or socket); refusing to replace it",
+                                  str(self.target))
         if not overwrite and os.path.lexists(self.target):
             raise FileExistsError(errno.EEXIST, "target exists (overwrite=False)", str(self.target))
         self.tmp_path = self._create_tmp()

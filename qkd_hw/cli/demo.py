@@ -12,13 +12,12 @@ simulator's ground truth in units of its statistical standard deviation.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
+from qkd_hw.cli.jsonout import json_text
 from qkd_hw.cli.process import progress_bar, write_plots
 from qkd_hw.errors import ConfigError
 from qkd_hw.receiver import ReceiverResult, process_recording
@@ -59,7 +58,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.out is None:
         with tempfile.TemporaryDirectory(prefix="qkd-hw-demo-") as tmp:
             return _demo(Path(tmp), params, args, keep=False)
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:   # a file in the way, no permission: one line, exit 2
+        raise ConfigError(f"--out {args.out}: cannot use it as the output directory: "
+                          f"{exc.strerror or exc}") from exc
     return _demo(args.out, params, args, keep=True)
 
 
@@ -82,7 +85,7 @@ def _demo(out: Path, params: SimParams, args: argparse.Namespace, *, keep: bool)
         summary = result.summary()
         summary["truth_comparison"] = report
         summary["plots"] = [str(p) for p in plots]
-        print(json.dumps(summary, indent=2, default=_json_default))
+        print(json_text(summary, indent=2))
     else:
         _print_report(result, report, plots, keep)
     return 0
@@ -146,9 +149,3 @@ def _print_report(result: ReceiverResult, report: dict[str, dict[str, float]],
             print(f"plot: {p}")
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, Path):
-        return str(o)
-    if hasattr(o, "item"):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

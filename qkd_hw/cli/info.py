@@ -10,13 +10,13 @@ Exit 0 if the file is valid, 2 with one clear error line if not.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from qkd_hw._h5check import attr_str, open_h5
+from qkd_hw.cli.jsonout import json_text
 from qkd_hw.errors import TraceFormatError
 from qkd_hw.raw_key import RAW_KEY_FORMAT, read_raw_key
 from qkd_hw.trace_io import ADC_DATASETS, FORMAT_NAME, FORMAT_VERSION, TraceReader
@@ -164,8 +164,7 @@ def _run(args: argparse.Namespace) -> int:
         raise TraceFormatError(f"{args.path}: attribute 'format' of /: expected "
                                f"{FORMAT_NAME!r} or {RAW_KEY_FORMAT!r}, got {fmt!r}")
     if args.json:
-        json.dump(d, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print(json_text(d, indent=2))
     else:
         printer(d)
     return 0

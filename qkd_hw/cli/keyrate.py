@@ -11,13 +11,13 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from qkd_hw.cli.jsonout import json_text
 from qkd_hw.errors import QkdHwError
 from qkd_hw.keyrate import (
     DETECTIONS,
@@ -137,21 +137,10 @@ def _run(args: argparse.Namespace) -> int:
         _plot(args, params, rate, args.plot)
         out["plot"] = str(args.plot)
     if args.json:
-        print(json.dumps(_jsonable(out), allow_nan=False))
+        print(json_text(out))
     else:
         _table(out, rate)
     return 0
-
-
-def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    """JSON has no inf/nan: non-finite numbers become null (the text output shows them)."""
-    def fix(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, list):
-            return [fix(x) for x in v]
-        return v
-    return {k: fix(v) for k, v in d.items()}
 
 
 def _table(out: dict[str, Any], rate: KeyRate) -> None:

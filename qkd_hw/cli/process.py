@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import math
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -23,6 +21,7 @@ import numpy as np
 from dsp.carrier import PHASE_METHODS
 from dsp.pipeline import ReceiverOptions
 from qkd_hw.atomic import atomic_write
+from qkd_hw.cli.jsonout import json_text
 from qkd_hw.errors import QkdHwError, ReceiverLockError
 from qkd_hw.receiver import DEFAULT_CHUNK, ReceiverResult, process_recording
 from qkd_hw.trace_io import TraceReader
@@ -86,16 +85,6 @@ def progress_bar(trace: str | Path, *, enabled: bool = True) -> Iterator[Callabl
         bar.close()
 
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_clean(x) for x in v]
-    return v
-
-
 def _run(args: argparse.Namespace) -> int:
     if not 0 < args.pe_fraction <= 1:
         raise QkdHwError(f"--pe-fraction must be in (0, 1], got {args.pe_fraction}")
@@ -119,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
                                     map_file=not args.no_map)
     except ReceiverLockError as exc:
         if args.json:
-            print(json.dumps(_clean({"locked": False, "error": str(exc), "lock": exc.metrics})))
+            print(json_text({"locked": False, "error": str(exc), "lock": exc.metrics}))
         raise
     except ValueError as exc:
         raise QkdHwError(f"{args.trace}: {exc}") from exc
@@ -127,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.plot:
         summary["plots"] = [str(p) for p in write_plots(res, Path(args.plot))]
     if args.json:
-        print(json.dumps(_clean(summary)))
+        print(json_text(summary))
     else:
         _print_human(summary)
     return 0

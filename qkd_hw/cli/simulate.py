@@ -12,11 +12,11 @@ a bad name or value is a one-line error, exit code 2, and nothing appears at OUT
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
+from qkd_hw.cli.jsonout import json_text
 from qkd_hw.errors import ConfigError
 from qkd_hw.sim.params import SimParams, field_help, parse_assignments
 
@@ -104,7 +104,7 @@ def _run(args: argparse.Namespace) -> int:
                    samples_per_s=(n_signal + params.shot_noise_samples
                                   + params.electronic_noise_samples) / wall)
     if args.json:
-        print(json.dumps({"params": params.to_json(), "output": summary}, indent=2))
+        print(json_text({"params": params.to_json(), "output": summary}, indent=2))
     else:
         clip = summary["clipped_fraction"]
         print(f"wrote {args.out}: {args.symbols} symbols, {n_signal} signal samples, "

@@ -277,6 +277,8 @@ class SimParams:
                                   f" got {len(getattr(self, name))}")
         for i, p in enumerate(self.pilot_powers_dbsn):
             _range(f"pilot_powers_dbsn[{i}]", p, ge=-40.0, le=60.0)
+        for i, ph in enumerate(self.pilot_phases_rad):   # NaN would make every sample NaN
+            _range(f"pilot_phases_rad[{i}]", ph)
         guard = PILOT_GUARD_SYMBOL_RATES * self.symbol_rate_hz
         for i, fp in enumerate(self.pilot_frequencies_hz):
             name = f"pilot_frequencies_hz[{i}]"

@@ -320,8 +320,9 @@ def simulate_recording(
     """
     if not isinstance(params, SimParams):
         raise TypeError(f"params must be a SimParams, got {type(params).__name__}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or \
+            not 0 <= seed < 2**63:   # /truth stores it as int64
+        raise ConfigError(f"seed must be an integer in [0, 2^63), got {seed!r}")
     if isinstance(n_symbols, bool) or not isinstance(n_symbols, int | np.integer) \
             or not 1 <= n_symbols <= 10 ** 12:
         raise ConfigError(f"n_symbols must be an integer in [1, 1e12], got {n_symbols!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +106,16 @@ def test_long_multibyte_name_is_cut_at_a_character(tmp_path):
         assert len(os.fsencode(tmp.name)) <= name_max
         tmp.write_bytes(b"x")
     assert os.listdir(tmp_path) == [target.name]
+
+
+def test_refuses_to_replace_a_device_node_or_fifo(tmp_path):
+    # as root, a rename over /dev/null replaced the device for the whole machine by a file
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(FileExistsError, match="not a regular file"), atomic_write(fifo) as tmp:
+        tmp.write_bytes(b"x")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+    with pytest.raises(FileExistsError, match="not a regular file"):
+        AtomicFile(Path(os.devnull))
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)

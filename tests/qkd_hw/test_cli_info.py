@@ -99,3 +99,20 @@ def test_info_on_raw_key_shows_counts_not_symbols(tmp_path, capsys):
     assert d["n_key_symbols"] == 50 and d["n_pe_symbols"] == 10 and d["mode"] == "0o600"
     assert d["estimates"] == est
     assert "123.4" not in out and "654.3" not in out
+
+
+def test_info_json_is_strict_with_non_finite_extra_estimates(tmp_path, capsys):
+    # the reader keeps extra /estimates attributes as read, NaN included; JSON has no NaN
+    import h5py
+
+    p = tmp_path / "key.h5"
+    est = {k: 0.5 for k in REQUIRED_ESTIMATES}
+    write_raw_key(p, RawKey(est, np.ones(5, np.complex64), np.arange(5), np.arange(5, 8)))
+    with h5py.File(p, "a") as f:
+        f["estimates"].attrs["t_eff_upper"] = np.nan
+    assert main(["info", str(p), "--json"]) == 0
+
+    def no_constant(name):
+        raise AssertionError(f"{name} in --json output")
+    d = json.loads(capsys.readouterr().out, parse_constant=no_constant)
+    assert d["estimates"]["t_eff_upper"] is None and d["estimates"]["snr"] == 0.5

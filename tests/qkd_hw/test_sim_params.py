@@ -71,6 +71,7 @@ def test_replace_validates_and_rejects_unknown_names():
     (dict(delay_samples=-1.0), "delay_samples"),
     (dict(clock_offset_ppm=2000.0), "clock_offset_ppm"),
     (dict(linewidth_hz=float("nan")), "finite"),
+    (dict(pilot_phases_rad=(float("nan"),)), "pilot_phases_rad\\[0\\] must be finite"),
     (dict(electronic_noise_snu=0.0), "least the ADC allows"),
 ])
 def test_validation_names_the_problem(kw, message):
@@ -91,3 +92,11 @@ def test_every_parameter_is_documented():
     from qkd_hw.sim.params import FIELD_DOCS, field_help
 
     assert set(FIELD_DOCS) == set(SimParams.names()) == set(field_help())
+
+
+def test_seed_beyond_int64_refused_before_anything_is_written(tmp_path):
+    from qkd_hw.sim.simulate import simulate_recording
+
+    with pytest.raises(ConfigError, match="seed"):
+        simulate_recording(tmp_path / "x.h5", SimParams(), seed=2**63, n_symbols=1000)
+    assert list(tmp_path.iterdir()) == []
