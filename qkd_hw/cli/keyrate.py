@@ -68,10 +68,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="fraction of the block's symbols disclosed for PE (default 0.5)")
     pe.add_argument("--n-pe", type=_count, metavar="M",
                     help="real pairs disclosed for PE (2 per symbol in heterodyne)")
-    fs.add_argument("--eps-pe", type=float, default=1e-10, help="PE failure probability (1e-10)")
-    fs.add_argument("--eps-pa", type=float, default=1e-10,
+    # default None: given without --block-size they would be silently ignored
+    fs.add_argument("--eps-pe", type=float, default=None, help="PE failure probability (1e-10)")
+    fs.add_argument("--eps-pa", type=float, default=None,
                     help="privacy-amplification failure probability (1e-10)")
-    fs.add_argument("--eps-bar", type=float, default=1e-10, help="smoothing parameter (1e-10)")
+    fs.add_argument("--eps-bar", type=float, default=None, help="smoothing parameter (1e-10)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", type=Path, metavar="PNG", help="write key rate vs distance to PNG")
     p.add_argument("--max-distance-km", type=float, metavar="L",
@@ -113,13 +114,24 @@ def _n_pe(args: argparse.Namespace) -> int:
     return max(1, round(f * args.block_size)) * per_symbol
 
 
+EPS_DEFAULT = 1e-10
+
+
+def _eps(args: argparse.Namespace) -> dict[str, float]:
+    return {k: EPS_DEFAULT if getattr(args, k) is None else getattr(args, k)
+            for k in ("eps_pe", "eps_pa", "eps_bar")}
+
+
 def _compute(args: argparse.Namespace, params: dict[str, Any]) -> KeyRate:
     if args.block_size is None:
-        if args.n_pe is not None or args.pe_fraction is not None:
-            raise KeyRateInputError("--n-pe/--pe-fraction need --block-size")
+        given = [f"--{k.replace('_', '-')}" for k in ("n_pe", "pe_fraction", "eps_pe", "eps_pa",
+                                                      "eps_bar") if getattr(args, k) is not None]
+        if given:
+            raise KeyRateInputError(f"{', '.join(given)}: only for the finite-size rate, "
+                                    "give --block-size too")
         return asymptotic_key_rate(**params)
     return finite_size_key_rate(**params, block_size=args.block_size, n_pe=_n_pe(args),
-                                eps_pe=args.eps_pe, eps_pa=args.eps_pa, eps_bar=args.eps_bar)
+                                **_eps(args))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -217,18 +229,17 @@ def _plot(args: argparse.Namespace, params: dict[str, Any], rate: KeyRate, path:
     dist = np.linspace(0.0, lmax, 400)
     T = transmittance_from_distance(dist, loss)
     valid = T >= TRANSMITTANCE_FLOOR
-    k_asym = key_rate_terms(p["modulation_variance_snu"], T, p["excess_noise_snu"],
-                            p["efficiency"], p["electronic_noise_snu"], p["beta"],
-                            p["detection"])[0]
-    k_asym = np.where(valid, k_asym, np.nan)
+    k_asym = np.full(T.shape, np.nan)
+    k_asym[valid] = key_rate_terms(p["modulation_variance_snu"], T[valid],
+                                   p["excess_noise_snu"], p["efficiency"],
+                                   p["electronic_noise_snu"], p["beta"], p["detection"])[0]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.semilogy(dist, np.where(k_asym > 0, k_asym, np.nan), label="asymptotic")
     if args.block_size is not None:
         n_pe = _n_pe(args)
         k_fs = np.array([finite_size_key_rate(**p, transmittance=float(t),
                                               block_size=args.block_size, n_pe=n_pe,
-                                              eps_pe=args.eps_pe, eps_pa=args.eps_pa,
-                                              eps_bar=args.eps_bar).key_rate_bits_per_symbol
+                                              **_eps(args)).key_rate_bits_per_symbol
                          if ok else np.nan for t, ok in zip(T, valid, strict=True)])
         ax.semilogy(dist, np.where(k_fs > 0, k_fs, np.nan),
                     label=f"finite size, N = {args.block_size:.3g}")

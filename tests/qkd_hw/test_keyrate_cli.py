@@ -117,3 +117,10 @@ def test_entry_point_subprocess():
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["key_rate_bits_per_symbol"] == pytest.approx(
         asymptotic_key_rate(**PARAMS).key_rate_bits_per_symbol, rel=1e-15)
+
+
+def test_finite_size_options_without_block_size_are_refused(capsys):
+    # they would be silently ignored by the asymptotic rate
+    for opt in (["--eps-pe", "1e-5"], ["--eps-pa", "1e-5"], ["--eps-bar", "1e-5"]):
+        assert main(["keyrate", *EXAMPLE, *opt]) == 2
+        assert opt[0] in capsys.readouterr().err
