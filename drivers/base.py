@@ -377,15 +377,23 @@ class Property(Generic[T]):
         what = f"{type(inst).__name__}.{self.name}"
         if self.validator is not None:
             value = self.validator(value, what=what, instrument=inst.name, inst=inst)
-        if self.limit is not None:
-            if self.to_limit_unit is None:
-                inst.check_limit(self.limit, value, what=what, unit=self.unit)
-            else:  # name both units: "range_w (0.5 W) in dBm = 26.99 dBm violates ..."
-                unit = limit_unit(self.limit)
-                shown = f"{value!r} {self.unit}".rstrip()
-                inst.check_limit(self.limit, self.to_limit_unit(value),
-                                 what=f"{what} ({shown}) in {unit or self.limit}", unit=unit)
+        self.check_lab_limit(inst, value, what)
         return value
+
+    def check_lab_limit(self, inst: Instrument, value: Any, what: str = "") -> None:
+        """LimitError if ``value`` violates this property's lab-config ``limit`` (if any), in
+        the limit's unit (``to_limit_unit``). No I/O. Drivers that quantise call it again on
+        the value actually sent."""
+        if self.limit is None:
+            return
+        what = what or f"{type(inst).__name__}.{self.name}"
+        if self.to_limit_unit is None:
+            inst.check_limit(self.limit, value, what=what, unit=self.unit)
+        else:  # name both units: "range_w (0.5 W) in dBm = 26.99 dBm violates ..."
+            unit = limit_unit(self.limit)
+            shown = f"{value!r} {self.unit}".rstrip()
+            inst.check_limit(self.limit, self.to_limit_unit(value),
+                             what=f"{what} ({shown}) in {unit or self.limit}", unit=unit)
 
     def _read(self, inst: Any) -> T:
         raise NotImplementedError
@@ -690,6 +698,14 @@ def create_instrument(config: InstrumentConfig) -> Instrument:
                               f"classes; set DRIVER in it")
         cls = found[0]
     return cls(config)
+
+
+# -- units ------------------------------------------------------------------------------------
+
+
+def mw_to_dbm(mw: float) -> float:
+    """Optical power mW -> dBm (``10 log10(P / 1 mW)``); -inf for 0 or less."""
+    return 10.0 * math.log10(mw) if mw > 0 else -math.inf
 
 
 # -- quantisation to the register step -------------------------------------------------------

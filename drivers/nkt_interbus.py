@@ -388,10 +388,7 @@ class RegisterProperty(Property[Any]):
     def check_limits(self, inst: InterbusInstrument, value: Any, what: str = "") -> None:
         """LimitError if ``value`` violates a lab limit of this register (no I/O). Here the
         ``limit`` of the declaration; subclasses add limits in other units."""
-        if self.limit is not None:
-            v = self.to_limit_unit(value) if self.to_limit_unit else value
-            inst.check_limit(self.limit, v, what=what or f"{type(inst).__name__}.{self.name}",
-                             unit=self.unit)
+        self.check_lab_limit(inst, value, what)
 
     def _write(self, inst: InterbusInstrument, value: Any) -> None:
         if self.encode is not None:

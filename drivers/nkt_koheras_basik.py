@@ -60,11 +60,10 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import math
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
-from drivers.base import Boolean, Range
+from drivers.base import Boolean, Range, mw_to_dbm
 from drivers.nkt_interbus import InterbusInstrument, RegisterProperty, unpack_value
 from qkd_hw.errors import InstrumentError, ProtocolError
 
@@ -110,10 +109,6 @@ MODULE_TYPE_K1X2 = 0x33
 PROBLEM_BITS = (BasikStatus.INTERLOCK_OFF | BasikStatus.MODULE_DISABLED
                 | BasikStatus.SUPPLY_VOLTAGE_LOW | BasikStatus.TEMPERATURE_OUT_OF_RANGE
                 | BasikStatus.ERROR_CODE_PRESENT)
-
-
-def mw_to_dbm(mw: float) -> float:
-    return 10.0 * math.log10(mw) if mw > 0 else -math.inf
 
 
 class _PowerMw(RegisterProperty):

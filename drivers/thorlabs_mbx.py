@@ -167,11 +167,6 @@ class MbxProperty(Property[Any]):
         parse = self.parse if decode is None else (lambda text: decode(self.parse(text)))
         return inst.query(f"{self.command}?", parse)
 
-    def _check_sent(self, inst: ThorlabsMbx, value: float, what: str) -> None:
-        if self.limit is not None:
-            v = self.to_limit_unit(value) if self.to_limit_unit else value
-            inst.check_limit(self.limit, v, what=what, unit=self.unit)
-
     def _write(self, inst: ThorlabsMbx, value: Any) -> None:
         if self.per_unit is None:
             inst.set(self.command, self.encode(value))
@@ -180,7 +175,8 @@ class MbxProperty(Property[Any]):
         what = (f"{type(inst).__name__}.{self.name} (requested {value!r}{unit}, sent in steps "
                 f"of {1 / self.per_unit:g}{unit})")
         inst.set(self.command, quantise_inside(value, 1.0 / self.per_unit,
-                                               lambda v, w: self._check_sent(inst, v, w), what))
+                                               lambda v, w: self.check_lab_limit(inst, v, w),
+                                               what))
 
 
 class _Mode(MbxProperty):

@@ -35,7 +35,7 @@ import math
 import time
 from typing import ClassVar
 
-from drivers.base import DynamicRange, Range
+from drivers.base import DynamicRange, Range, mw_to_dbm
 from drivers.scpi import ScpiInstrument, ScpiProperty, parse_float
 from qkd_hw.errors import InstrumentReportedError, InstrumentTimeoutError, ProtocolError
 
@@ -45,8 +45,8 @@ SAMPLE_TIME_S = 3e-4  # per averaged sample (manual: about 0.3 ms per sample)
 
 
 def watts_to_dbm(watts: float) -> float:
-    """Power in W -> dBm (``10 log10(P / 1 mW)``); the range validator keeps ``watts > 0``."""
-    return 10.0 * math.log10(watts / 1e-3)
+    """Power in W -> dBm; the range validator keeps ``watts > 0``."""
+    return mw_to_dbm(watts * 1e3)
 
 
 class ThorlabsPM100D(ScpiInstrument):
@@ -111,7 +111,7 @@ class ThorlabsPM100D(ScpiInstrument):
         if p <= 0:
             raise InstrumentReportedError(f"reading {p!r} W has no dBm value",
                                           instrument=self.name, command="MEAS:POW?")
-        return 10.0 * math.log10(p / 1e-3)
+        return watts_to_dbm(p)
 
     def zero(self, timeout_s: float = 10.0) -> None:
         """Dark-zero adjustment. The light path must be blocked by the caller."""

@@ -445,11 +445,8 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
                                             load_symbols, stages)) as chunks:
             for store, start in chunks:
                 chunk = store[start:]
-                try:
+                with _lock_kept(path):
                     blocks = stream.feed_in_place(store, start)
-                except DspLockError as exc:   # pilot or synchronisation lost mid-recording
-                    raise ReceiverLockError(f"{path}: receiver lost lock: {exc}",
-                                            exc.metrics) from exc
                 t0 = time.perf_counter()
                 consume(blocks)
                 t_consume += time.perf_counter() - t0
@@ -457,10 +454,8 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
                 if diagnostics:
                     _phase_trace(stream, link.sample_rate_hz, diag)
                 tick(chunk.shape[0])
-        try:
+        with _lock_kept(path):
             tail = stream.finish()
-        except DspLockError as exc:
-            raise ReceiverLockError(f"{path}: receiver lost lock: {exc}", exc.metrics) from exc
         consume(tail)
         stages["signal"] = time.perf_counter() - t_mark
         stages["signal_pe_sums"] = t_consume
@@ -523,6 +518,16 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
         samples=n_samples, seconds=seconds,
         timing_log=stream.timing_log, raw_key_path=raw_path, diagnostics=diag,
         pe_seed=seed, stage_seconds=stages)
+
+
+@contextlib.contextmanager
+def _lock_kept(path: str | os.PathLike[str]) -> Iterator[None]:
+    """The stream's DspLockError (pilot or synchronisation lost mid-recording) as the
+    receiver's ReceiverLockError, with the lock metrics."""
+    try:
+        yield
+    except DspLockError as exc:
+        raise ReceiverLockError(f"{path}: receiver lost lock: {exc}", exc.metrics) from exc
 
 
 def _spectrum(head: np.ndarray, fs: float, diag: Diagnostics) -> None:
