@@ -1,4 +1,11 @@
-"""The code base stays ruff clean and the dependency direction of the design card holds."""
+"""The code base stays ruff clean and its package graph is acyclic (ARCHITECTURE.md, "Units").
+
+The import graph between *units* is built from the AST of every module (absolute and relative
+imports, also those inside functions or ``if TYPE_CHECKING``); every edge must be in
+:data:`ALLOWED`, and :data:`ALLOWED` itself must have a topological order, so the code cannot
+grow an import cycle between units. :func:`layering_violations` works on any source root (the
+synthetic-tree test below feeds it a cycle).
+"""
 
 from __future__ import annotations
 
@@ -6,42 +13,183 @@ import ast
 import shutil
 import subprocess
 import sys
-
-import pytest
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 
 from tests.conftest import REPO
 
-PACKAGES = ("qkd_hw", "dsp", "drivers", "calibration")
-# what each package may import of the others (design card: calibration -> drivers, dsp, core)
-ALLOWED = {
+PACKAGES = ("qkd_hw", "dsp", "drivers", "calibration", "benchmarks")
+#: units, most specific first where they nest: qkd_hw is the core, i.e. every module of qkd_hw
+#: outside the subpackages qkd_hw.lab (virtual lab) and qkd_hw.cli (console script)
+UNITS = ("dsp", "qkd_hw", "drivers", "qkd_hw.lab", "calibration", "qkd_hw.cli", "benchmarks")
+#: which units each unit may import (besides itself)
+ALLOWED: dict[str, set[str]] = {
     "dsp": set(),
-    "qkd_hw": {"dsp", "drivers"},
+    "qkd_hw": {"dsp"},
     "drivers": {"qkd_hw"},
-    "calibration": {"qkd_hw", "dsp", "drivers"},
+    "qkd_hw.lab": {"drivers", "qkd_hw", "dsp"},
+    "calibration": {"qkd_hw.lab", "drivers", "qkd_hw", "dsp"},
+    "qkd_hw.cli": {"calibration", "qkd_hw.lab", "drivers", "qkd_hw", "dsp"},
+    # measurement scripts: may use everything but the CLI; nothing imports them
+    "benchmarks": {"qkd_hw.lab", "drivers", "qkd_hw", "dsp"},
 }
+
+
+def unit_of(module: str, units: Iterable[str]) -> str | None:
+    """The unit a dotted module name belongs to: its longest unit prefix (None: third party)."""
+    best = None
+    for unit in units:
+        if (module == unit or module.startswith(unit + ".")) and (
+                best is None or len(unit) > len(best)):
+            best = unit
+    return best
+
+
+def _module_name(path: Path, root: Path) -> tuple[str, bool]:
+    """Dotted name of a source file and whether it is a package ``__init__``."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    is_package = parts[-1] == "__init__"
+    if is_package:
+        parts.pop()
+    return ".".join(parts), is_package
+
+
+def imported_modules(path: Path, root: Path) -> Iterator[tuple[int, str]]:
+    """``(line, dotted target)`` of every import in a file; relative imports resolved, and
+    ``from pkg import name`` yields ``pkg.name`` (``name`` may be a subpackage: a unit)."""
+    module, is_package = _module_name(path, root)
+    package = module.split(".") if is_package else module.split(".")[:-1]
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                if node.level - 1 > len(package):
+                    raise ValueError(f"{path}:{node.lineno}: relative import beyond the root")
+                base = package[:len(package) - (node.level - 1)]
+                target = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                target = node.module or ""
+            for alias in node.names:
+                yield node.lineno, target if alias.name == "*" else f"{target}.{alias.name}"
+
+
+def unit_edges(root: Path, units: Iterable[str]) -> dict[tuple[str, str], list[str]]:
+    """Imports between different units under ``root``: ``(from, to)`` -> where."""
+    units = tuple(units)
+    tops = {u.split(".")[0] for u in units}
+    edges: dict[tuple[str, str], list[str]] = {}
+    for top in sorted(tops):
+        for path in sorted((root / top).rglob("*.py")):
+            src = unit_of(_module_name(path, root)[0], units)
+            for line, target in imported_modules(path, root):
+                dst = unit_of(target, units)
+                if src is not None and dst is not None and dst != src:
+                    edges.setdefault((src, dst), []).append(
+                        f"{path.relative_to(root)}:{line} imports {target}")
+    return edges
+
+
+def find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """A cycle ``[a, b, ..., a]`` of a directed graph, or None when a topological order exists
+    (Kahn's algorithm; the nodes it cannot order contain a cycle, walked back to close it)."""
+    nodes = set(graph) | {v for vs in graph.values() for v in vs}
+    succ = {n: {v for v in graph.get(n, ()) if v != n} for n in nodes}
+    indeg = {n: 0 for n in nodes}
+    for vs in succ.values():
+        for v in vs:
+            indeg[v] += 1
+    ready = [n for n in nodes if indeg[n] == 0]
+    while ready:
+        n = ready.pop()
+        for v in succ[n]:
+            indeg[v] -= 1
+            if indeg[v] == 0:
+                ready.append(v)
+    left = {n for n in nodes if indeg[n] > 0}
+    if not left:
+        return None
+    # every node left has a predecessor left: walk predecessors until one repeats
+    pred = {v: n for n in sorted(left) for v in succ[n] if v in left}
+    path, node = [], min(left)
+    while node not in path:
+        path.append(node)
+        node = pred[node]
+    cycle = path[path.index(node):]
+    return [*reversed(cycle), cycle[-1]]
+
+
+def layering_violations(root: Path, units: Iterable[str],
+                        allowed: Mapping[str, Iterable[str]]) -> list[str]:
+    """Every import edge not in ``allowed``, and a cycle of the actual unit graph."""
+    edges = unit_edges(root, units)
+    bad = [f"{where} ({src} -> {dst} not allowed)"
+           for (src, dst), wheres in sorted(edges.items())
+           if dst not in set(allowed.get(src, ())) for where in wheres]
+    graph: dict[str, set[str]] = {}
+    for src, dst in edges:
+        graph.setdefault(src, set()).add(dst)
+    cycle = find_cycle(graph)
+    if cycle:
+        bad.append("import cycle between units: " + " -> ".join(cycle))
+    return bad
 
 
 def test_ruff_clean():
     ruff = shutil.which("ruff")
     cmd = [ruff] if ruff else [sys.executable, "-m", "ruff"]
-    res = subprocess.run([*cmd, "check", *PACKAGES, "tests", "benchmarks"], cwd=REPO,
+    res = subprocess.run([*cmd, "check", *PACKAGES, "tests"], cwd=REPO,
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-@pytest.mark.parametrize("package", PACKAGES)
-def test_dependency_direction(package):
-    bad = []
-    for path in (REPO / package).rglob("*.py"):
-        tree = ast.parse(path.read_text(), filename=str(path))
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            for name in names:
-                top = name.split(".")[0]
-                if top in PACKAGES and top != package and top not in ALLOWED[package]:
-                    bad.append(f"{path.relative_to(REPO)}:{node.lineno} imports {name}")
+def test_allowed_table_is_acyclic_and_complete():
+    assert find_cycle(ALLOWED) is None
+    assert set(ALLOWED) == set(UNITS)
+    assert set().union(*ALLOWED.values()) <= set(UNITS)
+
+
+def test_package_graph_follows_the_layering():
+    bad = layering_violations(REPO, UNITS, ALLOWED)
     assert not bad, "\n".join(bad)
+
+
+def _write(root: Path, files: Mapping[str, str]) -> None:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_checker_reports_a_cycle_in_a_synthetic_tree(tmp_path):
+    # a -> a.lab by a relative import, a.lab -> b inside a function, b -> a absolute
+    _write(tmp_path, {
+        "a/__init__.py": "",
+        "a/core.py": "from .lab import thing\n",
+        "a/lab/__init__.py": "thing = 1\n",
+        "a/lab/run.py": "def f():\n    import b.m\n    return b.m\n",
+        "b/__init__.py": "",
+        "b/m.py": "from a import core\n",
+    })
+    units = ("a", "a.lab", "b")
+    assert set(unit_edges(tmp_path, units)) == {("a", "a.lab"), ("a.lab", "b"), ("b", "a")}
+    bad = layering_violations(tmp_path, units, {"a": set(), "a.lab": {"a"}, "b": {"a.lab", "a"}})
+    assert bad[:2] == ["a/core.py:1 imports a.lab.thing (a -> a.lab not allowed)",
+                       "a/lab/run.py:2 imports b.m (a.lab -> b not allowed)"]
+    assert len(bad) == 3 and bad[2].startswith("import cycle between units: ")
+    cycle = bad[2].split(": ")[1].split(" -> ")
+    assert cycle[0] == cycle[-1] and sorted(cycle[:-1]) == ["a", "a.lab", "b"]
+    # a table that allows the cycle is refused by the acyclicity check
+    assert find_cycle({"a": {"a.lab"}, "a.lab": {"b"}, "b": {"a"}}) is not None
+    # the same tree is clean once b imports nothing of a
+    (tmp_path / "b/m.py").write_text("import json\n")
+    assert layering_violations(tmp_path, units, {"a": {"a.lab"}, "a.lab": {"b"}, "b": set()}) == []
+
+
+def test_find_cycle_returns_a_closed_cycle():
+    assert find_cycle({"x": {"y"}, "y": {"z"}, "z": set()}) is None
+    assert find_cycle({"x": {"x"}}) is None            # a unit importing itself is no edge
+    cycle = find_cycle({"x": {"y"}, "y": {"z"}, "z": {"y"}, "w": {"x"}})
+    assert cycle is not None and cycle[0] == cycle[-1] and sorted(cycle[:-1]) == ["y", "z"]
