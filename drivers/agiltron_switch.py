@@ -34,9 +34,9 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
-from drivers.base import Instrument, Property, Range
+from drivers.base import Property, Range
+from drivers.serial_base import SerialInstrument
 from drivers.serial_transport import SerialTransport
-from drivers.transport import Transport
 from qkd_hw.errors import ConfigError, InstrumentError, LimitError, ProtocolError
 
 __all__ = ["CMD_READ", "CMD_SELECT", "HEADER", "AgiltronSwitch", "decode_reply", "frame"]
@@ -91,14 +91,17 @@ class _Channel(Property[int]):
         inst._select(value)
 
 
-class AgiltronSwitch(Instrument):
+class AgiltronSwitch(SerialInstrument):
     """Agiltron FF 1xN optical switch. Config: ``resource`` = serial port; options
     ``channels`` (N, default 4), ``baudrate`` (default 9600), ``confirm_reads``."""
 
     MODEL = "Agiltron FF 1xN optical switch (CL-LB driver)"
     LIMITS: ClassVar[frozenset[str]] = frozenset({"channel"})
     OPTIONS: ClassVar[Mapping[str, type | tuple[type, ...]]] = {
-        "channels": int, "baudrate": int, "confirm_reads": bool}
+        **SerialInstrument.OPTIONS, "channels": int, "confirm_reads": bool}
+    BAUDRATE = BAUDRATE
+    # replies carry no tag: after a failure drain until the line was quiet a full timeout
+    QUIET_S = None
 
     channel = _Channel(limit="channel", validator=Range(1, 255, integer=True),
                        doc="Active output channel (1..N). Setting it switches and verifies.")
@@ -110,20 +113,11 @@ class AgiltronSwitch(Instrument):
             raise ConfigError(f"{self.config.source}: instruments.{self.name}.options.channels "
                               f"must be 1..255, got {self.n_channels}")
 
-    def _make_transport(self) -> Transport:
-        # replies carry no tag: after a failure drain until the line was quiet a full timeout
-        return SerialTransport(self.config.resource, timeout_s=self.config.timeout_s,
-                               baudrate=int(self.option("baudrate", BAUDRATE)))
-
     def _on_open(self) -> None:
         self.log.info("%s: channel %d of %d", self.name, self.read_channel(), self.n_channels)
 
     def _frame_exchange(self, request: bytes, command: int) -> int:
-        def op(t: Transport) -> int:
-            assert isinstance(t, SerialTransport)
-            t.flush_input()
-            self._log_tx(request)
-            t.write(request)
+        def read(t: SerialTransport, deadline: float) -> int:
             reply = t.read_exact(FRAME_LEN)
             self._log_rx(reply)
             channel = decode_reply(reply, command, self.n_channels)
@@ -131,7 +125,7 @@ class AgiltronSwitch(Instrument):
                 raise ProtocolError("selection not echoed", reply=reply)
             return channel
 
-        return self.exchange(request.hex(" "), op, idempotent=True)
+        return self.serial_exchange(request.hex(" "), request, read, idempotent=True)
 
     def read_channel(self) -> int:
         """Active channel as reported by the switch (one read)."""

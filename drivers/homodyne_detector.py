@@ -46,9 +46,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from drivers.base import Boolean, Instrument, Property, Range
+from drivers.base import Boolean, Property, Range
+from drivers.serial_base import SerialInstrument, remaining_s
 from drivers.serial_transport import SerialTransport
-from drivers.transport import Transport
 from qkd_hw.errors import CommunicationError, InstrumentError, ProtocolError
 
 __all__ = ["GAIN_V_PER_A", "Balance", "HomodyneDetector", "checksum", "encode", "parse_reply"]
@@ -138,12 +138,14 @@ def _gain_db(step: int) -> float:
     return 20 * math.log10(GAIN_V_PER_A[step])
 
 
-class HomodyneDetector(Instrument):
+class HomodyneDetector(SerialInstrument):
     """Balanced homodyne detector on a serial port (``resource``; option ``baudrate``)."""
 
     MODEL = "balanced homodyne detector (BHD-CTRL v1)"
     LIMITS: ClassVar[frozenset[str]] = frozenset({"gain_db"})
-    OPTIONS: ClassVar[Mapping[str, type | tuple[type, ...]]] = {"baudrate": int}
+    OPTIONS: ClassVar[Mapping[str, type | tuple[type, ...]]] = SerialInstrument.OPTIONS
+    READ_TERMINATIONS = b"\n"
+    QUIET_S = 0.05  # replies are tagged: a short drain is enough
 
     gain_step = _Field("GAIN", int, encode_value=int, limit="gain_db", to_limit_unit=_gain_db,
                        validator=Range(0, len(GAIN_V_PER_A) - 1, integer=True),
@@ -156,11 +158,6 @@ class HomodyneDetector(Instrument):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.identity: tuple[str, ...] = ()
-
-    def _make_transport(self) -> Transport:
-        return SerialTransport(self.config.resource, timeout_s=self.config.timeout_s,
-                               baudrate=int(self.option("baudrate", 115200)),
-                               read_terminations=b"\n", quiet_s=min(0.05, self.config.timeout_s))
 
     def _on_open(self) -> None:
         self.identity = tuple(self.request("IDN")[1:])
@@ -184,15 +181,9 @@ class HomodyneDetector(Instrument):
         wire = encode(body)
         cmd = body.split(",", 1)[0]
 
-        def op(t: Transport) -> list[str]:
-            assert isinstance(t, SerialTransport)
-            t.flush_input()
-            self._log_tx(wire)
-            t.write(wire)
-            deadline = time.monotonic() + t.timeout_s
+        def read(t: SerialTransport, deadline: float) -> list[str]:
             while True:
-                remaining = deadline - time.monotonic()
-                line = t.read_until(b"\n", timeout_s=max(0.0, remaining))
+                line = t.read_until(b"\n", timeout_s=remaining_s(deadline))
                 self._log_rx(line)
                 fields = parse_reply(line)
                 if fields[0] == cmd:
@@ -207,7 +198,7 @@ class HomodyneDetector(Instrument):
                     raise cls(f"detector refused: error {code} ({text})", reply=line)
                 self.log.debug("dropped reply to another command: %r", line)
 
-        return self.exchange(body, op, idempotent=True)
+        return self.serial_exchange(body, wire, read, idempotent=True)
 
     # -- readings -----------------------------------------------------------------------------
 

@@ -40,7 +40,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from drivers.base import Instrument, Property, quantise_inside
+from drivers.base import Property, quantise_inside
+from drivers.serial_base import SerialInstrument, remaining_s
 from drivers.serial_transport import SerialTransport
 from drivers.transport import Transport
 from qkd_hw.errors import (
@@ -248,7 +249,7 @@ def unpack_value(kind: str, data: bytes, *, instrument: str | None = None,
 # -- instrument base -------------------------------------------------------------------------
 
 
-class InterbusInstrument(Instrument):
+class InterbusInstrument(SerialInstrument):
     """Base of the drivers of NKT Interbus modules on a serial port (USB virtual COM port).
 
     Config: ``resource`` = serial port; options ``address`` (module address, default
@@ -262,7 +263,10 @@ class InterbusInstrument(Instrument):
     """
 
     MODEL = "NKT Interbus module"
-    OPTIONS: ClassVar[Mapping[str, type | tuple[type, ...]]] = {"address": int, "baudrate": int}
+    OPTIONS: ClassVar[Mapping[str, type | tuple[type, ...]]] = {
+        **SerialInstrument.OPTIONS, "address": int}
+    BAUDRATE = BAUDRATE
+    QUIET_S = 0.05  # replies are addressed to the host address of their request
     DEFAULT_ADDRESS = 1
     #: pause before the repeat of a request the module answered BUSY / CRC error
     BUSY_DELAY_S = 0.02
@@ -276,17 +280,12 @@ class InterbusInstrument(Instrument):
         self._hosts = itertools.cycle(HOST_ADDRESSES)
         self.dropped_frames = 0
 
-    def _make_transport(self) -> Transport:
-        return SerialTransport(self.config.resource, timeout_s=self.config.timeout_s,
-                               baudrate=int(self.option("baudrate", BAUDRATE)),
-                               quiet_s=min(0.05, self.config.timeout_s))
-
     def _await_reply(self, t: SerialTransport, request: Telegram, deadline: float) -> Telegram:
         splitter = FrameSplitter()
         received = bytearray()
         while True:
-            remaining = deadline - time.monotonic()
-            chunk = t.read_until(bytes((EOT,)), timeout_s=max(0.0, remaining), partial_ok=True)
+            chunk = t.read_until(bytes((EOT,)), timeout_s=remaining_s(deadline),
+                                 partial_ok=True)
             received += chunk
             if not chunk.endswith(bytes((EOT,))):
                 raise t._error(f"no reply within {t.timeout_s:g} s", timeout=True,
@@ -312,14 +311,16 @@ class InterbusInstrument(Instrument):
         what = f"{MessageType(mtype).name} 0x{register:02X} @{dest}"
         expected = MessageType.DATAGRAM if mtype == MessageType.READ else MessageType.ACK
 
-        def op(t: Transport) -> Telegram:
-            assert isinstance(t, SerialTransport)
-            request = Telegram(dest, next(self._hosts), mtype, register, bytes(data))
-            wire = request.encode()
-            t.flush_input()
-            self._log_tx(wire)
-            t.write(wire)
-            reply = self._await_reply(t, request, time.monotonic() + t.timeout_s)
+        sent: list[Telegram] = []
+
+        def request() -> bytes:
+            # each attempt from the next host address: a late reply to an earlier attempt is
+            # recognised by its destination and dropped
+            sent.append(Telegram(dest, next(self._hosts), mtype, register, bytes(data)))
+            return sent[-1].encode()
+
+        def read(t: SerialTransport, deadline: float) -> Telegram:
+            reply = self._await_reply(t, sent[-1], deadline)
             raw = reply.encode()
             if reply.type in (MessageType.BUSY, MessageType.CRC_ERROR):
                 time.sleep(self.BUSY_DELAY_S)
@@ -336,7 +337,8 @@ class InterbusInstrument(Instrument):
                 raise ProtocolError(f"reply is for register 0x{reply.register:02X}", reply=raw)
             return reply
 
-        return self.exchange(what, op, idempotent=mtype != MessageType.WRITE_TOGGLE)
+        return self.serial_exchange(what, request, read,
+                                    idempotent=mtype != MessageType.WRITE_TOGGLE)
 
     def read_register(self, register: int, *, address: int | None = None) -> bytes:
         """Raw content of a register."""

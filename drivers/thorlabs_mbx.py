@@ -54,7 +54,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
-from drivers.base import Instrument, OneOf, Property, Range, quantise_inside
+from drivers.base import OneOf, Property, Range, quantise_inside
+from drivers.serial_base import SerialInstrument
 from drivers.serial_transport import SerialTransport
 from drivers.transport import Transport
 from qkd_hw.errors import (
@@ -193,7 +194,7 @@ class _Mode(MbxProperty):
             super()._write(inst, value)
 
 
-class ThorlabsMbx(Instrument):
+class ThorlabsMbx(SerialInstrument):
     """Thorlabs MBX bias controller of one Mach-Zehnder modulator.
 
     Config: ``resource`` = serial port; option ``baudrate`` (default 115200).
@@ -201,7 +202,12 @@ class ThorlabsMbx(Instrument):
 
     MODEL = "Thorlabs MBX modulator bias controller"
     LIMITS: ClassVar[frozenset[str]] = frozenset({"bias_v"})
-    OPTIONS: ClassVar[Mapping[str, type | tuple[type, ...]]] = {"baudrate": int}
+    OPTIONS: ClassVar[Mapping[str, type | tuple[type, ...]]] = SerialInstrument.OPTIONS
+    WRITE_TERMINATION = WRITE_TERMINATION
+    READ_TERMINATIONS = READ_TERMINATIONS
+    # replies carry no tag: drain a full timeout, then prove the line is in step (resync)
+    QUIET_S = None
+    TRANSPORT = MbxTransport
 
     mode = _Mode("MZM:MODE", parse_int, decode=MzmMode, encode=int,
                  validator=OneOf(list(MzmMode)),
@@ -234,12 +240,6 @@ class ThorlabsMbx(Instrument):
     serial_number = MbxProperty("SYSTEM:SERIAL", str, readonly=True, doc="Serial number.")
     firmware = MbxProperty("SYSTEM:FIRMWARE", str, readonly=True, doc="Firmware version.")
 
-    def _make_transport(self) -> Transport:
-        return MbxTransport(self.config.resource, timeout_s=self.config.timeout_s,
-                            baudrate=int(self.option("baudrate", 115200)),
-                            write_termination=WRITE_TERMINATION,
-                            read_terminations=READ_TERMINATIONS)
-
     def _on_open(self) -> None:
         model = self.model
         if not model:
@@ -264,29 +264,21 @@ class ThorlabsMbx(Instrument):
         ``retries`` overrides the lab-config count)."""
         cmd = command.encode("ascii")
 
-        def op(t: Transport) -> Any:
-            assert isinstance(t, SerialTransport)
-            t.flush_input()
-            self._log_tx(cmd)
-            t.write(cmd)
+        def read(t: SerialTransport, deadline: float) -> Any:
             text = self._line(t)
             try:
                 return parse(text)
             except ValueError as exc:
                 raise ProtocolError(f"unexpected reply: {exc}", reply=text) from exc
 
-        return self.exchange(command, op, idempotent=True, retries=retries)
+        return self.serial_exchange(command, cmd, read, idempotent=True, retries=retries)
 
     def set(self, command: str, value: Any) -> None:
         """Send a setting and check that it was accepted (reply ``1``)."""
         self._command(format_setting(command, value), idempotent=True)
 
     def _command(self, cmd: bytes, *, idempotent: bool) -> None:
-        def op(t: Transport) -> None:
-            assert isinstance(t, SerialTransport)
-            t.flush_input()
-            self._log_tx(cmd)
-            t.write(cmd)
+        def read(t: SerialTransport, deadline: float) -> None:
             text = self._line(t)
             if text == ACCEPTED:
                 return
@@ -294,7 +286,7 @@ class ThorlabsMbx(Instrument):
                 raise InstrumentError("command not accepted (reply 0)", reply=text)
             raise ProtocolError("expected 1 (accepted)", reply=text)
 
-        self.exchange(cmd.decode("ascii"), op, idempotent=idempotent)
+        self.serial_exchange(cmd.decode("ascii"), cmd, read, idempotent=idempotent)
 
     # -- procedures ---------------------------------------------------------------------------
 
