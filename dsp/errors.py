@@ -10,9 +10,11 @@ class DspLockError(RuntimeError):
 
     ``metrics`` holds the lock metrics (pilot SNR, correlation peak-to-side-lobe ratio,
     thresholds, ...) so the caller can report why, never a number from an unlocked receiver.
+    ``reason`` is the message without the metrics (to re-raise with more metrics).
     """
 
     def __init__(self, message: str, metrics: dict[str, float] | None = None) -> None:
+        self.reason = message
         self.metrics = dict(metrics or {})
         detail = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in self.metrics.items())

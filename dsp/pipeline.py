@@ -284,7 +284,7 @@ def acquire(head: np.ndarray, alice: np.ndarray, link: LinkParameters,
         metrics = {"pilot_snr_db": min(pilot.pilot_snr_db),
                    "pilot_snr_min_db": opt.pilot_snr_min_db,
                    "frequency_offset_hz": pilot.frequency_offset_hz, **exc.metrics}
-        raise DspLockError(str(exc).split(" (")[0], metrics) from exc
+        raise DspLockError(exc.reason, metrics) from exc
     period = link.samples_per_symbol
     ppm, ppm_std = 0.0, math.inf
     if opt.clock_tracking:
