@@ -5,7 +5,7 @@ Recordings are simulated once with the project's simulator (``qkd_hw.sim``), unc
 int16, and cached in the work directory under a name that encodes the simulator parameters,
 the seed and the length, so every rerun (and every script) reuses them. The captures are
 stored contiguously (``TraceWriter(lengths=...)``), as digitizer dumps and the shared
-recordings are ("v2" in the cache key; "v1" files had chunked captures).
+recordings are (the layout is part of the cache key).
 """
 
 from __future__ import annotations

@@ -55,8 +55,7 @@ Usage::
     python -m benchmarks.dsp_penalty [--symbols 1e6] [--quick] [--methods fir,kalman-rts]
                                      [--out table.json] [--md table.md]
 
-(~25 s per case on 2 cores with both methods; the full matrix, 21 cases, ~10 min, writes
-benchmarks/dsp_penalty.md.)
+The full matrix writes benchmarks/dsp_penalty.md (run times: benchmarks/README.md).
 """
 
 from __future__ import annotations
