@@ -138,7 +138,8 @@ def _time_receiver(path: Path, *, chunk_samples: int, pe_fraction: float,
     t_first, n_first = ticks[0] if ticks else (t0, 0)
     stream_s = time.perf_counter() - t_first
     out = {"seconds": wall, "cpu_seconds": cpu, "samples": res.samples,
-           "msps": res.samples / wall / 1e6, "phase_method": opt.phase_method,
+           "msps": res.samples / wall / 1e6,
+           "phase_method": s["carrier"]["method"],   # what the receiver ran, not was asked
            "acquisition_seconds_upper": t_first - t0,
            "streaming_msps": (res.samples - n_first) / stream_s / 1e6 if stream_s > 0 else None,
            "estimates": {k: s.get(k) for k in COMPARED if k in s},
