@@ -57,7 +57,6 @@ from typing import Any, ClassVar
 from drivers.base import OneOf, Property, Range, quantise_inside
 from drivers.serial_base import SerialInstrument
 from drivers.serial_transport import SerialTransport
-from drivers.transport import Transport
 from qkd_hw.errors import (
     CommunicationError,
     InstrumentError,
@@ -250,9 +249,8 @@ class ThorlabsMbx(SerialInstrument):
 
     # -- exchanges ----------------------------------------------------------------------------
 
-    def _line(self, t: Transport) -> str:
-        raw = t.read_line()
-        self._log_rx(raw)
+    def _line(self, t: SerialTransport) -> str:
+        raw = self.read_line_logged(t)
         try:
             return raw.decode("ascii").strip()
         except UnicodeDecodeError as exc:
