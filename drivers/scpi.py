@@ -490,10 +490,16 @@ _PARSERS: dict[type, Callable[[str], Any]] = {float: parse_float, int: parse_int
 
 
 class _KindCheck(Validator):
-    """Type check of a property declared without a validator (no range: describes nothing)."""
+    """Type check of a property declared without a validator (describes nothing). Ints are
+    bounded to 64 bits: no instrument takes more, and a huge int cannot even be formatted."""
 
     def __init__(self, kind: type) -> None:
-        self.check = Boolean() if kind is bool else Range(integer=kind is int)
+        if kind is bool:
+            self.check: Validator = Boolean()
+        elif kind is int:
+            self.check = Range(-(2**63), 2**63 - 1, integer=True)
+        else:
+            self.check = Range()
 
     def __call__(self, value: Any, *, what: str, instrument: str, inst: Any = None) -> Any:
         return self.check(value, what=what, instrument=instrument, inst=inst)
