@@ -110,6 +110,7 @@ __all__ = [
     "Validator",
     "create_instrument",
     "defer_sigint",
+    "no_read_abort",
 ]
 
 T = TypeVar("T")
@@ -132,6 +133,7 @@ class _SigintState:
         self.pending: list[FrameType | None] = []
         self.previous: Any = None
         self.first_at = 0.0  # time.monotonic() of the first pending SIGINT
+        self.shielded = 0  # depth of no_read_abort() scopes
 
     def record(self, frame: FrameType | None) -> None:
         if not self.pending:
@@ -145,9 +147,23 @@ _SIGINT = _SigintState()
 def _interrupt_overdue(read_started: float) -> bool:
     """Transport hook: True if a deferred Ctrl-C has waited :data:`INTERRUPT_GRACE_S` for
     the read that started at ``read_started`` (main thread only: only it gets the interrupt)."""
-    if not _SIGINT.pending or threading.current_thread() is not threading.main_thread():
+    if (not _SIGINT.pending or _SIGINT.shielded
+            or threading.current_thread() is not threading.main_thread()):
         return False
     return time.monotonic() - max(_SIGINT.first_at, read_started) >= INTERRUPT_GRACE_S
+
+
+@contextlib.contextmanager
+def no_read_abort() -> Iterator[None]:
+    """Reads in this block are not abandoned on Ctrl-C (only their deadlines end them): for
+    procedures that bring an instrument into a safe state (outputs off, delete a partial
+    waveform), which an impatient second Ctrl-C must not cut short. Use inside a
+    transaction, so that the interrupt is deferred until the block is done."""
+    _SIGINT.shielded += 1
+    try:
+        yield
+    finally:
+        _SIGINT.shielded -= 1
 
 
 class _Deferral:

@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from drivers.base import Range
+from drivers.base import Range, no_read_abort
 from drivers.scpi import ScpiChannel, ScpiInstrument, ScpiProperty, parse_int
 from qkd_hw.errors import (
     InstrumentError,
@@ -166,10 +166,12 @@ class M8195AChannel(ScpiChannel):
         only once the catalog shows it gone. Never raises: the upload's own error goes on."""
         p = self.parent
         try:
-            # "undefined segment" (DEF never executed) is fine: the catalog decides
-            with contextlib.suppress(InstrumentReportedError):
-                p.write(f":TRAC{self.ch}:DEL {segment}", idempotent=True)
-            if segment not in self.catalog():
+            with no_read_abort():  # a second Ctrl-C must not cut the clean-up short
+                # "undefined segment" (DEF never executed) is fine: the catalog decides
+                with contextlib.suppress(InstrumentReportedError):
+                    p.write(f":TRAC{self.ch}:DEL {segment}", idempotent=True)
+                listed = segment in self.catalog()
+            if not listed:
                 p.incomplete_uploads.pop(self.ch, None)
                 return
             problem = "still listed in the catalog"
@@ -255,7 +257,7 @@ class KeysightM8195A(ScpiInstrument):
 
     def outputs_off(self) -> None:
         """Safe state: stop and open every output relay."""
-        with self.transaction():
+        with self.transaction(), no_read_abort():  # Ctrl-C waits until all are off
             self.stop()
             for ch in range(1, self.N_CHANNELS + 1):
                 self.channel(ch).output_enabled = False

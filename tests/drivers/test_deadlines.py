@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 
 from drivers.base import INTERRUPT_GRACE_S
+from drivers.emulators.keysight_infiniium import InfiniiumEmulator, default_pattern
 from drivers.emulators.keysight_m8195a import M8195AEmulator
 from drivers.emulators.thorlabs_pm100d import PM100DEmulator
+from drivers.keysight_infiniium import KeysightInfiniium
 from drivers.keysight_m8195a import KeysightM8195A
 from drivers.thorlabs_pm100d import ThorlabsPM100D
 from drivers.transport import MIN_BLOCK_RATE_BPS
@@ -150,3 +152,22 @@ def test_ctrl_c_during_a_long_opc_wait_is_delivered_and_the_late_reply_dropped(p
         timer.join()
         assert INTERRUPT_GRACE_S * 0.9 < after < 1.5
         assert pm.wavelength_nm == 1310.0  # its own reply, not the late "1" of *OPC?
+
+
+def test_trickled_digitizer_fetch_fails_at_its_deadline():
+    """:WAVeform:DATA? of 16 kB at 64 bytes per 0.05 s (12.8 s in all) ends at the block
+    deadline; the next fetch gets its own, complete block."""
+    timeout, n = 0.5, 8192
+    with running(InfiniiumEmulator()) as emu, KeysightInfiniium(
+            config("scope", "keysight_infiniium", emu.resource, timeout_s=timeout,
+                   retries=0)) as sc:
+        sc.record_length = n
+        sc.arm()
+        sc.wait_acquired(timeout_s=2.0)
+        emu.inject("trickle", match=r"^:WAV:DATA\? ", seconds=0.05, step=64)
+        deadline = timeout + 2 * n / MIN_BLOCK_RATE_BPS
+        t0 = time.monotonic()
+        with pytest.raises(InstrumentTimeoutError, match=f"{2 * n}-byte binary read"):
+            sc.fetch(1)
+        assert deadline * 0.9 < time.monotonic() - t0 < 2 * deadline
+        assert np.array_equal(sc.fetch(1), default_pattern(1, 0, n))

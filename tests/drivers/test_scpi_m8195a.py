@@ -282,3 +282,20 @@ def test_failed_upload_deletes_its_partial_segment(pair):
     emu.clear_received()
     awg.start()
     assert emu.received[0] == b":INIT:IMM" and emu.output_volts(1) is None
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signals are delivered to the main thread only")
+def test_ctrl_c_during_outputs_off_waits_until_every_relay_is_open(pair):
+    """A read waiting > 0.75 s after Ctrl-C is normally abandoned; the safe-state procedure
+    is not: all relays open, then KeyboardInterrupt."""
+    awg, emu = pair
+    emu.running = True
+    emu.output.update(dict.fromkeys(emu.output, True))
+    emu.inject("delay", match=r"^SYST:ERR\?$", seconds=1.0)  # the :ABOR check answers late
+    timer = threading.Timer(0.1, os.kill, args=(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        awg.outputs_off()
+    timer.join()
+    assert not emu.running and not any(emu.output.values())
