@@ -41,6 +41,7 @@ READ_SLICE_S = 0.05
 #: slowest binary transfer accepted (bytes/s): the deadline of an n-byte read is
 #: ``timeout_s + n / MIN_BLOCK_RATE_BPS`` (200 MB: timeout + 200 s)
 MIN_BLOCK_RATE_BPS = 1e6
+_MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
 
 def excerpt(data: bytes | bytearray | memoryview, limit: int = 64) -> bytes:
@@ -272,6 +273,10 @@ class VisaTransport(Transport):
             log.debug("%s: error on close ignored: %s", self.description, exc)
 
     def write(self, data: bytes) -> None:
+        sock = self._socket_session()
+        if sock is not None:
+            self._socket_write(sock[0], data + self.write_termination)
+            return
         res = self.resource
         try:
             res.write_raw(data + self.write_termination)
@@ -308,6 +313,36 @@ class VisaTransport(Transport):
         except (OSError, ValueError) as exc:
             raise self._error(f"read failed {what}: {exc}", reply=got) from exc
         return bool(readable)
+
+    def _socket_write(self, sock: socket.socket, payload: bytes) -> None:
+        """All of ``payload`` within ``timeout_s + len / min_block_rate``, failing after
+        ``timeout_s`` without progress (an instrument that stopped reading: pyvisa-py waits
+        for a writable socket without a timeout)."""
+        started = last_tx = time.monotonic()
+        deadline = started + self.block_deadline_s(len(payload))
+        view = memoryview(payload)
+        sent = 0
+        while sent < len(payload):
+            now = time.monotonic()
+            what = f"writing {len(payload)} bytes ({sent} sent)"
+            if now >= deadline or now - last_tx >= self._timeout_s:
+                why = (f"after {deadline - started:.3g} s" if now >= deadline
+                       else f"(instrument took no byte for {self._timeout_s:g} s)")
+                raise self._error(f"timeout {why} {what}", timeout=True)
+            if self._interrupted(started):
+                raise self._error(f"write abandoned on Ctrl-C {what}")
+            try:
+                _, writable, _ = select.select([], [sock], [], min(READ_SLICE_S, deadline - now))
+                if not writable:
+                    continue
+                # MSG_DONTWAIT: the socket is blocking; never wait inside send()
+                k = sock.send(view[sent: sent + (1 << 20)], _MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+            except (OSError, ValueError) as exc:
+                raise self._error(f"write failed {what}: {exc}") from exc
+            sent += k
+            last_tx = time.monotonic()
 
     def _socket_line(self, sock: socket.socket, pending: bytearray) -> bytes:
         term = self.read_termination.encode("ascii") or b"\n"

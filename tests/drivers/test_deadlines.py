@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -22,7 +23,7 @@ from drivers.emulators.thorlabs_pm100d import PM100DEmulator
 from drivers.keysight_infiniium import KeysightInfiniium
 from drivers.keysight_m8195a import KeysightM8195A
 from drivers.thorlabs_pm100d import ThorlabsPM100D
-from drivers.transport import MIN_BLOCK_RATE_BPS
+from drivers.transport import MIN_BLOCK_RATE_BPS, VisaTransport
 from qkd_hw.errors import InstrumentTimeoutError
 from tests.drivers.scpi_helpers import config, running
 
@@ -171,3 +172,22 @@ def test_trickled_digitizer_fetch_fails_at_its_deadline():
             sc.fetch(1)
         assert deadline * 0.9 < time.monotonic() - t0 < 2 * deadline
         assert np.array_equal(sc.fetch(1), default_pattern(1, 0, n))
+
+
+def test_write_to_an_instrument_that_stopped_reading_fails_instead_of_hanging():
+    """A peer that accepts but never reads: pyvisa-py's write waited for a writable socket
+    without a timeout (forever, Ctrl-C deferred); now it fails once no byte was taken for
+    timeout_s."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    t = VisaTransport(f"TCPIP::127.0.0.1::{srv.getsockname()[1]}::SOCKET", timeout_s=0.3)
+    try:
+        t.open()
+        t0 = time.monotonic()
+        with pytest.raises(InstrumentTimeoutError, match=r"instrument took no byte for 0\.3 s"):
+            t.write(b"\0" * (64 << 20))
+        assert time.monotonic() - t0 < 10.0  # buffers fill within seconds, then 0.3 s
+    finally:
+        t.close()
+        srv.close()
