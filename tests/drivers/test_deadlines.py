@@ -19,9 +19,11 @@ import pytest
 from drivers.base import INTERRUPT_GRACE_S
 from drivers.emulators.keysight_infiniium import InfiniiumEmulator, default_pattern
 from drivers.emulators.keysight_m8195a import M8195AEmulator
+from drivers.emulators.keysight_n77xx import N77xxEmulator
 from drivers.emulators.thorlabs_pm100d import PM100DEmulator
 from drivers.keysight_infiniium import KeysightInfiniium
 from drivers.keysight_m8195a import KeysightM8195A
+from drivers.keysight_n77xx import KeysightN77xxVoa
 from drivers.thorlabs_pm100d import ThorlabsPM100D
 from drivers.transport import MIN_BLOCK_RATE_BPS, VisaTransport
 from qkd_hw.errors import InstrumentTimeoutError
@@ -191,3 +193,18 @@ def test_write_to_an_instrument_that_stopped_reading_fails_instead_of_hanging():
     finally:
         t.close()
         srv.close()
+
+
+@main_thread_only
+def test_ctrl_c_during_block_all_waits_until_every_shutter_is_closed():
+    """The VOA's safe state is not cut short by an overdue Ctrl-C (cf. M8195A outputs_off)."""
+    with running(N77xxEmulator()) as emu, KeysightN77xxVoa(
+            config("voa", "keysight_n77xx", emu.resource, timeout_s=2.0)) as voa:
+        emu.output.update(dict.fromkeys(emu.output, True))
+        emu.inject("delay", match=r"^SYST:ERR\?$", seconds=1.0)  # first shutter answers late
+        sent_at: list[float] = []
+        timer = _interrupt_at(0.1, sent_at)
+        with pytest.raises(KeyboardInterrupt):
+            voa.block_all()
+        timer.join()
+        assert not any(emu.output.values())
