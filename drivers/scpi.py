@@ -380,7 +380,8 @@ class ScpiInstrument(Instrument):
 
     @contextlib.contextmanager
     def _timeout(self, timeout_s: float | None) -> Iterator[None]:
-        """Temporarily use another per-read timeout (long operations), under the lock."""
+        """Temporarily use another ``timeout_s`` (the deadline of each read; long operations
+        such as ``*OPC?``), under the lock."""
         if timeout_s is None:
             yield
             return

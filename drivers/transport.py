@@ -3,12 +3,28 @@
 A :class:`Transport` moves bytes; it knows nothing about commands. It raises only
 :class:`~qkd_hw.errors.CommunicationError` (:class:`~qkd_hw.errors.InstrumentTimeoutError` for
 timeouts) carrying the instrument name and the bytes received so far; the driver adds the
-command (``InstrumentError.with_context``). Timeouts apply per read call: "no complete reply
-within ``timeout_s``".
+command (``InstrumentError.with_context``).
 
 :class:`VisaTransport` wraps a pyvisa message-based resource (pyvisa-py ``@py`` by default, any
 VISA library by name). Serial transports (pyserial) implement the same five methods; see
 ``drivers/base.py`` for how a serial driver plugs in.
+
+Deadlines, not inactivity timeouts (pyvisa-py raw sockets, ``TCPIP::...::SOCKET``, read and
+written here directly through the session's socket and pending-input buffer):
+
+* a reply line must be complete within ``timeout_s`` of the start of the read, whatever the
+  instrument does (stays silent, trickles one byte at a time, floods);
+* a binary read or a write of ``n`` bytes must finish within ``timeout_s + n /
+  min_block_rate`` (:data:`MIN_BLOCK_RATE_BPS`, 1 MB/s: far below LAN rates, so only a
+  stalled or crawling transfer hits it; GPIB-slow links need a lower ``min_block_rate``), and
+  fails sooner when no byte moves for ``timeout_s``;
+* waits are sliced (:data:`READ_SLICE_S`); between slices the deadline and
+  ``interrupt_check`` (set by the owning Instrument: a Ctrl-C that has waited too long) are
+  checked, so an abandoned read ends within one slice.
+
+Other VISA sessions (USB, GPIB, VXI-11 INSTR, other VISA libraries) go through pyvisa with the
+VISA timeout; there a reply line is bounded by the library's own timeout semantics, and binary
+reads are read in pieces of at most 1 MiB with the deadline and Ctrl-C checked between them.
 """
 
 from __future__ import annotations
