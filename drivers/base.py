@@ -7,9 +7,13 @@ What every driver gets from here
 * A per-instrument :class:`threading.RLock`: a query and its reply are one *transaction*; two
   threads never interleave inside it.
 * Ctrl-C safety: inside a transaction SIGINT is deferred (main thread only, where Python runs
-  signal handlers) until the reply is read or the timeout hits, then ``KeyboardInterrupt`` is
-  raised. A deferred interrupt also stops further retries.
-* Timeouts (``config.timeout_s``, per read) and bounded retries with resync/reconnect for
+  signal handlers) until the reply is read or the read's deadline passes, then
+  ``KeyboardInterrupt`` is raised. A read still waiting :data:`INTERRUPT_GRACE_S` after the
+  interrupt (and after its own start) is abandoned instead -- a long binary fetch, a slow
+  ``*OPC?`` -- and the link is marked dirty like after a timeout, so its late reply is never
+  read as the next one's. A deferred interrupt also stops further retries.
+* Deadlines (``config.timeout_s`` per reply, longer for binary blocks: see
+  ``drivers/transport.py``) and bounded retries with resync/reconnect for
   transient faults (:class:`CommunicationError`, :class:`ProtocolError`) -- only for operations
   declared idempotent (queries, absolute settings). Non-idempotent commands (``INIT``, ``*TRG``,
   relative steps, uploads with side effects) are never resent; the error says so.
@@ -106,6 +110,7 @@ __all__ = [
     "Validator",
     "create_instrument",
     "defer_sigint",
+    "no_read_abort",
 ]
 
 T = TypeVar("T")
@@ -115,6 +120,11 @@ R = TypeVar("R")
 # --------------------------------------------------------------------------- Ctrl-C deferral
 
 
+#: a read under way when Ctrl-C arrives (or started after it) gets this long to complete
+#: before it is abandoned: a prompt reply is still read, a long wait is not sat out
+INTERRUPT_GRACE_S = 0.75
+
+
 class _SigintState:
     """Process-wide SIGINT deferral (signal handlers live in the main thread only)."""
 
@@ -122,9 +132,38 @@ class _SigintState:
         self.depth = 0
         self.pending: list[FrameType | None] = []
         self.previous: Any = None
+        self.first_at = 0.0  # time.monotonic() of the first pending SIGINT
+        self.shielded = 0  # depth of no_read_abort() scopes
+
+    def record(self, frame: FrameType | None) -> None:
+        if not self.pending:
+            self.first_at = time.monotonic()
+        self.pending.append(frame)
 
 
 _SIGINT = _SigintState()
+
+
+def _interrupt_overdue(read_started: float) -> bool:
+    """Transport hook: True if a deferred Ctrl-C has waited :data:`INTERRUPT_GRACE_S` for
+    the read that started at ``read_started`` (main thread only: only it gets the interrupt)."""
+    if (not _SIGINT.pending or _SIGINT.shielded
+            or threading.current_thread() is not threading.main_thread()):
+        return False
+    return time.monotonic() - max(_SIGINT.first_at, read_started) >= INTERRUPT_GRACE_S
+
+
+@contextlib.contextmanager
+def no_read_abort() -> Iterator[None]:
+    """Reads in this block are not abandoned on Ctrl-C (only their deadlines end them): for
+    procedures that bring an instrument into a safe state (outputs off, delete a partial
+    waveform), which an impatient second Ctrl-C must not cut short. Use inside a
+    transaction, so that the interrupt is deferred until the block is done."""
+    _SIGINT.shielded += 1
+    try:
+        yield
+    finally:
+        _SIGINT.shielded -= 1
 
 
 class _Deferral:
@@ -172,7 +211,7 @@ def defer_sigint() -> Iterator[_Deferral]:
     if _SIGINT.depth == 0:
         try:
             previous = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, lambda _sig, frame: _SIGINT.pending.append(frame))
+            signal.signal(signal.SIGINT, lambda _sig, frame: _SIGINT.record(frame))
         except (ValueError, OSError):  # e.g. embedded interpreter without signal support
             yield _Deferral(False)
             return
@@ -308,6 +347,18 @@ def limit_unit(quantity: str) -> str:
     return _LIMIT_UNITS.get(quantity.rsplit("_", 1)[-1], "") if "_" in quantity else ""
 
 
+def _short_repr(value: Any, limit: int = 40) -> str:
+    """``repr`` for an error message, shortened (a 400-digit int would drown the message;
+    ints above 4300 digits have no repr at all in Python >= 3.11)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"<int of {value.bit_length()} bits>"
+    try:
+        text = repr(value)
+    except Exception:  # a foreign object's __repr__ must not replace the LimitError
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 2:]}"
+
+
 class Property(Generic[T]):
     """A setting/reading declared once on the driver class.
 
@@ -373,11 +424,21 @@ class Property(Generic[T]):
         self._write(inst, value)
 
     def check(self, inst: Instrument, value: Any) -> Any:
-        """Validator then lab-config limit; returns the coerced value. No I/O."""
+        """Validator then lab-config limit; returns the coerced value. No I/O.
+
+        Every refusal is a LimitError naming the property, the instrument and the value,
+        also a value no conversion can take (``10**400`` for a float: OverflowError).
+        """
         what = f"{type(inst).__name__}.{self.name}"
-        if self.validator is not None:
-            value = self.validator(value, what=what, instrument=inst.name, inst=inst)
-        self.check_lab_limit(inst, value, what)
+        try:
+            if self.validator is not None:
+                value = self.validator(value, what=what, instrument=inst.name, inst=inst)
+            self.check_lab_limit(inst, value, what)
+        except LimitError:
+            raise
+        except (ArithmeticError, TypeError, ValueError) as exc:
+            raise LimitError(f"{what} = {_short_repr(value)} refused: {type(exc).__name__}: "
+                             f"{exc}; nothing was sent", instrument=inst.name) from None
         return value
 
     def check_lab_limit(self, inst: Instrument, value: Any, what: str = "") -> None:
@@ -447,6 +508,7 @@ class Instrument:
         self._check_limits_enforced()
         self.transport = transport if transport is not None else self._make_transport()
         self.transport.instrument_name = self.name
+        self.transport.interrupt_check = _interrupt_overdue
 
     @classmethod
     def from_resource(

@@ -11,6 +11,7 @@ Protocol: "Keysight M8195A Arbitrary Waveform Generator Revision 2 -- User's Gui
 ``[:SOURce]:VOLTage<n>:OFFSet <V>`` / ``?``        offset, -1.0 .. 1.0 V (used range)
 ``:OUTPut<n>[:STATe] ON|OFF`` / ``?``              output relay
 ``:TRACe<n>:DELete:ALL``                           delete all segments (program mode only)
+``:TRACe<n>:DELete <id>``                          delete one segment (program mode only)
 ``:TRACe<n>:DEFine <id>,<length>[,<init>]``        create a segment of ``length`` samples
 ``:TRACe<n>[:DATA] <id>,<offset>,<block>``         load samples at ``offset`` (IEEE 488.2
                                                    definite block, one signed byte per sample,
@@ -32,13 +33,20 @@ the same memory), so chunk uploads are retried; ``:TRAC:DEF`` and ``:INIT`` are 
 
 from __future__ import annotations
 
-from typing import ClassVar
+import contextlib
+from typing import Any, ClassVar
 
 import numpy as np
 
-from drivers.base import Range
+from drivers.base import Range, no_read_abort
 from drivers.scpi import ScpiChannel, ScpiInstrument, ScpiProperty, parse_int
-from qkd_hw.errors import LimitError, ProtocolError
+from qkd_hw.errors import (
+    InstrumentError,
+    InstrumentReportedError,
+    InstrumentStateError,
+    LimitError,
+    ProtocolError,
+)
 
 __all__ = ["KeysightM8195A", "M8195AChannel"]
 
@@ -103,8 +111,10 @@ class M8195AChannel(ScpiChannel):
         [-1, 1]) as segment ``segment`` and select it. Stops signal generation first.
 
         Ctrl-C stops the upload between chunks and raises KeyboardInterrupt from here (also
-        inside a caller's transaction); the AWG is then stopped with an incomplete, unselected
-        segment (nothing is emitted from it).
+        inside a caller's transaction). An upload that does not complete (Ctrl-C, link or
+        instrument error, failed ``verify``) deletes its partial segment (``:TRAC:DEL``), so
+        nothing of it can be played; if that fails too, the channel stays marked and
+        :meth:`KeysightM8195A.start` refuses to start until an upload completes.
         """
         what = f"{type(self).__name__}.upload"
         codes = to_dac_codes(samples, what=what, instrument=self.parent.name)
@@ -120,23 +130,55 @@ class M8195AChannel(ScpiChannel):
         with p.transaction() as deferral:
             p.stop()
             p.write(f":TRAC{self.ch}:DEL:ALL", idempotent=True)
-            p.write(f":TRAC{self.ch}:DEF {segment},{n}")
-            view = memoryview(codes.view(np.uint8))
-            for off in range(0, n, chunk):
-                # Ctrl-C: KeyboardInterrupt now (between chunks, each with its error-queue
-                # answer read), also inside a caller's transaction -- never a silent return
-                deferral.deliver_pending()
-                p.write_block(f":TRAC{self.ch}:DATA {segment},{off},", view[off: off + chunk],
-                              idempotent=True)
-            # the instrument may take a while to digest a long segment
-            p.opc(timeout_s=p.config.timeout_s + n * 1e-8)
-            p.write(f":TRAC{self.ch}:SEL {segment}", idempotent=True)
-            if verify:
-                back = self.read_segment(segment, 0, n, chunk_samples=chunk)
-                if not np.array_equal(back, codes):
-                    bad = int(np.flatnonzero(back != codes)[0])
-                    raise ProtocolError(f"read-back differs from upload at sample {bad}",
-                                        instrument=p.name, command=f":TRAC{self.ch}:DATA?")
+            # from here until the upload completes, a partial segment may exist
+            p.incomplete_uploads[self.ch] = segment
+            try:
+                self._define_and_load(deferral, codes, segment, chunk, verify)
+            except BaseException:
+                self._discard_partial(segment)
+                raise
+            del p.incomplete_uploads[self.ch]
+
+    def _define_and_load(self, deferral: Any, codes: np.ndarray, segment: int, chunk: int,
+                         verify: bool) -> None:
+        p = self.parent
+        n = codes.size
+        p.write(f":TRAC{self.ch}:DEF {segment},{n}")
+        view = memoryview(codes.view(np.uint8))
+        for off in range(0, n, chunk):
+            # Ctrl-C: KeyboardInterrupt now (between chunks, each with its error-queue
+            # answer read), also inside a caller's transaction -- never a silent return
+            deferral.deliver_pending()
+            p.write_block(f":TRAC{self.ch}:DATA {segment},{off},", view[off: off + chunk],
+                          idempotent=True)
+        # the instrument may take a while to digest a long segment
+        p.opc(timeout_s=p.config.timeout_s + n * 1e-8)
+        p.write(f":TRAC{self.ch}:SEL {segment}", idempotent=True)
+        if verify:
+            back = self.read_segment(segment, 0, n, chunk_samples=chunk)
+            if not np.array_equal(back, codes):
+                bad = int(np.flatnonzero(back != codes)[0])
+                raise ProtocolError(f"read-back differs from upload at sample {bad}",
+                                    instrument=p.name, command=f":TRAC{self.ch}:DATA?")
+
+    def _discard_partial(self, segment: int) -> None:
+        """Delete the segment of an upload that did not complete; clear the channel's mark
+        only once the catalog shows it gone. Never raises: the upload's own error goes on."""
+        p = self.parent
+        try:
+            with no_read_abort():  # a second Ctrl-C must not cut the clean-up short
+                # "undefined segment" (DEF never executed) is fine: the catalog decides
+                with contextlib.suppress(InstrumentReportedError):
+                    p.write(f":TRAC{self.ch}:DEL {segment}", idempotent=True)
+                listed = segment in self.catalog()
+            if not listed:
+                p.incomplete_uploads.pop(self.ch, None)
+                return
+            problem = "still listed in the catalog"
+        except InstrumentError as exc:
+            problem = f"could not be deleted ({exc.message})"
+        p.log.warning("%s: partial segment %d of channel %d %s; start() is refused until an "
+                      "upload completes", p.name, segment, self.ch, problem)
 
     def read_segment(self, segment: int, offset: int, length: int, *,
                      chunk_samples: int = 1 << 24) -> np.ndarray:
@@ -178,6 +220,12 @@ class KeysightM8195A(ScpiInstrument):
                                                 "scenario": "STSCenario"},
                                  doc="Play one segment, a sequence or a scenario.")
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: channel -> segment whose upload did not complete and may still be on the
+        #: instrument (kept across close/open: the instrument keeps its memory)
+        self.incomplete_uploads: dict[int, int] = {}
+
     def _setup(self) -> None:
         self._channels = {i: M8195AChannel(self, i) for i in range(1, self.N_CHANNELS + 1)}
 
@@ -189,7 +237,18 @@ class KeysightM8195A(ScpiInstrument):
         return self._channels[ch]
 
     def start(self) -> None:
-        """Start signal generation (``:INIT:IMM``; not resent on a link failure)."""
+        """Start signal generation (``:INIT:IMM``; not resent on a link failure).
+
+        InstrumentStateError, nothing sent, while a channel holds a segment whose upload did
+        not complete (see :meth:`M8195AChannel.upload`).
+        """
+        if self.incomplete_uploads:
+            what = ", ".join(f"segment {seg} of channel {ch}"
+                             for ch, seg in sorted(self.incomplete_uploads.items()))
+            raise InstrumentStateError(
+                f"refusing to start: the upload of {what} did not complete and the partial "
+                f"segment may still be on the instrument; upload it again", instrument=self.name,
+                command=":INIT:IMM")
         self.write(":INIT:IMM")
 
     def stop(self) -> None:
@@ -198,7 +257,7 @@ class KeysightM8195A(ScpiInstrument):
 
     def outputs_off(self) -> None:
         """Safe state: stop and open every output relay."""
-        with self.transaction():
+        with self.transaction(), no_read_abort():  # Ctrl-C waits until all are off
             self.stop()
             for ch in range(1, self.N_CHANNELS + 1):
                 self.channel(ch).output_enabled = False

@@ -37,7 +37,7 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from drivers.base import Range
+from drivers.base import Range, no_read_abort
 from drivers.scpi import ScpiChannel, ScpiInstrument, ScpiProperty, format_number, parse_float
 from qkd_hw.errors import LimitError, ProtocolError
 
@@ -145,7 +145,7 @@ class KeysightN77xxVoa(ScpiInstrument):
         return self._channels[ch]
 
     def block_all(self) -> None:
-        """Close every shutter (safe state)."""
-        with self.transaction():
+        """Close every shutter (safe state). Ctrl-C waits until all are closed."""
+        with self.transaction(), no_read_abort():
             for ch in range(1, self.n_channels + 1):
                 self.channel(ch).output_enabled = False

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
-from drivers.base import Instrument, Property, Validator
+from drivers.base import Boolean, Instrument, Property, Range, Validator
 from drivers.transport import Transport, VisaTransport, excerpt
 from qkd_hw.errors import (
     CommunicationError,
@@ -380,7 +380,8 @@ class ScpiInstrument(Instrument):
 
     @contextlib.contextmanager
     def _timeout(self, timeout_s: float | None) -> Iterator[None]:
-        """Temporarily use another per-read timeout (long operations), under the lock."""
+        """Temporarily use another ``timeout_s`` (the deadline of each read; long operations
+        such as ``*OPC?``), under the lock."""
         if timeout_s is None:
             yield
             return
@@ -489,6 +490,22 @@ _PARSERS: dict[type, Callable[[str], Any]] = {float: parse_float, int: parse_int
                                               bool: parse_bool, str: lambda s: s.strip()}
 
 
+class _KindCheck(Validator):
+    """Type check of a property declared without a validator (describes nothing). Ints are
+    bounded to 64 bits: no instrument takes more, and a huge int cannot even be formatted."""
+
+    def __init__(self, kind: type) -> None:
+        if kind is bool:
+            self.check: Validator = Boolean()
+        elif kind is int:
+            self.check = Range(-(2**63), 2**63 - 1, integer=True)
+        else:
+            self.check = Range()
+
+    def __call__(self, value: Any, *, what: str, instrument: str, inst: Any = None) -> Any:
+        return self.check(value, what=what, instrument=instrument, inst=inst)
+
+
 class ScpiProperty(Property[Any]):
     """A SCPI setting/reading declared once (see the module docstring).
 
@@ -521,6 +538,10 @@ class ScpiProperty(Property[Any]):
             from drivers.base import OneOf
 
             validator = OneOf(list(kind))
+        elif validator is None and formatter is None and kind in (float, int, bool):
+            # a declared kind is checked too: "no" for a bool would be sent as 1, "abc" for a
+            # float would fail in the formatting, both after the lock is taken
+            validator = _KindCheck(kind)
         super().__init__(doc=doc, unit=unit, limit=limit, validator=validator,
                          readonly=readonly, writeonly=writeonly, to_limit_unit=to_limit_unit)
         self.command = command

@@ -130,6 +130,16 @@ class M8195AEmulator(ScpiEmulator):
             raise ScpiError(-221, "program mode only")
         self.segments[self._ch(n)].clear()
 
+    @command(":TRACe<n>:DELete")
+    def _del(self, args: bytes, n: str) -> None:
+        ch = self._ch(n)
+        seg = self._ints(args, 1)[0]
+        if self.running:
+            raise ScpiError(-221, "program mode only")
+        if seg not in self.segments[ch]:
+            raise ScpiError(-224, f"segment {seg} undefined")
+        del self.segments[ch][seg]
+
     @command(":TRACe<n>:DEFine")
     def _def(self, args: bytes, n: str) -> None:
         ch = self._ch(n)

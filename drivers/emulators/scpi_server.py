@@ -15,8 +15,8 @@ Features shared by every emulator:
 * ``received``: every program message as raw bytes (blocks included) -- the byte-level tests
   compare it with the documented command set; ``connections``: number of accepted connections.
 * Fault injection on demand (:meth:`ScpiEmulator.inject`): delayed reply, missing reply,
-  garbled reply, disconnect in the middle of a binary reply, disconnect on receipt, an error
-  pushed into the queue.
+  garbled reply, reply trickled a few bytes at a time, disconnect in the middle of a binary
+  reply, disconnect on receipt, an error pushed into the queue.
 * Background threads; ``with Emulator() as emu:`` starts and stops cleanly (listening socket
   and client sockets closed, threads joined).
 """
@@ -137,9 +137,11 @@ class Fault:
     """One injected fault. ``match`` is a regex searched in the program message (None: any).
 
     kinds: ``delay`` (reply after ``seconds``), ``drop`` (no reply), ``garble`` (reply replaced
-    by ``payload`` bytes), ``cut_block`` (binary reply: send ``fraction`` of the data, then
-    close the connection), ``disconnect`` (close the connection on receipt, command not
-    executed), ``error`` (execute, then push ``code`` into the error queue).
+    by ``payload`` bytes), ``trickle`` (the whole reply, ``step`` bytes every ``seconds``: an
+    instrument that never goes quiet but never finishes in time), ``cut_block`` (binary reply:
+    send ``fraction`` of the data, then close the connection), ``disconnect`` (close the
+    connection on receipt, command not executed), ``error`` (execute, then push ``code`` into
+    the error queue).
     """
 
     kind: str
@@ -149,10 +151,11 @@ class Fault:
     payload: bytes = b"\x8f#garbled\xff"
     fraction: float = 0.5
     code: int = -200
+    step: int = 1
     hits: int = 0
 
-    KINDS: ClassVar[tuple[str, ...]] = ("delay", "drop", "garble", "cut_block", "disconnect",
-                                        "error")
+    KINDS: ClassVar[tuple[str, ...]] = ("delay", "drop", "garble", "trickle", "cut_block",
+                                        "disconnect", "error")
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
@@ -393,7 +396,7 @@ class ScpiEmulator:
                                 f'injected"')
         if not replies:
             return
-        fault = self._take_fault(msg, ("delay", "drop", "garble", "cut_block"))
+        fault = self._take_fault(msg, ("delay", "drop", "garble", "trickle", "cut_block"))
         if self.reply_jitter_s:
             time.sleep(self.reply_jitter_s * (0.5 + 0.5 * (hash(msg) % 7) / 6))
         if fault is not None and fault.kind == "drop":
@@ -402,6 +405,9 @@ class ScpiEmulator:
             time.sleep(fault.seconds)
         if fault is not None and fault.kind == "garble":
             conn.sendall(fault.payload + b"\n")
+            return
+        if fault is not None and fault.kind == "trickle":
+            self._trickle(conn, _serialise(replies), fault)
             return
         for i, r in enumerate(replies):
             last = i == len(replies) - 1
@@ -415,6 +421,13 @@ class ScpiEmulator:
                 conn.sendall(b"\n" if last else b";")
             else:
                 conn.sendall(str(r).encode("ascii") + (b"\n" if last else b";"))
+
+    def _trickle(self, conn: socket.socket, reply: bytes, fault: Fault) -> None:
+        # stop() (or the client closing) ends it: a send fails or the stop event is set
+        for off in range(0, len(reply), max(1, fault.step)):
+            if self._stop.wait(fault.seconds):
+                return
+            conn.sendall(reply[off: off + max(1, fault.step)])
 
     def _dispatch(self, unit: bytes) -> Any:
         header, _, args = unit.partition(b" ")
@@ -533,6 +546,19 @@ class ScpiEmulator:
         if len(data) != length:
             raise ScpiError(-160, f"block length {len(data)} != {length}")
         return args[:hs], data
+
+
+def _serialise(replies: list[Any]) -> bytes:
+    """The response message of ``replies`` as bytes (blocks as definite-length blocks)."""
+    out = bytearray()
+    for i, r in enumerate(replies):
+        if isinstance(r, BlockReply):
+            out += b"#" + str(len(str(len(r.data)))).encode() + str(len(r.data)).encode()
+            out += r.data
+        else:
+            out += str(r).encode("ascii")
+        out += b"\n" if i == len(replies) - 1 else b";"
+    return bytes(out)
 
 
 def _send_view(conn: socket.socket, data: memoryview) -> None:

@@ -13,7 +13,6 @@ import time
 from typing import ClassVar
 
 import pytest
-from pyvisa.errors import VisaIOError
 
 from drivers.base import Instrument, Range
 from drivers.emulators.thorlabs_pm100d import PM100DEmulator
@@ -191,7 +190,7 @@ def test_missing_reply_without_retries_times_out_in_time(emu):
         assert TIMEOUT * 0.9 < dt < TIMEOUT + 0.5
         assert ei.value.command == "SENS:AVER:COUN?" and ei.value.instrument == "pm"
         assert isinstance(ei.value.__cause__, CommunicationError)
-        assert isinstance(ei.value.__cause__.__cause__, VisaIOError)
+        assert f"timeout after {TIMEOUT:g} s waiting for a reply line" in str(ei.value)
 
 
 def test_bounded_retries_give_up(emu):

@@ -12,7 +12,13 @@ import pytest
 
 from drivers.emulators.keysight_m8195a import M8195AEmulator
 from drivers.keysight_m8195a import KeysightM8195A
-from qkd_hw.errors import InstrumentReportedError, LimitError, ProtocolError, QkdHwError
+from qkd_hw.errors import (
+    InstrumentReportedError,
+    InstrumentStateError,
+    LimitError,
+    ProtocolError,
+    QkdHwError,
+)
 from qkd_hw.labconfig import Limits
 from tests.drivers.scpi_helpers import config, running, sent
 
@@ -204,7 +210,92 @@ def test_ctrl_c_inside_an_outer_transaction_raises_from_upload_without_completin
     assert 1 <= n_chunks < 40
     assert b"*OPC?" not in emu.received and b":TRAC1:SEL 5" not in emu.received
     assert emu.selected[1] == 1 and not emu.running
-    # the interrupted chunk's error-queue answer was read: the link is in step
+    # the partial segment was deleted on the instrument; the interrupted chunk's error-queue
+    # answer was read: the link is in step
+    assert b":TRAC1:DEL 5" in emu.received and 5 not in emu.segments[1]
     conns = emu.connections
-    assert awg.channel(1).catalog() == {5: x.size}
+    assert awg.channel(1).catalog() == {}
     assert emu.connections == conns
+
+
+# ----------------------------------------------------------------------------- interrupted upload
+
+
+def _interrupt_upload(awg, emu, x, *, segment):
+    """Ctrl-C 0.3 s into an upload slowed down to > 1 s (late error-queue answers)."""
+    emu.reply_jitter_s = 0.05
+    timer = threading.Timer(0.3, os.kill, args=(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            awg.channel(1).upload(x, segment=segment, chunk_samples=256)
+    finally:
+        timer.join()
+        emu.reply_jitter_s = 0.0
+    assert 1 <= sum(m.startswith(b":TRAC1:DATA") for m in emu.received) < x.size // 256
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signals are delivered to the main thread only")
+def test_interrupted_upload_leaves_nothing_playable(pair):
+    """Segment 1 is the one selected by default: before the fix the partial upload stayed
+    defined and start() played it (the rest at the init value) with the relay on."""
+    awg, emu = pair
+    x = (np.arange(256 * 40) % 200 - 100).astype(np.int8)
+    awg.channel(1).output_enabled = True
+    _interrupt_upload(awg, emu, x, segment=1)
+    assert 1 not in emu.segments[1]  # wire state: deleted on the instrument
+    assert awg.incomplete_uploads == {}
+    awg.start()
+    assert emu.running and emu.output[1]
+    assert emu.output_volts(1) is None  # nothing to emit
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signals are delivered to the main thread only")
+def test_start_refused_while_a_partial_segment_could_not_be_deleted(pair):
+    awg, emu = pair
+    x = (np.arange(256 * 40) % 200 - 100).astype(np.int8)
+    f = emu.inject("disconnect", match=r"^:TRAC1:DEL \d", count=100)
+    _interrupt_upload(awg, emu, x, segment=1)
+    assert f.hits >= 1 and 1 in emu.segments[1]  # the partial segment is still there
+    emu.clear_received()
+    with pytest.raises(InstrumentStateError, match="segment 1 of channel 1 did not complete"):
+        awg.start()
+    assert emu.received == [] and not emu.running
+    # a completed upload clears the mark
+    f.count = 0
+    awg.channel(1).upload(x, segment=1)
+    awg.start()
+    assert emu.running and emu.selected[1] == 1
+    assert np.array_equal(np.frombuffer(bytes(emu.segments[1][1]), np.int8), x)
+
+
+def test_failed_upload_deletes_its_partial_segment(pair):
+    """Not only Ctrl-C: an upload that stops on an instrument error deletes what it wrote."""
+    awg, emu = pair
+    x = (np.arange(256 * 8) % 200 - 100).astype(np.int8)
+    emu.inject("error", match=r"^:TRAC1:DATA 1,1024,", code=-223)
+    with pytest.raises(InstrumentReportedError, match="-223"):
+        awg.channel(1).upload(x, segment=1, chunk_samples=512)
+    assert emu.segments[1] == {} and awg.incomplete_uploads == {}
+    emu.clear_received()
+    awg.start()
+    assert emu.received[0] == b":INIT:IMM" and emu.output_volts(1) is None
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signals are delivered to the main thread only")
+def test_ctrl_c_during_outputs_off_waits_until_every_relay_is_open(pair):
+    """A read waiting > 0.75 s after Ctrl-C is normally abandoned; the safe-state procedure
+    is not: all relays open, then KeyboardInterrupt."""
+    awg, emu = pair
+    emu.running = True
+    emu.output.update(dict.fromkeys(emu.output, True))
+    emu.inject("delay", match=r"^SYST:ERR\?$", seconds=1.0)  # the :ABOR check answers late
+    timer = threading.Timer(0.1, os.kill, args=(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        awg.outputs_off()
+    timer.join()
+    assert not emu.running and not any(emu.output.values())
