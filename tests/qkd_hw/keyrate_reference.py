@@ -37,10 +37,8 @@ def reference(va: float, T: float, xi: float, eta: float, vel: float, beta: floa
         va, T, xi, eta, vel, beta = (Decimal(float(v)) for v in (va, T, xi, eta, vel, beta))
         V = va + 1
         chi_line = 1 / T - 1 + xi
-        if detection == "heterodyne":
-            chi = (2 - eta + 2 * vel) / eta
-        else:
-            chi = (1 - eta + vel) / eta
+        het = detection == "heterodyne"
+        chi = (2 - eta + 2 * vel) / eta if het else (1 - eta + vel) / eta
         chi_tot = chi_line + chi / T
         factor = Decimal(1) if detection == "heterodyne" else Decimal("0.5")
         i_ab = factor * ((V + chi_tot) / (1 + chi_tot)).ln() / Decimal(2).ln()
