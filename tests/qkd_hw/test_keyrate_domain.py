@@ -49,7 +49,7 @@ def _check_against_reference(r):
     assert np.all(np.isfinite(lams)) and np.all(lams >= 1 - EIG_RTOL)
     np.testing.assert_allclose(lams, ref["lams"], rtol=EIG_RTOL)
     assert math.isfinite(r.key_rate_bits_per_symbol)
-    assert 0 <= r.chi_be and r.key_rate_bits_per_symbol <= r.beta * r.i_ab
+    assert r.chi_be >= 0 and r.key_rate_bits_per_symbol <= r.beta * r.i_ab
     assert abs(r.key_rate_bits_per_symbol - ref["k"]) <= r.rounding_error_bits
     if r.secure:  # a key only where the exact rate is positive too
         assert ref["k"] > 0
