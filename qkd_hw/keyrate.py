@@ -34,6 +34,12 @@ avoids the cancellation of the minus branch for near-pure states.) The test suit
 checks these against the symplectic spectrum of the purified covariance matrix built
 mode by mode.
 
+Numerical domain (float64): ``eta T >= 1e-8``, ``V_A <= 1e4``, ``xi, v_el <= 1e6``; there the
+eigenvalues are exact to 1e-8 relative and K to within ``rounding_error_bits`` (checked in
+the tests against a 120-digit evaluation of the forms above). Outside it the scalar API
+raises :class:`KeyRateInputError`; the array functions (:func:`key_rate_terms` etc.) do not
+validate.
+
 Finite size: A. Leverrier, F. Grosshans, P. Grangier, Phys. Rev. A 81, 062343 (2010),
 key rate and parameter-estimation bounds:
 
