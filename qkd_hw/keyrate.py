@@ -508,8 +508,9 @@ def _finite(va: float, T_min: float, xi_max: float, eta: float, vel: float, beta
         n_key = N - pe_symbols
         if n_key <= 0:
             raise KeyRateInputError(
-                f"block_size ({N} symbols) must exceed the symbols disclosed for parameter "
-                f"estimation ({pe_symbols} = n_pe {m} real pairs)")
+                f"block_size ({_count_text(N)} symbols) must exceed the symbols disclosed "
+                f"for parameter estimation ({_count_text(pe_symbols)} = n_pe "
+                f"{_count_text(m)} real pairs)")
     n = _positive_int("n_key", n_key)
     if n > N:
         raise KeyRateInputError(f"n_key ({n}) cannot exceed block_size ({N})")
@@ -528,6 +529,11 @@ def _finite(va: float, T_min: float, xi_max: float, eta: float, vel: float, beta
                        snr=nan, chi_tot=nan, symplectic_eigenvalues=(), **extra)
     T, xi = _physical(T_min, xi_max)
     return _rate(va, T, xi, eta, vel, beta, detection, **extra)
+
+
+def _count_text(n: int) -> str:
+    """``n`` in full up to 16 digits, else as 1.23457e+300 (not 300 digits on one line)."""
+    return str(n) if n < 10**16 else f"{n:.6g}"
 
 
 def _physical(T: float, xi: float) -> tuple[float, float]:

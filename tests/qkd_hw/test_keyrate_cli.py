@@ -203,3 +203,22 @@ def test_json_is_strict_at_the_extremes(capsys, args):
     assert d["secure"] == (k is not None and k > d["rounding_error_bits"])
     if d["chi_be"] is not None:
         assert d["chi_be"] >= 0 and k <= d["beta"] * d["i_ab"]
+
+
+def test_table_says_why_a_positive_rate_is_no_key(capsys):
+    # homodyne at the 80 dB floor, at the excess noise where the rate vanishes: float64 gives
+    # K = +3.8e-16 (exact: -1.0e-14), inside its rounding error
+    from qkd_hw.keyrate import max_tolerable_excess_noise
+
+    kw = dict(modulation_variance_snu=10.0, transmittance=1e-8, efficiency=1.0,
+              electronic_noise_snu=0.0, beta=0.95, detection="homodyne")
+    xi0 = max_tolerable_excess_noise(**kw)
+    code, out, _ = run(capsys, "--modulation-variance", "10", "--transmittance", "1e-8",
+                       "--efficiency", "1", "--electronic-noise", "0", "--beta", "0.95",
+                       "--detection", "homodyne", "--excess-noise", repr(xi0))
+    assert code == 0 and "(no secret key: within its rounding error" in out
+
+
+def test_huge_pe_count_message_stays_short(capsys):
+    code, _, err = run(capsys, *EXAMPLE, "--block-size", "1e9", "--n-pe", "1e300")
+    assert code == 2 and "n_pe 1e+300 real pairs" in err and len(err) < 300
