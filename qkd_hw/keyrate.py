@@ -104,6 +104,9 @@ NOISE_MAX = 1e6
 #: reference (7e3 points of the domain) the error stays below 1/15 of it: the worst is 1e-12
 #: bits at V_A <= 1e3, 2.4e-8 bits at V_A = 1e4, T = 1 (the bound there is 5.7e-6).
 ROUNDING_FACTOR = 2.0**16
+#: largest block, PE or key count: an int64, what JSON readers into 64-bit integers (and
+#: numpy) take; a 1e300-symbol block put a 301-digit integer into the JSON
+MAX_COUNT = 2**63 - 1
 _LN2 = math.log(2.0)
 
 
@@ -425,6 +428,9 @@ def _positive_int(name: str, value: Any) -> int:
             raise KeyRateInputError(f"{name} must be a positive integer, got {value!r}")
     if value <= 0:
         raise KeyRateInputError(f"{name} must be a positive integer, got {value!r}")
+    if value > MAX_COUNT:
+        raise KeyRateInputError(f"{name} must be <= 2^63 - 1 (an int64), "
+                                f"got {_count_text(int(value))}")
     return int(value)
 
 
