@@ -328,12 +328,13 @@ def holevo_bound(va, T, xi, eta, vel, detection: str):
         C = (A * chi_det + V * sqrt_b + T * (V + chi_line)) / den
         sqrt_d = np.sqrt(sqrt_b * (V + sqrt_b * chi_det) / den)
         s34 = np.sqrt(C + 2.0 * sqrt_d)
-        # (l3 - l4)^2 = C - 2 sqrt(D): direct where it keeps >= 2 of the 16 digits (l3, l4
-        # apart, e.g. large xi, where the expansion below cancels instead), else the
-        # cancellation-free expansion (l3 ~ l4 ~ 1, near-pure states)
+        # (l3 - l4)^2 by whichever form has the smaller rounding scale (the sum of the
+        # moduli of its terms, in units of (l3 - l4)^2): C - 2 sqrt(D) as written, or the
+        # expansion, which is exact for near-pure states (l3 ~ l4 ~ 1, where C - 2 sqrt(D)
+        # cancels) but cancels itself at large xi and low T (1e-5 relative at xi = 100,
+        # T = 1e-8)
         direct = C - 2.0 * sqrt_d
         disc = _hom_discriminant(va, T, xi, chi_det)  # (C^2 - 4D) den^2
-        # rounding scale of each (sum of the moduli of its terms), in units of (l3 - l4)^2
         a_mag = V * V * np.abs(1.0 - 2.0 * T) + 2.0 * T + T * T * (V + chi_line) ** 2
         direct_mag = (a_mag * chi_det + V * sqrt_b + T * (V + chi_line)) / den + 2.0 * sqrt_d
         disc_mag = _hom_discriminant(va, T, xi, chi_det, m=1.0) / (den * s34) ** 2
