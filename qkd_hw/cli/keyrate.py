@@ -199,11 +199,11 @@ def _table(out: dict[str, Any], rate: KeyRate) -> None:
         rows += [("Delta(n)", f"{rate.delta_n:.6g} bit/symbol (eps_PA = {rate.eps_pa:.3g}, "
                               f"eps_bar = {rate.eps_bar:.3g})"),
                  ("asymptotic K", f"{rate.asymptotic_key_rate_bits_per_symbol:.6f} bit/symbol")]
-    k = rate.key_rate_bits_per_symbol
+    k_bits = rate.key_rate_bits_per_symbol
     note = "" if rate.secure else "  (no secret key)"
-    if not rate.secure and k > 0:
+    if not rate.secure and k_bits > 0:
         note = f"  (no secret key: within its rounding error {rate.rounding_error_bits:.2g})"
-    rows += [("K = secret key rate", f"{k:.6f} bit/symbol{note}"),
+    rows += [("K = secret key rate", f"{k_bits:.6f} bit/symbol{note}"),
              ("max tolerable xi (asympt.)", f"{out['max_tolerable_excess_noise_snu']:.6g} SNU")]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:

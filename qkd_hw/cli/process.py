@@ -219,4 +219,3 @@ def write_plots(res: ReceiverResult, out_dir: Path) -> list[Path]:
     ax.set_title("spectrum of the signal capture (head)")
     paths.append(save_png(fig, out_dir / PLOT_NAMES[2]))
     return paths
-
