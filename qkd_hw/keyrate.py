@@ -34,6 +34,12 @@ avoids the cancellation of the minus branch for near-pure states.) The test suit
 checks these against the symplectic spectrum of the purified covariance matrix built
 mode by mode.
 
+Numerical domain (float64): ``eta T >= 1e-8``, ``V_A <= 1e4``, ``xi, v_el <= 1e6``; there the
+eigenvalues are exact to 1e-8 relative and K to within ``rounding_error_bits`` (checked in
+the tests against a 120-digit evaluation of the forms above). Outside it the scalar API
+raises :class:`KeyRateInputError`; the array functions (:func:`key_rate_terms` etc.) do not
+validate.
+
 Finite size: A. Leverrier, F. Grosshans, P. Grangier, Phys. Rev. A 81, 062343 (2010),
 key rate and parameter-estimation bounds:
 
@@ -80,11 +86,27 @@ __all__ = [
 
 DETECTIONS = ("heterodyne", "homodyne")
 
-#: lowest transmittance the closed forms take (80 dB of loss, twice any CV-QKD link's):
-#: chi_BE ~ T is a difference of terms of order 1, so its relative rounding error grows as
-#: ~1e-14/T (1e-6 at this floor, 4e-4 at 1e-10 in homodyne; at 1e-15 the sign of the rate
-#: is noise). Below it the scalar API refuses and the finite-size rate certifies no key.
+#: lowest ``efficiency * transmittance`` the closed forms take (80 dB of loss, twice any
+#: CV-QKD link's; the closed forms only see the product): chi_BE ~ eta T is a difference of
+#: terms of order 1, so its relative rounding error grows as ~1e-14/(eta T) (1e-6 at this
+#: floor; at 1e-15 the sign of the rate is noise). Below it the scalar API refuses and the
+#: finite-size rate certifies no key.
 TRANSMITTANCE_FLOOR = 1e-8
+#: upper ends of the domain where float64 yields the symplectic eigenvalues to relative
+#: precision (against a 120-digit evaluation of the textbook forms, tests): the V^2 terms of
+#: A cancel as T -> 1, an error ~eps V_A^2 (1e-9 at V_A = 1e4, 1e-7 at 1e5); xi enters
+#: likewise (4e-11 at 1e6, 2e-9 at 1e8, 5e-7 at 1e10); v_el stays at 1e-10 up to 1e12 and
+#: shares xi's bound. Beyond them overflow gives NaN or -inf eigenvalues.
+MODULATION_VARIANCE_MAX = 1e4
+NOISE_MAX = 1e6
+#: bound on the rounding error of K: ROUNDING_FACTOR eps (1 + sum G(l_i) + I_AB
+#: + (V^2 + xi)/256), the V^2 and xi terms for the cancellations above. Against the 120-digit
+#: reference (7e3 points of the domain) the error stays below 1/15 of it: the worst is 1e-12
+#: bits at V_A <= 1e3, 2.4e-8 bits at V_A = 1e4, T = 1 (the bound there is 5.7e-6).
+ROUNDING_FACTOR = 2.0**16
+#: largest block, PE or key count: an int64, what JSON readers into 64-bit integers (and
+#: numpy) take; a 1e300-symbol block put a 301-digit integer into the JSON
+MAX_COUNT = 2**63 - 1
 _LN2 = math.log(2.0)
 
 
@@ -128,11 +150,13 @@ class KeyRate:
     transmittance_estimate: float | None = None  # point estimate / true value behind T_min
     excess_noise_estimate_snu: float | None = None
     asymptotic_key_rate_bits_per_symbol: float | None = None  # at the point estimate
+    # bound on the float64 rounding error of key_rate_bits_per_symbol (bits per symbol)
+    rounding_error_bits: float = 0.0
 
     @property
     def secure(self) -> bool:
-        """True if a secret key can be extracted (rate > 0)."""
-        return self.key_rate_bits_per_symbol > 0
+        """True if a secret key can be extracted (rate above its rounding error)."""
+        return self.key_rate_bits_per_symbol > self.rounding_error_bits
 
     @property
     def finite_size(self) -> bool:
@@ -164,20 +188,30 @@ def _check(va: Any, T: Any, xi: Any, eta: Any, vel: Any, detection: Any,
     xi = _real("excess_noise_snu", xi)
     eta = _real("efficiency", eta)
     vel = _real("electronic_noise_snu", vel)
-    if va <= 0:
-        raise KeyRateInputError(f"modulation_variance_snu must be > 0, got {va!r}")
+    if not 0 < va <= MODULATION_VARIANCE_MAX:
+        raise KeyRateInputError(
+            f"modulation_variance_snu must be in (0, {MODULATION_VARIANCE_MAX:g}], got {va!r}"
+            + _PRECISION_NOTE * (va > 0))
     if not 0 < T <= 1:
         raise KeyRateInputError(f"transmittance must be in (0, 1], got {T!r}")
     if T < TRANSMITTANCE_FLOOR:
         raise KeyRateInputError(
             f"transmittance {T!r} is below {TRANSMITTANCE_FLOOR:g} (80 dB of loss), where the "
             "closed forms lose their precision in double precision")
-    if xi < 0:
-        raise KeyRateInputError(f"excess_noise_snu must be >= 0, got {xi!r}")
+    if not 0 <= xi <= NOISE_MAX:
+        raise KeyRateInputError(f"excess_noise_snu must be in [0, {NOISE_MAX:g}], got {xi!r}"
+                                + _PRECISION_NOTE * (xi > 0))
     if not 0 < eta <= 1:
         raise KeyRateInputError(f"efficiency must be in (0, 1], got {eta!r}")
-    if vel < 0:
-        raise KeyRateInputError(f"electronic_noise_snu must be >= 0, got {vel!r}")
+    if eta * T < TRANSMITTANCE_FLOOR:
+        raise KeyRateInputError(
+            f"efficiency * transmittance = {eta!r} * {T!r} = {eta * T:.3g} is below "
+            f"{TRANSMITTANCE_FLOOR:g} (80 dB), where the closed forms lose their precision "
+            "in double precision")
+    if not 0 <= vel <= NOISE_MAX:
+        raise KeyRateInputError(
+            f"electronic_noise_snu must be in [0, {NOISE_MAX:g}], got {vel!r}"
+            + _PRECISION_NOTE * (vel > 0))
     if detection not in DETECTIONS:
         raise KeyRateInputError(f"detection must be one of {DETECTIONS}, got {detection!r}")
     if beta is not None:
@@ -186,6 +220,9 @@ def _check(va: Any, T: Any, xi: Any, eta: Any, vel: Any, detection: Any,
             raise KeyRateInputError(
                 f"beta (reconciliation efficiency) must be in (0, 1], got {beta!r}")
     return va, T, xi, eta, vel, detection, beta
+
+
+_PRECISION_NOTE = " (beyond it float64 loses the symplectic eigenvalues' precision)"
 
 
 def _check_eps(name: str, eps: Any) -> float:
@@ -216,7 +253,7 @@ def mutual_information(va, T, xi, eta, vel, detection: str):
     return factor * np.log1p(snr) / _LN2, snr, chi_tot
 
 
-def _hom_discriminant(va, T, xi, chi):
+def _hom_discriminant(va, T, xi, chi, m=-1.0):
     """``(C^2 - 4D) (T (V + chi_tot))^2`` for homodyne, written without cancellation.
 
     Expanded (sympy) in ``u = 1 - T`` and ``xi``: the leading quadratic part is the
@@ -225,29 +262,34 @@ def _hom_discriminant(va, T, xi, chi):
     third order in (u, xi). Evaluating the textbook ``C^2 - 4D`` instead loses half of
     the digits as T -> 1, xi -> 0 (l3 ~ l4 ~ 1, where G is steepest): a 1.5e-7 bit
     error at T = 1 against 1e-13 with this form.
+
+    ``m = +1`` turns every minus sign into a plus: with u, xi, chi, V_A >= 0 this is the
+    sum of the moduli of the terms, the scale of the rounding error of the ``m = -1`` value.
     """
     u = 1.0 - T
     x = chi
     a = va * (va + 2.0 + 2.0 * x)
     P = va * (va + 2.0)
-    quad = (a * u - 2.0 * x * xi) ** 2 + P * P * xi * (2.0 * u + xi)
-    r0 = xi**3 * (-2 * va**2 * x + 4 * va * x**2 - 4 * va * x + x**2 * xi + 4 * x**2)
-    r1 = xi**2 * (-2 * va**4 - 8 * va**3 - 8 * va**2 * x**2 - 6 * va**2 * x - 8 * va**2
-                  - 4 * va * x**2 - 12 * va * x - 8 * x**2
-                  + xi * (6 * va**2 * x - 16 * va * x**2 + 12 * va * x - 4 * x**2 * xi
-                          - 12 * x**2))
-    r2 = xi * (2 * va**4 * x - 2 * va**4 + 4 * va**3 * x**2 + 8 * va**3 * x - 8 * va**3
-               - 4 * va**2 * x**2 + 12 * va**2 * x - 8 * va**2 + 8 * va * x**2 + 8 * va * x
+    quad = (a * u + m * 2.0 * x * xi) ** 2 + P * P * xi * (2.0 * u + xi)
+    r0 = xi**3 * (m * 2 * va**2 * x + 4 * va * x**2 + m * 4 * va * x + x**2 * xi + 4 * x**2)
+    r1 = xi**2 * (m * 2 * va**4 + m * 8 * va**3 + m * 8 * va**2 * x**2 + m * 6 * va**2 * x
+                  + m * 8 * va**2
+                  + m * 4 * va * x**2 + m * 12 * va * x + m * 8 * x**2
+                  + xi * (6 * va**2 * x + m * 16 * va * x**2 + 12 * va * x + m * 4 * x**2 * xi
+                          + m * 12 * x**2))
+    r2 = xi * (2 * va**4 * x + m * 2 * va**4 + 4 * va**3 * x**2 + 8 * va**3 * x + m * 8 * va**3
+               + m * 4 * va**2 * x**2 + 12 * va**2 * x + m * 8 * va**2 + 8 * va * x**2 + 8 * va * x
                + xi * (va**4 + 4 * va**3 + 22 * va**2 * x**2 + 12 * va**2 * x + 4 * va**2
                        + 8 * va * x**2 + 24 * va * x + 4 * x**2
-                       + xi * (-6 * va**2 * x + 24 * va * x**2 - 12 * va * x + 6 * x**2 * xi
+                       + xi * (m * 6 * va**2 * x + 24 * va * x**2 + m * 12 * va * x + 6 * x**2 * xi
                                + 12 * x**2)))
     r3 = (2 * va**4 * x + 4 * va**3 * x**2 + 4 * va**3 * x
-          + xi * (-2 * va**4 * x - 8 * va**3 * x**2 - 8 * va**3 * x + 4 * va**2 * x**2
-                  - 8 * va**2 * x
-                  + xi * (-20 * va**2 * x**2 - 6 * va**2 * x - 4 * va * x**2 - 12 * va * x
-                          + xi * (2 * va**2 * x - 16 * va * x**2 + 4 * va * x
-                                  - 4 * x**2 * xi - 4 * x**2))))
+          + xi * (m * 2 * va**4 * x + m * 8 * va**3 * x**2 + m * 8 * va**3 * x + 4 * va**2 * x**2
+                  + m * 8 * va**2 * x
+                  + xi * (m * 20 * va**2 * x**2 + m * 6 * va**2 * x + m * 4 * va * x**2
+                          + m * 12 * va * x
+                          + xi * (2 * va**2 * x + m * 16 * va * x**2 + 4 * va * x
+                                  + m * 4 * x**2 * xi + m * 4 * x**2))))
     r4 = x**2 * (va + xi) ** 4
     return quad + r0 + u * (r1 + u * (r2 + u * (r3 + u * r4)))
 
@@ -286,8 +328,18 @@ def holevo_bound(va, T, xi, eta, vel, detection: str):
         C = (A * chi_det + V * sqrt_b + T * (V + chi_line)) / den
         sqrt_d = np.sqrt(sqrt_b * (V + sqrt_b * chi_det) / den)
         s34 = np.sqrt(C + 2.0 * sqrt_d)
+        # (l3 - l4)^2 by whichever form has the smaller rounding scale (the sum of the
+        # moduli of its terms, in units of (l3 - l4)^2): C - 2 sqrt(D) as written, or the
+        # expansion, which is exact for near-pure states (l3 ~ l4 ~ 1, where C - 2 sqrt(D)
+        # cancels) but cancels itself at large xi and low T (1e-5 relative at xi = 100,
+        # T = 1e-8)
+        direct = C - 2.0 * sqrt_d
         disc = _hom_discriminant(va, T, xi, chi_det)  # (C^2 - 4D) den^2
-        d34 = np.sqrt(np.maximum(disc, 0.0)) / (den * s34)
+        a_mag = V * V * np.abs(1.0 - 2.0 * T) + 2.0 * T + T * T * (V + chi_line) ** 2
+        direct_mag = (a_mag * chi_det + V * sqrt_b + T * (V + chi_line)) / den + 2.0 * sqrt_d
+        disc_mag = _hom_discriminant(va, T, xi, chi_det, m=1.0) / (den * s34) ** 2
+        d34 = np.where(direct_mag <= disc_mag, np.sqrt(np.maximum(direct, 0.0)),
+                       np.sqrt(np.maximum(disc, 0.0)) / (den * s34))
     l3, l4 = _from_sum_diff(s34, d34)
     G = [entropy_g((lam - 1.0) / 2.0) for lam in (l1, l2, l3, l4)]
     return G[0] + G[1] - G[2] - G[3], (l1, l2, l3, l4)
@@ -336,14 +388,25 @@ def _rate(va: float, T: float, xi: float, eta: float, vel: float, beta: float,
           detection: str, **extra: Any) -> KeyRate:
     i_ab, snr, chi_tot = mutual_information(va, T, xi, eta, vel, detection)
     chi_be, lams = holevo_bound(va, T, xi, eta, vel, detection)
-    k = beta * float(i_ab) - float(chi_be)
+    # chi_BE >= 0 exactly (a Holevo quantity); a negative value is rounding (eta T -> 0)
+    chi_be = max(float(chi_be), 0.0)
+    k = beta * float(i_ab) - chi_be
+    err = _rounding_error(va, xi, float(i_ab), lams)
     if extra.get("key_fraction") is not None:
         k = extra["key_fraction"] * (k - extra["delta_n"])
+        err *= extra["key_fraction"]
     return KeyRate(
-        key_rate_bits_per_symbol=k, i_ab=float(i_ab), chi_be=float(chi_be), beta=beta,
+        key_rate_bits_per_symbol=k, i_ab=float(i_ab), chi_be=chi_be, beta=beta,
         detection=detection, modulation_variance_snu=va, transmittance=T, excess_noise_snu=xi,
         efficiency=eta, electronic_noise_snu=vel, snr=float(snr), chi_tot=float(chi_tot),
-        symplectic_eigenvalues=tuple(float(x) for x in lams), **extra)
+        symplectic_eigenvalues=tuple(float(x) for x in lams), rounding_error_bits=err, **extra)
+
+
+def _rounding_error(va: float, xi: float, i_ab: float, lams: tuple) -> float:
+    """Bound on the float64 rounding error of K (see :data:`ROUNDING_FACTOR`)."""
+    g_sum = sum(float(entropy_g((float(lam) - 1.0) / 2.0)) for lam in lams)
+    eps = float(np.finfo(np.float64).eps)
+    return ROUNDING_FACTOR * eps * (1.0 + g_sum + i_ab + ((va + 1.0) ** 2 + xi) / 256.0)
 
 
 def finite_size_delta(n_key: int, *, eps_bar: float = 1e-10, eps_pa: float = 1e-10,
@@ -352,8 +415,10 @@ def finite_size_delta(n_key: int, *, eps_bar: float = 1e-10, eps_pa: float = 1e-
     n = _positive_int("n_key", n_key)
     eps_bar = _check_eps("eps_bar", eps_bar)
     eps_pa = _check_eps("eps_pa", eps_pa)
-    return ((2 * dim_hx + 3) * math.sqrt(math.log2(2.0 / eps_bar) / n)
-            + 2.0 / n * math.log2(1.0 / eps_pa))
+    dim = _positive_int("dim_hx", dim_hx)
+    # 1 - log2(eps), not log2(2/eps): 2/eps overflows to inf for eps < 1.1e-308
+    return ((2 * dim + 3) * math.sqrt((1.0 - math.log2(eps_bar)) / n)
+            - 2.0 / n * math.log2(eps_pa))
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -364,6 +429,9 @@ def _positive_int(name: str, value: Any) -> int:
             raise KeyRateInputError(f"{name} must be a positive integer, got {value!r}")
     if value <= 0:
         raise KeyRateInputError(f"{name} must be a positive integer, got {value!r}")
+    if value > MAX_COUNT:
+        raise KeyRateInputError(f"{name} must be <= 2^63 - 1 (an int64), "
+                                f"got {_count_text(int(value))}")
     return int(value)
 
 
@@ -394,7 +462,10 @@ def expected_bounds(*, modulation_variance_snu: float, transmittance: float,
     sigma2_max = sigma2 * (1 + z * math.sqrt(2.0 / m))
     if t_min <= 0:
         return 0.0, math.inf
-    return t_min * t_min / gain, (sigma2_max - 1 - vel) / (t_min * t_min)
+    # worst case never better than the estimate: sqrt(gain T)^2/gain rounds above T when the
+    # confidence term vanishes (huge blocks)
+    return (min(t_min * t_min / gain, T),
+            max((sigma2_max - 1 - vel) / (t_min * t_min), xi))
 
 
 def finite_size_key_rate(*, modulation_variance_snu: float, transmittance: float,
@@ -444,8 +515,9 @@ def _finite(va: float, T_min: float, xi_max: float, eta: float, vel: float, beta
         n_key = N - pe_symbols
         if n_key <= 0:
             raise KeyRateInputError(
-                f"block_size ({N} symbols) must exceed the symbols disclosed for parameter "
-                f"estimation ({pe_symbols} = n_pe {m} real pairs)")
+                f"block_size ({_count_text(N)} symbols) must exceed the symbols disclosed "
+                f"for parameter estimation ({_count_text(pe_symbols)} = n_pe "
+                f"{_count_text(m)} real pairs)")
     n = _positive_int("n_key", n_key)
     if n > N:
         raise KeyRateInputError(f"n_key ({n}) cannot exceed block_size ({N})")
@@ -454,9 +526,9 @@ def _finite(va: float, T_min: float, xi_max: float, eta: float, vel: float, beta
                  eps_bar=_check_eps("eps_bar", eps_bar), delta_n=delta, key_fraction=n / N,
                  transmittance_estimate=t_est, excess_noise_estimate_snu=xi_est,
                  asymptotic_key_rate_bits_per_symbol=asym)
-    if not (T_min >= TRANSMITTANCE_FLOOR and math.isfinite(xi_max)):
-        # too few PE pairs to bound t away from 0 (or T_min below the closed forms' range):
-        # no key can be certified
+    if not (eta * T_min >= TRANSMITTANCE_FLOOR and xi_max <= NOISE_MAX):
+        # too few PE pairs to bound t away from 0 (or T_min, xi_max outside the closed
+        # forms' range): no key can be certified
         nan = math.nan
         return KeyRate(key_rate_bits_per_symbol=-math.inf, i_ab=nan, chi_be=nan, beta=beta,
                        detection=detection, modulation_variance_snu=va, transmittance=T_min,
@@ -464,6 +536,11 @@ def _finite(va: float, T_min: float, xi_max: float, eta: float, vel: float, beta
                        snr=nan, chi_tot=nan, symplectic_eigenvalues=(), **extra)
     T, xi = _physical(T_min, xi_max)
     return _rate(va, T, xi, eta, vel, beta, detection, **extra)
+
+
+def _count_text(n: int) -> str:
+    """``n`` in full up to 16 digits, else as 1.23457e+300 (not 300 digits on one line)."""
+    return str(n) if n < 10**16 else f"{n:.6g}"
 
 
 def _physical(T: float, xi: float) -> tuple[float, float]:
@@ -529,21 +606,25 @@ def max_tolerable_excess_noise(*, modulation_variance_snu: float, transmittance:
     """The excess noise at which the asymptotic rate crosses zero (0 if already <= 0 at xi=0).
 
     The rate is strictly decreasing in xi, so the root is unique (brentq, xtol 1e-12).
+    A rate at xi = 0 within its rounding error counts as no key (0 is returned).
     """
     from scipy.optimize import brentq
 
     va, T, _, eta, vel, detection, beta = _check(
         modulation_variance_snu, transmittance, 0.0, efficiency, electronic_noise_snu,
         detection, beta)
+    hi = _real("xi_hi", xi_hi)
+    if not 0 < hi <= NOISE_MAX:
+        raise KeyRateInputError(f"xi_hi must be in (0, {NOISE_MAX:g}], got {hi!r}")
 
     def k(xi: float) -> float:
-        return float(key_rate_terms(va, T, xi, eta, vel, beta, detection)[0])
+        return _rate(va, T, xi, eta, vel, beta, detection).key_rate_bits_per_symbol
 
-    if k(0.0) <= 0:
+    if not _rate(va, T, 0.0, eta, vel, beta, detection).secure:
         return 0.0
-    hi = xi_hi
     while k(hi) > 0:
-        hi *= 2
-        if hi > 1e6:
-            raise KeyRateInputError("key rate stays positive for any excess noise (check inputs)")
+        if hi >= NOISE_MAX:  # cannot happen for a physical rate (xi >= 2 breaks any link)
+            raise KeyRateInputError(
+                f"key rate stays positive up to excess noise {NOISE_MAX:g} SNU (check inputs)")
+        hi = min(2.0 * hi, NOISE_MAX)
     return float(brentq(k, 0.0, hi, xtol=1e-12, rtol=1e-12))

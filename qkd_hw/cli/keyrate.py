@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from qkd_hw.cli.jsonout import json_text
-from qkd_hw.errors import QkdHwError
+from qkd_hw.cli.plots import save_png
 from qkd_hw.keyrate import (
     DETECTIONS,
     TRANSMITTANCE_FLOOR,
@@ -95,7 +94,16 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
     if args.distance_km is not None:
         if not (math.isfinite(args.distance_km) and args.distance_km >= 0):
             raise KeyRateInputError(f"--distance-km must be >= 0, got {args.distance_km!r}")
-        transmittance = float(transmittance_from_distance(args.distance_km, args.loss_db_per_km))
+        loss = args.loss_db_per_km
+        if not (math.isfinite(loss) and loss >= 0):
+            raise KeyRateInputError(f"--loss-db-per-km must be >= 0, got {loss!r}")
+        loss_db = loss * args.distance_km  # a Python float: overflows to inf, no warning
+        floor_db = -10.0 * math.log10(TRANSMITTANCE_FLOOR)
+        if loss_db > floor_db:
+            raise KeyRateInputError(
+                f"--distance-km {args.distance_km:g} at --loss-db-per-km {loss:g} is "
+                f"{loss_db:.4g} dB of loss, beyond the {floor_db:g} dB the closed forms take")
+        transmittance = float(transmittance_from_distance(args.distance_km, loss))
     else:
         transmittance = args.transmittance
     return dict(modulation_variance_snu=args.modulation_variance, transmittance=transmittance,
@@ -191,8 +199,11 @@ def _table(out: dict[str, Any], rate: KeyRate) -> None:
         rows += [("Delta(n)", f"{rate.delta_n:.6g} bit/symbol (eps_PA = {rate.eps_pa:.3g}, "
                               f"eps_bar = {rate.eps_bar:.3g})"),
                  ("asymptotic K", f"{rate.asymptotic_key_rate_bits_per_symbol:.6f} bit/symbol")]
-    rows += [("K = secret key rate", f"{rate.key_rate_bits_per_symbol:.6f} bit/symbol"
-              + ("" if rate.secure else "  (no secret key)")),
+    k_bits = rate.key_rate_bits_per_symbol
+    note = "" if rate.secure else "  (no secret key)"
+    if not rate.secure and k_bits > 0:
+        note = f"  (no secret key: within its rounding error {rate.rounding_error_bits:.2g})"
+    rows += [("K = secret key rate", f"{k_bits:.6f} bit/symbol{note}"),
              ("max tolerable xi (asympt.)", f"{out['max_tolerable_excess_noise_snu']:.6g} SNU")]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
@@ -216,8 +227,9 @@ def _plot(args: argparse.Namespace, params: dict[str, Any], rate: KeyRate, path:
         lmax = args.max_distance_km
         if not (math.isfinite(lmax) and lmax > 0):
             raise KeyRateInputError(f"--max-distance-km must be > 0, got {lmax!r}")
-    # the closed forms hold down to TRANSMITTANCE_FLOOR (80 dB): no curve beyond it
-    l_floor = -10.0 * math.log10(TRANSMITTANCE_FLOOR) / loss
+    # the closed forms hold down to eta T = TRANSMITTANCE_FLOOR (80 dB): no curve beyond it
+    t_floor = TRANSMITTANCE_FLOOR / p["efficiency"]
+    l_floor = -10.0 * math.log10(t_floor) / loss
     if args.max_distance_km is None:  # up to where the asymptotic rate vanishes (coarse scan)
         grid = np.linspace(0.0, min(400.0, l_floor), 801)
         k = key_rate_terms(p["modulation_variance_snu"], transmittance_from_distance(grid, loss),
@@ -228,7 +240,7 @@ def _plot(args: argparse.Namespace, params: dict[str, Any], rate: KeyRate, path:
         lmax = max(lmax, 1.0)
     dist = np.linspace(0.0, lmax, 400)
     T = transmittance_from_distance(dist, loss)
-    valid = T >= TRANSMITTANCE_FLOOR
+    valid = p["efficiency"] * T >= TRANSMITTANCE_FLOOR  # the same test as the API
     k_asym = np.full(T.shape, np.nan)
     k_asym[valid] = key_rate_terms(p["modulation_variance_snu"], T[valid],
                                    p["excess_noise_snu"], p["efficiency"],
@@ -254,14 +266,4 @@ def _plot(args: argparse.Namespace, params: dict[str, Any], rate: KeyRate, path:
                  f"v_el={p['electronic_noise_snu']:g}, beta={p['beta']:g}", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise QkdHwError(f"cannot write plot {path}: {exc}") from exc
-    finally:
-        plt.close(fig)
+    save_png(fig, Path(path), dpi=120)

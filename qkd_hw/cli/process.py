@@ -20,8 +20,8 @@ import numpy as np
 
 from dsp.carrier import PHASE_METHODS
 from dsp.pipeline import ReceiverOptions
-from qkd_hw.atomic import atomic_write
 from qkd_hw.cli.jsonout import json_text
+from qkd_hw.cli.plots import save_png
 from qkd_hw.errors import QkdHwError, ReceiverLockError
 from qkd_hw.receiver import DEFAULT_CHUNK, ReceiverResult, process_recording
 from qkd_hw.trace_io import TraceReader
@@ -204,33 +204,18 @@ def write_plots(res: ReceiverResult, out_dir: Path) -> list[Path]:
     ax.set_aspect("equal")
     ax.legend(loc="upper right", markerscale=8)
     ax.set_title("constellation")
-    paths.append(_save(fig, out_dir / PLOT_NAMES[0]))
+    paths.append(save_png(fig, out_dir / PLOT_NAMES[0]))
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(1e3 * np.asarray(d.pilot_phase_t_s), d.pilot_phase_rad, lw=0.8)
     ax.set_xlabel("time (ms)")
     ax.set_ylabel("pilot phase (rad)")
     ax.set_title(f"carrier phase ({res.acquisition.carrier.method}, "
                  f"B = {res.acquisition.carrier.bandwidth_hz / 1e3:.0f} kHz)")
-    paths.append(_save(fig, out_dir / PLOT_NAMES[1]))
+    paths.append(save_png(fig, out_dir / PLOT_NAMES[1]))
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(d.spectrum_f_hz / 1e6, d.spectrum_db, lw=0.6)
     ax.set_xlabel("frequency (MHz)")
     ax.set_ylabel("PSD (dB, arb.)")
     ax.set_title("spectrum of the signal capture (head)")
-    paths.append(_save(fig, out_dir / PLOT_NAMES[2]))
+    paths.append(save_png(fig, out_dir / PLOT_NAMES[2]))
     return paths
-
-
-def _save(fig, path: Path) -> Path:
-    """Write ``fig`` to ``path`` as PNG, atomically; close the figure in any case."""
-    import matplotlib.pyplot as plt
-
-    try:
-        fig.tight_layout()
-        with atomic_write(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-    except OSError as exc:
-        raise QkdHwError(f"cannot write plot {path}: {exc.strerror or exc}") from exc
-    finally:
-        plt.close(fig)
-    return path

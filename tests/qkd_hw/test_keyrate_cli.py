@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import stat
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -124,3 +127,98 @@ def test_finite_size_options_without_block_size_are_refused(capsys):
     for opt in (["--eps-pe", "1e-5"], ["--eps-pa", "1e-5"], ["--eps-bar", "1e-5"]):
         assert main(["keyrate", *EXAMPLE, *opt]) == 2
         assert opt[0] in capsys.readouterr().err
+
+
+def _subprocess(*argv):
+    exe = shutil.which("qkd-hw")
+    cmd = [exe] if exe else [sys.executable, "-m", "qkd_hw.cli.main"]
+    return subprocess.run([*cmd, "keyrate", *argv], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("args,needle", [
+    # printed 15 numpy warning lines before the error
+    (["--modulation-variance", "1e300"], "modulation_variance_snu must be in (0, 10000]"),
+    # K 1.2e-14 > I_AB and "secure": true (the 80 dB floor bypassed through eta)
+    (["--transmittance", "1e-8", "--efficiency", "1e-8", "--excess-noise", "0",
+      "--electronic-noise", "0", "--beta", "1"], "efficiency * transmittance"),
+    (["--excess-noise", "1e300"], "excess_noise_snu must be in [0, 1e+06]"),   # K NaN
+    (["--electronic-noise", "1e300"], "electronic_noise_snu must be in [0, 1e+06]"),
+    # a numpy overflow warning, then "transmittance must be in (0, 1], got 0.0"
+    (["--distance-km", "10", "--loss-db-per-km", "1e308"], "--loss-db-per-km"),
+    (["--distance-km", "1e300"], "--distance-km 1e+300"),
+])
+def test_extremes_are_one_error_line_exit_2(capsys, args, needle):
+    opts = dict(zip(EXAMPLE[::2], EXAMPLE[1::2], strict=True))
+    if "--distance-km" in args:
+        del opts["--transmittance"]
+    for k, v in zip(args[::2], args[1::2], strict=True):
+        opts[k] = v
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run(capsys, *[x for kv in opts.items() for x in kv], "--json")
+    assert code == 2 and out == "" and not caught
+    lines = err.splitlines()
+    assert len(lines) == 1 and needle in lines[0], err
+
+
+def test_huge_modulation_variance_end_to_end():
+    # the installed entry point: stderr is exactly the one error line
+    res = _subprocess(*EXAMPLE, "--modulation-variance", "1e300")
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr == ("qkd-hw keyrate: error: modulation_variance_snu must be in (0, 10000], "
+                          "got 1e+300 (beyond it float64 loses the symplectic eigenvalues' "
+                          "precision)\n")
+
+
+def test_plot_refuses_to_replace_a_fifo(capsys, tmp_path):
+    # the plot was written under a temporary name and renamed over the FIFO
+    fifo = tmp_path / "rate.png"
+    os.mkfifo(fifo)
+    code, out, err = run(capsys, *EXAMPLE, "--plot", str(fifo))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and f"cannot write plot {fifo}" in err
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["rate.png"]
+
+
+@pytest.mark.parametrize("args", [
+    ["--modulation-variance", "1e4", "--transmittance", "1", "--excess-noise", "0"],
+    ["--transmittance", "1e-8", "--efficiency", "1", "--block-size", "1e12"],
+    ["--excess-noise", "1e6", "--electronic-noise", "1e6"],
+    ["--block-size", "10", "--n-pe", "2"],        # no key certified: -inf rate
+    ["--block-size", "9e15", "--eps-pe", "1e-300", "--eps-pa", "1e-300", "--eps-bar", "1e-300"],
+])
+def test_json_is_strict_at_the_extremes(capsys, args):
+    opts = dict(zip(EXAMPLE[::2], EXAMPLE[1::2], strict=True))
+    for k, v in zip(args[::2], args[1::2], strict=True):
+        opts[k] = v
+    code, out, _ = run(capsys, *[x for kv in opts.items() for x in kv], "--json")
+    assert code == 0
+
+    def refuse(name):
+        raise AssertionError(f"non-standard JSON constant {name}")
+
+    d = json.loads(out, parse_constant=refuse)
+    k = d["key_rate_bits_per_symbol"]
+    assert d["secure"] == (k is not None and k > d["rounding_error_bits"])
+    if d["chi_be"] is not None:
+        assert d["chi_be"] >= 0 and k <= d["beta"] * d["i_ab"]
+
+
+def test_table_says_why_a_positive_rate_is_no_key(capsys):
+    # homodyne at the 80 dB floor, at the excess noise where the rate vanishes: float64 gives
+    # K = +3.8e-16 (exact: -1.0e-14), inside its rounding error
+    from qkd_hw.keyrate import max_tolerable_excess_noise
+
+    kw = dict(modulation_variance_snu=10.0, transmittance=1e-8, efficiency=1.0,
+              electronic_noise_snu=0.0, beta=0.95, detection="homodyne")
+    xi0 = max_tolerable_excess_noise(**kw)
+    code, out, _ = run(capsys, "--modulation-variance", "10", "--transmittance", "1e-8",
+                       "--efficiency", "1", "--electronic-noise", "0", "--beta", "0.95",
+                       "--detection", "homodyne", "--excess-noise", repr(xi0))
+    assert code == 0 and "(no secret key: within its rounding error" in out
+
+
+def test_huge_pe_count_message_stays_short(capsys):
+    code, _, err = run(capsys, *EXAMPLE, "--block-size", "1e9", "--n-pe", "1e300")
+    assert code == 2 and "n_pe must be <= 2^63 - 1" in err and len(err) < 200
