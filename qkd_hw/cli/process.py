@@ -3,7 +3,10 @@
 Locks on the pilot and Alice's symbols, calibrates shot-noise units from the shot- and
 electronic-noise captures, estimates T, xi, v_el on a disclosed random subset and the
 finite-size key rate, and (with --out) writes the raw key (mode 0600). On lock failure it
-exits with code 2 and a message giving the lock metrics; no estimate is printed then.
+exits with code 2 and a message giving the lock metrics; no estimate is printed then. So it
+does for a recording that fails a physical sanity check (clipped captures, a noise capture
+that is the signal, T above 1 or xi_max below 0 beyond the calibration's uncertainty), and
+no raw key is written.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dsp.carrier import PHASE_METHODS
 from dsp.pipeline import ReceiverOptions
 from qkd_hw.atomic import atomic_write
 from qkd_hw.cli.jsonout import json_text
-from qkd_hw.errors import QkdHwError, ReceiverLockError
+from qkd_hw.errors import QkdHwError, ReceiverLockError, RecordingSanityError
 from qkd_hw.receiver import DEFAULT_CHUNK, ReceiverResult, process_recording
 from qkd_hw.trace_io import TraceReader
 
@@ -109,6 +112,11 @@ def _run(args: argparse.Namespace) -> int:
     except ReceiverLockError as exc:
         if args.json:
             print(json_text({"locked": False, "error": str(exc), "lock": exc.metrics}))
+        raise
+    except RecordingSanityError as exc:   # locked, but the recording is broken: no estimates
+        if args.json:
+            print(json_text({"locked": True, "sane": False, "error": str(exc),
+                             "sanity": exc.metrics}))
         raise
     except ValueError as exc:
         raise QkdHwError(f"{args.trace}: {exc}") from exc
