@@ -403,7 +403,6 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
     tick = progress or (lambda n: None)
     with TraceReader(path) as reader:
         link = _link(reader)
-        check_distinct_captures(reader)
         sig_len = reader.adc["signal"].length
         head_n = min(sig_len, opt.head_samples(link))
         head = reader.read("signal", 0, head_n)
@@ -421,6 +420,8 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
                                          reader.symbols)
         except DspLockError as exc:
             raise ReceiverLockError(f"{path}: receiver not locked: {exc}", exc.metrics) from exc
+        # after the lock: a "signal" without pilot is a lock failure whatever else it is
+        check_distinct_captures(reader)
         diag = Diagnostics()
         if diagnostics:
             _spectrum(head, link.sample_rate_hz, diag)
