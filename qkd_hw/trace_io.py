@@ -251,12 +251,17 @@ class TraceReader:
     chunk_cache_bytes : int, optional
         libhdf5 chunk cache per dataset (default 64 MiB), large enough that an
         HDF5 chunk straddling two of our reads is decompressed once.
+    allow_incomplete : bool, optional
+        Open a recording whose root attribute ``complete`` is false (an interrupted
+        acquisition; refused by default, as the spec says).
 
     Attributes
     ----------
     path : Path
     description, created_utc : str or None
         Optional root attributes.
+    complete : bool
+        The optional root attribute ``complete`` (True when absent).
     tx : TxInfo
     adc : dict[str, AdcInfo]
         Keyed by ``"signal"``, ``"shot_noise"``, ``"electronic_noise"``.
@@ -265,8 +270,10 @@ class TraceReader:
     """
 
     def __init__(self, path: str | os.PathLike[str], *,
-                 chunk_cache_bytes: int = _CHUNK_CACHE_BYTES) -> None:
+                 chunk_cache_bytes: int = _CHUNK_CACHE_BYTES,
+                 allow_incomplete: bool = False) -> None:
         self._cache_bytes = int(chunk_cache_bytes)
+        self._allow_incomplete = bool(allow_incomplete)
         # locking="best-effort": files on NFS/read-only mounts without flock still open;
         # writers never expose a file before it is complete, so readers need no lock
         self.path, self._f = open_h5(path, kind=FORMAT_NAME, rdcc_nbytes=self._cache_bytes,
@@ -294,6 +301,7 @@ class TraceReader:
         self.created_utc = attr_str(file, root, "created_utc", obj_name="/", required=False)
         if self.created_utc is not None:
             _check_created_utc(file, self.created_utc)
+        self.complete = self._complete(root)
 
         adc = get_group(file, root, "adc")
         self._ds: dict[str, h5py.Dataset] = {}
@@ -358,6 +366,22 @@ class TraceReader:
             detection=vals["detection"],
             n_symbols=n_symbols,
         )
+
+    def _complete(self, root: h5py.Group) -> bool:
+        """The optional root attribute ``complete`` (absent: True); False is refused unless
+        ``allow_incomplete`` (an interrupted acquisition reads as if it were whole)."""
+        where = attr_where("/", "complete")
+        with wrap_h5(self.path, where):
+            raw = root.attrs.get("complete")
+        if raw is None:
+            return True
+        value = raw.reshape(-1)[0] if isinstance(raw, np.ndarray) and raw.size == 1 else raw
+        if not isinstance(value, bool | np.bool_):
+            raise fail(self.path, where, f"expected a bool, got {short_repr(raw)}")
+        if not value and not self._allow_incomplete:
+            raise fail(self.path, where, "false: the acquisition was interrupted before every "
+                                         "capture was written in full")
+        return bool(value)
 
     def _with_cache(self, group: h5py.Group, name: str, chunks: tuple[int, ...] | None,
                     itemsize: int) -> h5py.Dataset:

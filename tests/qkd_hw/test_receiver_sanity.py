@@ -21,7 +21,7 @@ from qkd_hw.receiver import process_recording
 from qkd_hw.sanity import CLIP_REFUSE_FRACTION, SIGMA
 from qkd_hw.sim.params import SimParams
 from qkd_hw.sim.simulate import simulate_recording
-from qkd_hw.trace_io import TraceReader
+from qkd_hw.trace_io import TraceReader, TraceWriter, TxInfo
 from tests.conftest import SHARED_TRACES
 
 N_SYM = 30_000
@@ -261,3 +261,39 @@ def test_shared_framed_passes():
         pytest.skip("framed.h5 not in the shared recordings")
     res = process_recording(framed, seed=7)
     assert res.clipped_fraction["signal"] == 0.0
+
+
+@pytest.mark.parametrize("value, ok", [(True, True), (np.bool_(False), False), (1, None)])
+def test_reader_refuses_an_interrupted_acquisition(base, tmp_path, value, ok):
+    # trace-format.md: complete = false means an interrupted acquisition, refused by default
+    # (the reader did not look at the attribute: the missing tail would read as a recording)
+    path = variant(base, tmp_path, lambda f: f.attrs.__setitem__("complete", value))
+    if ok:
+        with TraceReader(path) as r:
+            assert r.complete is True
+    elif ok is False:
+        with pytest.raises(TraceFormatError, match=r"'complete' of /: false: the acquisition "
+                                                   "was interrupted"):
+            TraceReader(path)
+        with TraceReader(path, allow_incomplete=True) as r:
+            assert r.complete is False
+    else:
+        with pytest.raises(TraceFormatError, match="'complete' of /: expected a bool"):
+            TraceReader(path)
+
+
+def test_writer_validates_clipped_fraction(tmp_path):
+    tx = TxInfo(symbol_rate_hz=1e8, rolloff=0.2, signal_frequency_hz=1.5e8,
+                pilot_frequencies_hz=(2.5e8,), modulation_variance_snu=5.0, efficiency=0.7,
+                detection="heterodyne", n_symbols=0)
+    with TraceWriter(tmp_path / "w.h5", tx=tx, sample_rate_hz=1e9, volts_per_code=0.04) as w:
+        for bad in (-0.1, 1.5, float("nan")):
+            with pytest.raises(ValueError, match="clipped_fraction of /adc/shot_noise"):
+                w.set_clipped_fraction("shot_noise", bad)
+        w.set_clipped_fraction("shot_noise", 0.25)
+        w.write_symbols(np.ones(10, np.complex64))
+        for name in ("signal", "shot_noise", "electronic_noise"):
+            w.append(name, np.arange(100, dtype=np.int16))
+    with TraceReader(tmp_path / "w.h5") as r:
+        assert r.adc["shot_noise"].clipped_fraction == 0.25
+        assert r.adc["signal"].clipped_fraction is None
