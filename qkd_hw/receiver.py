@@ -43,6 +43,7 @@ from qkd_hw.sanity import (
     check_distinct_captures,
     check_estimates,
     check_modulation_variance,
+    check_noise_levels,
     check_symbols,
 )
 from qkd_hw.trace_io import TraceReader
@@ -451,12 +452,8 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
         sn, el = noise["shot_noise"], noise["electronic_noise"]
         stages["noise"] = time.perf_counter() - t_mark
         t_mark = time.perf_counter()
+        check_noise_levels(path, sn.variance, el.variance)
         n0 = sn.variance - el.variance
-        if not n0 > 0:
-            raise ReceiverLockError(f"{path}: shot-noise variance {sn.variance:.6g} is not above "
-                                    f"the electronic noise {el.variance:.6g} (codes^2): no SNU",
-                                    {"shot_noise_var": sn.variance,
-                                     "electronic_noise_var": el.variance})
         n0_std = math.hypot(sn.variance_std, el.variance_std)
         vel = el.variance / n0
         # sd of Var(el)/N0 to first order, written without dividing by Var(el) (0 for a

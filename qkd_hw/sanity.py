@@ -13,6 +13,8 @@ Thresholds (statistical: a healthy recording must never trip them):
   1e-4 a Gaussian capture is clipped at 3.9 sigma and loses 2e-4 of its variance, ~1 mSNU of
   excess noise at t^2 = 0.18: well below the statistical uncertainty of any recording;
   above it, clipping shows up in xi first (5 % clipped: xi -0.56 SNU).
+* noise levels: the shot-noise capture's variance must be above the electronic noise's
+  (else N0 <= 0 and v_el < 0: no shot-noise units at all).
 * estimates: more than :data:`SIGMA` standard deviations of the shot-noise calibration
   beyond the physical range (T <= 1 from its PE lower bound, xi <= its PE upper bound,
   v_el >= 0). The PE bounds already hold the estimation statistics with probability
@@ -42,6 +44,7 @@ __all__ = [
     "check_distinct_captures",
     "check_estimates",
     "check_modulation_variance",
+    "check_noise_levels",
     "check_symbols",
 ]
 
@@ -102,6 +105,17 @@ def _same_capture(reader: TraceReader, a: str, b: str) -> str | None:
     if xa.min() != xa.max() and np.array_equal(xa, xb):
         return f"identical first {n} samples: a copy"
     return None
+
+
+def check_noise_levels(path: str | Path, shot_var: float, el_var: float) -> None:
+    """Refuse a shot-noise variance not above the electronic noise's (codes^2, both through
+    the receiver chain at the signal's scale): N0 <= 0 has no shot-noise units, v_el < 0."""
+    if not shot_var > el_var:
+        raise RecordingSanityError(
+            f"{path}: shot-noise variance {shot_var:.6g} is not above the electronic noise "
+            f"{el_var:.6g} (codes^2): no shot-noise units -- captures swapped, or the "
+            "shot-noise capture taken with the LO off?",
+            {"shot_noise_var": shot_var, "electronic_noise_var": el_var})
 
 
 def check_clipping(path: str | Path, name: str, measured: float,

@@ -297,3 +297,13 @@ def test_writer_validates_clipped_fraction(tmp_path):
     with TraceReader(tmp_path / "w.h5") as r:
         assert r.adc["shot_noise"].clipped_fraction == 0.25
         assert r.adc["signal"].clipped_fraction is None
+
+
+def test_swapped_noise_captures_refused(base, tmp_path, capsys):
+    # the lock is fine: a sanity error (it was reported as "not locked")
+    def swap(f):
+        sn, el = f["adc/shot_noise"][:], f["adc/electronic_noise"][:]
+        rewrite(f, "adc/shot_noise", el)
+        rewrite(f, "adc/electronic_noise", sn)
+    d = refused(variant(base, tmp_path, swap), capsys, "captures swapped")
+    assert d["sanity"]["shot_noise_var"] < d["sanity"]["electronic_noise_var"]
