@@ -155,10 +155,11 @@ def test_noise_captures_at_another_scale_are_rescaled(base, base_result, tmp_pat
     assert res.volts_per_code_ratio["shot_noise"] == pytest.approx(1 / ratio)
     ref = base_result.estimates
     xi_sd, t_sd = base_result.calibration_std()
-    # only the re-quantisation differs (1/12 code^2 on ~1300 code^2): far below the
-    # calibration's sd; unscaled (old code) T moved by 1/ratio^2 (0.50 -> 0.78 at 0.8)
-    assert abs(res.estimates.transmittance - ref.transmittance) < 0.25 * t_sd
-    assert abs(res.estimates.excess_noise_snu - ref.excess_noise_snu) < 0.25 * xi_sd
+    # only the re-quantisation differs (rounding the rounded codes again moved N0 by 1e-3
+    # relative at 1.1x on a 190000-symbol recording: 0.3 sd of the calibration); unscaled
+    # (old code) T moved by 1/ratio^2 (0.50 -> 0.78 at 0.8, 0.41 at 1.1 with a key rate > 0)
+    assert abs(res.estimates.transmittance - ref.transmittance) < 0.5 * t_sd
+    assert abs(res.estimates.excess_noise_snu - ref.excess_noise_snu) < 0.5 * xi_sd
     assert res.electronic_noise_snu == pytest.approx(base_result.electronic_noise_snu, rel=0.02)
 
 
