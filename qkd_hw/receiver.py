@@ -318,6 +318,15 @@ def _stores(reader: TraceReader, chunk_samples: int, room: int,
         yield store, room
 
 
+def _rails_counted(chunks: Iterator[tuple[np.ndarray, int]],
+                   counter: RailCounter) -> Iterator[tuple[np.ndarray, int]]:
+    """``chunks`` (``_stores`` items), each chunk fed to ``counter`` first: advanced by
+    ``_read_ahead``'s worker, the count overlaps the DSP of the chunk before."""
+    for store, start in chunks:
+        counter.feed(store[start:])
+        yield store, start
+
+
 def _link(reader: TraceReader) -> LinkParameters:
     tx = reader.tx
     return LinkParameters(
@@ -490,11 +499,11 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
         t_consume = 0.0
         room = stream.room_samples()
         # closing(): on an error the pending read finishes before the file is closed
-        with contextlib.closing(_read_ahead(_stores(reader, chunk_samples, room, map_file),
-                                            load_symbols, stages)) as chunks:
+        stores = _rails_counted(_stores(reader, chunk_samples, room, map_file),
+                                rails["signal"])
+        with contextlib.closing(_read_ahead(stores, load_symbols, stages)) as chunks:
             for store, start in chunks:
                 chunk = store[start:]
-                rails["signal"].feed(chunk)
                 with _lock_kept(path):
                     blocks = stream.feed_in_place(store, start)
                 t0 = time.perf_counter()
