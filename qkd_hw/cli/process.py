@@ -152,6 +152,8 @@ def _print_human(s: dict[str, Any]) -> None:
         f"v_el               {s['electronic_noise_snu']:.5f} +- "
         f"{s['electronic_noise_std_snu']:.5f} SNU",
         f"SNR                {s['snr']:.4f}",
+        "clipped            " + ", ".join(f"{k} {v:.2g}" for k, v in s["clipped_fraction"].items())
+        + " (fraction of samples at the ADC rails)",
         f"key rate           {f(s['key_rate_bits_per_symbol'], '.5f')} bit/symbol"
         + (f" ({s['key_rate_error']})" if s.get("key_rate_error") else ""),
         f"throughput         {s['samples'] / 1e6:.1f} MS in {s['seconds']:.2f} s",

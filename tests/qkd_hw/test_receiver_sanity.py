@@ -308,3 +308,9 @@ def test_swapped_noise_captures_refused(base, tmp_path, capsys):
         rewrite(f, "adc/electronic_noise", sn)
     d = refused(variant(base, tmp_path, swap), capsys, "captures swapped")
     assert d["sanity"]["shot_noise_var"] < d["sanity"]["electronic_noise_var"]
+
+
+def test_human_output_shows_clipping(base, capsys):
+    assert main(["process", str(base), "--seed", "7"]) == 0
+    out = capsys.readouterr().out
+    assert "clipped            signal 0, shot_noise 0, electronic_noise 0" in out
