@@ -76,16 +76,15 @@ def check_distinct_captures(reader: TraceReader) -> None:
         for b in ADC_DATASETS[i + 1:]:
             why = _same_capture(reader, a, b)
             if why:
-                other = b if a == "signal" else a
                 raise RecordingSanityError(
-                    f"{path}: /adc/{b} is the {_what(a)} capture /adc/{a} ({why}): a noise "
-                    f"capture must be recorded with its own input ({_what(other)})",
+                    f"{path}: /adc/{b} is the {_KIND[a]} capture /adc/{a} ({why}): the "
+                    f"{_KIND[b]} capture must be recorded on its own ({_INPUT[b]})",
                     {"capture": b, "same_as": a})
 
 
-def _what(name: str) -> str:
-    return {"signal": "signal", "shot_noise": "shot-noise (LO on, signal blocked)",
-            "electronic_noise": "electronic-noise (LO off)"}[name]
+_KIND = {"signal": "signal", "shot_noise": "shot-noise", "electronic_noise": "electronic-noise"}
+_INPUT = {"signal": "LO on, signal from the channel", "shot_noise": "LO on, signal blocked",
+          "electronic_noise": "LO off, signal blocked"}
 
 
 def _same_capture(reader: TraceReader, a: str, b: str) -> str | None:

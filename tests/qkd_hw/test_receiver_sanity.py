@@ -314,3 +314,13 @@ def test_human_output_shows_clipping(base, capsys):
     assert main(["process", str(base), "--seed", "7"]) == 0
     out = capsys.readouterr().out
     assert "clipped            signal 0, shot_noise 0, electronic_noise 0" in out
+
+
+def test_electronic_noise_that_is_the_shot_noise_refused(base, tmp_path):
+    def copy(f):
+        rewrite(f, "adc/electronic_noise", f["adc/shot_noise"][:])
+    with pytest.raises(RecordingSanityError) as exc:
+        process_recording(variant(base, tmp_path, copy), seed=7)
+    assert ("/adc/electronic_noise is the shot-noise capture /adc/shot_noise (identical first "
+            "65536 samples: a copy): the electronic-noise capture must be recorded on its own "
+            "(LO off, signal blocked)") in str(exc.value)
