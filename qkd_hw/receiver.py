@@ -188,7 +188,6 @@ class _SymbolBlocks:
 
     def __init__(self, reader: TraceReader, n_symbols: int, fraction: float, seed: int) -> None:
         self.reader = reader
-        self.va = reader.tx.modulation_variance_snu
         self.n = int(n_symbols)
         self.fraction = float(fraction)
         self.seed = int(seed)
@@ -202,9 +201,7 @@ class _SymbolBlocks:
             got = self._blocks.get(b)
         if got is None:
             lo, hi = b * self.BLOCK, min((b + 1) * self.BLOCK, self.n)
-            x = self.reader.symbols(lo, hi)
-            check_symbols(self.reader.path, x, lo, self.va)
-            got = (x,
+            got = (_checked_symbols(self.reader, lo, hi),
                    disclosed_mask(lo, hi, fraction=self.fraction, seed=self.seed))
             with self._lock:
                 if b >= self._low:
@@ -318,6 +315,13 @@ def _stores(reader: TraceReader, chunk_samples: int, room: int,
         yield store, room
 
 
+def _checked_symbols(reader: TraceReader, start: int, stop: int) -> np.ndarray:
+    """``reader.symbols(start, stop)`` through ``sanity.check_symbols``."""
+    x = reader.symbols(start, stop)
+    check_symbols(reader.path, x, start, reader.tx.modulation_variance_snu)
+    return x
+
+
 def _rails_counted(chunks: Iterator[tuple[np.ndarray, int]],
                    counter: RailCounter) -> Iterator[tuple[np.ndarray, int]]:
     """``chunks`` (``_stores`` items), each chunk fed to ``counter`` first: advanced by
@@ -427,7 +431,7 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
             if opt.clock_tracking:
                 acq = refine_clock_chain(acq, sig_len,
                                          lambda a, b: reader.read("signal", a, b),
-                                         reader.symbols)
+                                         lambda a, b: _checked_symbols(reader, a, b))
         except DspLockError as exc:
             raise ReceiverLockError(f"{path}: receiver not locked: {exc}", exc.metrics) from exc
         # after the lock: a "signal" without pilot is a lock failure whatever else it is
