@@ -324,3 +324,15 @@ def test_electronic_noise_that_is_the_shot_noise_refused(base, tmp_path):
     assert ("/adc/electronic_noise is the shot-noise capture /adc/shot_noise (identical first "
             "65536 samples: a copy): the electronic-noise capture must be recorded on its own "
             "(LO off, signal blocked)") in str(exc.value)
+
+
+def test_noise_capture_clipped_at_its_range_refused(base, tmp_path):
+    # a noise capture taken at 20x the codes per volt saturates the 12-bit ADC: rescaling it
+    # cannot restore the clipped tails, the capture is refused (not trusted after scaling)
+    def saturate(f):
+        a = f["adc/shot_noise"][:]
+        vpc = f["adc/shot_noise"].attrs["volts_per_code"]
+        rewrite(f, "adc/shot_noise", np.clip(np.floor(a * 20.0 + 0.5), -2048, 2047)
+                .astype(np.int16), volts_per_code=vpc / 20.0)
+    with pytest.raises(RecordingSanityError, match=r"/adc/shot_noise is clipped: measured 0\.00"):
+        process_recording(variant(base, tmp_path, saturate), seed=7)
