@@ -362,11 +362,14 @@ def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: Matched
     lags = last // R + 1
     best = None
     for inverted in (False, True):
-        p = np.abs(corr[int(inverted), :lags]) ** 2
+        # float64: the square of a huge complex64 correlation must not overflow
+        p = np.abs(corr[int(inverted), :lags]).astype(np.float64) ** 2
         m = int(np.argmax(p))
         guard = math.ceil(2 * period / R)
         side = np.concatenate([p[:max(m - guard, 0)], p[m + guard + 1:]])
-        pslr = float(p[m] / np.mean(side)) if side.size else 0.0
+        side_mean = float(np.mean(side)) if side.size else 0.0
+        # no side lobes at all (an all-zero reference or capture): no peak stands out either
+        pslr = float(p[m] / side_mean) if side_mean > 0 else 0.0
         if best is None or pslr > best[0]:
             # back to full-rate samples: parabola through the peak and its neighbours
             d = 0.0

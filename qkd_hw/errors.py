@@ -34,6 +34,20 @@ class ReceiverLockError(QkdHwError):
         self.metrics = dict(metrics or {})
 
 
+class RecordingSanityError(QkdHwError):
+    """The receiver locked but the recording cannot be what it claims: a clipped capture, a
+    noise capture that is the signal, estimates outside what physics allows. No key rate and
+    no raw key come from it.
+
+    ``metrics`` holds the numbers behind the verdict (clipped fractions, the estimate and its
+    uncertainty, ...).
+    """
+
+    def __init__(self, message: str, metrics: dict[str, float] | None = None) -> None:
+        super().__init__(message)
+        self.metrics = dict(metrics or {})
+
+
 class InstrumentError(QkdHwError):
     """An instrument misbehaved or refused a command.
 

@@ -15,12 +15,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from dsp.carrier import pilot_leakage_floor
+from dsp.clipping import RailCounter
 from dsp.errors import DspLockError
 from dsp.estimation import Estimates, estimate_parameters
 from dsp.pe import PairMoments, disclosed_mask
@@ -37,6 +38,14 @@ from dsp.pipeline import (
 from qkd_hw.errors import ReceiverLockError
 from qkd_hw.keyrate import KeyRate, KeyRateInputError, key_rate_from_estimates
 from qkd_hw.raw_key import RawKeyWriter
+from qkd_hw.sanity import (
+    check_clipping,
+    check_distinct_captures,
+    check_estimates,
+    check_modulation_variance,
+    check_noise_levels,
+    check_symbols,
+)
 from qkd_hw.trace_io import TraceReader
 
 __all__ = ["ReceiverResult", "process_recording"]
@@ -90,6 +99,19 @@ class ReceiverResult:
     #: "signal_pe_sums" the pair sums, "pilot", "phase", "matched_filter", "timing" the DSP),
     #: "estimation" (incl. the raw-key file)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: per capture: fraction of samples at the ADC rails as measured here (``dsp.clipping``)
+    #: and as the writer recorded it (``clipped_fraction`` attribute, None if absent)
+    clipped_fraction: dict[str, float] = field(default_factory=dict)
+    clipped_fraction_recorded: dict[str, float | None] = field(default_factory=dict)
+    #: per noise capture: its volts_per_code over the signal's (its variance was scaled by
+    #: the square to the signal's codes)
+    volts_per_code_ratio: dict[str, float] = field(default_factory=dict)
+
+    def calibration_std(self) -> tuple[float | None, float]:
+        """sd of xi (SNU; None when t_hat = 0) and of T from the shot-noise calibration alone
+        (outside the PE bounds, conventions.md)."""
+        return _calibration_std(self.estimates, self.shot_noise, self.n0_codes2,
+                                self.n0_std_codes2)
 
     def summary(self) -> dict[str, Any]:
         """Flat, JSON-ready dict (the ``--json`` output of ``qkd-hw process``)."""
@@ -102,12 +124,8 @@ class ReceiverResult:
             "electronic_noise_snu": self.electronic_noise_snu,
             "electronic_noise_std_snu": self.electronic_noise_std_snu,
             # the shot-noise calibration's own uncertainty, outside the PE bounds
-            # (conventions.md): xi = (sigma2 - V_shot) / t^2 in ADC codes, so the sd of the
-            # shot-noise variance moves xi by sd(V_shot)/N0 / t^2 (v_el's cancels), and
-            # T = t^2/gain by its relative sd of N0
-            "excess_noise_calibration_std_snu": (self.shot_noise.variance_std / self.n0_codes2
-                                                 / e.t_eff**2 if e.t_eff else None),
-            "transmittance_calibration_std": e.transmittance * self.n0_std_codes2 / self.n0_codes2,
+            "excess_noise_calibration_std_snu": self.calibration_std()[0],
+            "transmittance_calibration_std": self.calibration_std()[1],
             "t_eff": e.t_eff, "t_eff_min": e.t_eff_min, "t_eff_std": e.t_eff_std,
             "snr": e.snr, "sigma2": e.sigma2, "sigma2_max": e.sigma2_max,
             "n_pe": e.n_pe, "eps_pe": e.eps_pe,
@@ -139,6 +157,9 @@ class ReceiverResult:
             "stage_seconds": dict(self.stage_seconds),
             "raw_key_path": self.raw_key_path,
             "pe_seed": self.pe_seed,
+            "clipped_fraction": dict(self.clipped_fraction),
+            "clipped_fraction_recorded": dict(self.clipped_fraction_recorded),
+            "volts_per_code_ratio": dict(self.volts_per_code_ratio),
         }
         if self.key_rate is not None:
             d["key_rate"] = {k: v for k, v in self.key_rate.as_dict().items()
@@ -148,6 +169,14 @@ class ReceiverResult:
     def estimates_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self.estimates).items()
                 if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def _calibration_std(e: Estimates, sn: NoiseStats, n0: float,
+                     n0_std: float) -> tuple[float | None, float]:
+    # xi = (sigma2 - V_shot) / t^2 in ADC codes, so the sd of the shot-noise variance moves
+    # xi by sd(V_shot)/N0 / t^2 (v_el's cancels), and T = t^2/gain by its relative sd of N0
+    xi_std = sn.variance_std / n0 / e.t_eff**2 if e.t_eff else None
+    return xi_std, e.transmittance * n0_std / n0
 
 
 class _SymbolBlocks:
@@ -172,7 +201,7 @@ class _SymbolBlocks:
             got = self._blocks.get(b)
         if got is None:
             lo, hi = b * self.BLOCK, min((b + 1) * self.BLOCK, self.n)
-            got = (self.reader.symbols(lo, hi),
+            got = (_checked_symbols(self.reader, lo, hi),
                    disclosed_mask(lo, hi, fraction=self.fraction, seed=self.seed))
             with self._lock:
                 if b >= self._low:
@@ -286,6 +315,22 @@ def _stores(reader: TraceReader, chunk_samples: int, room: int,
         yield store, room
 
 
+def _checked_symbols(reader: TraceReader, start: int, stop: int) -> np.ndarray:
+    """``reader.symbols(start, stop)`` through ``sanity.check_symbols``."""
+    x = reader.symbols(start, stop)
+    check_symbols(reader.path, x, start, reader.tx.modulation_variance_snu)
+    return x
+
+
+def _rails_counted(chunks: Iterator[tuple[np.ndarray, int]],
+                   counter: RailCounter) -> Iterator[tuple[np.ndarray, int]]:
+    """``chunks`` (``_stores`` items), each chunk fed to ``counter`` first: advanced by
+    ``_read_ahead``'s worker, the count overlaps the DSP of the chunk before."""
+    for store, start in chunks:
+        counter.feed(store[start:])
+        yield store, start
+
+
 def _link(reader: TraceReader) -> LinkParameters:
     tx = reader.tx
     return LinkParameters(
@@ -327,6 +372,10 @@ def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions 
     ------
     ReceiverLockError
         Pilot not found or synchronisation failed (``.metrics`` holds the lock metrics).
+    RecordingSanityError
+        The recording is broken in a way the lock does not see (``qkd_hw.sanity``: clipped
+        captures, a noise capture that is the signal, estimates outside physics); raised
+        before any key rate or raw key.
     TraceFormatError
         The file does not follow the format.
     """
@@ -373,14 +422,20 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
         head = reader.read("signal", 0, head_n)
         k_sync = min(opt.sync_symbols, link.n_symbols)
         n_samples = sum(a.length for a in reader.adc.values())
+        sync_symbols = reader.symbols(0, k_sync)
+        check_symbols(path, sync_symbols, 0, link.modulation_variance_snu)
+        check_modulation_variance(path, sync_symbols, link.modulation_variance_snu,
+                                  f"first {k_sync} symbols")
         try:
-            acq = acquire(head, reader.symbols(0, k_sync), link, opt)
+            acq = acquire(head, sync_symbols, link, opt)
             if opt.clock_tracking:
                 acq = refine_clock_chain(acq, sig_len,
                                          lambda a, b: reader.read("signal", a, b),
-                                         reader.symbols)
+                                         lambda a, b: _checked_symbols(reader, a, b))
         except DspLockError as exc:
             raise ReceiverLockError(f"{path}: receiver not locked: {exc}", exc.metrics) from exc
+        # after the lock: a "signal" without pilot is a lock failure whatever else it is
+        check_distinct_captures(reader)
         diag = Diagnostics()
         if diagnostics:
             _spectrum(head, link.sample_rate_hz, diag)
@@ -390,21 +445,28 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
 
         # shot-noise units: both captures through exactly the signal's chain
         noise = {}
+        rails = {name: RailCounter() for name in reader.adc}
+        recorded = {name: info.clipped_fraction for name, info in reader.adc.items()}
+        clipped: dict[str, float] = {}
+        vpc_ratio: dict[str, float] = {}
         for name in ("shot_noise", "electronic_noise"):
             meter = NoiseMeter(acq)
             for chunk in reader.iter_chunks(name, chunk_samples):
                 meter.feed(chunk)
+                rails[name].feed(chunk)
                 tick(chunk.shape[0])
-            noise[name] = meter.result()
+            clipped[name] = rails[name].stats.clipped_fraction(reader.adc[name].dtype)
+            check_clipping(path, name, clipped[name], recorded[name])
+            # a capture taken at another vertical range: its variance in the signal's codes
+            # (trace-format.md: bring the captures to one scale with the ratio)
+            vpc_ratio[name] = (reader.adc[name].volts_per_code
+                               / reader.adc["signal"].volts_per_code)
+            noise[name] = _rescaled(meter.result(), vpc_ratio[name])
         sn, el = noise["shot_noise"], noise["electronic_noise"]
         stages["noise"] = time.perf_counter() - t_mark
         t_mark = time.perf_counter()
+        check_noise_levels(path, sn.variance, el.variance)
         n0 = sn.variance - el.variance
-        if not n0 > 0:
-            raise ReceiverLockError(f"{path}: shot-noise variance {sn.variance:.6g} is not above "
-                                    f"the electronic noise {el.variance:.6g} (codes^2): no SNU",
-                                    {"shot_noise_var": sn.variance,
-                                     "electronic_noise_var": el.variance})
         n0_std = math.hypot(sn.variance_std, el.variance_std)
         vel = el.variance / n0
         # sd of Var(el)/N0 to first order, written without dividing by Var(el) (0 for a
@@ -441,8 +503,9 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
         t_consume = 0.0
         room = stream.room_samples()
         # closing(): on an error the pending read finishes before the file is closed
-        with contextlib.closing(_read_ahead(_stores(reader, chunk_samples, room, map_file),
-                                            load_symbols, stages)) as chunks:
+        stores = _rails_counted(_stores(reader, chunk_samples, room, map_file),
+                                rails["signal"])
+        with contextlib.closing(_read_ahead(stores, load_symbols, stages)) as chunks:
             for store, start in chunks:
                 chunk = store[start:]
                 with _lock_kept(path):
@@ -459,6 +522,9 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
         consume(tail)
         stages["signal"] = time.perf_counter() - t_mark
         stages["signal_pe_sums"] = t_consume
+        clipped = {"signal": rails["signal"].stats.clipped_fraction(reader.adc["signal"].dtype),
+                   **clipped}
+        check_clipping(path, "signal", clipped["signal"], recorded["signal"])
         stages.update(stream.stage_seconds)
         t_mark = time.perf_counter()
 
@@ -470,6 +536,10 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
     est = estimate_parameters(acc, modulation_variance_snu=link.modulation_variance_snu,
                               efficiency=link.efficiency, electronic_noise_snu=vel, eps_pe=eps_pe,
                               fitted_phase=True)
+    # before the key rate: it would clamp xi_max < 0 to 0 and T > 1 to 1 and certify a key
+    xi_cal_std, t_cal_std = _calibration_std(est, sn, n0, n0_std)
+    check_estimates(path, est, xi_cal_std=xi_cal_std if xi_cal_std is not None else math.inf,
+                    t_cal_std=t_cal_std, vel=vel, vel_std=vel_std, clipped=clipped)
     kr, kr_err = None, None
     n_pe_sym = moments.count
     try:
@@ -517,7 +587,17 @@ def _process(path: str | os.PathLike[str], opt: ReceiverOptions, *, pe_fraction:
         n_received=n_rx, n_pe_symbols=n_pe_sym, n_key_symbols=n_key,
         samples=n_samples, seconds=seconds,
         timing_log=stream.timing_log, raw_key_path=raw_path, diagnostics=diag,
-        pe_seed=seed, stage_seconds=stages)
+        pe_seed=seed, stage_seconds=stages, clipped_fraction=clipped,
+        clipped_fraction_recorded=recorded, volts_per_code_ratio=vpc_ratio)
+
+
+def _rescaled(stats: NoiseStats, vpc_ratio: float) -> NoiseStats:
+    """``stats`` of a capture whose codes are ``vpc_ratio`` times the signal's, in the
+    signal's codes."""
+    if vpc_ratio == 1.0:
+        return stats
+    g = vpc_ratio * vpc_ratio
+    return replace(stats, variance=stats.variance * g, variance_std=stats.variance_std * g)
 
 
 @contextlib.contextmanager

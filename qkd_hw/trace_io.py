@@ -148,6 +148,11 @@ class AdcInfo:
     volts_per_code: float
     chunks: tuple[int, ...] | None = None  # HDF5 chunk shape, None if contiguous
     compression: str | None = None
+    #: the writer's optional ``clipped_fraction`` attribute (None: absent); information only,
+    #: the receiver measures its own
+    clipped_fraction: float | None = None
+    #: target of a soft link at ``/adc/<name>`` (None: a plain dataset)
+    soft_link: str | None = None
 
     @property
     def duration_s(self) -> float:
@@ -246,12 +251,17 @@ class TraceReader:
     chunk_cache_bytes : int, optional
         libhdf5 chunk cache per dataset (default 64 MiB), large enough that an
         HDF5 chunk straddling two of our reads is decompressed once.
+    allow_incomplete : bool, optional
+        Open a recording whose root attribute ``complete`` is false (an interrupted
+        acquisition; refused by default, as the spec says).
 
     Attributes
     ----------
     path : Path
     description, created_utc : str or None
         Optional root attributes.
+    complete : bool
+        The optional root attribute ``complete`` (True when absent).
     tx : TxInfo
     adc : dict[str, AdcInfo]
         Keyed by ``"signal"``, ``"shot_noise"``, ``"electronic_noise"``.
@@ -260,8 +270,10 @@ class TraceReader:
     """
 
     def __init__(self, path: str | os.PathLike[str], *,
-                 chunk_cache_bytes: int = _CHUNK_CACHE_BYTES) -> None:
+                 chunk_cache_bytes: int = _CHUNK_CACHE_BYTES,
+                 allow_incomplete: bool = False) -> None:
         self._cache_bytes = int(chunk_cache_bytes)
+        self._allow_incomplete = bool(allow_incomplete)
         # locking="best-effort": files on NFS/read-only mounts without flock still open;
         # writers never expose a file before it is complete, so readers need no lock
         self.path, self._f = open_h5(path, kind=FORMAT_NAME, rdcc_nbytes=self._cache_bytes,
@@ -289,6 +301,7 @@ class TraceReader:
         self.created_utc = attr_str(file, root, "created_utc", obj_name="/", required=False)
         if self.created_utc is not None:
             _check_created_utc(file, self.created_utc)
+        self.complete = self._complete(root)
 
         adc = get_group(file, root, "adc")
         self._ds: dict[str, h5py.Dataset] = {}
@@ -301,15 +314,22 @@ class TraceReader:
                 if ds.is_virtual:  # a missing source file would read as fill values, silently
                     raise fail(file, where, "virtual datasets are not supported")
             native = _check_adc_dtype(file, where, dtype)
+            with wrap_h5(file, where):
+                link = adc.get(name, getlink=True)
+            soft = link.path if isinstance(link, h5py.SoftLink) else None
             length = check_1d(file, ds)
             check_allocated(file, ds, length)
             fs = attr_number(file, ds, "sample_rate_hz")
             check_range(file, attr_where(where, "sample_rate_hz"), fs, gt=0.0)
             vpc = attr_number(file, ds, "volts_per_code")
             check_range(file, attr_where(where, "volts_per_code"), vpc, gt=0.0)
+            clip = attr_number(file, ds, "clipped_fraction", required=False)
+            if clip is not None:
+                check_range(file, attr_where(where, "clipped_fraction"), clip, ge=0.0, le=1.0)
             del ds  # must be closed for a re-open with another chunk cache to take effect
             self._ds[name] = self._with_cache(adc, name, chunks, native.itemsize)
-            self.adc[name] = AdcInfo(name, length, native, fs, vpc, chunks, compression)
+            self.adc[name] = AdcInfo(name, length, native, fs, vpc, chunks, compression,
+                                     clip, soft)
         fs0 = self.adc["signal"].sample_rate_hz
         for name in ADC_DATASETS[1:]:
             fs = self.adc[name].sample_rate_hz
@@ -347,6 +367,22 @@ class TraceReader:
             n_symbols=n_symbols,
         )
 
+    def _complete(self, root: h5py.Group) -> bool:
+        """The optional root attribute ``complete`` (absent: True); False is refused unless
+        ``allow_incomplete`` (an interrupted acquisition reads as if it were whole)."""
+        where = attr_where("/", "complete")
+        with wrap_h5(self.path, where):
+            raw = root.attrs.get("complete")
+        if raw is None:
+            return True
+        value = raw.reshape(-1)[0] if isinstance(raw, np.ndarray) and raw.size == 1 else raw
+        if not isinstance(value, bool | np.bool_):
+            raise fail(self.path, where, f"expected a bool, got {short_repr(raw)}")
+        if not value and not self._allow_incomplete:
+            raise fail(self.path, where, "false: the acquisition was interrupted before every "
+                                         "capture was written in full")
+        return bool(value)
+
     def _with_cache(self, group: h5py.Group, name: str, chunks: tuple[int, ...] | None,
                     itemsize: int) -> h5py.Dataset:
         """Open ``group/name`` with a chunk cache of >= 2 chunks if its chunks are large."""
@@ -376,6 +412,14 @@ class TraceReader:
             raise fail(file, where, f"first entry {pilots[0]!r} differs from pilot_frequency_hz "
                                     f"{first!r} (the spec requires them equal)")
         return (first, *pilots[1:])
+
+    def same_object(self, a: str, b: str) -> bool:
+        """Whether ``/adc/<a>`` and ``/adc/<b>`` are one HDF5 object (hard or soft links to
+        the same dataset); metadata only."""
+        ds_a, _ = self._dataset(a)
+        ds_b, _ = self._dataset(b)
+        with wrap_h5(self.path, f"/adc/{a}, /adc/{b}"):
+            return ds_a.id == ds_b.id
 
     # -- reading ------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -844,6 +888,19 @@ class TraceWriter:
             raise ValueError(f"dataset must be one of {list(ADC_DATASETS)}, got {dataset!r}")
         data = self._as_adc(dataset, np.asarray(codes))
         self._lengths[dataset] = self._grow(self._ds[dataset], self._lengths[dataset], data)
+
+    def set_clipped_fraction(self, dataset: str, fraction: float) -> None:
+        """Record the optional ``clipped_fraction`` attribute of ``/adc/<dataset>``: the
+        fraction of its samples at either rail of the ADC, as the writer knows it (the
+        digitizer's overload count, the simulator's clip count)."""
+        self._check_writable()
+        if dataset not in self._ds:
+            raise ValueError(f"dataset must be one of {list(ADC_DATASETS)}, got {dataset!r}")
+        value = float(fraction)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"clipped_fraction of /adc/{dataset} must be in [0, 1], "
+                             f"got {fraction!r}")
+        self._ds[dataset].attrs["clipped_fraction"] = value
 
     def _as_adc(self, dataset: str, a: np.ndarray) -> np.ndarray:
         dt = self.adc_dtype

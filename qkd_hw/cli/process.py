@@ -3,7 +3,10 @@
 Locks on the pilot and Alice's symbols, calibrates shot-noise units from the shot- and
 electronic-noise captures, estimates T, xi, v_el on a disclosed random subset and the
 finite-size key rate, and (with --out) writes the raw key (mode 0600). On lock failure it
-exits with code 2 and a message giving the lock metrics; no estimate is printed then.
+exits with code 2 and a message giving the lock metrics; no estimate is printed then. So it
+does for a recording that fails a physical sanity check (clipped captures, a noise capture
+that is the signal, T above 1 or xi_max below 0 beyond the calibration's uncertainty), and
+no raw key is written.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dsp.carrier import PHASE_METHODS
 from dsp.pipeline import ReceiverOptions
 from qkd_hw.cli.jsonout import json_text
 from qkd_hw.cli.plots import save_png
-from qkd_hw.errors import QkdHwError, ReceiverLockError
+from qkd_hw.errors import QkdHwError, ReceiverLockError, RecordingSanityError
 from qkd_hw.receiver import DEFAULT_CHUNK, ReceiverResult, process_recording
 from qkd_hw.trace_io import TraceReader
 
@@ -110,6 +113,11 @@ def _run(args: argparse.Namespace) -> int:
         if args.json:
             print(json_text({"locked": False, "error": str(exc), "lock": exc.metrics}))
         raise
+    except RecordingSanityError as exc:   # locked, but the recording is broken: no estimates
+        if args.json:
+            print(json_text({"locked": True, "sane": False, "error": str(exc),
+                             "sanity": exc.metrics}))
+        raise
     except ValueError as exc:
         raise QkdHwError(f"{args.trace}: {exc}") from exc
     summary = {"locked": True, **res.summary()}
@@ -144,6 +152,8 @@ def _print_human(s: dict[str, Any]) -> None:
         f"v_el               {s['electronic_noise_snu']:.5f} +- "
         f"{s['electronic_noise_std_snu']:.5f} SNU",
         f"SNR                {s['snr']:.4f}",
+        "clipped            " + ", ".join(f"{k} {v:.2g}" for k, v in s["clipped_fraction"].items())
+        + " (fraction of samples at the ADC rails)",
         f"key rate           {f(s['key_rate_bits_per_symbol'], '.5f')} bit/symbol"
         + (f" ({s['key_rate_error']})" if s.get("key_rate_error") else ""),
         f"throughput         {s['samples'] / 1e6:.1f} MS in {s['seconds']:.2f} s",

@@ -369,6 +369,8 @@ def simulate_recording(
                     w.append(cap.name, codes)
                     bar.update(m)
                 clipped[cap.name] = n_clip
+            for cap in captures:
+                w.set_clipped_fraction(cap.name, clipped[cap.name] / cap.length)
             truth = Truth(
                 transmittance=p.transmittance, excess_noise_snu=p.excess_noise_snu,
                 electronic_noise_snu=p.electronic_noise_snu,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from dsp.carrier import PhaseTracker, design_pilot_filter
 from dsp.errors import DspLockError
 from dsp.estimation import PeAccumulator, estimate_parameters
 from dsp.pe import PairMoments, disclosed_mask
-from dsp.pipeline import ReceiverOptions
+from dsp.pipeline import LinkParameters, ReceiverOptions, acquire
 
 FS = 1e9
 LINK = {"signal_frequency_hz": 150e6, "symbol_rate_hz": 100e6, "rolloff": 0.2}
@@ -276,3 +277,30 @@ def test_sync_decimation_filter_keeps_the_band_and_stops_its_aliases(fs, w):
     assert 20 * np.log10(H[f >= fs / R - w].max()) < -60
     # too wide a band for any decimation: none
     assert _sync_decimation(1e9, 200e6)[0] == 1
+
+
+def _head_with_pilot(n: int = 300_000) -> tuple[np.ndarray, LinkParameters]:
+    fs = 1e9
+    rng = np.random.default_rng(9)
+    t = np.arange(n) / fs
+    head = (rng.normal(0, 35, n) + 300 * np.cos(2 * np.pi * 250e6 * t)).astype(np.float32)
+    link = LinkParameters(sample_rate_hz=fs, symbol_rate_hz=100e6, rolloff=0.2,
+                          signal_frequency_hz=150e6, pilot_frequencies_hz=(250e6,),
+                          modulation_variance_snu=5.0, efficiency=0.7, detection="heterodyne",
+                          n_symbols=20_000)
+    return head, link
+
+
+@pytest.mark.parametrize("alice", ["zeros", "huge"])
+def test_sync_without_correlation_is_a_lock_error_without_warnings(alice):
+    # an all-zero reference correlates to exactly 0 everywhere (the side-lobe mean was 0/0);
+    # a 1e30 symbol overflowed the complex64 power |corr|^2: both printed RuntimeWarnings
+    head, link = _head_with_pilot()
+    x = np.zeros(4096, np.complex64)
+    if alice == "huge":
+        x[:] = (np.random.default_rng(1).normal(size=4096) * 2).astype(np.complex64)
+        x[100] = 1e30
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DspLockError, match="synchronisation failed"):
+            acquire(head, x, link)
