@@ -75,6 +75,7 @@ from qkd_hw.atomic import AtomicFile
 from qkd_hw.errors import TraceFormatError
 from qkd_hw.h5_extents import Extents, dataset_extents
 from qkd_hw.raw_key import RawKey, read_raw_key, write_raw_key
+from qkd_hw.sizes import check_processable
 
 __all__ = [
     "ADC_DATASETS",
@@ -117,6 +118,10 @@ _REL_TOL_PILOT = 1e-6  # pilot_frequencies_hz[0] vs pilot_frequency_hz (float32 
 # compressed chunk is decompressed once (raised per dataset to 2 chunks when chunks are larger)
 _CHUNK_CACHE_BYTES = 16 << 20
 _CHUNK_CACHE_SLOTS = 10007  # prime, >> chunks that fit
+# h5py objects of aborted writers whose file HDF5 could not close (its end lies past the
+# file-size limit, so the final flush fails): released, they would print that failure from
+# __dealloc__ as "Exception ignored" tracebacks; kept referenced instead (file already unlinked)
+_UNCLOSABLE: list[tuple[Any, ...]] = []
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,14 @@ def _check_tx_values(
     if det not in DETECTIONS:
         raise fail(file, w("detection"),
                    f"must be one of {list(DETECTIONS)}, got {short_repr(det)}")
+
+
+def _one_line(exc: BaseException) -> str:
+    """An h5py error as one line: the OS reason when there is one (libhdf5's own text spans
+    lines and repeats the temporary file name)."""
+    if isinstance(exc, OSError) and exc.errno:
+        return f"{os.strerror(exc.errno)} (errno {exc.errno})"
+    return " ".join(str(exc).split())
 
 
 def _check_adc_dtype(file: Path, where: str, dtype: np.dtype) -> np.dtype:
@@ -346,6 +359,7 @@ class TraceReader:
             detection=vals["detection"],
             n_symbols=n_symbols,
         )
+        check_processable(file, self.tx, fs0, self.adc["signal"].length)
 
     def _with_cache(self, group: h5py.Group, name: str, chunks: tuple[int, ...] | None,
                     itemsize: int) -> h5py.Dataset:
@@ -829,7 +843,7 @@ class TraceWriter:
                 ds.write_direct(data, None, np.s_[old:new])
             except (OSError, ValueError, RuntimeError, TypeError) as exc:
                 raise TraceFormatError(f"{self.path}: writing {ds.name}[{old}:{new}] "
-                                       f"failed: {exc}") from exc
+                                       f"failed: {_one_line(exc)}") from exc
         return new
 
     def append(self, dataset: str, codes: np.ndarray) -> None:
@@ -982,7 +996,7 @@ class TraceWriter:
                 if f.id.valid:
                     f.close()
             except Exception:  # discarding the file anyway; the original error matters
-                pass
+                _UNCLOSABLE.append((f, getattr(self, "_ds", None), getattr(self, "_sym", None)))
         atomic = getattr(self, "_atomic", None)
         if atomic is not None:
             atomic.abort()

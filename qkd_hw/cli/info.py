@@ -19,6 +19,7 @@ from qkd_hw._h5check import attr_str, open_h5
 from qkd_hw.cli.jsonout import json_text
 from qkd_hw.errors import TraceFormatError
 from qkd_hw.raw_key import RAW_KEY_FORMAT, read_raw_key
+from qkd_hw.sizes import check_capture_holds_sync
 from qkd_hw.trace_io import ADC_DATASETS, FORMAT_NAME, FORMAT_VERSION, TraceReader
 
 
@@ -85,6 +86,9 @@ def trace_summary(path: str | os.PathLike[str], *, verify: bool = False) -> dict
 
 def _verify(r: TraceReader) -> None:
     from tqdm import tqdm
+
+    # before reading everything: the DSP cannot lock on a capture shorter than its sync
+    check_capture_holds_sync(r.path, r.tx, r.sample_rate_hz, r.adc["signal"].length)
 
     total = sum(a.length for a in r.adc.values()) + r.tx.n_symbols
     with tqdm(total=total, unit="S", unit_scale=True, desc="verify", file=sys.stderr,

@@ -1,0 +1,129 @@
+"""Sizes that cannot fit: a recording or a simulation the machine cannot hold is refused up
+front, with one line naming the value, the size needed and the size available."""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from dsp.pipeline import ReceiverOptions
+from dsp.rrc import MatchedFilterBank
+from qkd_hw.receiver import DEFAULT_CHUNK
+from qkd_hw.sizes import STREAM_CHUNK_SAMPLES, receiver_memory_bytes
+from tests.conftest import SHARED_TRACES
+
+BASIC = SHARED_TRACES["basic"]  # 1 GS/s, 100 MBd, 1005234 signal samples, 1e5 symbols
+
+
+def _cmd() -> list[str]:
+    exe = shutil.which("qkd-hw")
+    return [exe] if exe else [sys.executable, "-m", "qkd_hw.cli.main"]
+
+
+def _run(args: list[str], *, vm_limit: int | None = None) -> subprocess.CompletedProcess:
+    def limit() -> None:
+        if vm_limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (vm_limit, vm_limit))
+    return subprocess.run([*_cmd(), *args], capture_output=True, text=True, preexec_fn=limit)
+
+
+def _variant(tmp_path: Path, name: str, *, n_symbols: int | None = None, **tx_attrs) -> Path:
+    """basic.h5 with some /tx attributes changed (and /tx/symbols cut to n_symbols)."""
+    out = tmp_path / name
+    shutil.copyfile(BASIC, out)
+    out.chmod(0o644)
+    with h5py.File(out, "r+") as f:
+        for k, v in tx_attrs.items():
+            f["tx"].attrs[k] = v
+        if n_symbols is not None:
+            sym = f["tx/symbols"][:n_symbols]
+            del f["tx/symbols"]
+            f["tx"].create_dataset("symbols", data=sym)
+    return out
+
+
+def _one_line_error(res: subprocess.CompletedProcess, *needles: str) -> str:
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
+    for n in needles:
+        assert n in res.stderr, res.stderr
+    return res.stderr
+
+
+@pytest.mark.parametrize("rate", [1.0, 1e3])
+def test_absurd_symbol_rate_is_refused_by_info_verify_and_process(tmp_path, rate):
+    # 1e9 / 1e6 samples per symbol: the matched-filter bank alone is 7e14 / 8e11 bytes
+    # (256 phases x 32 symbols x sps taps x 100 B); before, info passed and process died
+    # with a MemoryError traceback asking for 238 / 61 GiB
+    bad = _variant(tmp_path, "rate.h5", symbol_rate_hz=rate)
+    info = _one_line_error(_run(["info", "--verify", str(bad)]),
+                           "'symbol_rate_hz' of /tx", "samples per symbol", "GiB of memory")
+    proc = _one_line_error(_run(["process", str(bad), "--seed", "1"]))
+    assert info.split("error: ", 1)[1] == proc.split("error: ", 1)[1]  # the same message
+    need = float(info.split("need ~")[1].split(" GiB")[0])
+    assert need > 1e9 * 32 * 256 * 48 / rate / 2**30   # at least the bank's kept tables
+
+
+def test_memory_refusal_uses_the_process_limit(tmp_path):
+    # 2e4 samples per symbol, one symbol: a consistent file whose bank needs ~16 GB; under a
+    # 4 GB address-space limit (ulimit -v) both commands refuse and name the limit
+    bad = _variant(tmp_path, "mem.h5", symbol_rate_hz=5e4, n_symbols=1)
+    for args in (["info", "--verify", str(bad)], ["process", str(bad), "--seed", "1"]):
+        _one_line_error(_run(args, vm_limit=4 << 30), "RLIMIT_AS (ulimit -v) is 4 GiB",
+                        "matched-filter bank 15.3 GiB")
+
+
+@pytest.mark.parametrize("attrs, needle", [
+    ({"symbol_rate_hz": 6e8}, "1.67 samples per symbol at the sample rate 1e+09 Hz; the "
+                              "receiver needs >= 2"),
+    ({"rolloff": 0.0}, "'rolloff' of /tx: 0.0: the receiver's RRC matched filter needs"),
+    ({"signal_frequency_hz": 4.8e8}, "quantum band [4.2e+08, 5.4e+08] Hz"),
+    ({"pilot_frequency_hz": 1.6e8, "pilot_frequencies_hz": np.array([1.6e8])},
+     "'pilot_frequency_hz' of /tx 1.6e+08 Hz lies inside the quantum band [9e+07, 2.1e+08]"),
+])
+def test_tx_values_the_receiver_cannot_use_are_refused_by_info(tmp_path, attrs, needle):
+    # each passed `info` before (only each value's own range was checked)
+    bad = _variant(tmp_path, "tx.h5", **attrs)
+    _one_line_error(_run(["info", str(bad)]), needle)
+
+
+def test_info_verify_refuses_a_capture_shorter_than_the_sync(tmp_path):
+    # 1e7 Bd: 100 samples per symbol, the 1005234 samples hold 10052 of the 16384 symbols
+    # the receiver synchronises on
+    short = _variant(tmp_path, "short.h5", symbol_rate_hz=1e7)
+    assert _run(["info", str(short)]).returncode == 0   # well-formed
+    _one_line_error(_run(["info", "--verify", str(short)]),
+                    "/adc/signal's 1005234 samples hold 1.01e+04 symbols",
+                    "first 16384 of the 100000")
+
+
+def test_bank_estimate_bounds_the_measured_bank():
+    # tracemalloc sees every numpy buffer the bank allocates while it is built
+    sps = 37.3
+    tracemalloc.start()
+    try:
+        MatchedFilterBank(samples_per_symbol=sps, rolloff=0.2, span_symbols=32, n_phases=256,
+                          mixer_cycles_per_sample=0.15, taper=5.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    est = receiver_memory_bytes(samples_per_symbol=sps, rolloff=0.2, n_symbols=10**5,
+                                signal_length=10**6).bank
+    assert peak <= est <= 1.2 * peak
+
+
+def test_stream_chunk_is_the_receivers():
+    assert STREAM_CHUNK_SAMPLES == DEFAULT_CHUNK
+
+
+def test_span_of_a_tiny_rolloff_does_not_overflow():
+    # ceil(6.4 / 1e-310) overflowed before the clip to [24, 96]
+    assert ReceiverOptions().span(1e-310) == 96
