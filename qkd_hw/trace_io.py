@@ -44,6 +44,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import resource
+import shutil
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
@@ -72,7 +74,7 @@ from qkd_hw._h5check import (
     wrap_h5,
 )
 from qkd_hw.atomic import AtomicFile
-from qkd_hw.errors import TraceFormatError
+from qkd_hw.errors import ResourceError, TraceFormatError
 from qkd_hw.h5_extents import Extents, dataset_extents
 from qkd_hw.raw_key import RawKey, read_raw_key, write_raw_key
 from qkd_hw.sizes import check_processable
@@ -118,10 +120,6 @@ _REL_TOL_PILOT = 1e-6  # pilot_frequencies_hz[0] vs pilot_frequency_hz (float32 
 # compressed chunk is decompressed once (raised per dataset to 2 chunks when chunks are larger)
 _CHUNK_CACHE_BYTES = 16 << 20
 _CHUNK_CACHE_SLOTS = 10007  # prime, >> chunks that fit
-# h5py objects of aborted writers whose file HDF5 could not close (its end lies past the
-# file-size limit, so the final flush fails): released, they would print that failure from
-# __dealloc__ as "Exception ignored" tracebacks; kept referenced instead (file already unlinked)
-_UNCLOSABLE: list[tuple[Any, ...]] = []
 
 
 @dataclass(frozen=True)
@@ -202,6 +200,29 @@ def _check_tx_values(
     if det not in DETECTIONS:
         raise fail(file, w("detection"),
                    f"must be one of {list(DETECTIONS)}, got {short_repr(det)}")
+
+
+def _check_room(file: Path, size: int) -> None:
+    """Refuse declared captures of ``size`` bytes the file cannot grow to.
+
+    Their storage is allocated in one piece at the first write: past the file-size limit
+    (``ulimit -f``, the file system's largest file) HDF5 could then neither write nor close
+    the file, and its ids printed "Exception ignored" tracebacks when collected.
+    """
+    limits = []
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY:
+        limits.append((soft, "the file-size limit (ulimit -f)"))
+    folder = file.absolute().parent
+    with contextlib.suppress(OSError, ValueError):   # no such folder: creating the file says so
+        bits = os.pathconf(folder, "PC_FILESIZEBITS")
+        if bits > 0:
+            limits.append((2 ** (bits - 1) - 1, f"the largest file on {folder}'s file system"))
+        limits.append((shutil.disk_usage(folder).free, f"the free disk space at {folder}"))
+    for limit, what in limits:
+        if size > limit:
+            raise ResourceError(f"{file}: cannot create recording: the declared captures take "
+                                f"{size / 1e9:.4g} GB, {what} is {limit / 1e9:.4g} GB")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -759,6 +780,8 @@ class TraceWriter:
                 if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
                     raise ValueError(f"lengths[{k!r}] must be an int >= 1, got {n!r}")
                 fixed[k] = int(n)
+        if fixed and compression is None:   # contiguous captures, allocated whole
+            _check_room(file, sum(fixed.values()) * dtype.itemsize)
         if created_utc is None:
             created_utc = datetime.now(UTC).isoformat(timespec="milliseconds")
         _check_created_utc(file, created_utc)
@@ -996,7 +1019,7 @@ class TraceWriter:
                 if f.id.valid:
                     f.close()
             except Exception:  # discarding the file anyway; the original error matters
-                _UNCLOSABLE.append((f, getattr(self, "_ds", None), getattr(self, "_sym", None)))
+                pass
         atomic = getattr(self, "_atomic", None)
         if atomic is not None:
             atomic.abort()

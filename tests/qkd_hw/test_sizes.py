@@ -127,3 +127,66 @@ def test_stream_chunk_is_the_receivers():
 def test_span_of_a_tiny_rolloff_does_not_overflow():
     # ceil(6.4 / 1e-310) overflowed before the clip to [24, 96]
     assert ReceiverOptions().span(1e-310) == 96
+
+
+# ----------------------------------------------------------------------------- simulate
+def _free_gb(path: Path) -> float:
+    return shutil.disk_usage(path).free / 1e9
+
+
+@pytest.mark.parametrize("extra, gb", [
+    (["--symbols", "1e12"], 2.8e4),   # 1e13 int16 samples + 1e12 complex64 symbols
+    (["--symbols", "1000", "--set", "symbol_rate_hz=1"], 2.03e3),   # 1e9 samples per symbol
+    (["--symbols", "1000", "--set", "delay_samples=1e12"], 2e3),
+    (["--symbols", "1000", "--set", "tail_samples=1e12"], 2e3),
+])
+def test_simulate_refuses_outputs_larger_than_the_free_disk(tmp_path, extra, gb):
+    # before: symbol_rate_hz=1 etc. started writing 2 TB; --symbols 1e12 failed at the
+    # file-size limit with a multi-line error and two "Exception ignored" tracebacks
+    assert gb > _free_gb(tmp_path)   # the premise: more than this disk holds
+    out = tmp_path / "big.h5"
+    err = _one_line_error(_run(["simulate", str(out), "--seed", "1", *extra]),
+                          "the recording would take ~", f"free disk space at {tmp_path} is")
+    need = float(err.split("take ~")[1].split(" GB")[0])
+    assert need == pytest.approx(gb, rel=0.02)   # 2 B per int16 sample + 8 B per symbol
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_simulate_refuses_a_truth_phase_larger_than_memory(tmp_path):
+    # /truth/phase_rad is kept whole in memory (float64 per signal sample): 1e8 symbols are
+    # 1e9 samples, ~24 GB with the ramp added to it; refused under a 4 GB limit
+    out = tmp_path / "phase.h5"
+    _one_line_error(_run(["simulate", str(out), "--seed", "1", "--symbols", "1e8",
+                          "--truth-phase"], vm_limit=4 << 30),
+                    "simulating would need ~22.7 GiB of memory", "RLIMIT_AS (ulimit -v) is 4 GiB")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("setting, needle", [
+    ("symbol_rate_hz=1e-300", "symbol_rate_hz = 1e-300 is inf samples per symbol"),
+    ("tail_samples=1e300", "tail_samples = 1e+300 is out of range; allowed [0, 1e+12]"),
+    ("shot_noise_samples=1e300", "shot_noise_samples = 1e+300 is out of range"),
+    ("pilot_powers_dbsn=40", "73% of the signal samples or more would clip"),
+])
+def test_simulate_refuses_absurd_parameters_in_one_line(tmp_path, setting, needle):
+    # before: an OverflowError traceback (1e-300), a 301-digit number in the message
+    # (1e300), a recording whose signal capture was 73-100 % clipped (40-60 dB pilots)
+    out = tmp_path / "x.h5"
+    _one_line_error(_run(["simulate", str(out), "--seed", "1", "--symbols", "1000",
+                          "--set", setting]), needle)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_declared_captures_past_the_file_size_limit_are_refused_before_writing(tmp_path):
+    # a file-size limit (ulimit -f 1 MB; the file system's largest file behaves the same)
+    # below the 8 MB of captures: their storage is allocated whole at the first write, so
+    # HDF5 could neither write nor close the file; before, a 2-line error, two "Exception
+    # ignored" tracebacks when h5py collected the ids, and a segfault at exit (rc -11)
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+    out = tmp_path / "f.h5"
+    res = subprocess.run([*_cmd(), "simulate", str(out), "--seed", "1", "--symbols", "200000",
+                          "--no-progress"], capture_output=True, text=True, preexec_fn=limit)
+    _one_line_error(res, "cannot create recording: the declared captures take 0.008011 GB, "
+                         "the file-size limit (ulimit -f) is 0.001049 GB")
+    assert list(tmp_path.iterdir()) == []
