@@ -15,7 +15,7 @@ the same files with the same one-line error (``info --verify`` also asks
 
 The memory figures are upper estimates calibrated on measured peaks (maximum RSS of
 ``process_recording`` and tracemalloc of the bank) at 10-800 samples per symbol; they
-overestimate by 1.2-2.4x there, so a refusal is never a close call.
+overestimate by 1.4-2x there, so a refusal is never a close call.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from qkd_hw.errors import ResourceError
 
 #: samples per symbol the receiver needs at least (MatchedFilterBank, LinkParameters)
 MIN_SAMPLES_PER_SYMBOL = 2.0
-#: interpreter, numpy, numba and h5py before the first sample (measured ~175 MB RSS)
-BASE_BYTES = 200 << 20
+#: interpreter, numpy, numba and h5py (~175 MB RSS) and the first run's JIT compilation
+#: (basic.h5, 1M samples, empty numba cache: 325 MB peak RSS)
+BASE_BYTES = 400 << 20
 #: peak bytes per entry of the matched-filter bank while it is built (measured 100.0:
 #: float64 tau and pulse, complex128 taps and first-order taps, their float32 copies)
 BANK_BYTES_PER_ENTRY = 100
