@@ -995,8 +995,11 @@ class TraceWriter:
                 raise TraceFormatError(f"{self.path}: tx.n_symbols={self.tx.n_symbols} but "
                                        f"{self._n_symbols} symbols were written; file discarded")
             self._f.close()
-            with TraceReader(self._atomic.tmp_path):
-                pass  # the writer never produces what the reader refuses
+            try:
+                with TraceReader(self._atomic.tmp_path):
+                    pass  # the writer never produces what the reader refuses
+            except ResourceError:
+                pass  # well-formed; only processing it needs more memory than this machine's
             try:
                 self._atomic.commit()
             except OSError as exc:

@@ -190,3 +190,28 @@ def test_declared_captures_past_the_file_size_limit_are_refused_before_writing(t
     _one_line_error(res, "cannot create recording: the declared captures take 0.008011 GB, "
                          "the file-size limit (ulimit -f) is 0.001049 GB")
     assert list(tmp_path.iterdir()) == []
+
+
+_WRITE_BIG_SPS = """
+import sys
+import numpy as np
+from qkd_hw.trace_io import TraceWriter, TxInfo
+tx = TxInfo(symbol_rate_hz=5e4, rolloff=0.2, signal_frequency_hz=1.5e8,
+            pilot_frequencies_hz=(2.5e8,), modulation_variance_snu=5.0, efficiency=0.7,
+            detection="heterodyne", n_symbols=1)
+with TraceWriter(sys.argv[1], tx=tx, sample_rate_hz=1e9, volts_per_code=1e-3) as w:
+    for name in ("signal", "shot_noise", "electronic_noise"):
+        w.append(name, np.zeros(1_000_000, np.int16))
+    w.write_symbols(np.ones(1, np.complex64))
+"""
+
+
+def test_writer_keeps_a_recording_only_processing_cannot_fit(tmp_path):
+    # 2e4 samples per symbol: well-formed, but processing needs ~16 GB; under a 4 GB limit
+    # the writer's final re-open refused it and discarded the finished file
+    out = tmp_path / "w.h5"
+    res = subprocess.run([sys.executable, "-c", _WRITE_BIG_SPS, str(out)], capture_output=True,
+                         text=True, preexec_fn=lambda: resource.setrlimit(
+                             resource.RLIMIT_AS, (4 << 30, 4 << 30)))
+    assert res.returncode == 0, res.stderr
+    assert out.is_file()
