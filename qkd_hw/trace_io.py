@@ -31,7 +31,10 @@ Decisions (the spec leaves them open):
   symbol rate in ``(0, sample_rate_hz)``, ``pilot_frequencies_hz[0]`` must
   equal ``pilot_frequency_hz`` to 1e-6 relative (float32 storage), pilots are
   distinct. ``volts_per_code`` may differ between the three captures (it is
-  per dataset); the sample rate may not (1e-9 relative).
+  per dataset); the sample rate may not (1e-9 relative). On top, the reader refuses
+  what the receiver cannot process (:func:`qkd_hw.sizes.check_processable`: >= 2
+  samples per symbol, roll-off > 0, quantum band inside Nyquist and clear of the pilots,
+  working memory within the machine's); the writer checks only the per-value ranges.
 * ``start``/``stop`` of the read methods are strict: ``0 <= start <= stop <= length``
   (no clamping, no negative indices); a request beyond the end is a bug and is
   reported as ``ValueError``, not silently shortened.
