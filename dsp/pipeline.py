@@ -148,7 +148,7 @@ class ReceiverOptions:
         (pilot leakage) below -68 dB for roll-offs 0.1-0.5."""
         if self.span_symbols is not None:
             return int(self.span_symbols)
-        s = math.ceil(6.4 / rolloff)
+        s = math.ceil(min(6.4 / rolloff, 96))   # min first: no overflow for tiny roll-offs
         return int(min(max(s + (s % 2), 24), 96))
 
     def head_samples(self, link: LinkParameters) -> int:

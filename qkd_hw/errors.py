@@ -23,6 +23,13 @@ class TraceFormatError(QkdHwError):
     """
 
 
+class ResourceError(QkdHwError):
+    """A run would need more memory or disk than there is; refused before it starts.
+
+    The message names the input, the size needed and the size available.
+    """
+
+
 class ReceiverLockError(QkdHwError):
     """The DSP receiver could not lock (pilot not found, synchronisation failed).
 

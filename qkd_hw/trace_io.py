@@ -31,7 +31,10 @@ Decisions (the spec leaves them open):
   symbol rate in ``(0, sample_rate_hz)``, ``pilot_frequencies_hz[0]`` must
   equal ``pilot_frequency_hz`` to 1e-6 relative (float32 storage), pilots are
   distinct. ``volts_per_code`` may differ between the three captures (it is
-  per dataset); the sample rate may not (1e-9 relative).
+  per dataset); the sample rate may not (1e-9 relative). On top, the reader refuses
+  what the receiver cannot process (:func:`qkd_hw.sizes.check_processable`: >= 2
+  samples per symbol, roll-off > 0, quantum band inside Nyquist and clear of the pilots,
+  working memory within the machine's); the writer checks only the per-value ranges.
 * ``start``/``stop`` of the read methods are strict: ``0 <= start <= stop <= length``
   (no clamping, no negative indices); a request beyond the end is a bug and is
   reported as ``ValueError``, not silently shortened.
@@ -44,6 +47,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import resource
+import shutil
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
@@ -72,9 +77,10 @@ from qkd_hw._h5check import (
     wrap_h5,
 )
 from qkd_hw.atomic import AtomicFile
-from qkd_hw.errors import TraceFormatError
+from qkd_hw.errors import ResourceError, TraceFormatError
 from qkd_hw.h5_extents import Extents, dataset_extents
 from qkd_hw.raw_key import RawKey, read_raw_key, write_raw_key
+from qkd_hw.sizes import check_processable
 
 __all__ = [
     "ADC_DATASETS",
@@ -202,6 +208,37 @@ def _check_tx_values(
     if det not in DETECTIONS:
         raise fail(file, w("detection"),
                    f"must be one of {list(DETECTIONS)}, got {short_repr(det)}")
+
+
+def _check_room(file: Path, size: int) -> None:
+    """Refuse declared captures of ``size`` bytes the file cannot grow to.
+
+    Their storage is allocated in one piece at the first write: past the file-size limit
+    (``ulimit -f``, the file system's largest file) HDF5 could then neither write nor close
+    the file, and its ids printed "Exception ignored" tracebacks when collected.
+    """
+    limits = []
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY:
+        limits.append((soft, "the file-size limit (ulimit -f)"))
+    folder = file.absolute().parent
+    with contextlib.suppress(OSError, ValueError):   # no such folder: creating the file says so
+        bits = os.pathconf(folder, "PC_FILESIZEBITS")
+        if bits > 0:
+            limits.append((2 ** (bits - 1) - 1, f"the largest file on {folder}'s file system"))
+        limits.append((shutil.disk_usage(folder).free, f"the free disk space at {folder}"))
+    for limit, what in limits:
+        if size > limit:
+            raise ResourceError(f"{file}: cannot create recording: the declared captures take "
+                                f"{size / 1e9:.4g} GB, {what} is {limit / 1e9:.4g} GB")
+
+
+def _one_line(exc: BaseException) -> str:
+    """An h5py error as one line: the OS reason when there is one (libhdf5's own text spans
+    lines and repeats the temporary file name)."""
+    if isinstance(exc, OSError) and exc.errno:
+        return f"{os.strerror(exc.errno)} (errno {exc.errno})"
+    return " ".join(str(exc).split())
 
 
 def _check_adc_dtype(file: Path, where: str, dtype: np.dtype) -> np.dtype:
@@ -366,6 +403,7 @@ class TraceReader:
             detection=vals["detection"],
             n_symbols=n_symbols,
         )
+        check_processable(file, self.tx, fs0, self.adc["signal"].length)
 
     def _complete(self, root: h5py.Group) -> bool:
         """The optional root attribute ``complete`` (absent: True); False is refused unless
@@ -789,6 +827,8 @@ class TraceWriter:
                 if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
                     raise ValueError(f"lengths[{k!r}] must be an int >= 1, got {n!r}")
                 fixed[k] = int(n)
+        if fixed and compression is None:   # contiguous captures, allocated whole
+            _check_room(file, sum(fixed.values()) * dtype.itemsize)
         if created_utc is None:
             created_utc = datetime.now(UTC).isoformat(timespec="milliseconds")
         _check_created_utc(file, created_utc)
@@ -873,7 +913,7 @@ class TraceWriter:
                 ds.write_direct(data, None, np.s_[old:new])
             except (OSError, ValueError, RuntimeError, TypeError) as exc:
                 raise TraceFormatError(f"{self.path}: writing {ds.name}[{old}:{new}] "
-                                       f"failed: {exc}") from exc
+                                       f"failed: {_one_line(exc)}") from exc
         return new
 
     def append(self, dataset: str, codes: np.ndarray) -> None:
@@ -1015,8 +1055,11 @@ class TraceWriter:
                 raise TraceFormatError(f"{self.path}: tx.n_symbols={self.tx.n_symbols} but "
                                        f"{self._n_symbols} symbols were written; file discarded")
             self._f.close()
-            with TraceReader(self._atomic.tmp_path):
-                pass  # the writer never produces what the reader refuses
+            try:
+                with TraceReader(self._atomic.tmp_path):
+                    pass  # the writer never produces what the reader refuses
+            except ResourceError:
+                pass  # well-formed; only processing it needs more memory than this machine's
             try:
                 self._atomic.commit()
             except OSError as exc:

@@ -19,6 +19,7 @@ from qkd_hw._h5check import attr_str, open_h5
 from qkd_hw.cli.jsonout import json_text
 from qkd_hw.errors import TraceFormatError
 from qkd_hw.raw_key import RAW_KEY_FORMAT, read_raw_key
+from qkd_hw.sizes import check_capture_holds_sync, gib, receiver_memory_bytes
 from qkd_hw.trace_io import ADC_DATASETS, FORMAT_NAME, FORMAT_VERSION, TraceReader
 
 
@@ -80,11 +81,18 @@ def trace_summary(path: str | os.PathLike[str], *, verify: bool = False) -> dict
             },
             "has_truth": r.has_truth(),
             "verified": verify,
+            # what `process` will need (the reader refused the file if it exceeds the limit)
+            "receiver_memory_bytes": int(receiver_memory_bytes(
+                samples_per_symbol=r.sample_rate_hz / r.tx.symbol_rate_hz, rolloff=r.tx.rolloff,
+                n_symbols=r.tx.n_symbols, signal_length=sig.length).total),
         }
 
 
 def _verify(r: TraceReader) -> None:
     from tqdm import tqdm
+
+    # before reading everything: the DSP cannot lock on a capture shorter than its sync
+    check_capture_holds_sync(r.path, r.tx, r.sample_rate_hz, r.adc["signal"].length)
 
     total = sum(a.length for a in r.adc.values()) + r.tx.n_symbols
     with tqdm(total=total, unit="S", unit_scale=True, desc="verify", file=sys.stderr,
@@ -140,6 +148,7 @@ def _print_trace(d: dict[str, Any]) -> None:
     print(f"      signal at {_si(t['signal_frequency_hz'], 'Hz')}, pilot(s) at {pilots}")
     print(f"      V_A {t['modulation_variance_snu']:g} SNU, efficiency {t['efficiency']:g}")
     print(f"  truth: {'present (simulated recording)' if d['has_truth'] else 'absent'}")
+    print(f"  process needs ~{gib(d['receiver_memory_bytes'])} of memory")
     if d["verified"]:
         print("  verify: every sample and symbol read, all finite")
 

@@ -47,6 +47,10 @@ MAX_PILOTS = 8
 #: minimum clearance of a pilot from the quantum band's edge, in symbol rates
 PILOT_GUARD_SYMBOL_RATES = 0.02
 QUANTISATION_VAR_CODES2 = 1.0 / 12.0
+#: refuse settings whose largest pilot alone clips more of the signal capture than this
+MAX_PILOT_CLIPPED_FRACTION = 0.5
+#: one symbol's samples at most (as many as the longest capture allowed, 1e12)
+MAX_SAMPLES_PER_SYMBOL = 1e12
 
 
 @dataclass(frozen=True)
@@ -224,6 +228,10 @@ class SimParams:
         _range("sample_rate_hz", self.sample_rate_hz, gt=0.0, le=1e12)
         fs, nyq = self.sample_rate_hz, self.sample_rate_hz / 2.0
         _range("symbol_rate_hz", self.symbol_rate_hz, gt=0.0, lt=fs)
+        if not self.samples_per_symbol <= MAX_SAMPLES_PER_SYMBOL:   # inf for a denormal rate
+            raise ConfigError(f"symbol_rate_hz = {self.symbol_rate_hz!r} is "
+                              f"{self.samples_per_symbol:.3g} samples per symbol at sample_rate_hz"
+                              f" {fs:g}; allowed at most {MAX_SAMPLES_PER_SYMBOL:g}")
         _range("rolloff", self.rolloff, gt=0.0, le=1.0,
                why=" (0 would be a sinc pulse, which no finite span can hold)")
         _range("rrc_span_symbols", self.rrc_span_symbols, ge=4, le=1024)
@@ -254,6 +262,23 @@ class SimParams:
                     "rms of analog noise to dither it); raise it or the gain, or use "
                     "adc_dtype=float32")
         self._validate_frequencies()
+        self._validate_pilot_clipping()
+
+    def _validate_pilot_clipping(self) -> None:
+        # a tone of amplitude A against rails at +-R sits beyond them a fraction
+        # (2/pi) arccos(R/A) of the time, whatever else is added: a lower bound of the
+        # signal capture's clipped fraction from the largest pilot alone
+        if not self.quantised:
+            return
+        rail = 2.0 ** (self.adc_bits - 1)
+        i = int(np.argmax(self.pilot_powers_dbsn))
+        amp = self.pilot_amplitudes_codes[i]
+        if amp > rail and 2 / math.pi * math.acos(rail / amp) > MAX_PILOT_CLIPPED_FRACTION:
+            raise ConfigError(
+                f"pilot_powers_dbsn[{i}] = {self.pilot_powers_dbsn[i]:g} dB is a pilot of "
+                f"{amp:.4g} codes amplitude against the ADC's +-{rail:g} "
+                f"(adc_bits={self.adc_bits}): {2 / math.pi * math.acos(rail / amp):.0%} of the "
+                f"signal samples or more would clip; lower it or adc_shot_noise_rms_codes")
 
     def _validate_frequencies(self) -> None:
         nyq, df = self.sample_rate_hz / 2.0, self.frequency_offset_hz
@@ -298,6 +323,8 @@ class SimParams:
         # f_p < fs/2 and f_s + W/2 < fs/2 keep it above W/2)
 
     def _validate_tail(self) -> None:
+        # like delay_samples: /truth stores it as int64, and 1e12 samples are 2 TB already
+        _range("tail_samples", self.tail_samples, ge=0, le=10 ** 12)
         need = math.ceil(self.half_span * self.samples_per_symbol_eff) + 1
         if self.tail_samples < need:
             raise ConfigError(
@@ -324,7 +351,8 @@ def _range(name: str, v: Any, *, gt: float | None = None, ge: float | None = Non
     if not ok:
         lo = f"({gt:g}" if gt is not None else (f"[{ge:g}" if ge is not None else "(-inf")
         hi = f"{lt:g})" if lt is not None else (f"{le:g}]" if le is not None else "inf)")
-        raise ConfigError(f"{name} = {v!r} is out of range; allowed {lo}, {hi}{why}")
+        shown = repr(v) if len(repr(v)) <= 24 else f"{v:.6g}"   # 1e300 as an int: 301 digits
+        raise ConfigError(f"{name} = {shown} is out of range; allowed {lo}, {hi}{why}")
 
 
 def _coerce(name: str, typ: Any, v: Any) -> Any:

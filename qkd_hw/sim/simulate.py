@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,10 +58,11 @@ import numpy as np
 from numpy.random import PCG64, SeedSequence
 
 from qkd_hw import __version__
-from qkd_hw.errors import ConfigError
+from qkd_hw.errors import ConfigError, ResourceError
 from qkd_hw.sim.params import SimParams
 from qkd_hw.sim.pulse import polyphase_table
 from qkd_hw.sim.waveform import laser_phase, quantize, synthesize, ziggurat_normals
+from qkd_hw.sizes import available_memory_bytes, gib
 from qkd_hw.trace_io import TRUTH_FIELDS, TraceWriter, Truth, TxInfo
 
 SAMPLE_BLOCK = 1 << 16
@@ -74,6 +76,15 @@ TRUTH_PHASE_AUTO_MAX = 1 << 25
 RNG_SCHEME = "pcg64-seedsequence-blocks-zignor-v1"
 #: HDF5 chunk of the ADC datasets (512 KiB of int16), whatever the processing chunk
 HDF5_CHUNK = 1 << 18
+#: HDF5 metadata and attributes of a recording, bytes (generous)
+FILE_OVERHEAD_BYTES = 1 << 20
+#: interpreter, numpy, numba, h5py (measured ~260 MB RSS at a 1M-sample chunk)
+SIM_BASE_BYTES = 300 << 20
+#: working memory per chunk sample (measured ~37 B: 298 / 408 MB peak RSS at 1M / 4M)
+SIM_BYTES_PER_CHUNK_SAMPLE = 70
+#: /truth/phase_rad in memory per signal sample (float64 array + the int64/float64 ramp
+#: added to it; measured ~23 B: +462 MB for 2e7 samples)
+TRUTH_PHASE_BYTES_PER_SAMPLE = 24
 
 
 class Stream:
@@ -334,6 +345,7 @@ def simulate_recording(
     n_signal = p.signal_samples(n_symbols)
     if truth_phase is None:
         truth_phase = n_signal <= TRUTH_PHASE_AUTO_MAX
+    check_fits(path, p, n_symbols, chunk, truth_phase)   # before a byte is written
 
     tx = TxInfo(symbol_rate_hz=p.symbol_rate_hz, rolloff=p.rolloff,
                 signal_frequency_hz=p.signal_frequency_hz,
@@ -386,6 +398,52 @@ def simulate_recording(
     finally:
         bar.close()
     return truth
+
+
+def output_bytes(p: SimParams, n_symbols: int, truth_phase: bool) -> int:
+    """Size of the recording without compression (bytes): the three captures, /tx/symbols
+    (complex64) and /truth/phase_rad (float64 per signal sample) when written."""
+    n_signal = p.signal_samples(n_symbols)
+    adc = (n_signal + p.shot_noise_samples + p.electronic_noise_samples) \
+        * np.dtype(p.adc_dtype).itemsize
+    return adc + 8 * n_symbols + (8 * n_signal if truth_phase else 0) + FILE_OVERHEAD_BYTES
+
+
+def peak_memory_bytes(p: SimParams, n_symbols: int, chunk_samples: int,
+                      truth_phase: bool) -> int:
+    """Peak memory of :func:`simulate_recording` (bytes, upper estimate): the per-chunk
+    working set and /truth/phase_rad, kept whole until the end (float64, plus the
+    offset ramp added to it)."""
+    n_signal = p.signal_samples(n_symbols)
+    longest = max(n_signal, p.shot_noise_samples, p.electronic_noise_samples)
+    return (SIM_BASE_BYTES + SIM_BYTES_PER_CHUNK_SAMPLE * min(chunk_samples, longest)
+            + (TRUTH_PHASE_BYTES_PER_SAMPLE * n_signal if truth_phase else 0))
+
+
+def check_fits(path: str | os.PathLike[str], p: SimParams, n_symbols: int, chunk_samples: int,
+               truth_phase: bool) -> None:
+    """Refuse a simulation whose output does not fit the free disk space at ``path`` or whose
+    working memory does not fit this process's memory (:class:`ResourceError`, one line)."""
+    n_signal = p.signal_samples(n_symbols)
+    what = (f"{n_signal:.4g} signal samples: {n_symbols} symbols at "
+            f"{p.samples_per_symbol_eff:.6g} samples per symbol, delay_samples "
+            f"{p.delay_samples:.6g}, tail_samples {p.tail_samples:.6g}")
+    need = output_bytes(p, n_symbols, truth_phase)
+    target = Path(path).absolute().parent
+    try:
+        free = shutil.disk_usage(target).free
+    except OSError:   # no such directory: the writer reports it, naming the path
+        free = None
+    if free is not None and need > free:
+        raise ResourceError(f"{path}: the recording would take ~{need / 1e9:.3g} GB ({what}"
+                            f"{'; with /truth/phase_rad' if truth_phase else ''}); free disk "
+                            f"space at {target} is {free / 1e9:.3g} GB")
+    mem = peak_memory_bytes(p, n_symbols, chunk_samples, truth_phase)
+    avail, limit = available_memory_bytes()
+    if mem > avail:
+        phase = f", /truth/phase_rad of {what}" if truth_phase else ""
+        raise ResourceError(f"{path}: simulating would need ~{gib(mem)} of memory (chunk of "
+                            f"{chunk_samples} samples{phase}); {limit} is {gib(avail)}")
 
 
 def _write_signal(w: TraceWriter, p: SimParams, seed: int, source: SymbolSource,

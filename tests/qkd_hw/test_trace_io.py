@@ -16,10 +16,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from qkd_hw.errors import TraceFormatError
+from qkd_hw.errors import ResourceError, TraceFormatError
 from qkd_hw.trace_io import (
     ADC_DATASETS,
     TraceReader,
@@ -494,13 +494,18 @@ def test_damaged_chunk_fails_on_read_not_open(tmp_path):
 
 # ----------------------------------------------------------------------------- property test
 _FIXTURE_OK = [HealthCheck.function_scoped_fixture]  # tmp_path is reused, each example overwrites
-_ATTR_RULES = {  # independent oracle: the documented valid ranges, fs = 1e9
-    "symbol_rate_hz": lambda v: 0 < v < 1e9,
-    "rolloff": lambda v: 0 <= v <= 1,
+# independent oracle: the documented valid ranges for the template (fs 1e9, symbol rate 1e8,
+# roll-off 0.2, signal 150 MHz, pilot 250 MHz, 200 signal samples, 20 symbols): >= 2 samples
+# per symbol, quantum band f_s +- (1 + beta) Rs / 2 inside [0, fs/2] and clear of the pilot,
+# and the receiver's memory within this machine's (~100 B x 256 phases x 32 x fs / Rs taps:
+# fits below 1e3 samples per symbol, never above 1e7; in between it depends on the machine)
+_ATTR_RULES = {
+    "symbol_rate_hz": lambda v: v > 0 and 1e9 / v >= 2 and 0.6 * v <= 1e8 and 1e9 / v < 1e3,
+    "rolloff": lambda v: 0 < v <= 1,
     "efficiency": lambda v: 0 < v <= 1,
     "modulation_variance_snu": lambda v: v > 0,
-    "signal_frequency_hz": lambda v: 0 <= v <= 5e8,
-    "pilot_frequency_hz": lambda v: 0 <= v <= 5e8,
+    "signal_frequency_hz": lambda v: 6e7 <= v <= 4.4e8 and abs(v - 2.5e8) >= 6e7,
+    "pilot_frequency_hz": lambda v: 0 <= v <= 5e8 and not 9e7 < v < 2.1e8,
 }
 
 
@@ -522,13 +527,15 @@ def test_attribute_values_property(tmp_path, small_template, key, value):
     with h5py.File(p, "r+") as f:
         f["tx"].attrs[key] = value
     valid = bool(np.isfinite(float(value))) and _ATTR_RULES[key](float(value))
+    if key == "symbol_rate_hz" and float(value) > 0:   # the machine's memory decides there
+        assume(not 1e2 <= 1e9 / float(value) <= 1e7)
     if valid:
         with TraceReader(p) as r:
             tx = r.tx
         got = tx.pilot_frequencies_hz[0] if key == "pilot_frequency_hz" else getattr(tx, key)
         assert got == float(value)
     else:
-        with pytest.raises(TraceFormatError, match=f"'{key}' of /tx"):
+        with pytest.raises((TraceFormatError, ResourceError), match=f"'{key}' of /tx"):
             TraceReader(p)
 
 
