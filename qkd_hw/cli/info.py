@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _peek_format(path: str) -> str | None:
-    file, f = open_h5(path, kind=FORMAT_NAME)
+    file, f = open_h5(path, kind=f"{FORMAT_NAME} or {RAW_KEY_FORMAT}")
     with f:
         return attr_str(file, f, "format", obj_name="/", required=False)
 
