@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 import unicodedata
@@ -21,24 +22,44 @@ from qkd_hw.errors import QkdHwError
 SUBCOMMANDS = ("demo", "simulate", "info", "process", "keyrate")
 
 
+#: signals that end a run like Ctrl-C does (cleanup, one line), with exit code 128 + signum
+TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that every cleanup path of SIGINT runs for it too."""
+    """SIGTERM or SIGHUP, raised like Ctrl-C so that every cleanup path of SIGINT runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
-    raise Terminated
+def _on_terminate(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signum, signal.SIG_DFL)  # a second one kills at once
+    raise Terminated(signum)
 
 
-def _set_sigterm(handler: object) -> object:
-    """Install a SIGTERM handler, return the previous one (``None``: not possible here,
-    e.g. outside the main thread, or the previous one was not set from Python)."""
-    if handler is None:
-        return None
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except (ValueError, TypeError):
-        return None
+def _set_handlers(handlers: dict[int, object]) -> dict[int, object]:
+    """Install signal handlers, return the previous ones (a handler that cannot be set,
+    e.g. outside the main thread or one not set from Python, is left as it is)."""
+    previous = {}
+    for signum, handler in handlers.items():
+        if handler is None:
+            continue
+        try:
+            previous[signum] = signal.signal(signum, handler)
+        except (ValueError, TypeError):
+            continue
+    return previous
+
+
+def _stdout_closed() -> int:
+    """stdout's reader went away (``qkd-hw info --json | head -1``): point stdout at
+    /dev/null so the interpreter's final flush does not fail too; exit as SIGPIPE would."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 def one_line(text: str) -> str:
@@ -69,11 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; return its exit code.
 
     Errors of qkd-hw are one line on stderr and exit code 2; Ctrl-C (also during the
-    imports of numpy and numba, which happen in here) exits 130 and SIGTERM 143, each with
-    one line and after the same cleanup (temporary files removed).
+    imports of numpy and numba, which happen in here) exits 130, SIGTERM 143 and SIGHUP
+    129, each with one line and after the same cleanup (temporary files removed); a closed
+    stdout (a pipe into ``head``) exits 141 quietly.
     """
     command = "qkd-hw"
-    previous = _set_sigterm(_on_sigterm)
+    previous = _set_handlers(dict.fromkeys(TERMINATING_SIGNALS, _on_terminate))
     try:
         parser = build_parser()  # imports numpy, numba, h5py, ...: interruptible too
         args = parser.parse_args(argv)
@@ -85,14 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     except QkdHwError as exc:
         print(f"{command}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
-    except Terminated:
-        print(f"{command}: terminated (SIGTERM)", file=sys.stderr)
-        return 128 + signal.SIGTERM
+    except Terminated as exc:
+        print(f"{command}: terminated ({signal.Signals(exc.signum).name})", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if sys.stdout.closed:
+            raise
+        return _stdout_closed()
     finally:
-        _set_sigterm(previous)
+        _set_handlers(previous)
 
 
 if __name__ == "__main__":

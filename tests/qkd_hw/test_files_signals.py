@@ -184,7 +184,8 @@ def test_devices_sockets_directories_are_refused(tmp_path):
 
 
 # ------------------------------------------------------------------ SIGTERM, stale temporaries
-def test_sigterm_during_process_out_cleans_up(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_during_process_out_cleans_up(tmp_path, signum):
     out = tmp_path / "raw.h5"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     p = subprocess.Popen([sys.executable, "-m", "qkd_hw.cli.main", "process",
@@ -196,15 +197,29 @@ def test_sigterm_during_process_out_cleans_up(tmp_path):
             assert p.poll() is None, p.communicate()
             assert time.monotonic() < deadline, "the raw-key temporary never appeared"
             time.sleep(0.01)
-        p.send_signal(signal.SIGTERM)
+        p.send_signal(signum)
         _, err = p.communicate(timeout=300)
     finally:
         if p.poll() is None:
             p.kill()
     # was: killed by the signal (-15) leaving raw.h5.tmp-<pid> (0600) behind
-    assert p.returncode == 128 + signal.SIGTERM
-    assert err.strip() == "qkd-hw process: terminated (SIGTERM)"
+    assert p.returncode == 128 + signum
+    assert err.strip() == f"qkd-hw process: terminated ({signal.Signals(signum).name})"
     assert os.listdir(tmp_path) == []
+
+
+def test_closed_stdout_is_a_quiet_exit(shared_traces):
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before anything is written (``| head`` that exited)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    try:
+        p = subprocess.run([sys.executable, "-m", "qkd_hw.cli.main", "info", "--json",
+                            str(shared_traces["basic"])], env=env, stdout=w,
+                           stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(w)
+    assert p.returncode == 128 + signal.SIGPIPE  # was: 1 with a BrokenPipeError traceback
+    assert p.stderr == ""
 
 
 def _dead_pid() -> int:
