@@ -40,11 +40,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = ["AtomicFile", "DiskFullError", "atomic_write", "check_target", "free_bytes",
            "remove_stale_temporaries"]
@@ -64,16 +66,25 @@ class DiskFullError(OSError):
 _FALLOC_FL_KEEP_SIZE = 1  # linux/falloc.h
 
 
+@functools.cache
+def _libc_fallocate() -> Any:
+    """libc's ``fallocate64`` (Linux), ``None`` elsewhere."""
+    try:
+        fallocate = ctypes.CDLL(None, use_errno=True).fallocate64
+    except (OSError, AttributeError):
+        return None
+    fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    fallocate.restype = ctypes.c_int
+    return fallocate
+
+
 def _reserve_blocks(fd: int, length: int) -> None:
     """Allocate ``[0, length)`` of ``fd`` without changing its size (Linux ``fallocate``
     with ``FALLOC_FL_KEEP_SIZE``: libhdf5 keeps its own end of file, a grown size would
     stay in the file as a zero tail). ``OSError(EOPNOTSUPP)`` where that is unavailable."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fallocate = libc.fallocate64
-    except (OSError, AttributeError) as exc:
-        raise OSError(errno.EOPNOTSUPP, "fallocate unavailable") from exc
-    fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    fallocate = _libc_fallocate()
+    if fallocate is None:
+        raise OSError(errno.EOPNOTSUPP, "fallocate unavailable")
     if fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, length) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
