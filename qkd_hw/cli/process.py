@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -32,6 +33,8 @@ PROGRESS_MIN_SAMPLES = 50_000_000
 
 #: files :func:`write_plots` writes into its directory
 PLOT_NAMES = ("constellation.png", "pilot_phase.png", "spectrum.png")
+#: bytes of free space asked per plot before processing (the PNGs take 30-200 kB)
+PLOT_BYTES_BOUND = 1 << 20
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -168,8 +171,9 @@ def check_outputs(args: argparse.Namespace) -> None:
     """Check every output of ``process`` before anything is computed or written.
 
     The raw key (``--out``) and each plot (``--plot``) must be creatable (directory
-    exists and takes files, the name is no directory, device, FIFO or socket), the raw key
-    must fit the free space, none may be the recording and no two may be the same file.
+    exists and takes files, the name is no directory, device, FIFO or socket), together
+    they must fit the free space of their file system, none may be the recording and no
+    two may be the same file.
     Raises :class:`QkdHwError` naming the output and the reason.
     """
     outputs: list[tuple[str, Path]] = []
@@ -182,6 +186,7 @@ def check_outputs(args: argparse.Namespace) -> None:
         outputs += [("plot", Path(args.plot) / name) for name in PLOT_NAMES]
     seen: dict[Path, str] = {}
     trace = Path(args.trace)
+    need_on_fs: dict[int, int] = {}  # all outputs on one file system must fit together
     for what, path in outputs:
         key = path.resolve()
         if key in seen:
@@ -191,8 +196,10 @@ def check_outputs(args: argparse.Namespace) -> None:
                                       and path.samefile(trace)):
             raise QkdHwError(f"{what} {path}: is the recording itself")
         try:
-            check_target(path, need_bytes=_key_bytes_bound(args.trace) if what == "raw key"
-                         else 0)
+            need = _key_bytes_bound(args.trace) if what == "raw key" else PLOT_BYTES_BOUND
+            fs = os.stat(path.parent).st_dev if path.parent.is_dir() else -1
+            need_on_fs[fs] = need_on_fs.get(fs, 0) + need
+            check_target(path, need_bytes=need_on_fs[fs])
         except OSError as exc:
             raise QkdHwError(f"{what} {exc.filename or path}: {exc.strerror or exc}") from exc
 

@@ -74,6 +74,16 @@ def test_process_out_on_full_disk_is_one_line_exit_2(small_fs):
     assert _left(small_fs) == ["fill"]
 
 
+def test_outputs_must_fit_together_before_processing(small_fs, capsys):
+    # three plots of up to 1 MiB each (PNG of at most ~1.3 Mpx) do not fit 1 MiB
+    plots = small_fs / "plots"
+    rc = main(["process", str(SHARED_TRACES["basic"]), "--plot", str(plots)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"plot {plots / 'constellation.png'}: no space left on the device" in err
+    assert os.listdir(plots) == []
+
+
 def test_raw_key_writer_on_full_disk_fails_cleanly(small_fs):
     # the writer itself (not only the CLI's check up front): a typed error, no crash at
     # interpreter exit (libhdf5 cannot close a file whose write failed: h5py#914)
