@@ -103,6 +103,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _temporary_pid(target: Path, name: str) -> int | None:
+    """The PID in ``name`` if it is a temporary name of ``target`` (either form of
+    :func:`_tmp_base`, whatever the writer's PID length), else ``None``."""
+    head, sep, tail = name.rpartition(".tmp-")
+    parts = tail.split("-", 1)
+    if not sep or not all(part.isdigit() for part in parts):
+        return None
+    if head == target.name:
+        return int(parts[0])
+    tag = "~" + hashlib.sha256(os.fsencode(target.name)).hexdigest()[:12]
+    if head.endswith(tag) and target.name.startswith(head[: -len(tag)]):
+        return int(parts[0])  # a long target's name, cut to fit NAME_MAX
+    return None
+
+
 def remove_stale_temporaries(target: str | os.PathLike[str]) -> list[Path]:
     """Remove ``<target>.tmp-<pid>[-<n>]`` files left by dead processes; return them.
 
@@ -111,21 +126,17 @@ def remove_stale_temporaries(target: str | os.PathLike[str]) -> list[Path]:
     temporary names) are matched by the same naming rule as :func:`_tmp_base`.
     """
     target = Path(target)
-    base = Path(_tmp_base(target))  # ".../<name>.tmp-<our pid>"
-    stem = base.name[: base.name.rindex(".tmp-") + len(".tmp-")]
     removed: list[Path] = []
     try:
         entries = list(os.scandir(target.parent))
     except OSError:
         return removed
     for entry in entries:
-        if not entry.name.startswith(stem):
-            continue
-        pid_text = entry.name[len(stem):].split("-", 1)
-        if not all(part.isdigit() for part in pid_text):
+        pid = _temporary_pid(target, entry.name)
+        if pid is None:
             continue
         try:
-            if not entry.is_file(follow_symlinks=False) or _pid_alive(int(pid_text[0])):
+            if not entry.is_file(follow_symlinks=False) or _pid_alive(pid):
                 continue
             os.unlink(entry.path)
         except OSError:

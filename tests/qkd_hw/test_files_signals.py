@@ -261,6 +261,27 @@ def test_stale_temporary_of_a_long_name_is_removed(tmp_path):
         stale.write_bytes(b"old")
     assert remove_stale_temporaries(target) == [stale]
     assert os.listdir(tmp_path) == [target.name]
+    # a writer whose PID had fewer digits cut the name elsewhere: same hash tag
+    head = stale.name.rpartition(".tmp-")[0]
+    cut, tag = head.rsplit("~", 1)
+    small = next(pid for pid in range(999, 99, -1) if not _alive(pid))
+    assert len(str(small)) < len(str(dead))
+    shorter = tmp_path / f"{cut}k~{tag}.tmp-{small}-1"
+    other = tmp_path / f"{cut}~{'0' * 12}.tmp-{dead}"  # another long target
+    for p in (shorter, other):
+        p.write_bytes(b"old")
+    assert remove_stale_temporaries(target) == [shorter]
+    assert other.exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # ------------------------------------------------------------------ outputs checked first
