@@ -285,10 +285,21 @@ class AtomicFile:
         DiskFullError
             Not enough free space, with the target, the bytes needed and the bytes free.
         """
-        want = int(nbytes) + RESERVE_MARGIN
-        if want <= self._reserved:
+        need = int(nbytes) + RESERVE_MARGIN
+        if need <= self._reserved:
             return
-        want = max(want, self._reserved + self._reserved // 4)  # fewer, larger calls
+        grown = self._reserved + self._reserved // 4  # fewer, larger calls when streaming
+        for want in ((grown, need) if grown > need else (need,)):
+            try:
+                self._allocate(want)
+            except DiskFullError:
+                if want == need:
+                    raise
+                continue  # the growth does not fit: what is needed may still
+            self._reserved = want
+            return
+
+    def _allocate(self, want: int) -> None:
         try:
             fd = os.open(self.tmp_path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
             try:
@@ -302,7 +313,6 @@ class AtomicFile:
                 raise self._disk_full(want) from exc
             else:
                 raise
-        self._reserved = want
 
     def _free_bytes(self) -> int:
         return free_bytes(self.tmp_path.parent)

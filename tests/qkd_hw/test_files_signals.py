@@ -20,7 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qkd_hw.atomic import AtomicFile, DiskFullError, atomic_write, remove_stale_temporaries
+from qkd_hw.atomic import (
+    RESERVE_MARGIN,
+    AtomicFile,
+    DiskFullError,
+    atomic_write,
+    remove_stale_temporaries,
+)
 from qkd_hw.cli import main as cli_main
 from qkd_hw.cli.main import main, one_line
 from qkd_hw.errors import TraceFormatError
@@ -142,6 +148,20 @@ def test_reservation_is_released_on_commit(small_fs):
     st = os.stat(small_fs / "k.h5")
     assert st.st_blocks * 512 - st.st_size < 8192  # the margin past HDF5's end is freed
     assert read_raw_key(small_fs / "k.h5").bob_symbols.shape == (n,)
+
+
+def test_reserve_uses_the_last_bytes(small_fs):
+    # streaming reservations grow by a quarter; near the end only what is needed is asked
+    af = AtomicFile(small_fs / "x.bin")
+    af.reserve(600 << 10)  # 856 KiB with the margin, of 1 MiB free
+    free = os.statvfs(small_fs).f_bavail * os.statvfs(small_fs).f_frsize
+    assert af._reserved // 4 > free  # the growth would not fit
+    af.reserve(af._reserved - RESERVE_MARGIN + free // 2)  # what is needed does
+    assert os.stat(af.tmp_path).st_blocks * 512 >= af._reserved
+    with pytest.raises(DiskFullError):
+        af.reserve(af._reserved + 2 * free)
+    af.abort()
+    assert _left(small_fs) == ["fill"]
 
 
 def test_reserve_refuses_more_than_free(tmp_path):
