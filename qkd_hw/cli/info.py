@@ -17,6 +17,7 @@ from typing import Any
 
 from qkd_hw._h5check import attr_str, open_h5
 from qkd_hw.cli.jsonout import json_text
+from qkd_hw.cli.main import one_line
 from qkd_hw.errors import TraceFormatError
 from qkd_hw.raw_key import RAW_KEY_FORMAT, read_raw_key
 from qkd_hw.trace_io import ADC_DATASETS, FORMAT_NAME, FORMAT_VERSION, TraceReader
@@ -118,7 +119,7 @@ def _duration(s: float) -> str:
 
 
 def _print_trace(d: dict[str, Any]) -> None:
-    print(f"{d['path']}: {d['format']} version {d['format_version']}, "
+    print(f"{one_line(d['path'])}: {d['format']} version {d['format_version']}, "
           f"{d['size_bytes'] / 1e6:.1f} MB")
     for key in ("description", "created_utc"):
         if d[key] is not None:
@@ -145,7 +146,8 @@ def _print_trace(d: dict[str, Any]) -> None:
 
 
 def _print_raw_key(d: dict[str, Any]) -> None:
-    print(f"{d['path']}: {d['format']} version {d['format_version']}, mode {d['mode']}")
+    print(f"{one_line(d['path'])}: {d['format']} version {d['format_version']}, "
+          f"mode {d['mode']}")
     print(f"  key symbols: {d['n_key_symbols']}, disclosed for estimation: {d['n_pe_symbols']}")
     print("  estimates:")
     for k, v in sorted(d["estimates"].items()):

@@ -8,6 +8,7 @@ run the writers in a subprocess, because libhdf5 meeting ENOSPC crashed the inte
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -347,6 +348,14 @@ def test_file_name_with_newline_stays_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "\x1b" not in err  # was: two lines, raw escape code
     assert "a\\nb\\x1b[2J.h5: no such file" in err
+
+
+def test_info_summary_of_a_file_named_with_newline_is_one_line(tmp_path, capsys):
+    p = tmp_path / "x\ny.h5"
+    shutil.copyfile(SHARED_TRACES["basic"], p)
+    assert main(["info", str(p)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"{tmp_path}/x\\ny.h5: qkd-trace version 1, ")
 
 
 def test_one_line_escapes_only_control_characters():
