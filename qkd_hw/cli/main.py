@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import unicodedata
 from types import FrameType
 
@@ -34,7 +35,40 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def _on_terminate(signum: int, frame: FrameType | None) -> None:
+#: modules in which an exception raised by a signal handler goes wrong: swallowed
+#: ("Exception ignored in" a weakref callback, the run goes on and exits 0), turned into a
+#: wrong libhdf5 error (a Python callback of h5py), or leaking a just-created temporary
+_DEFER_IN_MODULES = ("weakref", "h5py", "qkd_hw.atomic")
+
+
+#: delay of a deferred signal's next delivery, seconds
+RESEND_S = 0.005
+
+
+def _unsafe_to_raise(frame: FrameType | None) -> bool:
+    """Whether ``frame`` or a caller is a finaliser, a weakref callback, h5py or the
+    atomic writer's bookkeeping."""
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if frame.f_code.co_name == "__del__" or any(
+                module == m or module.startswith(m + ".") for m in _DEFER_IN_MODULES):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    """Raise KeyboardInterrupt (SIGINT) or :class:`Terminated` where it is safe to; inside
+    one of :data:`_DEFER_IN_MODULES` the signal is sent again :data:`RESEND_S` later (by a
+    timer thread: sent from here it would be handled at once, recursively), until the code
+    is back in a safe place."""
+    if _unsafe_to_raise(frame):
+        timer = threading.Timer(RESEND_S, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+        return
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     signal.signal(signum, signal.SIG_DFL)  # a second one kills at once
     raise Terminated(signum)
 
@@ -95,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     stdout (a pipe into ``head``) exits 141 quietly.
     """
     command = "qkd-hw"
-    previous = _set_handlers(dict.fromkeys(TERMINATING_SIGNALS, _on_terminate))
+    previous = _set_handlers(dict.fromkeys((signal.SIGINT, *TERMINATING_SIGNALS), _on_signal))
     try:
         parser = build_parser()  # imports numpy, numba, h5py, ...: interruptible too
         args = parser.parse_args(argv)

@@ -239,6 +239,34 @@ def test_sigterm_during_process_out_cleans_up(tmp_path, signum):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("signum, expect", [(signal.SIGTERM, "Terminated"),
+                                            (signal.SIGINT, "KeyboardInterrupt")])
+def test_signal_inside_a_finaliser_is_not_lost(signum, expect):
+    # an exception raised in __del__ or a weakref callback (h5py has many) is printed as
+    # "Exception ignored" and dropped: the run went on and exited 0 (seen with SIGTERM
+    # during process --out). It is deferred to the next safe place instead.
+    r = _python(f"""
+        import signal, sys, time
+        from qkd_hw.cli import main as m
+        m._set_handlers({{{int(signum)}: m._on_signal}})
+
+        class Finalised:
+            def __del__(self):
+                signal.raise_signal({int(signum)})
+
+        try:
+            Finalised()
+            for _ in range(60_000):
+                time.sleep(0.001)
+        except KeyboardInterrupt as exc:
+            print(type(exc).__name__)
+            sys.exit(0)
+        print("lost")
+        """)
+    assert r.stdout.strip() == expect
+    assert "Exception ignored" not in r.stderr
+
+
 def test_closed_stdout_is_a_quiet_exit(shared_traces):
     r, w = os.pipe()
     os.close(r)  # the reader is gone before anything is written (``| head`` that exited)
