@@ -4,6 +4,8 @@ Locks on the pilot and Alice's symbols, calibrates shot-noise units from the sho
 electronic-noise captures, estimates T, xi, v_el on a disclosed random subset and the
 finite-size key rate, and (with --out) writes the raw key (mode 0600). On lock failure it
 exits with code 2 and a message giving the lock metrics; no estimate is printed then.
+Every output (--out, the plots of --plot) is checked before processing starts: its
+directory takes files, it is no device, FIFO or directory, and the outputs fit the disk.
 """
 
 from __future__ import annotations
