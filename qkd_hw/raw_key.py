@@ -56,7 +56,7 @@ from qkd_hw._h5check import (
     storage_bytes,
     wrap_h5,
 )
-from qkd_hw.atomic import AtomicFile
+from qkd_hw.atomic import AtomicFile, DiskFullError
 from qkd_hw.errors import TraceFormatError
 
 __all__ = ["RAW_KEY_FORMAT", "RAW_KEY_VERSION", "REQUIRED_ESTIMATES", "RawKey", "RawKeyWriter",
@@ -335,7 +335,7 @@ class RawKeyWriter:
         if isinstance(exc, TraceFormatError) or not isinstance(
                 exc, OSError | ValueError | RuntimeError | TypeError):
             return exc
-        if isinstance(exc, OSError) and exc.strerror and exc.filename:  # ours: no HDF5 stack
+        if isinstance(exc, DiskFullError):  # names the sizes; the path is said already
             return TraceFormatError(f"{self.file}: writing raw key failed: {exc.strerror}")
         return TraceFormatError(f"{self.file}: writing raw key failed: {exc}")
 
