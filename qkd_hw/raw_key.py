@@ -53,9 +53,10 @@ from qkd_hw._h5check import (
     get_dataset,
     get_group,
     open_h5,
+    storage_bytes,
     wrap_h5,
 )
-from qkd_hw.atomic import AtomicFile
+from qkd_hw.atomic import AtomicFile, DiskFullError
 from qkd_hw.errors import TraceFormatError
 
 __all__ = ["RAW_KEY_FORMAT", "RAW_KEY_VERSION", "REQUIRED_ESTIMATES", "RawKey", "RawKeyWriter",
@@ -272,7 +273,11 @@ class RawKeyWriter:
 
     def _write(self, sym: np.ndarray, bob: np.ndarray, pe: np.ndarray) -> None:
         try:
-            for ds, data in ((self._sym, sym), (self._bob, bob), (self._pe, pe)):
+            blocks = ((self._sym, sym), (self._bob, bob), (self._pe, pe))
+            # disk space first: libhdf5 meeting ENOSPC leaves a file it cannot close
+            self._atomic.reserve(sum(storage_bytes(ds, ds.shape[0] + d.shape[0])
+                                     for ds, d in blocks))
+            for ds, data in blocks:
                 n0 = ds.shape[0]
                 ds.resize((n0 + data.shape[0],))
                 ds[n0:] = data
@@ -330,6 +335,8 @@ class RawKeyWriter:
         if isinstance(exc, TraceFormatError) or not isinstance(
                 exc, OSError | ValueError | RuntimeError | TypeError):
             return exc
+        if isinstance(exc, DiskFullError):  # names the sizes; the path is said already
+            return TraceFormatError(f"{self.file}: writing raw key failed: {exc.strerror}")
         return TraceFormatError(f"{self.file}: writing raw key failed: {exc}")
 
 

@@ -74,9 +74,10 @@ from qkd_hw._h5check import (
     get_group,
     open_h5,
     short_repr,
+    storage_bytes,
     wrap_h5,
 )
-from qkd_hw.atomic import AtomicFile
+from qkd_hw.atomic import AtomicFile, DiskFullError
 from qkd_hw.errors import ResourceError, TraceFormatError
 from qkd_hw.h5_extents import Extents, dataset_extents
 from qkd_hw.raw_key import RawKey, read_raw_key, write_raw_key
@@ -844,6 +845,7 @@ class TraceWriter:
         self._symbols_mode: str | None = None  # "write" | "append"
         self._truth_written = False
         self._closed = False
+        self._data_bytes = 0  # file space of the data written so far (for reserve)
 
         try:
             self._atomic = AtomicFile(self.path, overwrite=overwrite)
@@ -885,13 +887,17 @@ class TraceWriter:
             g.attrs["modulation_variance_snu"] = float(tx.modulation_variance_snu)
             g.attrs["efficiency"] = float(tx.efficiency)
             g.attrs["detection"] = str(tx.detection)
+            if fixed:  # sizes known: a full disk is refused before anything is computed
+                self._atomic.reserve(sum(fixed.values()) * dtype.itemsize
+                                     + 8 * max(tx.n_symbols, 0))
             sym_chunk = max(1, min(chunk_samples, 1 << 18))
             self._sym = g.create_dataset("symbols", shape=(0,), maxshape=(None,),
                                          dtype=np.complex64, chunks=(sym_chunk,), **comp)
         except BaseException as exc:
             self._abort()
             if isinstance(exc, OSError | ValueError | RuntimeError | TypeError):
-                raise TraceFormatError(f"{self.path}: cannot create recording: {exc}") from exc
+                why = exc.strerror if isinstance(exc, DiskFullError) else exc
+                raise TraceFormatError(f"{self.path}: cannot create recording: {why}") from exc
             raise
 
     # -- writing ------------------------------------------------------------------------
@@ -908,12 +914,16 @@ class TraceWriter:
                                  f"long (lengths=...); appending {data.shape[0]} to {old} "
                                  "would pass its end")
             try:
+                # disk space first: libhdf5 meeting ENOSPC leaves a file it cannot close
+                self._data_bytes += storage_bytes(ds, new) - storage_bytes(ds, old)
+                self._atomic.reserve(self._data_bytes)
                 if ds.shape[0] < new:       # (a contiguous capture is created full length)
                     ds.resize((new,))
                 ds.write_direct(data, None, np.s_[old:new])
             except (OSError, ValueError, RuntimeError, TypeError) as exc:
+                why = exc.strerror if isinstance(exc, DiskFullError) else exc
                 raise TraceFormatError(f"{self.path}: writing {ds.name}[{old}:{new}] "
-                                       f"failed: {_one_line(exc)}") from exc
+                                       f"failed: {_one_line(why)}") from exc
         return new
 
     def append(self, dataset: str, codes: np.ndarray) -> None:
@@ -1029,6 +1039,14 @@ class TraceWriter:
         if name in g:
             raise ValueError(f"{self.path}: /truth/{name} already written")
         chunks = (max(1, min(a.shape[0], self.chunk_samples)), *a.shape[1:]) if a.ndim else None
+        if a.ndim and a.size:
+            rows = -(-a.shape[0] // chunks[0]) * chunks[0]
+            self._data_bytes += a.nbytes // a.shape[0] * rows
+        try:
+            self._atomic.reserve(self._data_bytes)
+        except DiskFullError as exc:
+            raise TraceFormatError(f"{self.path}: writing /truth/{name} failed: "
+                                   f"{exc.strerror}") from exc
         g.create_dataset(name, data=a, chunks=chunks if a.size else None)
 
     def _truth_group(self) -> h5py.Group:

@@ -17,6 +17,7 @@ from typing import Any
 
 from qkd_hw._h5check import attr_str, open_h5
 from qkd_hw.cli.jsonout import json_text
+from qkd_hw.cli.main import one_line
 from qkd_hw.errors import TraceFormatError
 from qkd_hw.raw_key import RAW_KEY_FORMAT, read_raw_key
 from qkd_hw.sizes import check_capture_holds_sync, gib, receiver_memory_bytes
@@ -35,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _peek_format(path: str) -> str | None:
-    file, f = open_h5(path, kind=FORMAT_NAME)
+    file, f = open_h5(path, kind=f"{FORMAT_NAME} or {RAW_KEY_FORMAT}")
     with f:
         return attr_str(file, f, "format", obj_name="/", required=False)
 
@@ -126,7 +127,7 @@ def _duration(s: float) -> str:
 
 
 def _print_trace(d: dict[str, Any]) -> None:
-    print(f"{d['path']}: {d['format']} version {d['format_version']}, "
+    print(f"{one_line(d['path'])}: {d['format']} version {d['format_version']}, "
           f"{d['size_bytes'] / 1e6:.1f} MB")
     for key in ("description", "created_utc"):
         if d[key] is not None:
@@ -154,7 +155,8 @@ def _print_trace(d: dict[str, Any]) -> None:
 
 
 def _print_raw_key(d: dict[str, Any]) -> None:
-    print(f"{d['path']}: {d['format']} version {d['format_version']}, mode {d['mode']}")
+    print(f"{one_line(d['path'])}: {d['format']} version {d['format_version']}, "
+          f"mode {d['mode']}")
     print(f"  key symbols: {d['n_key_symbols']}, disclosed for estimation: {d['n_pe_symbols']}")
     print("  estimates:")
     for k, v in sorted(d["estimates"].items()):

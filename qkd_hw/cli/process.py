@@ -6,13 +6,16 @@ finite-size key rate, and (with --out) writes the raw key (mode 0600). On lock f
 exits with code 2 and a message giving the lock metrics; no estimate is printed then. So it
 does for a recording that fails a physical sanity check (clipped captures, a noise capture
 that is the signal, T above 1 or xi_max below 0 beyond the calibration's uncertainty), and
-no raw key is written.
+no raw key is written. Every output (--out, the plots of --plot) is checked before
+processing starts: its directory takes files, it is no device, FIFO or directory, and the
+outputs fit the disk.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -23,9 +26,11 @@ import numpy as np
 
 from dsp.carrier import PHASE_METHODS
 from dsp.pipeline import ReceiverOptions
+from qkd_hw.atomic import check_target
 from qkd_hw.cli.jsonout import json_text
 from qkd_hw.cli.plots import save_png
 from qkd_hw.errors import QkdHwError, ReceiverLockError, RecordingSanityError
+from qkd_hw.raw_key import CHUNK as RAW_KEY_CHUNK
 from qkd_hw.receiver import DEFAULT_CHUNK, ReceiverResult, process_recording
 from qkd_hw.trace_io import TraceReader
 
@@ -34,6 +39,8 @@ PROGRESS_MIN_SAMPLES = 50_000_000
 
 #: files :func:`write_plots` writes into its directory
 PLOT_NAMES = ("constellation.png", "pilot_phase.png", "spectrum.png")
+#: bytes of free space asked per plot before processing (the PNGs take 30-200 kB)
+PLOT_BYTES_BOUND = 1 << 20
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -100,8 +107,7 @@ def _run(args: argparse.Namespace) -> int:
                                   clock_tracking=not args.no_clock_tracking)
     except ValueError as exc:
         raise QkdHwError(str(exc)) from exc
-    if args.plot:  # before processing: an unusable plot directory must not cost a raw key
-        prepare_plot_dir(Path(args.plot))
+    check_outputs(args)  # every output before the first is written (or any work done)
     try:
         with progress_bar(args.trace, enabled=sys.stderr.isatty()) as tick:
             res = process_recording(args.trace, options=options, pe_fraction=args.pe_fraction,
@@ -163,6 +169,52 @@ def _print_human(s: dict[str, Any]) -> None:
     for p in s.get("plots", []):
         lines.append(f"plot               {p}")
     print("\n".join(lines))
+
+
+def _key_bytes_bound(trace: str) -> int:
+    """Upper bound of the raw-key file's data: 16 bytes per symbol (key symbols take a
+    complex64 and an index, disclosed ones an index) plus the last, partly filled chunk of
+    each of its three datasets."""
+    with TraceReader(trace) as r:
+        n = r.tx.n_symbols
+    return 16 * n + 3 * RAW_KEY_CHUNK * 8
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Check every output of ``process`` before anything is computed or written.
+
+    The raw key (``--out``) and each plot (``--plot``) must be creatable (directory
+    exists and takes files, the name is no directory, device, FIFO or socket), together
+    they must fit the free space of their file system, none may be the recording and no
+    two may be the same file.
+    Raises :class:`QkdHwError` naming the output and the reason.
+    """
+    outputs: list[tuple[str, Path]] = []
+    if args.out is not None:
+        if not args.out:
+            raise QkdHwError("--out: empty file name")
+        outputs.append(("raw key", Path(args.out)))
+    if args.plot:  # an unusable plot directory must not cost a raw key
+        prepare_plot_dir(Path(args.plot))
+        outputs += [("plot", Path(args.plot) / name) for name in PLOT_NAMES]
+    seen: dict[Path, str] = {}
+    trace = Path(args.trace)
+    need_on_fs: dict[int, int] = {}  # all outputs on one file system must fit together
+    for what, path in outputs:
+        key = path.resolve()
+        if key in seen:
+            raise QkdHwError(f"{what} {path}: same file as the {seen[key]} output")
+        seen[key] = what
+        if key == trace.resolve() or (path.exists() and trace.exists()
+                                      and path.samefile(trace)):
+            raise QkdHwError(f"{what} {path}: is the recording itself")
+        try:
+            need = _key_bytes_bound(args.trace) if what == "raw key" else PLOT_BYTES_BOUND
+            fs = os.stat(path.parent).st_dev if path.parent.is_dir() else -1
+            need_on_fs[fs] = need_on_fs.get(fs, 0) + need
+            check_target(path, need_bytes=need_on_fs[fs])
+        except OSError as exc:
+            raise QkdHwError(f"{what} {exc.filename or path}: {exc.strerror or exc}") from exc
 
 
 def prepare_plot_dir(out_dir: Path) -> None:
