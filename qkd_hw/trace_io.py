@@ -896,7 +896,7 @@ class TraceWriter:
         except BaseException as exc:
             self._abort()
             if isinstance(exc, OSError | ValueError | RuntimeError | TypeError):
-                why = exc.strerror if isinstance(exc, DiskFullError) else exc
+                why = exc.strerror if isinstance(exc, DiskFullError) else _one_line(exc)
                 raise TraceFormatError(f"{self.path}: cannot create recording: {why}") from exc
             raise
 
@@ -921,9 +921,9 @@ class TraceWriter:
                     ds.resize((new,))
                 ds.write_direct(data, None, np.s_[old:new])
             except (OSError, ValueError, RuntimeError, TypeError) as exc:
-                why = exc.strerror if isinstance(exc, DiskFullError) else exc
+                why = exc.strerror if isinstance(exc, DiskFullError) else _one_line(exc)
                 raise TraceFormatError(f"{self.path}: writing {ds.name}[{old}:{new}] "
-                                       f"failed: {_one_line(why)}") from exc
+                                       f"failed: {why}") from exc
         return new
 
     def append(self, dataset: str, codes: np.ndarray) -> None:
