@@ -70,7 +70,7 @@ def test_serve_runs_until_signalled_and_cleans_up(tmp_path, sig):
             voa.channel(1).set_attenuation(7.0)
             assert voa.channel(1).attenuation_db == pytest.approx(7.0)
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=30)
+        _out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
