@@ -74,7 +74,7 @@ class ThorlabsMbxEmulator(PtyEmulator):
         return {"mode": self.mode.name, "hold_voltage_v": self.hold_mv / 1000,
                 "v_pi": self.v_pi, "v_offset": self.v_offset}
 
-    def _working_point(self) -> float:
+    def working_point_v(self) -> float:
         """Bias the controller applies in the current mode."""
         m, vpi, off = self.mode, self.v_pi, self.v_offset
         if m == MzmMode.OFF:
@@ -95,7 +95,7 @@ class ThorlabsMbxEmulator(PtyEmulator):
         return off + phase if m == MzmMode.AUTO_POWER_POS else off - phase
 
     def bias_v(self) -> float:
-        return self.measured("bias_voltage_v", self._working_point())
+        return self.measured("bias_voltage_v", self.working_point_v())
 
     def tap_mw(self) -> float:
         p_in = self.measured("input_power_mw", 1.0)

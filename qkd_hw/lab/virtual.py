@@ -131,8 +131,8 @@ class VirtualLab:
         ch_adc = cfg.port("digitizer_channel")
         q_ch = cfg.roles.ports.get("awg_q_channel")
         return LinkState(
-            tx_power_mw=self.emulator("signal_laser")._output_mw(),
-            lo_power_mw=self.emulator("lo_laser")._output_mw(),
+            tx_power_mw=self.emulator("signal_laser").output_power_mw(),
+            lo_power_mw=self.emulator("lo_laser").output_power_mw(),
             bias_v=self.emulator("bias_controller").bias_v(),
             drive_i_v=awg.output_volts(cfg.port("awg_i_channel")),
             drive_q_v=awg.output_volts(q_ch) if q_ch is not None else None,
@@ -180,9 +180,9 @@ class VirtualLab:
     def _measure_bias(self, quantity: str, state: Mapping[str, Any]) -> float:
         bias = self.emulator("bias_controller")
         if quantity == "bias_voltage_v":
-            return bias._working_point()
+            return bias.working_point_v()
         if quantity == "input_power_mw":
-            return self.emulator("signal_laser")._output_mw()
+            return self.emulator("signal_laser").output_power_mw()
         return self.model.modulator_output_mw(self.state())  # tap_power_mw
 
     def _client_text(self) -> str:
