@@ -219,6 +219,31 @@ def test_voa_and_fibre_set_the_transmittance_of_a_capture(bench, modulated, voa_
     assert t_hat == pytest.approx(expected, rel=0.06)
 
 
+def test_power_meter_sees_the_modulation_depth_at_the_null(bench, modulated):
+    p = bench.lab.physics
+    awg = bench.inst["awg"]
+    rng = np.random.default_rng(1)  # the drive upload_gaussian played
+    d = [np.clip(np.rint(rng.normal(0, 40, 65536)), -127, 127) / 127 / 2 for _ in (1, 2)]
+    kappa = math.pi * p.rf_gain / (2 * p.modulator_v_pi_rf_v)
+    # at the null cos(pi/2 + kappa d) = -sin(kappa d): only the modulation reaches the tap
+
+    def expected_w(scale: float) -> float:
+        depth = np.mean((np.sin(kappa * scale * d[0]) ** 2
+                         + np.sin(kappa * scale * d[1]) ** 2) / 2)
+        return 10e-3 * float(depth) * 10 ** (-p.power_meter_tap_db / 10)
+
+    assert bench.inst["power_meter"].measure_power_w() == pytest.approx(expected_w(1), rel=1e-5)
+    for ch in (1, 2):  # half the drive: about a quarter of the depth
+        awg.channel(ch).amplitude_v = 0.5
+    try:
+        got = bench.inst["power_meter"].measure_power_w()
+        assert got == pytest.approx(expected_w(0.5), rel=1e-5)
+        assert got == pytest.approx(expected_w(1) / 4, rel=0.02)
+    finally:
+        for ch in (1, 2):
+            awg.channel(ch).amplitude_v = 1.0
+
+
 # -- bias working point ------------------------------------------------------------------------
 
 
