@@ -43,13 +43,37 @@ import numpy as np
 from qkd_hw.labconfig import VirtualPhysics
 from qkd_hw.sim.waveform import laser_phase, quantize
 
-__all__ = ["REFERENCE_GAIN_V_PER_A", "LinkModel", "LinkState"]
+__all__ = ["REFERENCE_GAIN_V_PER_A", "Drive", "LinkModel", "LinkState"]
 
 PLANCK_J_S = 6.62607015e-34
 LIGHT_M_S = 299_792_458.0
 #: transimpedance at which ``shot_noise_rms_v`` is given (the detector's gain step 1)
 REFERENCE_GAIN_V_PER_A = 1e4
 INT16_SPAN = 65536
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, eq=False)
+class Drive:
+    """The segment an AWG channel plays: int8 codes, volts per code and offset (V).
+
+    Compared and hashed by identity: the virtual lab reuses one object while the segment
+    memory and the channel's settings are unchanged, so values derived from it are cached.
+    """
+
+    codes: np.ndarray
+    volts_per_code: float
+    offset_v: float
+
+    @property
+    def size(self) -> int:
+        return int(self.codes.size)
+
+    def volts(self, index: np.ndarray | slice = slice(None)) -> np.ndarray:
+        return self.codes[index].astype(np.float64) * self.volts_per_code + self.offset_v
+
+
+_ZERO = Drive(np.zeros(1, np.int8), 0.0, 0.0)  # no drive at all
 
 
 @dataclass(frozen=True)
@@ -59,8 +83,8 @@ class LinkState:
     tx_power_mw: float
     lo_power_mw: float
     bias_v: float
-    drive_i_v: np.ndarray | None
-    drive_q_v: np.ndarray | None
+    drive_i: Drive | None
+    drive_q: Drive | None
     awg_sample_rate_hz: float
     voa_transmission: float
     switch_port: int
@@ -77,6 +101,7 @@ class LinkModel:
     def __init__(self, physics: VirtualPhysics, *, switch_signal_port: int) -> None:
         self.physics = physics
         self.switch_signal_port = switch_signal_port
+        self._mean_power: dict[tuple[object, ...], float] = {}
 
     # -- optical powers --------------------------------------------------------------------
 
@@ -104,8 +129,20 @@ class LinkModel:
 
     def mean_modulator_power(self, st: LinkState) -> float:
         """``mean |M|^2`` over the playing segment (no drive: the carrier alone)."""
-        di, dq = self._segment(st)
-        return float(np.mean(np.abs(self.modulator_field(di, dq, st)) ** 2))
+        key = (st.drive_i, st.drive_q, st.bias_v)
+        cached = self._mean_power.get(key)
+        if cached is None:
+            di, dq = self._segment(st)
+            total = 0.0
+            for start in range(0, di.size, _CHUNK):  # 64 M-sample segments: no 1 GB temporaries
+                part = slice(start, start + _CHUNK)
+                total += float(np.sum(np.abs(self.modulator_field(
+                    di.volts(part), dq.volts(part), st)) ** 2))
+            cached = total / di.size
+            if len(self._mean_power) > 16:
+                self._mean_power.clear()
+            self._mean_power[key] = cached
+        return cached
 
     def modulator_output_mw(self, st: LinkState) -> float:
         return st.tx_power_mw * self.mean_modulator_power(st)
@@ -141,27 +178,36 @@ class LinkModel:
         h_nu = PLANCK_J_S * LIGHT_M_S / (p.wavelength_nm * 1e-9)
         return 2.0 * math.sqrt(p_w / (h_nu * st.adc_sample_rate_hz))
 
-    def _segment(self, st: LinkState) -> tuple[np.ndarray, np.ndarray]:
-        di, dq = st.drive_i_v, st.drive_q_v
+    def _segment(self, st: LinkState) -> tuple[Drive, Drive]:
+        """I and Q drive of equal length (an absent channel drives 0 V)."""
+        di, dq = st.drive_i, st.drive_q
         if di is None and dq is None:
-            return np.zeros(1), np.zeros(1)
-        n = max(x.size for x in (di, dq) if x is not None)
-        return (np.resize(di, n) if di is not None else np.zeros(n),
-                np.resize(dq, n) if dq is not None else np.zeros(n))
+            return _ZERO, _ZERO
+        n = max(d.size for d in (di, dq) if d is not None)
+
+        def fit(d: Drive | None) -> Drive:
+            if d is None:
+                return Drive(np.zeros(n, np.int8), 0.0, 0.0)
+            if d.size == n:
+                return d
+            return Drive(np.resize(d.codes, n), d.volts_per_code, d.offset_v)
+
+        return fit(di), fit(dq)
 
     def drive_at(self, st: LinkState, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The AWG drive (I, Q volts) at ADC samples ``0 .. n-1``: the playing segment repeats
         cyclically, linearly interpolated at ``t = k / f_adc + trigger_delay_s``."""
         di, dq = self._segment(st)
         if di.size == 1:
-            return np.full(n, di[0]), np.full(n, dq[0])
+            return np.full(n, di.volts()[0]), np.full(n, dq.volts()[0])
         u = (np.arange(n) / st.adc_sample_rate_hz + self.physics.trigger_delay_s) \
             * st.awg_sample_rate_hz
         i0 = np.floor(u)
         frac = u - i0
         i0 = i0.astype(np.int64) % di.size
         i1 = (i0 + 1) % di.size
-        return (di[i0] * (1 - frac) + di[i1] * frac, dq[i0] * (1 - frac) + dq[i1] * frac)
+        return (di.volts(i0) * (1 - frac) + di.volts(i1) * frac,
+                dq.volts(i0) * (1 - frac) + dq.volts(i1) * frac)
 
     def alice_field(self, st: LinkState, n: int) -> np.ndarray:
         """``s[n]``: Alice's output field per ADC sample (quadrature units), no excess noise."""

@@ -25,7 +25,7 @@ from drivers.emulators.nkt_koheras_basik import KoherasBasikEmulator
 from drivers.emulators.thorlabs_mbx import ThorlabsMbxEmulator
 from drivers.emulators.thorlabs_pm100d import PM100DEmulator
 from qkd_hw.errors import ConfigError
-from qkd_hw.lab.model import LinkModel, LinkState
+from qkd_hw.lab.model import Drive, LinkModel, LinkState
 from qkd_hw.labconfig import (
     ROLE_INSTRUMENTS,
     LabConfig,
@@ -78,6 +78,7 @@ class VirtualLab:
         self.rng = np.random.default_rng(self.physics.seed)
         self._rng_lock = threading.Lock()
         self.emulators: dict[str, Any] = {}
+        self._drives: dict[int, tuple[tuple[object, ...], Drive | None]] = {}
         self.client_config: LabConfig | None = None
         self.client_config_text = ""
 
@@ -134,8 +135,8 @@ class VirtualLab:
             tx_power_mw=self.emulator("signal_laser").output_power_mw(),
             lo_power_mw=self.emulator("lo_laser").output_power_mw(),
             bias_v=self.emulator("bias_controller").bias_v(),
-            drive_i_v=awg.output_volts(cfg.port("awg_i_channel")),
-            drive_q_v=awg.output_volts(q_ch) if q_ch is not None else None,
+            drive_i=self._drive(awg, cfg.port("awg_i_channel")),
+            drive_q=self._drive(awg, q_ch) if q_ch is not None else None,
             awg_sample_rate_hz=awg.sample_rate,
             voa_transmission=self.emulator("voa").transmission(cfg.port("voa_channel")),
             switch_port=self.emulator("switch").channel,
@@ -145,6 +146,19 @@ class VirtualLab:
             adc_range_v=adc.range_v[ch_adc],
             adc_offset_v=adc.offset_v[ch_adc],
         )
+
+    def _drive(self, awg: M8195AEmulator, ch: int) -> Drive | None:
+        """The channel's playing segment, one object while nothing about it changes (the
+        model caches by identity; a 64 M-sample segment is copied once, not per reading)."""
+        key = (awg.memory_version, awg.running, awg.output[ch], awg.selected[ch],
+               awg.amplitude[ch], awg.offset[ch])
+        cached = self._drives.get(ch)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        out = awg.output_codes(ch)
+        drive = None if out is None else Drive(*out)
+        self._drives[ch] = (key, drive)
+        return drive
 
     def capture(self, n: int) -> np.ndarray:
         """``n`` digitizer codes of the detector channel in the present state (what
