@@ -25,7 +25,7 @@ from drivers.emulators.nkt_koheras_basik import KoherasBasikEmulator
 from drivers.emulators.thorlabs_mbx import ThorlabsMbxEmulator
 from drivers.emulators.thorlabs_pm100d import PM100DEmulator
 from qkd_hw.errors import ConfigError
-from qkd_hw.lab.model import Drive, LinkModel, LinkState
+from qkd_hw.lab.model import Drive, LinkModel, LinkState, code_histogram
 from qkd_hw.labconfig import (
     ROLE_INSTRUMENTS,
     LabConfig,
@@ -216,6 +216,7 @@ def _warm_up() -> None:
     """Compile (or load from numba's cache) the kernels a capture uses now, not inside the
     first ``:SINGle``, whose reply would wait for it beyond a driver's timeout."""
     laser_phase(np.zeros(4), 0.0)
+    code_histogram(np.zeros(4, np.int8))
     quantize(np.zeros(4), scale=1.0, dtype="int16", lo=-32768.0, hi=32767.0)
 
 
