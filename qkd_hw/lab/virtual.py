@@ -24,7 +24,7 @@ from drivers.emulators.keysight_n77xx import N77xxEmulator
 from drivers.emulators.nkt_koheras_basik import KoherasBasikEmulator
 from drivers.emulators.thorlabs_mbx import ThorlabsMbxEmulator
 from drivers.emulators.thorlabs_pm100d import PM100DEmulator
-from qkd_hw.errors import ConfigError
+from qkd_hw.errors import ConfigError, QkdHwError
 from qkd_hw.lab.model import Drive, LinkModel, LinkState, code_histogram
 from qkd_hw.labconfig import (
     ROLE_INSTRUMENTS,
@@ -93,7 +93,11 @@ class VirtualLab:
             for name, inst in self.config.instruments.items():
                 emu = self._make_emulator(name, inst.driver)
                 self.emulators[name] = emu
-                emu.start()
+                try:
+                    emu.start()
+                except OSError as exc:  # no pty, no loopback port: one line, not a traceback
+                    raise QkdHwError(f"virtual lab: cannot start the emulator of "
+                                     f"instruments.{name} ({inst.driver}): {exc}") from exc
             self.client_config_text = self._client_text()
             self.client_config = parse_lab_config_text(self.client_config_text,
                                                        source="<virtual lab client config>")

@@ -5,6 +5,7 @@ the config's numbers (qkd_hw/lab/model.py docstring), not the model's code."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Iterator
 
@@ -15,6 +16,7 @@ from drivers.base import create_instrument
 from drivers.thorlabs_mbx import MzmMode
 from qkd_hw.errors import ConfigError
 from qkd_hw.lab import VirtualLab, example_path, virtual_lab
+from qkd_hw.lab.snapshot import lab_snapshot_json
 from qkd_hw.labconfig import LabConfig, load_lab_config
 
 N = 200_000  # samples per capture: variance estimates to ~0.3 % (1 sigma)
@@ -283,6 +285,22 @@ def test_bias_working_point_sets_power_meter_and_carrier_leakage(offset_bench, b
     # rms of the noise (shot + electronic) in one DFT bin, as an amplitude
     noise = 2 * math.sqrt(shot_var_v2(p, 5.0) / N) / (RANGE_V / 65536)
     assert abs(tone - expected) < 0.01 * expected + 4 * noise
+
+
+def test_lab_snapshot_names_roles_and_reads_the_instruments_state(bench):
+    cfg = bench.lab.client_config
+    bench.inst["voa"].channel(1).set_attenuation(4.5)
+    try:
+        by_name = {cfg.role(role).name: inst for role, inst in bench.inst.items()}
+        snap = json.loads(lab_snapshot_json(cfg, by_name))
+    finally:
+        bench.inst["voa"].channel(1).set_attenuation(0.0)
+    insts = snap["instruments"]
+    assert {v["role"] for v in insts.values()} == set(bench.inst)
+    voa = insts[cfg.role("voa").name]
+    assert voa["channels"]["1"]["attenuation_db"]["value"] == pytest.approx(4.5)
+    assert insts[cfg.role("digitizer").name]["properties"]["sample_rate_hz"]["value"] == FS
+    assert insts[cfg.role("lo_laser").name]["identity"]  # the module's serial number
 
 
 # -- the [virtual] table -----------------------------------------------------------------------
