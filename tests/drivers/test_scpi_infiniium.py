@@ -388,3 +388,14 @@ def test_fetch_of_a_channel_not_acquired_is_an_error(pair):
     assert sc.fetch(1).size == 1000
     with pytest.raises(ProtocolError, match=r"no waveform data .* for CHAN3"):
         sc.fetch(3)
+
+
+def test_fetch_while_the_acquisition_is_pending_is_an_error(pair):
+    sc, emu = pair
+    emu.acquisition_delay_s = 0.5
+    sc.record_length = 1000
+    sc.arm()
+    with pytest.raises(ProtocolError, match=r"no waveform data .* for CHAN1"):
+        sc.fetch(1)
+    sc.wait_acquired(timeout_s=3)
+    assert np.array_equal(sc.fetch(1), default_pattern(1, 0, 1000))
