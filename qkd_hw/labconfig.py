@@ -528,6 +528,21 @@ def _parse_fields(cls: type, raw: Any, where: str, src: str) -> Any:
     return cls(**values)
 
 
+def _check_link(link: LinkParams, src: str) -> None:
+    """The quantum band and the pilots must lie below the digitizer's Nyquist frequency."""
+    nyquist = link.sample_rate_hz / 2
+    top = link.signal_frequency_hz + (1 + link.rolloff) * link.symbol_rate_hz / 2
+    if top >= nyquist:
+        raise ConfigError(
+            f"{src}: link: the quantum band reaches {top:g} Hz (signal_frequency_hz + (1 + "
+            f"rolloff) symbol_rate_hz / 2), not below the Nyquist frequency {nyquist:g} Hz of "
+            f"link.sample_rate_hz")
+    for f in link.pilot_frequencies_hz:
+        if f >= nyquist:
+            raise ConfigError(f"{src}: link.pilot_frequencies_hz: {f:g} Hz is not below the "
+                              f"Nyquist frequency {nyquist:g} Hz of link.sample_rate_hz")
+
+
 def _parse_roles(raw: Any, instruments: Mapping[str, InstrumentConfig], src: str) -> Roles:
     if not isinstance(raw, dict):
         raise ConfigError(f"{src}: roles must be a table, got {_type_name(raw)}")
@@ -639,6 +654,8 @@ def parse_lab_config(data: Mapping[str, Any], *, source: str = "<string>",
     parsed = {n: _parse_instrument(n, raw, source) for n, raw in insts.items()}
     roles = _parse_roles(data["roles"], parsed, source) if "roles" in data else Roles()
     link = _parse_fields(LinkParams, data["link"], "link", source) if "link" in data else None
+    if link is not None:
+        _check_link(link, source)
     ramp = (_parse_fields(RampLimits, data["ramp"], "ramp", source) if "ramp" in data
             else RampLimits())
     virtual = (_parse_fields(VirtualPhysics, data["virtual"], "virtual", source)

@@ -71,6 +71,8 @@ def test_setup_tables_parse_into_typed_values():
     ("[virtual]\nseed = 1.5\n", "virtual.seed must be an integer"),
     ("[virtual]\nelectronic_noise = 0.1\n", "unknown key 'virtual.electronic_noise'"),
     ("[setup]\nx = 1\n", "unknown key 'setup'"),
+    (LINK.replace("150e6", "450e6"), "not below the Nyquist frequency 5e+08 Hz"),
+    (LINK + "pilot_frequencies_hz = [600e6]\n", "6e+08 Hz is not below the Nyquist"),
 ])
 def test_setup_table_mistakes_are_one_config_error(extra, message):
     with pytest.raises(ConfigError) as info:
