@@ -16,6 +16,7 @@ like a real lab, through the drivers and the *client* config that points at the 
         vlab.state()              # LinkState: every setting the physics depends on, now
         vlab.model                # LinkModel: the equations (qkd_hw/lab/model.py)
         vlab.capture(n)           # n ADC codes of the present state, bypassing the digitizer
+        vlab.truth()              # T, eta, xi, v_el (as measured), ... a receiver should find
 
 ``qkd-hw lab serve --lab CONFIG [--write-config PATH]`` runs one as a process.
 

@@ -188,6 +188,29 @@ class LinkModel:
         p = self.physics
         return math.sqrt(p.electronic_noise_snu) * p.shot_noise_rms_v * self._gain(st)
 
+    def truth(self, st: LinkState) -> dict[str, float | None]:
+        """What an ideal receiver estimates from captures made in the state ``st``.
+
+        Keys: ``transmittance`` (Alice's output to the detector input), ``efficiency``,
+        ``excess_noise_snu`` (channel input; 0 while the Tx laser is off),
+        ``electronic_noise_snu`` as the receiver measures it (digitizer rounding included,
+        relative to the shot noise at the present LO power; None without shot noise),
+        ``shot_noise_rms_codes``, ``frequency_offset_hz``, ``linewidth_hz``.
+        """
+        p = self.physics
+        lsb = st.adc_range_v / INT16_SPAN
+        shot = self.shot_noise_rms_v(st)
+        el_var = self.electronic_noise_rms_v(st) ** 2 + lsb ** 2 / 12
+        return {
+            "transmittance": self.transmittance(st),
+            "efficiency": p.detector_efficiency,
+            "excess_noise_snu": p.excess_noise_snu if st.tx_power_mw > 0 else 0.0,
+            "electronic_noise_snu": el_var / shot ** 2 if shot > 0 else None,
+            "shot_noise_rms_codes": shot / lsb,
+            "frequency_offset_hz": p.frequency_offset_hz,
+            "linewidth_hz": p.laser_linewidth_hz,
+        }
+
     def photons_scale(self, st: LinkState) -> float:
         """``2 sqrt(P_alice / (h nu f_adc))``: Alice's quadrature amplitude per ADC sample
         for ``|M| = 1``."""

@@ -151,6 +151,10 @@ class VirtualLab:
             adc_offset_v=adc.offset_v[ch_adc],
         )
 
+    def truth(self) -> dict[str, float | None]:
+        """What an ideal receiver would estimate now (:meth:`LinkModel.truth`)."""
+        return self.model.truth(self.state())
+
     def _drive(self, awg: M8195AEmulator, ch: int) -> Drive | None:
         """The channel's playing segment, one object while nothing about it changes (the
         model caches by identity; a 64 M-sample segment is copied once, not per reading)."""

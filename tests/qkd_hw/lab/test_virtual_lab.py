@@ -120,6 +120,20 @@ def test_lo_off_leaves_the_electronic_noise_only(bench):
         p.electronic_noise_snu * p.shot_noise_rms_v ** 2, rel=0.02)
 
 
+def test_truth_states_the_electronic_noise_the_captures_show(bench):
+    bench.inst["switch"].select_channel(2)
+    bench.lo(3.0)
+    truth = bench.lab.truth()
+    shot = bench.capture().var()
+    bench.lo(None)
+    el = bench.capture().var()
+    assert truth["electronic_noise_snu"] == pytest.approx(el / (shot - el), rel=0.03)
+    assert truth["shot_noise_rms_codes"] ** 2 == pytest.approx(shot - el, rel=0.02)
+    assert bench.lab.truth()["electronic_noise_snu"] is None  # LO off: no shot-noise unit
+    bench.inst["switch"].select_channel(1)
+    assert truth["transmittance"] == 0.0  # it was taken on the blocking port
+
+
 def test_detector_photocurrents_follow_the_lo(bench):
     p = bench.lab.physics
     det = bench.inst["detector"]
