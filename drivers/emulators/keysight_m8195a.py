@@ -2,9 +2,11 @@
 
 State: sample rate, DAC/function mode, per channel amplitude/offset/output relay, segments
 (int8 codes) and the selected segment, running flag. A virtual lab calls
-:meth:`M8195AEmulator.output_volts` to get what a channel emits (None when stopped or the relay
-is open). Segment handling follows the manual: definitions only while stopped (-221), data
-beyond the defined length is -223, lengths must respect the granularity (-224).
+:meth:`M8195AEmulator.output_volts` (or :meth:`M8195AEmulator.output_codes`, cheaper for long
+segments; ``memory_version`` counts changes of segment memory) to get what a channel emits
+(None when stopped or the relay is open). Segment handling follows the manual: definitions
+only while stopped (-221), data beyond the defined length is -223, lengths must respect the
+granularity (-224).
 """
 
 from __future__ import annotations

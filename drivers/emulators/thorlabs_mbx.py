@@ -8,6 +8,9 @@ after it an auto mode is locked. The modulator is an ideal MZM with half-wave vo
 :attr:`v_pi` and bias offset :attr:`v_offset`: the auto modes lock at the bias of their working
 point, the tap power follows ``P_in cos^2(pi (V - V_off) / (2 V_pi))``.
 
+:meth:`ThorlabsMbxEmulator.working_point_v` is the bias of the present mode (what a virtual lab
+applies to its modulator).
+
 Physics hook quantities: ``"input_power_mw"`` (optical power into the modulator, default 1 mW),
 ``"bias_voltage_v"`` (overrides the bias the controller applies), ``"tap_power_mw"``.
 """

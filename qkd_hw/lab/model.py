@@ -45,7 +45,7 @@ from dsp._numba_options import NJIT
 from qkd_hw.labconfig import VirtualPhysics
 from qkd_hw.sim.waveform import laser_phase, quantize
 
-__all__ = ["REFERENCE_GAIN_V_PER_A", "Drive", "LinkModel", "LinkState"]
+__all__ = ["REFERENCE_GAIN_V_PER_A", "Drive", "LinkModel", "LinkState", "code_histogram"]
 
 PLANCK_J_S = 6.62607015e-34
 LIGHT_M_S = 299_792_458.0
