@@ -20,6 +20,10 @@ like a real lab, through the drivers and the *client* config that points at the 
 
 ``qkd-hw lab serve --lab CONFIG [--write-config PATH]`` runs one as a process.
 
+The lab starts in the emulators' power-on state (lasers and detector off, AWG stopped, bias
+controller OFF, VOA shutters closed, switch on port 1); ``[link]`` is not applied -- the
+procedures bring the lab to its working point through the drivers, as in the real lab.
+
 How a capture is produced
 -------------------------
 Nothing is precomputed: every measurement reads the emulators' present state
