@@ -78,3 +78,26 @@ def test_serve_runs_until_signalled_and_cleans_up(tmp_path, sig):
     assert proc.returncode == 0, err
     assert b"Traceback" not in err and err.decode().strip().endswith("stopped")
     assert not client.exists()  # its addresses died with the lab
+
+
+def test_serve_prints_the_client_config_without_write_config(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qkd_hw.cli.main", "lab", "serve", "--lab",
+         str(example_path(virtual=True))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # printed after the config is flushed to stdout
+        assert b"running" in line, line
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    cfg = parse_lab_config_text(out.decode())
+    assert cfg.virtual is None
+    assert all(inst.resource != "virtual" for inst in cfg.instruments.values())
+    assert cfg.role("digitizer").resource.startswith("TCPIP::127.0.0.1::")
