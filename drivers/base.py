@@ -71,6 +71,7 @@ How a serial driver plugs in
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import signal
@@ -718,6 +719,41 @@ class Instrument:
                     raise exc.with_context(instrument=self.name, command=command) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    # -- snapshot ------------------------------------------------------------------------
+
+    def snapshot_identity(self) -> str | None:
+        """What the instrument says it is (``*IDN?`` reply, serial number), read on open;
+        None when the driver has none. Drivers with another source override this."""
+        for attr in ("identity", "serial_number"):
+            value = self.__dict__.get(attr)
+            if isinstance(value, str | tuple | list) and value:
+                return value if isinstance(value, str) else ",".join(map(str, value))
+        return None
+
+    def snapshot(self, *, role: str | None = None) -> dict[str, Any]:
+        """Every declared setting and reading as a JSON-able dict (QCoDeS-style).
+
+        ``{"name", "role", "driver", "model", "resource", "identity", "properties":
+        {name: {"value": ..., "unit": ...}}, "channels": {"1": {name: ...}}}``. Every readable
+        :class:`Property` of the class (and of its channels, for drivers with
+        ``N_CHANNELS`` and ``channel(n)``) is read once; a property that cannot be read is
+        recorded as ``{"error": message}`` so that one failing reading neither hides the
+        others nor passes for a value.
+        """
+        with self.transaction():
+            snap: dict[str, Any] = {
+                "name": self.name, "role": role, "driver": self.config.driver,
+                "model": self.MODEL, "resource": self.config.resource,
+                "identity": self.snapshot_identity(), "properties": _read_properties(self)}
+            # channel objects: a ``channel(n)`` method (on the class: on the switch,
+            # ``channel`` is a Property whose read would be I/O) and a channel count
+            n_channels = self.__dict__.get("n_channels") or getattr(self, "N_CHANNELS", None)
+            if isinstance(n_channels, int) and n_channels > 0 and inspect.isfunction(
+                    getattr(type(self), "channel", None)):
+                snap["channels"] = {str(ch): _read_properties(self.channel(ch))  # type: ignore[attr-defined]
+                                    for ch in range(1, n_channels + 1)}
+        return snap
+
     # -- traffic logging helpers for subclasses ----------------------------------------
 
     def _log_tx(self, data: bytes) -> None:
@@ -729,6 +765,49 @@ class Instrument:
         if self.log.isEnabledFor(logging.DEBUG):
             self.log.debug("<- %r", data if len(data) <= 256 else
                            f"<{len(data)} bytes> {excerpt(data)!r}")
+
+
+def _jsonable(value: Any) -> Any:
+    """A property value as JSON: enums by name (flags as their integer and names), numpy
+    scalars as Python numbers, tuples as lists; non-finite floats as strings ("nan")."""
+    import enum
+
+    if isinstance(value, enum.Flag):
+        return {"value": int(value), "flags": [f.name for f in type(value) if f in value]}
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, bool | str) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else repr(value)
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if hasattr(value, "item"):  # numpy scalar
+        return _jsonable(value.item())
+    if hasattr(value, "__dict__"):  # small value objects (dataclasses)
+        return {k: _jsonable(v) for k, v in vars(value).items() if not k.startswith("_")}
+    return repr(value)
+
+
+def _read_properties(obj: Any) -> dict[str, Any]:
+    """``{name: {"value", "unit"}}`` of every readable Property declared on ``obj``'s class."""
+    out: dict[str, Any] = {}
+    for klass in reversed(type(obj).__mro__):
+        for attr, prop in vars(klass).items():
+            if not isinstance(prop, Property) or prop.writeonly:
+                continue
+            try:
+                entry = {"value": _jsonable(prop.__get__(obj, type(obj)))}
+            except InstrumentError as exc:
+                entry = {"error": str(exc)}
+            if prop.unit:
+                entry["unit"] = prop.unit
+            out[attr] = entry
+    return out
 
 
 def create_instrument(config: InstrumentConfig) -> Instrument:

@@ -169,16 +169,23 @@ class KeysightInfiniium(ScpiInstrument):
                                 "points must be >= 0")
         return int(n)
 
+    def _acquired_points(self, ch: int) -> int:
+        """Points of the selected source's record (``:WAV:SOUR`` already sent); a
+        ProtocolError when there is none: before arming, or a channel not acquired, would
+        otherwise read as an empty record."""
+        points = self._points()
+        if points == 0:
+            raise ProtocolError(f"invalid waveform preamble: no waveform data (0 points) "
+                                f"for CHAN{int(ch)}; arm() and wait_acquired() first",
+                                instrument=self.name, command=":WAV:POIN?", reply="0")
+        return points
+
     def preamble(self, ch: int) -> Preamble:
         """Scaling of the record of channel ``ch``; every field checked (points > 0,
         increments > 0), a ProtocolError with the raw reply otherwise."""
         with self.transaction():
             self.write(f":WAV:SOUR CHAN{int(ch)}", idempotent=True)
-            points = self._points()
-            if points == 0:
-                raise ProtocolError(f"invalid waveform preamble: no waveform data (0 points) "
-                                    f"for CHAN{int(ch)}; arm() and wait_acquired() first",
-                                    instrument=self.name, command=":WAV:POIN?", reply="0")
+            points = self._acquired_points(ch)
             return Preamble(
                 points=points,
                 x_increment_s=self._query_checked(":WAV:XINC?", parse_float,
@@ -207,7 +214,7 @@ class KeysightInfiniium(ScpiInstrument):
             raise ValueError(f"chunk_points must be 1..{self.MAX_WORDS_PER_TRANSFER}")
         with self.transaction() as deferral:
             self.write(f":WAV:SOUR CHAN{int(ch)}", idempotent=True)
-            available = self._points()
+            available = self._acquired_points(ch)
             if count is None:
                 count = available - start
             if start < 0 or count < 0 or start + count > available:

@@ -135,8 +135,11 @@ class _WavelengthOffset(RegisterProperty):
     def check_limits(self, inst: KoherasBasik, value: Any, what: str = "") -> None:
         super().check_limits(inst, value, what)
         nm = inst.standard_wavelength_nm + value * 1e-3
-        inst.check_limit("wavelength_nm", nm, what=what or f"{type(inst).__name__}.{self.name}",
-                         unit="nm")
+        # the limit is on the absolute wavelength: name the pm request and what it amounts to
+        what = what or f"{type(inst).__name__}.{self.name}"
+        inst.check_limit("wavelength_nm", nm, unit="nm",
+                         what=f"{what} ({value!r} pm) as wavelength (standard "
+                              f"{inst.standard_wavelength_nm:.5f} nm + offset)")
 
 
 class _Emission(RegisterProperty):

@@ -26,6 +26,31 @@ dataclasses. Unknown keys, wrong types and missing required keys raise
 
 The limit names are fixed (:data:`LIMIT_QUANTITIES`); a misspelt limit must be an error, not a
 silently absent limit.
+
+Optional tables that describe the setup (each validated into a frozen dataclass; unknown keys
+are errors here too)::
+
+    [roles]                      # instrument names by role (ROLE_INSTRUMENTS), ports (ROLE_PORTS)
+    lo_laser = "laser_lo"
+    digitizer = "adc"
+    digitizer_channel = 1        # the detector's output
+    switch = "switch"
+    switch_signal_port = 1       # passes the signal; switch_block_port blocks it (shot noise)
+    switch_block_port = 2
+
+    [link]                       # nominal link parameters (LinkParams)
+    symbol_rate_hz = 100e6
+    ...
+
+    [ramp]                       # largest step per setting change (RampLimits)
+    bias_v_per_step = 0.5
+    lo_mw_per_step = 1.0
+
+    [virtual]                    # physical truth of the virtual lab (VirtualPhysics)
+    electronic_noise_snu = 0.1
+
+The shipped examples ``qkd_hw/lab/examples/real_lab.toml`` and ``virtual_lab.toml`` document
+every key. :func:`lab_config_to_toml` writes a config back as TOML.
 """
 
 from __future__ import annotations
@@ -61,6 +86,29 @@ LIMIT_QUANTITIES: Mapping[str, str] = MappingProxyType({
 })
 
 OptionValue = str | int | float | bool
+
+#: ``[roles]`` keys naming an instrument, with what that instrument is
+ROLE_INSTRUMENTS: Mapping[str, str] = MappingProxyType({
+    "signal_laser": "transmitter laser (Alice's carrier)",
+    "lo_laser": "local-oscillator laser (Bob)",
+    "awg": "arbitrary waveform generator driving the IQ modulator",
+    "bias_controller": "modulator bias controller",
+    "digitizer": "ADC / oscilloscope recording the detector",
+    "detector": "balanced (homodyne) detector",
+    "power_meter": "optical power meter at the modulator's monitor tap",
+    "voa": "variable optical attenuator in the quantum channel",
+    "switch": "optical switch between the channel and the detector",
+})
+
+#: ``[roles]`` keys giving a channel or port: (instrument role it belongs to, meaning)
+ROLE_PORTS: Mapping[str, tuple[str, str]] = MappingProxyType({
+    "awg_i_channel": ("awg", "AWG channel driving the modulator's I arm"),
+    "awg_q_channel": ("awg", "AWG channel driving the modulator's Q arm"),
+    "digitizer_channel": ("digitizer", "digitizer channel carrying the detector output"),
+    "voa_channel": ("voa", "VOA channel in the quantum channel"),
+    "switch_signal_port": ("switch", "switch port that passes the signal to the detector"),
+    "switch_block_port": ("switch", "switch port that blocks the signal (shot-noise capture)"),
+})
 
 DEFAULT_TIMEOUT_S = 2.0
 DEFAULT_RETRIES = 2
@@ -177,10 +225,111 @@ class InstrumentConfig:
 
 
 @dataclass(frozen=True)
+class Roles:
+    """What the instruments are for: instrument names by role, and the channels/ports that
+    carry meaning (see :data:`ROLE_INSTRUMENTS`, :data:`ROLE_PORTS`). ``None``: not set."""
+
+    instruments: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    ports: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "instruments", MappingProxyType(dict(self.instruments)))
+        object.__setattr__(self, "ports", MappingProxyType(dict(self.ports)))
+
+    def role_of(self, instrument: str) -> str | None:
+        """Role of the instrument named ``instrument`` (None if it has none)."""
+        for role, name in self.instruments.items():
+            if name == instrument:
+                return role
+        return None
+
+
+@dataclass(frozen=True)
+class LinkParams:
+    """Nominal parameters of the link (what the transmitter and the receiver are set up for)."""
+
+    symbol_rate_hz: float
+    sample_rate_hz: float
+    rolloff: float
+    signal_frequency_hz: float
+    modulation_variance_snu: float
+    detector_efficiency: float
+    detection: str = "heterodyne"
+    awg_sample_rate_hz: float | None = None
+    pilot_frequencies_hz: tuple[float, ...] = ()
+    lo_power_mw: float | None = None
+
+
+@dataclass(frozen=True)
+class RampLimits:
+    """Largest step of a setting a procedure may make at once (it ramps in such steps)."""
+
+    bias_v_per_step: float | None = None
+    lo_mw_per_step: float | None = None
+    step_interval_s: float = 0.1
+
+
+@dataclass(frozen=True)
+class VirtualPhysics:
+    """The physical truth of the virtual lab (``[virtual]``); every number its model uses.
+
+    See ``qkd_hw/lab/examples/virtual_lab.toml`` for the meaning and unit of each field and
+    :mod:`qkd_hw.lab` for the model.
+    """
+
+    electronic_noise_snu: float = 0.1
+    excess_noise_snu: float = 0.02
+    fiber_loss_db: float = 5.0
+    detector_efficiency: float = 0.7
+    lo_saturation_mw: float = 12.0
+    laser_linewidth_hz: float = 1e3
+    frequency_offset_hz: float = 0.0
+    lo_reference_mw: float = 5.0
+    shot_noise_rms_v: float = 0.02
+    lo_path_loss_db: float = 0.0
+    tx_attenuation_db: float = 60.0
+    modulator_v_pi_rf_v: float = 3.0
+    rf_gain: float = 1.0
+    bias_v_pi_v: float = 5.0
+    bias_v_offset_v: float = 0.7
+    power_meter_tap_db: float = 20.0
+    responsivity_a_per_w: float = 0.8
+    detector_imbalance: float = 0.01
+    voa_insertion_loss_db: float = 0.0
+    wavelength_nm: float = 1550.0
+    trigger_delay_s: float = 0.0
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
 class LabConfig:
     path: Path | None
     name: str
     instruments: Mapping[str, InstrumentConfig]
+    roles: Roles = field(default_factory=Roles)
+    link: LinkParams | None = None
+    ramp: RampLimits = field(default_factory=RampLimits)
+    virtual: VirtualPhysics | None = None
+
+    def role(self, role: str) -> InstrumentConfig:
+        """The instrument of ``role`` (ConfigError naming the file if the role is not set)."""
+        if role not in ROLE_INSTRUMENTS:
+            raise KeyError(f"unknown role {role!r}; known: {sorted(ROLE_INSTRUMENTS)}")
+        name = self.roles.instruments.get(role)
+        if name is None:
+            raise ConfigError(f"{self.path or '<lab config>'}: roles.{role} is not set "
+                              f"(which instrument is the {ROLE_INSTRUMENTS[role]}?)")
+        return self.instruments[name]
+
+    def port(self, name: str) -> int:
+        """Channel/port number of ``name`` (:data:`ROLE_PORTS`); ConfigError if not set."""
+        if name not in ROLE_PORTS:
+            raise KeyError(f"unknown port role {name!r}; known: {sorted(ROLE_PORTS)}")
+        value = self.roles.ports.get(name)
+        if value is None:
+            raise ConfigError(f"{self.path or '<lab config>'}: roles.{name} is not set "
+                              f"({ROLE_PORTS[name][1]})")
+        return value
 
     def instrument(self, name: str) -> InstrumentConfig:
         try:
@@ -293,12 +442,198 @@ def _parse_instrument(name: str, raw: Any, src: str) -> InstrumentConfig:
     )
 
 
+_TOP_KEYS = ("lab", "instruments", "roles", "link", "ramp", "virtual")
+
+#: numeric rules of the typed tables: field -> (lower bound, lower inclusive, upper bound)
+_RULES: Mapping[str, tuple[float | None, bool, float | None]] = MappingProxyType({
+    "symbol_rate_hz": (0.0, False, None), "sample_rate_hz": (0.0, False, None),
+    "awg_sample_rate_hz": (0.0, False, None), "rolloff": (0.0, True, 1.0),
+    "signal_frequency_hz": (0.0, True, None), "modulation_variance_snu": (0.0, False, None),
+    "detector_efficiency": (0.0, False, 1.0), "lo_power_mw": (0.0, True, None),
+    "bias_v_per_step": (0.0, False, None), "lo_mw_per_step": (0.0, False, None),
+    "step_interval_s": (0.0, True, None),
+    "electronic_noise_snu": (0.0, True, None), "excess_noise_snu": (0.0, True, None),
+    "fiber_loss_db": (0.0, True, None), "lo_saturation_mw": (0.0, False, None),
+    "laser_linewidth_hz": (0.0, True, None), "lo_reference_mw": (0.0, False, None),
+    "shot_noise_rms_v": (0.0, False, None), "lo_path_loss_db": (0.0, True, None),
+    "tx_attenuation_db": (0.0, True, None), "modulator_v_pi_rf_v": (0.0, False, None),
+    "rf_gain": (0.0, True, None), "bias_v_pi_v": (0.0, False, None),
+    "power_meter_tap_db": (0.0, True, None), "responsivity_a_per_w": (0.0, False, None),
+    "detector_imbalance": (-1.0, True, 1.0), "voa_insertion_loss_db": (0.0, True, None),
+    "wavelength_nm": (0.0, False, None), "trigger_delay_s": (0.0, True, None),
+})
+_CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "detection": ("heterodyne", "homodyne")})
+
+
+def _checked_number(value: Any, key: str, src: str) -> float:
+    v = _number(value, key, src)
+    rule = _RULES.get(key.rsplit(".", 1)[-1])
+    if rule is not None:
+        lo, lo_incl, hi = rule
+        if lo is not None and (v < lo or (v == lo and not lo_incl)):
+            raise ConfigError(f"{src}: {key} must be {'>=' if lo_incl else '>'} {lo:g}, "
+                              f"got {v:g}")
+        if hi is not None and v > hi:
+            raise ConfigError(f"{src}: {key} must be <= {hi:g}, got {v:g}")
+    return v
+
+
+def _parse_value(kind: str, value: Any, key: str, src: str) -> Any:
+    """One value of a typed table by its annotation (``float``, ``str``, ``int | None``,
+    ``tuple[float, ...]``, ``float | None``)."""
+    base = kind.replace(" | None", "")
+    if base == "float":
+        return _checked_number(value, key, src)
+    if base == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{src}: {key} must be an integer, got {_type_name(value)} "
+                              f"{value!r}")
+        return value
+    if base == "str":
+        choices = _CHOICES.get(key.rsplit(".", 1)[-1])
+        if not isinstance(value, str) or (choices and value not in choices):
+            want = f"one of {list(choices)}" if choices else "a string"
+            raise ConfigError(f"{src}: {key} must be {want}, got {value!r}")
+        return value
+    if base == "tuple[float, ...]":
+        if not isinstance(value, list):
+            raise ConfigError(f"{src}: {key} must be a list of numbers, got "
+                              f"{_type_name(value)} {value!r}")
+        return tuple(_checked_number(v, key, src) for v in value)
+    raise AssertionError(f"no parser for {kind}")  # pragma: no cover - schema bug
+
+
+def _parse_fields(cls: type, raw: Any, where: str, src: str) -> Any:
+    """A frozen dataclass from a TOML table: unknown keys, wrong types and missing required
+    fields are ConfigErrors naming the dotted key."""
+    import dataclasses
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{src}: {where} must be a table, got {_type_name(raw)}")
+    fields_ = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields_:
+            raise ConfigError(f"{src}: unknown key '{where}.{key}' (allowed: "
+                              f"{', '.join(fields_)})")
+    values: dict[str, Any] = {}
+    for name, f in fields_.items():
+        required = (f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING)
+        if name not in raw:
+            if required:
+                raise ConfigError(f"{src}: missing required key '{where}.{name}'")
+            continue
+        values[name] = _parse_value(str(f.type), raw[name], f"{where}.{name}", src)
+    return cls(**values)
+
+
+def _check_link(link: LinkParams, src: str) -> None:
+    """The quantum band and the pilots must lie below the digitizer's Nyquist frequency."""
+    nyquist = link.sample_rate_hz / 2
+    top = link.signal_frequency_hz + (1 + link.rolloff) * link.symbol_rate_hz / 2
+    if top >= nyquist:
+        raise ConfigError(
+            f"{src}: link: the quantum band reaches {top:g} Hz (signal_frequency_hz + (1 + "
+            f"rolloff) symbol_rate_hz / 2), not below the Nyquist frequency {nyquist:g} Hz of "
+            f"link.sample_rate_hz")
+    for f in link.pilot_frequencies_hz:
+        if f >= nyquist:
+            raise ConfigError(f"{src}: link.pilot_frequencies_hz: {f:g} Hz is not below the "
+                              f"Nyquist frequency {nyquist:g} Hz of link.sample_rate_hz")
+
+
+def _parse_roles(raw: Any, instruments: Mapping[str, InstrumentConfig], src: str) -> Roles:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{src}: roles must be a table, got {_type_name(raw)}")
+    names: dict[str, str] = {}
+    ports: dict[str, int] = {}
+    for key, value in raw.items():
+        where = f"roles.{key}"
+        if key in ROLE_INSTRUMENTS:
+            if not isinstance(value, str) or value not in instruments:
+                raise ConfigError(f"{src}: {where} = {value!r} names no instrument of this "
+                                  f"config (have: {sorted(instruments)})")
+            names[key] = value
+        elif key in ROLE_PORTS:
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 255:
+                raise ConfigError(f"{src}: {where} must be a channel/port number 1..255, got "
+                                  f"{value!r}")
+            ports[key] = value
+        else:
+            allowed = ", ".join([*ROLE_INSTRUMENTS, *ROLE_PORTS])
+            raise ConfigError(f"{src}: unknown key '{where}' (allowed: {allowed})")
+    if ports.get("switch_signal_port") is not None and \
+            ports.get("switch_signal_port") == ports.get("switch_block_port"):
+        raise ConfigError(f"{src}: roles.switch_signal_port and roles.switch_block_port are "
+                          f"both {ports['switch_signal_port']}: the blocking port must differ")
+    if ports.get("awg_i_channel") is not None and \
+            ports.get("awg_i_channel") == ports.get("awg_q_channel"):
+        raise ConfigError(f"{src}: roles.awg_i_channel and roles.awg_q_channel are both "
+                          f"{ports['awg_i_channel']}")
+    return Roles(names, ports)
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)  # shortest repr reads back to the same float
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def _toml_table(header: str, items: Mapping[str, Any]) -> list[str]:
+    lines = [f"[{header}]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in items.items() if v is not None]
+    return [*lines, ""]
+
+
+def lab_config_to_toml(config: LabConfig, *, include_virtual: bool = True) -> str:
+    """TOML text of ``config`` that :func:`parse_lab_config_text` reads back to an equal
+    config (comments of the original file are not kept). For ``/meta/lab_config`` and the
+    virtual lab's client config (``include_virtual=False`` drops ``[virtual]``)."""
+    import dataclasses
+
+    lines = _toml_table("lab", {"name": config.name})
+    for name, inst in config.instruments.items():
+        lines += _toml_table(f"instruments.{name}", {
+            "driver": inst.driver, "resource": inst.resource, "timeout_s": inst.timeout_s,
+            "retries": inst.retries, "visa_library": inst.visa_library})
+        if inst.limits.intervals:
+            lines.append(f"[instruments.{name}.limits]")
+            for q, iv in inst.limits.intervals.items():
+                bounds = ", ".join(f"{side} = {getattr(iv, side)!r}" for side in ("min", "max")
+                                   if getattr(iv, side) is not None)
+                lines.append(f"{q} = {{ {bounds} }}")
+            lines.append("")
+        if inst.options:
+            lines += _toml_table(f"instruments.{name}.options", inst.options)
+    if config.roles.instruments or config.roles.ports:
+        lines += _toml_table("roles", {**config.roles.instruments, **config.roles.ports})
+    if config.link is not None:
+        lines += _toml_table("link", dataclasses.asdict(config.link))
+    lines += _toml_table("ramp", dataclasses.asdict(config.ramp))
+    if include_virtual and config.virtual is not None:
+        lines += _toml_table("virtual", dataclasses.asdict(config.virtual))
+    return "\n".join(lines)
+
+
 def parse_lab_config(data: Mapping[str, Any], *, source: str = "<string>",
                      path: Path | None = None) -> LabConfig:
     """Validate an already parsed TOML document (see the module docstring for the schema)."""
     for key in data:
-        if key not in ("lab", "instruments"):
-            raise ConfigError(f"{source}: unknown key {key!r} (allowed: lab, instruments)")
+        if key not in _TOP_KEYS:
+            raise ConfigError(f"{source}: unknown key {key!r} (allowed: "
+                              f"{', '.join(_TOP_KEYS)})")
     name = ""
     if "lab" in data:
         lab = data["lab"]
@@ -317,7 +652,16 @@ def parse_lab_config(data: Mapping[str, Any], *, source: str = "<string>",
     if not isinstance(insts, dict):
         raise ConfigError(f"{source}: instruments must be a table of tables")
     parsed = {n: _parse_instrument(n, raw, source) for n, raw in insts.items()}
-    return LabConfig(path=path, name=name, instruments=MappingProxyType(parsed))
+    roles = _parse_roles(data["roles"], parsed, source) if "roles" in data else Roles()
+    link = _parse_fields(LinkParams, data["link"], "link", source) if "link" in data else None
+    if link is not None:
+        _check_link(link, source)
+    ramp = (_parse_fields(RampLimits, data["ramp"], "ramp", source) if "ramp" in data
+            else RampLimits())
+    virtual = (_parse_fields(VirtualPhysics, data["virtual"], "virtual", source)
+               if "virtual" in data else None)
+    return LabConfig(path=path, name=name, instruments=MappingProxyType(parsed), roles=roles,
+                     link=link, ramp=ramp, virtual=virtual)
 
 
 def load_lab_config(path: str | os.PathLike[str]) -> LabConfig:

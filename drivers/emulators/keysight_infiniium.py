@@ -7,7 +7,9 @@ period (:func:`default_pattern`) so that any misplaced chunk is visible. ``:SING
 the channels in ``acquire_channels`` after ``acquisition_delay_s``; ``:ADER?`` reports
 completion once (clear on read), ``:ASTate?`` reports ``ARM``/``ADONE`` without clearing.
 ``:WAV:DATA? <start>,<size>`` answers a definite block sent zero-copy from the stored record
-(size clipped to the available points, as the manual says).
+(size clipped to the available points, as the manual says). Until the acquisition is complete
+there is no record: ``:WAV:POIN?`` answers 0 and ``:WAV:DATA?`` is refused (-221), as for a
+channel that was not acquired.
 """
 
 from __future__ import annotations
@@ -224,15 +226,19 @@ class InfiniiumEmulator(ScpiEmulator):
     def _strm_q(self, args: bytes) -> str:
         return "1" if self.streaming else "0"
 
+    def _acquiring(self) -> bool:
+        return self.done_at is not None and time.monotonic() < self.done_at
+
     def _record(self) -> np.ndarray:
-        rec = self.records.get(self.wav_source)
+        rec = None if self._acquiring() else self.records.get(self.wav_source)
         if rec is None:
             raise ScpiError(-221, f"no data for CHAN{self.wav_source}")
         return rec
 
     @command(":WAVeform:POINts?")
     def _wpoin(self, args: bytes) -> str:
-        rec = self.records.get(self.wav_source)
+        # no record until the acquisition completes (:SINGle cleared the previous one)
+        rec = None if self._acquiring() else self.records.get(self.wav_source)
         return str(0 if rec is None else rec.size)
 
     @command(":WAVeform:XINCrement?")

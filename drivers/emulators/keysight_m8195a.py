@@ -2,9 +2,11 @@
 
 State: sample rate, DAC/function mode, per channel amplitude/offset/output relay, segments
 (int8 codes) and the selected segment, running flag. A virtual lab calls
-:meth:`M8195AEmulator.output_volts` to get what a channel emits (None when stopped or the relay
-is open). Segment handling follows the manual: definitions only while stopped (-221), data
-beyond the defined length is -223, lengths must respect the granularity (-224).
+:meth:`M8195AEmulator.output_volts` (or :meth:`M8195AEmulator.output_codes`, cheaper for long
+segments; ``memory_version`` counts changes of segment memory) to get what a channel emits
+(None when stopped or the relay is open). Segment handling follows the manual: definitions
+only while stopped (-221), data beyond the defined length is -223, lengths must respect the
+granularity (-224).
 """
 
 from __future__ import annotations
@@ -34,16 +36,28 @@ class M8195AEmulator(ScpiEmulator):
         self.segments: dict[int, dict[int, bytearray]] = {c: {} for c in n}
         self.selected = dict.fromkeys(n, 1)
         self.running = False
+        self.memory_version = 0  # bumped by every change of segment memory
 
-    def output_volts(self, ch: int) -> np.ndarray | None:
-        """Voltage samples channel ``ch`` emits, or None (stopped / relay open / no data)."""
+    def output_codes(self, ch: int) -> tuple[np.ndarray, float, float] | None:
+        """What channel ``ch`` emits as ``(int8 codes of the playing segment (a copy),
+        volts per code, offset volts)``, or None (stopped / relay open / no data). Cheaper
+        than :meth:`output_volts` for long segments; ``memory_version`` changes whenever
+        segment memory does, so a caller can cache what it derives from the codes."""
         if not (self.running and self.output[ch]):
             return None
         seg = self.segments[ch].get(self.selected[ch])
         if seg is None:
             return None
-        codes = np.frombuffer(bytes(seg), dtype=np.int8).astype(np.float64)
-        return codes / 127.0 * self.amplitude[ch] / 2 + self.offset[ch]
+        codes = np.frombuffer(bytes(seg), dtype=np.int8)
+        return codes, self.amplitude[ch] / 2 / 127.0, self.offset[ch]
+
+    def output_volts(self, ch: int) -> np.ndarray | None:
+        """Voltage samples channel ``ch`` emits, or None (stopped / relay open / no data)."""
+        out = self.output_codes(ch)
+        if out is None:
+            return None
+        codes, volts_per_code, offset = out
+        return codes.astype(np.float64) * volts_per_code + offset
 
     def _ch(self, suffix: str) -> int:
         ch = int(suffix) if suffix else 1
@@ -129,6 +143,7 @@ class M8195AEmulator(ScpiEmulator):
         if self.running:
             raise ScpiError(-221, "program mode only")
         self.segments[self._ch(n)].clear()
+        self.memory_version += 1
 
     @command(":TRACe<n>:DELete")
     def _del(self, args: bytes, n: str) -> None:
@@ -139,6 +154,7 @@ class M8195AEmulator(ScpiEmulator):
         if seg not in self.segments[ch]:
             raise ScpiError(-224, f"segment {seg} undefined")
         del self.segments[ch][seg]
+        self.memory_version += 1
 
     @command(":TRACe<n>:DEFine")
     def _def(self, args: bytes, n: str) -> None:
@@ -157,6 +173,7 @@ class M8195AEmulator(ScpiEmulator):
         if seg in self.segments[ch]:
             raise ScpiError(-221, f"segment {seg} exists")
         self.segments[ch][seg] = bytearray(np.full(length, init, np.int8).tobytes())
+        self.memory_version += 1
 
     @command(":TRACe<n>[:DATA]")
     def _data(self, args: bytes, n: str) -> None:
@@ -169,6 +186,7 @@ class M8195AEmulator(ScpiEmulator):
         if off < 0 or off + len(data) > len(mem):
             raise ScpiError(-223)
         mem[off: off + len(data)] = data
+        self.memory_version += 1
 
     @command(":TRACe<n>[:DATA]?")
     def _data_q(self, args: bytes, n: str) -> BlockReply:

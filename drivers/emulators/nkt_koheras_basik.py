@@ -57,7 +57,9 @@ class KoherasBasikEmulator(InterbusModuleEmulator):
     def emitting(self) -> bool:
         return bool(self.emission) and self.interlock_closed
 
-    def _output_mw(self) -> float:
+    def output_power_mw(self) -> float:
+        """Optical output power (mW) the module emits now: the physics hook's
+        ``output_power_mw`` if given, else the set point while emitting, else 0."""
         default = self.power_raw / 100 if self.emitting else 0.0
         return max(0.0, self.measured("output_power_mw", default))
 
@@ -72,7 +74,8 @@ class KoherasBasikEmulator(InterbusModuleEmulator):
         return int(bits)
 
     def read_reg(self, register: int) -> bytes | None:
-        mw = self._output_mw() if register in (Reg.OUTPUT_POWER_MW, Reg.OUTPUT_POWER_DBM) else 0
+        readout = register in (Reg.OUTPUT_POWER_MW, Reg.OUTPUT_POWER_DBM)
+        mw = self.output_power_mw() if readout else 0
         table = {
             Reg.EMISSION: lambda: struct.pack("<B", self.emission),
             Reg.SETUP: lambda: struct.pack("<H", self.setup),

@@ -8,6 +8,9 @@ after it an auto mode is locked. The modulator is an ideal MZM with half-wave vo
 :attr:`v_pi` and bias offset :attr:`v_offset`: the auto modes lock at the bias of their working
 point, the tap power follows ``P_in cos^2(pi (V - V_off) / (2 V_pi))``.
 
+:meth:`ThorlabsMbxEmulator.working_point_v` is the bias of the present mode (what a virtual lab
+applies to its modulator).
+
 Physics hook quantities: ``"input_power_mw"`` (optical power into the modulator, default 1 mW),
 ``"bias_voltage_v"`` (overrides the bias the controller applies), ``"tap_power_mw"``.
 """
@@ -74,7 +77,7 @@ class ThorlabsMbxEmulator(PtyEmulator):
         return {"mode": self.mode.name, "hold_voltage_v": self.hold_mv / 1000,
                 "v_pi": self.v_pi, "v_offset": self.v_offset}
 
-    def _working_point(self) -> float:
+    def working_point_v(self) -> float:
         """Bias the controller applies in the current mode."""
         m, vpi, off = self.mode, self.v_pi, self.v_offset
         if m == MzmMode.OFF:
@@ -95,7 +98,7 @@ class ThorlabsMbxEmulator(PtyEmulator):
         return off + phase if m == MzmMode.AUTO_POWER_POS else off - phase
 
     def bias_v(self) -> float:
-        return self.measured("bias_voltage_v", self._working_point())
+        return self.measured("bias_voltage_v", self.working_point_v())
 
     def tap_mw(self) -> float:
         p_in = self.measured("input_power_mw", 1.0)

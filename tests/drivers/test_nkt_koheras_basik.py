@@ -471,3 +471,28 @@ def test_traffic_logged_at_debug(laser, emu, caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert f"-> {emu.received()!r}" in messages
     assert f"<- {emu.sent()!r}" in messages
+
+
+def test_wavelength_offset_limit_message_names_the_pm_request_and_the_wavelength(laser, emu):
+    # standard 1550.12 nm + 100 pm = 1550.22 nm > 1550.2 nm: the message shows the request in
+    # the property's unit (pm) and the wavelength the limit is on (nm), never nm under a pm name
+    emu.clear_log()
+    with pytest.raises(LimitError) as info:
+        laser.wavelength_offset_setpoint_pm = 100.0
+    msg = str(info.value)
+    assert "wavelength_offset_setpoint_pm (100.0 pm)" in msg
+    assert "= 1550.22 nm violates lab-config limit wavelength_nm [1550, 1550.2]" in msg
+    assert "_pm = 1550" not in msg
+    assert emu.received() == b""
+
+
+def test_emulator_output_power_follows_emission_interlock_and_setpoint(laser, emu):
+    # the virtual lab reads output_power_mw(): what the module emits after the wire commands
+    laser.emission = False
+    laser.power_setpoint_mw = 7.5
+    assert emu.output_power_mw() == 0.0
+    laser.emission = True
+    assert emu.output_power_mw() == pytest.approx(7.5)
+    emu.interlock_closed = False
+    assert emu.output_power_mw() == 0.0
+    assert laser.output_power_mw == 0.0

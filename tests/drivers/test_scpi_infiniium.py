@@ -370,3 +370,32 @@ def test_ctrl_c_inside_an_outer_transaction_raises_from_fetch_never_returns_part
     conns = emu.connections
     assert np.array_equal(sc.fetch(1, count=100), default_pattern(1, 0, 100))
     assert emu.connections == conns  # the interrupted chunk's reply was read in full
+
+
+def test_fetch_before_arming_is_an_error_not_an_empty_record(pair):
+    sc, _emu = pair
+    with pytest.raises(ProtocolError, match=r"no waveform data .* for CHAN1") as ei:
+        sc.fetch(1)
+    assert ei.value.command == ":WAV:POIN?"
+
+
+def test_fetch_of_a_channel_not_acquired_is_an_error(pair):
+    sc, emu = pair
+    emu.acquire_channels = (1,)
+    sc.record_length = 1000
+    sc.arm()
+    sc.wait_acquired(timeout_s=2)
+    assert sc.fetch(1).size == 1000
+    with pytest.raises(ProtocolError, match=r"no waveform data .* for CHAN3"):
+        sc.fetch(3)
+
+
+def test_fetch_while_the_acquisition_is_pending_is_an_error(pair):
+    sc, emu = pair
+    emu.acquisition_delay_s = 0.5
+    sc.record_length = 1000
+    sc.arm()
+    with pytest.raises(ProtocolError, match=r"no waveform data .* for CHAN1"):
+        sc.fetch(1)
+    sc.wait_acquired(timeout_s=3)
+    assert np.array_equal(sc.fetch(1), default_pattern(1, 0, 1000))

@@ -299,3 +299,22 @@ def test_ctrl_c_during_outputs_off_waits_until_every_relay_is_open(pair):
         awg.outputs_off()
     timer.join()
     assert not emu.running and not any(emu.output.values())
+
+
+def test_output_codes_and_memory_version_follow_uploads_for_the_virtual_lab(pair):
+    awg, emu = pair
+    ch = awg.channel(2)
+    v0 = emu.memory_version
+    x = (np.arange(2560) % 255 - 127).astype(np.int8)
+    ch.upload(x)
+    assert emu.memory_version > v0  # the lab's cache of the segment is invalidated
+    ch.amplitude_v, ch.offset_v, ch.output_enabled = 0.4, 0.1, True
+    awg.start()
+    codes, volts_per_code, offset = emu.output_codes(2)
+    assert np.array_equal(codes, x)
+    assert (volts_per_code, offset) == pytest.approx((0.4 / 2 / 127, 0.1))
+    assert np.allclose(emu.output_volts(2), x / 127 * 0.2 + 0.1)
+    v1 = emu.memory_version
+    awg.stop()
+    ch.upload(x[::-1].copy())
+    assert emu.memory_version > v1

@@ -277,3 +277,16 @@ def test_emulator_accepts_short_forms_and_rejects_unknown(mbx, emu):
     assert mbx.query("SYSTEM:MODEL?", str) == "MBX"
     with pytest.raises(InstrumentError, match="not accepted"):
         mbx.set("MZM:BOGUS", 1)
+
+
+@pytest.mark.parametrize(("mode", "phase"), [
+    (MzmMode.AUTO_NULL, math.pi / 2), (MzmMode.AUTO_PEAK, 0.0),
+    (MzmMode.AUTO_QUAD_POS, math.pi / 4), (MzmMode.AUTO_QUAD_NEG, -math.pi / 4),
+])
+def test_emulator_working_point_is_the_modes_bias_for_the_lab(mbx, emu, mode, phase):
+    # the virtual lab reads working_point_v(): the bias of the mode set over the wire, i.e.
+    # the MZM field phase pi (V - V_off) / (2 V_pi) of the mode's transmission point
+    mbx.mode = mode
+    v = emu.working_point_v()
+    assert math.pi * (v - emu.v_offset) / (2 * emu.v_pi) == pytest.approx(phase)
+    assert mbx.bias_voltage_v == pytest.approx(v, abs=1e-3)
