@@ -71,8 +71,9 @@ from typing import Any
 
 import numpy as np
 
-from dsp.carrier import PhaseTracker, pilot_leakage_floor
-from dsp.pipeline import ReceiverOptions, _combined_pilot
+from dsp.carrier import make_tracker, pilot_leakage_floor
+from dsp.pilot import combined_pilot
+from dsp.pipeline import ReceiverOptions
 from qkd_hw.receiver import process_recording
 from qkd_hw.sim.oracle import oracle_from_arrays
 from qkd_hw.sim.params import SimParams
@@ -127,7 +128,7 @@ def _grid_to_samples(ph: np.ndarray, D: int, n: int) -> np.ndarray:
 
 
 def _track(design, z: np.ndarray) -> np.ndarray:
-    tr = PhaseTracker(design)
+    tr = make_tracker(design)
     return np.concatenate([tr.push(z)[1], tr.flush()[1]])
 
 
@@ -147,7 +148,7 @@ def receiver_phases(signal: np.ndarray, theta: np.ndarray, acq, link) -> dict[st
     n = signal.shape[0]
     nj = n // D
     ramp = 2 * np.pi * off / fs * np.arange(n, dtype=np.float64)
-    z_rx = _combined_pilot(signal, link, acq.pilot, off, D, 0, 0, nj)
+    z_rx = combined_pilot(signal, link, acq.pilot, D, 0, 0, nj)
     e = np.exp(1j * (theta[:nj * D] - ramp[:nj * D]))
     z_true = e.reshape(nj, D).mean(axis=1)
     out = {}

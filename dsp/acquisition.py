@@ -14,8 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft as sfft
 
+from dsp.core import cdot
+from dsp.downconvert import fir_decimate, mix_down
 from dsp.errors import DspLockError
-from dsp.kernels import cdot, fir_decimate, matched_filter_at, mix_down, pilot_decimate
+from dsp.fits import line_fit, radial_phase_noise, slope_std, structure_fit
+from dsp.matched_filter import matched_filter_at
+from dsp.pilot import pilot_decimate
 from dsp.rrc import MatchedFilterBank, rrc_frequency_response
 
 __all__ = ["PilotAcquisition", "SyncResult", "acquire_pilot", "check_search_range",
@@ -101,7 +105,7 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
     samples). Phase statistics: the structure function ``S(l) = <(phi_{j+l} - phi_j)^2>``
     of the detrended pilot phase is ``2 sigma_n^2 + 2 pi linewidth l D / fs``: its slope gives
     the linewidth; the per-block phase-noise variance sigma_n^2 (pilot SNR) comes from the
-    amplitude scatter of the phasors (``_radial_phase_noise``).
+    amplitude scatter of the phasors (``radial_phase_noise``).
 
     Raises
     ------
@@ -156,7 +160,7 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
         z = pilot_decimate(x, fs, frequency_hz=fp + coarse, decimation=D, first_sample=0,
                            first_block=0, n_blocks=nblk)
         ph = np.unwrap(np.angle(z))
-        a1, a0 = _line_fit(t, ph)
+        a1, a0 = line_fit(t, ph)
         fine.append(coarse + a1 * fs / (2 * np.pi))
         phasors.append(z)
         resid.append(ph - (a0 + a1 * t))
@@ -166,7 +170,7 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
     # per-pilot noise and combination weights (maximum-ratio, phase-aligned)
     sig_n2, weights = [], []
     for z in phasors:
-        sig_n2.append(max(_radial_phase_noise(z), 1e-12))
+        sig_n2.append(max(radial_phase_noise(z), 1e-12))
     for z, s2n, z0 in zip(phasors, sig_n2, [phasors[0]] * len(phasors), strict=True):
         rel = np.angle(cdot(z0, z))              # constant phase of this pilot vs the first
         amp = np.sqrt(np.mean(np.abs(z) ** 2))
@@ -175,63 +179,19 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
     weights = [w / wsum for w in weights]
     comb = sum(w * z for w, z in zip(weights, phasors, strict=True))
     comb = comb * np.exp(-2j * np.pi * (offset - coarse) / fs * t)
-    _, slope = _structure_fit(np.unwrap(np.angle(comb)), max_lag)
-    s2n = _radial_phase_noise(comb)
+    _, slope = structure_fit(np.unwrap(np.angle(comb)), max_lag)
+    s2n = radial_phase_noise(comb)
     dt = D / fs
     linewidth = slope / (2 * np.pi * dt)
-    # std of the slope from the fit residual scatter (rough): see _structure_fit
+    # std of the slope from the fit residual scatter (rough): see structure_fit
     cn0 = tuple(float(10 * np.log10(1.0 / (2.0 * s * dt))) for s in sig_n2)
     return PilotAcquisition(
         frequency_offset_hz=offset, coarse_offset_hz=float(coarse), pilot_snr_db=snr_db,
         pilot_cn0_dbhz=cn0, phase_noise_var=float(max(s2n, 1e-12)),
         linewidth_hz=float(max(linewidth, 0.0)),
-        linewidth_std_hz=float(_slope_std(np.unwrap(np.angle(comb)), max_lag) / (2 * np.pi * dt)),
+        linewidth_std_hz=float(slope_std(np.unwrap(np.angle(comb)), max_lag) / (2 * np.pi * dt)),
         decimation=D, pilot_weights=tuple(complex(w) for w in weights),
         pilot_amplitudes=tuple(float(2 * np.sqrt(p)) for p in pw))
-
-
-def _line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Least-squares line ``y ~ slope x + intercept`` from centred sums: ``np.polyfit`` goes
-    through LAPACK, whose OpenBLAS threads fight numba's for the cores (measured: the
-    acquisition took 0.21 s instead of 0.11 s with two BLAS threads)."""
-    x = np.asarray(x, np.float64)
-    y = np.asarray(y, np.float64)
-    dx = x - x.mean()
-    my = float(y.mean())
-    slope = float(np.sum(dx * (y - my)) / np.sum(dx * dx))
-    return slope, my - slope * float(x.mean())
-
-
-def _radial_phase_noise(z: np.ndarray) -> float:
-    """Phase-noise variance (rad^2) of phasors ``z = a e^{j phi} + n`` from their AMPLITUDE
-    scatter: circular additive noise puts the same variance on the radial and the tangential
-    component, and the laser phase noise moves only the tangential one, so
-    ``Var(phi_noise) = Var|z| / mean|z|^2``. Unlike the intercept of the structure function,
-    this does not vanish under the diffusion term when the linewidth is large or the pilot
-    strong (the intercept fit returned 0 at 10 kHz)."""
-    r = np.abs(z)
-    m = float(np.mean(r))
-    return float(np.var(r) / (m * m)) if m > 0 else float("inf")
-
-
-def _structure_fit(ph: np.ndarray, max_lag: int) -> tuple[float, float]:
-    """Fit ``S(l) = 2 s2 + slope * l`` for l = 1..max_lag; returns (s2, slope per block)."""
-    k = np.arange(ph.shape[0])
-    b1, b0 = _line_fit(k, ph)
-    ph = ph - (b0 + b1 * k)
-    lags = np.arange(1, max_lag + 1)
-    S = np.array([np.mean((ph[lag:] - ph[:-lag]) ** 2) for lag in lags])
-    slope, icpt = _line_fit(lags, S)
-    return float(icpt / 2), float(slope)
-
-
-def _slope_std(ph: np.ndarray, max_lag: int) -> float:
-    """Rough standard error of the diffusion slope: spread of the slope over quarters."""
-    q = ph.shape[0] // 4
-    if q < 4 * max_lag:
-        return float("inf")
-    slopes = [_structure_fit(ph[i * q:(i + 1) * q], max_lag)[1] for i in range(4)]
-    return float(np.std(slopes, ddof=1) / 2)
 
 
 @dataclass(frozen=True)
