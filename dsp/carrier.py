@@ -45,11 +45,9 @@ def pilot_block_guard(fs: float, *, pilot_frequencies_hz, signal_frequency_hz: f
     A block average of D samples is a sinc filter with its first null at ``fs / D``; with
     ``D >= fs / gap`` the whole band lies beyond it, in the side lobes. Shorter blocks let the
     band into every pilot phase measurement, as a phase error correlated with the quantum
-    signal that the de-rotation then writes back into it: measured 1.35 mSNU of excess noise
-    at 10 kHz linewidth, 2 GSa/s, pilot 40 MHz from the band edge with D = 8, -0.4 (none,
-    within the +-0.2 mSNU seed spread) with D = 50, tracking floor unchanged
-    (benchmarks/dsp_penalty.py). Applied to the Kalman trackers only; the boxcar keeps its
-    8-blocks-per-window design (its window averages M blocks; not evaluated with the guard).
+    signal that the de-rotation then writes back into it as excess noise (figures in
+    benchmarks/README.md). Applied by the Kalman trackers only; the boxcar keeps its
+    8-blocks-per-window design (its window averages M blocks).
     """
     edge = (1 + rolloff) * symbol_rate_hz / 2
     gaps = [abs(fp - signal_frequency_hz) - edge for fp in pilot_frequencies_hz]

@@ -8,9 +8,8 @@ __all__ = ["line_fit", "radial_phase_noise", "slope_std", "structure_fit"]
 
 
 def line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Least-squares line ``y ~ slope x + intercept`` from centred sums: ``np.polyfit`` goes
-    through LAPACK, whose OpenBLAS threads fight numba's for the cores (measured: the
-    acquisition took 0.21 s instead of 0.11 s with two BLAS threads)."""
+    """Least-squares line ``y ~ slope x + intercept`` from centred sums (``np.polyfit`` goes
+    through LAPACK, whose OpenBLAS threads fight numba's for the cores)."""
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
     dx = x - x.mean()

@@ -73,8 +73,8 @@ class SignalStream:
     def room_samples(self) -> int:
         """Samples the stream keeps from one chunk to the next at most (carrier-tracker delay,
         pilot block, matched-filter window): room to leave in front of a chunk passed to
-        ``feed_in_place``. The bound without margin was measured to hold with 1-50 % to
-        spare (RTS: a block of 1024 pilot blocks waits for the next one), hence 25 % more."""
+        ``feed_in_place``: the trackers' ``latency_blocks`` (RTS: a block of
+        ``rts_block`` pilot blocks waits for the next one) plus the window, 25 % more."""
         b = self.acq.bank
         blocks = self.pilot.tracker.latency_blocks() + 4
         return int(1.25 * (blocks * self.D + 2 * b.half + 8 * math.ceil(self.period)))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dsp.core import cdot
-from dsp.pe import bernoulli_flags, pair_moments
+from dsp.pe import PairMoments, bernoulli_flags, pair_moments
 
 RNG = np.random.default_rng(12345)
 
@@ -85,3 +85,16 @@ def test_bernoulli_flags_match_naive_splitmix_and_are_fair():
     assert bernoulli_flags(0, 100, probability=1.0, seed=seed).all()
     with pytest.raises(ValueError, match="probability"):
         bernoulli_flags(0, 5, probability=1.5, seed=0)
+
+
+def test_accumulator_of_non_finite_moments_is_refused_as_such():
+    """A NaN in Bob's outputs must be named as a non-finite sum (the hand-rolled fill of the
+    accumulator let it through to a misleading "Alice's symbols are all zero")."""
+    x = RNG.normal(size=1000) + 1j * RNG.normal(size=1000)
+    y = x.copy()
+    y[3] = np.nan
+    m = PairMoments()
+    m.update(x, y)
+    for detection in ("heterodyne", "homodyne"):
+        with pytest.raises(ValueError, match="sums must be finite"):
+            m.accumulator(detection, 0.0)
