@@ -74,6 +74,7 @@ import numpy as np
 from dsp.carrier import make_tracker, pilot_leakage_floor
 from dsp.pilot import combined_pilot
 from dsp.pipeline import ReceiverOptions
+from dsp.vocabulary import HETERODYNE, HOMODYNE
 from qkd_hw.receiver import process_recording
 from qkd_hw.sim.oracle import oracle_from_arrays
 from qkd_hw.sim.params import SimParams
@@ -117,7 +118,7 @@ def common_calibration_xi(res, n0_ref: float, vel_ref: float) -> tuple[float, fl
     t = e.t_eff * math.sqrt(scale)
     sigma2 = e.sigma2 * scale
     xi = (sigma2 - 1.0 - vel_ref) / t**2
-    gain = e.efficiency / 2 if e.detection == "heterodyne" else e.efficiency
+    gain = e.efficiency / 2 if e.detection == HETERODYNE else e.efficiency
     return xi, t * t / gain
 
 
@@ -255,14 +256,14 @@ def matrix(quick: bool = False) -> list[dict[str, Any]]:
     lws = (0.0, 1e3, 1e4)
     cases = []
     i = 0
-    links = list(LINKS) if quick else [*LINKS, (1e9, 100e6, 0.2, 150e6, (250e6,), "homodyne")]
+    links = list(LINKS) if quick else [*LINKS, (1e9, 100e6, 0.2, 150e6, (250e6,), HOMODYNE)]
     for li, (fs, rs, beta, fsig, pil, *det) in enumerate(links):
         if quick and li > 0:
             break
         for lw in lws:
             off, d = offsets[i % len(offsets)], delays[i % len(delays)]
             i += 1
-            cases.append({"detection": det[0] if det else "heterodyne",
+            cases.append({"detection": det[0] if det else HETERODYNE,
                           "sample_rate_hz": fs, "symbol_rate_hz": rs, "rolloff": beta,
                           "signal_frequency_hz": fsig, "pilot_frequencies_hz": pil,
                           "pilot_powers_dbsn": (pilot_power_dbsn(lw, fs, n_pilots=len(pil)),),
