@@ -70,8 +70,10 @@ from typing import Any
 
 import numpy as np
 
-from dsp.carrier import PhaseTracker, pilot_leakage_floor
-from dsp.pipeline import ReceiverOptions, _combined_pilot
+from dsp.carrier import make_tracker, pilot_leakage_floor
+from dsp.pilot import combined_pilot
+from dsp.pipeline import ReceiverOptions
+from dsp.vocabulary import HETERODYNE, HOMODYNE
 from qkd_hw.receiver import process_recording
 from qkd_hw.sim.oracle import oracle_from_arrays
 from qkd_hw.sim.params import SimParams
@@ -115,7 +117,7 @@ def common_calibration_xi(res, n0_ref: float, vel_ref: float) -> tuple[float, fl
     t = e.t_eff * math.sqrt(scale)
     sigma2 = e.sigma2 * scale
     xi = (sigma2 - 1.0 - vel_ref) / t**2
-    gain = e.efficiency / 2 if e.detection == "heterodyne" else e.efficiency
+    gain = e.efficiency / 2 if e.detection == HETERODYNE else e.efficiency
     return xi, t * t / gain
 
 
@@ -126,7 +128,7 @@ def _grid_to_samples(ph: np.ndarray, D: int, n: int) -> np.ndarray:
 
 
 def _track(design, z: np.ndarray) -> np.ndarray:
-    tr = PhaseTracker(design)
+    tr = make_tracker(design)
     return np.concatenate([tr.push(z)[1], tr.flush()[1]])
 
 
@@ -146,7 +148,7 @@ def receiver_phases(signal: np.ndarray, theta: np.ndarray, acq, link) -> dict[st
     n = signal.shape[0]
     nj = n // D
     ramp = 2 * np.pi * off / fs * np.arange(n, dtype=np.float64)
-    z_rx = _combined_pilot(signal, link, acq.pilot, off, D, 0, 0, nj)
+    z_rx = combined_pilot(signal, link, acq.pilot, D, 0, 0, nj)
     e = np.exp(1j * (theta[:nj * D] - ramp[:nj * D]))
     z_true = e.reshape(nj, D).mean(axis=1)
     out = {}
@@ -253,14 +255,14 @@ def matrix(quick: bool = False) -> list[dict[str, Any]]:
     lws = (0.0, 1e3, 1e4)
     cases = []
     i = 0
-    links = list(LINKS) if quick else [*LINKS, (1e9, 100e6, 0.2, 150e6, (250e6,), "homodyne")]
+    links = list(LINKS) if quick else [*LINKS, (1e9, 100e6, 0.2, 150e6, (250e6,), HOMODYNE)]
     for li, (fs, rs, beta, fsig, pil, *det) in enumerate(links):
         if quick and li > 0:
             break
         for lw in lws:
             off, d = offsets[i % len(offsets)], delays[i % len(delays)]
             i += 1
-            cases.append({"detection": det[0] if det else "heterodyne",
+            cases.append({"detection": det[0] if det else HETERODYNE,
                           "sample_rate_hz": fs, "symbol_rate_hz": rs, "rolloff": beta,
                           "signal_frequency_hz": fsig, "pilot_frequencies_hz": pil,
                           "pilot_powers_dbsn": (pilot_power_dbsn(lw, fs, n_pilots=len(pil)),),

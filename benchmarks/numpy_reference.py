@@ -22,7 +22,7 @@ chunked with state carried across chunks), with no numba:
 4. synchronisation: FFT cross-correlation of the RRC-filtered, de-rotated head with Alice's
    first symbols on the fractional grid (both spectral orientations), peak-to-side-lobe lock
    metric, three parabolic refinements of ``|sum conj(a) y|^2``; symbol-clock offset from four
-   quarters; data-aided timing loop (PI on instant and period) once per block of 65536 symbols;
+   quarters; data-aided timing loop (PI on instant and period) once per block of 2^18 symbols;
 5. shot-/electronic-noise captures through the same matched filter (no carrier phase):
    ``N0 = Var(shot) - Var(el)``, ``v_el = Var(el) / N0``;
 6. disclosure of the PE subset (``dsp.pe.disclosed_mask``: the protocol's definition, reused),
@@ -54,17 +54,18 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import lfilter
 
 from dsp.acquisition import refine_timing
-from dsp.carrier import PilotFilterDesign, design_pilot_filter, pilot_block_guard, rts_lengths
+from dsp.carrier import PilotFilterDesign, design_pilot_filter, pilot_block_guard
 from dsp.pe import disclosed_mask
 from dsp.pipeline import TIMING_GAINS, TIMING_STRIDE, ReceiverOptions
 from dsp.rrc import MatchedFilterBank, rrc_frequency_response
+from dsp.trackers import HeadPilot, tracker_kind
+from dsp.vocabulary import HETERODYNE, TIMING_BLOCK_SYMBOLS, TIMING_CORR_MIN_N
 from qkd_hw.trace_io import TraceReader
 
 __all__ = ["process_recording_numpy"]
 
 #: symbols per GEMM sub-block of the matched filter (bounds the gathered windows: 8192 x taps x 4 B)
 MF_SUB_BLOCK = 8192
-TIMING_BLOCK = 1 << 18   # dsp.pipeline.SignalStream's timing_block (as the receiver uses it)
 
 
 # ------------------------------------------------------------------------------------------
@@ -169,6 +170,39 @@ def boxcar_phase(z: np.ndarray, z0: int, n_in: int, j0: int, j1: int, h: int,
     return np.unwrap(np.concatenate([[ref], a]))[1:]
 
 
+class BoxcarRef:
+    """``dsp.trackers.boxcar.BoxcarTracker`` in numpy (cumulative sums): ``push(z)`` /
+    ``flush()`` return ``(j0, phases)`` like the pipeline's trackers."""
+
+    def __init__(self, carrier: PilotFilterDesign) -> None:
+        self.h = (carrier.window - 1) // 2
+        self.z = np.empty(0, np.complex128)   # phasor history, z[0] = block z0
+        self.z0 = 0
+        self.n_in = 0
+        self.n_out = 0
+        self.last: float | None = None
+
+    def push(self, z: np.ndarray) -> tuple[int, np.ndarray]:
+        self.z = np.concatenate([self.z, z])
+        self.n_in += z.shape[0]
+        return self._emit(final=False)
+
+    def flush(self) -> tuple[int, np.ndarray]:
+        return self._emit(final=True)
+
+    def _emit(self, final: bool) -> tuple[int, np.ndarray]:
+        j0 = self.n_out
+        j1 = self.n_in if final else max(self.n_in - self.h, j0)
+        ph = boxcar_phase(self.z, self.z0, self.n_in, j0, j1, self.h, self.last)
+        if ph.shape[0]:
+            self.last = float(ph[-1])
+        self.n_out = j1 if ph.shape[0] else j0
+        keep = max(self.n_out - self.h, 0)
+        self.z = self.z[keep - self.z0:]
+        self.z0 = keep
+        return j0, ph
+
+
 class KalmanRts:
     """``dsp.carrier.PhaseTracker`` with method "kalman"/"kalman-rts" in numpy/scipy: the
     Kalman filter's variance recursion runs step by step until its gain is constant (a few
@@ -269,11 +303,14 @@ class KalmanRts:
         return j0, out
 
 
+#: the reference tracker of each of the pipeline's methods (``dsp.trackers.TRACKERS``)
+REFERENCE_TRACKERS: dict[str, Callable[[PilotFilterDesign], Any]] = {
+    "fir": BoxcarRef, "kalman": KalmanRts, "kalman-rts": KalmanRts}
+
+
 def track_all(carrier: PilotFilterDesign, z: np.ndarray) -> np.ndarray:
     """The carrier phase of every block of ``z`` (one push + flush) with the design's method."""
-    if carrier.method == "fir":
-        return boxcar_phase(z, 0, z.shape[0], 0, z.shape[0], (carrier.window - 1) // 2, None)
-    tr = KalmanRts(carrier)
+    tr = REFERENCE_TRACKERS[carrier.method](carrier)
     return np.concatenate([tr.push(z)[1], tr.flush()[1]])
 
 
@@ -574,22 +611,18 @@ class SignalStream:
                  tau0: float, period: float, alice: Callable[[int, int], np.ndarray],
                  clock_tracking: bool, n_symbols: int) -> None:
         self.link, self.pil, self.tp, self.sync = link, pil, tp, sync
-        self.D, self.h = carrier.decimation, (carrier.window - 1) // 2
+        self.D = carrier.decimation
         self.buf = Buffer()
-        self.z = np.empty(0, np.complex128)   # phasor history, z[0] = block z0
-        self.z0 = 0
+        self.tracker = REFERENCE_TRACKERS[carrier.method](carrier)
         self.n_in = 0          # pilot blocks computed
         self.ph = np.empty(0)  # phase grid, ph[0] = block ph_j0
         self.ph_j0 = 0
-        self.n_out = 0         # phase blocks final
-        self.last: float | None = None
         self.tau, self.period = tau0, period
         self.k_next = 0
         self.n_symbols = n_symbols
         self.alice = alice
         self.track = clock_tracking
         self.first_order = False
-        self.kalman = KalmanRts(carrier) if carrier.method != "fir" else None
 
     def _grid(self):
         D = self.D
@@ -601,39 +634,18 @@ class SignalStream:
                 self.ph_j0 = j0
             self.ph = np.concatenate([self.ph, ph])
 
-    def _phase(self, final: bool) -> None:
-        if self.kalman is not None:   # the tracker keeps its own history
-            z, self.z = self.z, self.z[:0]
-            j0, ph = self.kalman.flush() if final else self.kalman.push(z)
-            self._append(j0, ph)
-            self.n_out = j0 + ph.shape[0]
-            return
-        j0 = self.n_out
-        j1 = self.n_in if final else max(self.n_in - self.h, j0)
-        ph = boxcar_phase(self.z, self.z0, self.n_in, j0, j1, self.h, self.last)
-        if ph.shape[0]:
-            self.last = float(ph[-1])
-            if self.ph.shape[0] == 0:
-                self.ph_j0 = j0
-            self.ph = np.concatenate([self.ph, ph])
-        self.n_out = j1 if ph.shape[0] else j0
-        keep = max(self.n_out - self.h, 0)
-        self.z = self.z[keep - self.z0:]
-        self.z0 = keep
-
     def feed(self, chunk: np.ndarray) -> list[tuple[int, np.ndarray]]:
         self.buf.append(chunk)
         j_av = self.buf.n_end // self.D
         if j_av > self.n_in:
             z = combined_pilot(self.buf.data, self.link, self.pil, self.D, self.buf.n0,
                                self.n_in, j_av - self.n_in)
-            self.z = np.concatenate([self.z, z])
             self.n_in = j_av
-            self._phase(final=False)
+            self._append(*self.tracker.push(z))
         return self._emit(final=False)
 
     def finish(self) -> list[tuple[int, np.ndarray]]:
-        self._phase(final=True)
+        self._append(*self.tracker.flush())
         return self._emit(final=True)
 
     def _k_limit(self, final: bool) -> int:
@@ -647,7 +659,7 @@ class SignalStream:
 
     def _emit(self, final: bool) -> list[tuple[int, np.ndarray]]:
         out = []
-        L = TIMING_BLOCK
+        L = TIMING_BLOCK_SYMBOLS
         khi = self._k_limit(final)
         while self.k_next < khi and self.ph.shape[0] >= 2:
             khi = self._k_limit(final)
@@ -673,7 +685,7 @@ class SignalStream:
         return out
 
     def _timing(self, k1: int) -> None:
-        L, st = TIMING_BLOCK, TIMING_STRIDE
+        L, st = TIMING_BLOCK_SYMBOLS, TIMING_STRIDE
         k0 = k1 - L
         lo, _ = sample_range(self.tp, self.tau - 0.3, self.period, k0)
         if lo < self.buf.n0:
@@ -684,12 +696,18 @@ class SignalStream:
         n = a.shape[0]
         d, c2, e = timing_fit(self.buf.data, a, self.tp, self.tau, self.period, k0, n,
                               self._grid(), n0=self.buf.n0, stride=st)
-        if c2 / (np.vdot(a, a).real * e + 1e-300) * n < 36.0:
+        if c2 / (np.vdot(a, a).real * e + 1e-300) * n < TIMING_CORR_MIN_N:
             return
         d = float(np.clip(d, -0.25, 0.25))
         g1, g2 = TIMING_GAINS
         self.tau += g1 * d - g2 * d / L * (k0 + L / 2)
         self.period += g2 * d / L
+
+
+def _head_pilot(head: np.ndarray, link: Link, pil: dict) -> HeadPilot:
+    """The head's combined pilot phasors, for a tracker's refinement on the head."""
+    n = head.shape[0]
+    return HeadPilot(samples=n, phasors=lambda D: combined_pilot(head, link, pil, D, 0, 0, n // D))
 
 
 # ------------------------------------------------------------------------------------------
@@ -736,14 +754,9 @@ def process_recording_numpy(path: str | os.PathLike[str], *, pe_fraction: float 
                                           link.fs, pilot_frequencies_hz=link.pilots,
                                           signal_frequency_hz=link.f_sig, symbol_rate_hz=link.rs,
                                           rolloff=link.rolloff))
-        if carrier.method != "fir":
-            # observation noise measured at the tracker's own block length (as the pipeline)
-            Dk = carrier.decimation
-            ph_k = np.unwrap(np.angle(combined_pilot(head, link, pil, Dk, 0, 0,
-                                                     head.shape[0] // Dk)))
-            rk = max(_structure_fit(ph_k, 16)[0], 1e-12)
-            block, lookahead = rts_lengths(carrier.q, rk)
-            carrier = replace(carrier, r=rk, rts_block=block, rts_lookahead=lookahead)
+        # the tracker's own refinement on the head (the Kalman trackers measure their
+        # observation noise at their block length), fed with this module's pilot phasors
+        carrier = tracker_kind(carrier.method).refine(carrier, _head_pilot(head, link, pil))
         mixer = link.f_sig + pil["offset"]
         tp = Taps(MatchedFilterBank(samples_per_symbol=sps, rolloff=link.rolloff,
                                     span_symbols=span, n_phases=opt.n_phases,
@@ -815,7 +828,7 @@ def process_recording_numpy(path: str | os.PathLike[str], *, pe_fraction: float 
     R = np.eye(4)
     R[2:, 2:] = [[c, s], [-s, c]]
     o = R @ M @ R.T
-    if link.detection == "heterodyne":
+    if link.detection == HETERODYNE:
         sxx, sxy, syy, m = o[0, 0] + o[1, 1], o[0, 2] + o[1, 3], o[2, 2] + o[3, 3], 2 * count
         gain = link.eta / 2
     else:

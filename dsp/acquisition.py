@@ -14,8 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft as sfft
 
+from dsp.core import cdot
+from dsp.downconvert import fir_decimate, mix_down
 from dsp.errors import DspLockError
-from dsp.kernels import cdot, fir_decimate, matched_filter_at, mix_down, pilot_decimate
+from dsp.fits import line_fit, radial_phase_noise, slope_std, structure_fit
+from dsp.matched_filter import matched_filter_at
+from dsp.pilot import pilot_decimate
 from dsp.rrc import MatchedFilterBank, rrc_frequency_response
 
 __all__ = ["PilotAcquisition", "SyncResult", "acquire_pilot", "check_search_range",
@@ -90,32 +94,16 @@ def check_search_range(fs: float, *, pilot_frequencies_hz, signal_frequency_hz: 
                                  f"{hi / 1e6:.3f}] MHz: reduce the search range")
 
 
-def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_hz: float,
-                  snr_min_db: float, decimation: int = 64, max_lag: int = 48) -> PilotAcquisition:
-    """Find the pilot tone(s) in the head segment and estimate offset, SNR and phase noise.
-
-    Coarse: Hann-windowed periodogram; the offset maximises the sum over pilots of the
-    periodogram normalised by its median in each window (joint search: with two pilots only
-    the common offset makes both peak); parabolic interpolation of log power gives a sub-bin
-    value. Fine: least-squares slope of the unwrapped pilot phase (blocks of ``decimation``
-    samples). Phase statistics: the structure function ``S(l) = <(phi_{j+l} - phi_j)^2>``
-    of the detrended pilot phase is ``2 sigma_n^2 + 2 pi linewidth l D / fs``: its slope gives
-    the linewidth; the per-block phase-noise variance sigma_n^2 (pilot SNR) comes from the
-    amplitude scatter of the phasors (``_radial_phase_noise``).
-
-    Raises
-    ------
-    DspLockError
-        If the weakest pilot's peak-to-median ratio is below ``snr_min_db``.
-    """
-    x = np.asarray(head)
+def _coarse_offset(x: np.ndarray, fs: float, fps: list[float], *, search_hz: float,
+                   snr_min_db: float) -> tuple[float, tuple[float, ...]]:
+    """Coarse laser offset (Hz) and each pilot's SNR (dB) from the joint periodogram search
+    of ``acquire_pilot``; DspLockError if the weakest pilot is below ``snr_min_db``."""
     n = 1 << math.floor(math.log2(min(x.shape[0], 1 << 21)))
     seg = x[:n].astype(np.float32)
     seg -= seg.mean(dtype=np.float64)
     raw = sfft.rfft(seg)
     df = fs / n
     nb = int(R_bins := math.floor(search_hz / df))
-    fps = [float(f) for f in pilot_frequencies_hz]
     metric = np.zeros(2 * nb + 1)
     norm_specs = []
     for fp in fps:
@@ -146,6 +134,30 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
     # "not >=": a dead (constant or all-zero) capture gives a NaN SNR, which must fail too
     if not min(snr_db) >= snr_min_db:
         raise DspLockError("pilot not found: pilot SNR below threshold", metrics)
+    return coarse, snr_db
+
+
+def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_hz: float,
+                  snr_min_db: float, decimation: int = 64, max_lag: int = 48) -> PilotAcquisition:
+    """Find the pilot tone(s) in the head segment and estimate offset, SNR and phase noise.
+
+    Coarse: Hann-windowed periodogram; the offset maximises the sum over pilots of the
+    periodogram normalised by its median in each window (joint search: with two pilots only
+    the common offset makes both peak); parabolic interpolation of log power gives a sub-bin
+    value. Fine: least-squares slope of the unwrapped pilot phase (blocks of ``decimation``
+    samples). Phase statistics: the structure function ``S(l) = <(phi_{j+l} - phi_j)^2>``
+    of the detrended pilot phase is ``2 sigma_n^2 + 2 pi linewidth l D / fs``: its slope gives
+    the linewidth; the per-block phase-noise variance sigma_n^2 (pilot SNR) comes from the
+    amplitude scatter of the phasors (``radial_phase_noise``).
+
+    Raises
+    ------
+    DspLockError
+        If the weakest pilot's peak-to-median ratio is below ``snr_min_db``.
+    """
+    x = np.asarray(head)
+    fps = [float(f) for f in pilot_frequencies_hz]
+    coarse, snr_db = _coarse_offset(x, fs, fps, search_hz=search_hz, snr_min_db=snr_min_db)
 
     # fine offset and phase statistics from the block phasors of each pilot
     D = int(decimation)
@@ -156,7 +168,7 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
         z = pilot_decimate(x, fs, frequency_hz=fp + coarse, decimation=D, first_sample=0,
                            first_block=0, n_blocks=nblk)
         ph = np.unwrap(np.angle(z))
-        a1, a0 = _line_fit(t, ph)
+        a1, a0 = line_fit(t, ph)
         fine.append(coarse + a1 * fs / (2 * np.pi))
         phasors.append(z)
         resid.append(ph - (a0 + a1 * t))
@@ -166,7 +178,7 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
     # per-pilot noise and combination weights (maximum-ratio, phase-aligned)
     sig_n2, weights = [], []
     for z in phasors:
-        sig_n2.append(max(_radial_phase_noise(z), 1e-12))
+        sig_n2.append(max(radial_phase_noise(z), 1e-12))
     for z, s2n, z0 in zip(phasors, sig_n2, [phasors[0]] * len(phasors), strict=True):
         rel = np.angle(cdot(z0, z))              # constant phase of this pilot vs the first
         amp = np.sqrt(np.mean(np.abs(z) ** 2))
@@ -175,63 +187,19 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
     weights = [w / wsum for w in weights]
     comb = sum(w * z for w, z in zip(weights, phasors, strict=True))
     comb = comb * np.exp(-2j * np.pi * (offset - coarse) / fs * t)
-    _, slope = _structure_fit(np.unwrap(np.angle(comb)), max_lag)
-    s2n = _radial_phase_noise(comb)
+    _, slope = structure_fit(np.unwrap(np.angle(comb)), max_lag)
+    s2n = radial_phase_noise(comb)
     dt = D / fs
     linewidth = slope / (2 * np.pi * dt)
-    # std of the slope from the fit residual scatter (rough): see _structure_fit
+    # std of the slope from the fit residual scatter (rough): see structure_fit
     cn0 = tuple(float(10 * np.log10(1.0 / (2.0 * s * dt))) for s in sig_n2)
     return PilotAcquisition(
         frequency_offset_hz=offset, coarse_offset_hz=float(coarse), pilot_snr_db=snr_db,
         pilot_cn0_dbhz=cn0, phase_noise_var=float(max(s2n, 1e-12)),
         linewidth_hz=float(max(linewidth, 0.0)),
-        linewidth_std_hz=float(_slope_std(np.unwrap(np.angle(comb)), max_lag) / (2 * np.pi * dt)),
+        linewidth_std_hz=float(slope_std(np.unwrap(np.angle(comb)), max_lag) / (2 * np.pi * dt)),
         decimation=D, pilot_weights=tuple(complex(w) for w in weights),
         pilot_amplitudes=tuple(float(2 * np.sqrt(p)) for p in pw))
-
-
-def _line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Least-squares line ``y ~ slope x + intercept`` from centred sums: ``np.polyfit`` goes
-    through LAPACK, whose OpenBLAS threads fight numba's for the cores (measured: the
-    acquisition took 0.21 s instead of 0.11 s with two BLAS threads)."""
-    x = np.asarray(x, np.float64)
-    y = np.asarray(y, np.float64)
-    dx = x - x.mean()
-    my = float(y.mean())
-    slope = float(np.sum(dx * (y - my)) / np.sum(dx * dx))
-    return slope, my - slope * float(x.mean())
-
-
-def _radial_phase_noise(z: np.ndarray) -> float:
-    """Phase-noise variance (rad^2) of phasors ``z = a e^{j phi} + n`` from their AMPLITUDE
-    scatter: circular additive noise puts the same variance on the radial and the tangential
-    component, and the laser phase noise moves only the tangential one, so
-    ``Var(phi_noise) = Var|z| / mean|z|^2``. Unlike the intercept of the structure function,
-    this does not vanish under the diffusion term when the linewidth is large or the pilot
-    strong (the intercept fit returned 0 at 10 kHz)."""
-    r = np.abs(z)
-    m = float(np.mean(r))
-    return float(np.var(r) / (m * m)) if m > 0 else float("inf")
-
-
-def _structure_fit(ph: np.ndarray, max_lag: int) -> tuple[float, float]:
-    """Fit ``S(l) = 2 s2 + slope * l`` for l = 1..max_lag; returns (s2, slope per block)."""
-    k = np.arange(ph.shape[0])
-    b1, b0 = _line_fit(k, ph)
-    ph = ph - (b0 + b1 * k)
-    lags = np.arange(1, max_lag + 1)
-    S = np.array([np.mean((ph[lag:] - ph[:-lag]) ** 2) for lag in lags])
-    slope, icpt = _line_fit(lags, S)
-    return float(icpt / 2), float(slope)
-
-
-def _slope_std(ph: np.ndarray, max_lag: int) -> float:
-    """Rough standard error of the diffusion slope: spread of the slope over quarters."""
-    q = ph.shape[0] // 4
-    if q < 4 * max_lag:
-        return float("inf")
-    slopes = [_structure_fit(ph[i * q:(i + 1) * q], max_lag)[1] for i in range(4)]
-    return float(np.std(slopes, ddof=1) / 2)
 
 
 @dataclass(frozen=True)
@@ -300,34 +268,14 @@ def _sync_decimation(fs: float, band_half_width_hz: float, *,
     return R, (h / h.sum()).astype(np.float32)
 
 
-def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: MatchedFilterBank,
-                period: float, symbol_rate_hz: float, rolloff: float, mixer_hz: float,
-                phase: tuple[float, float, np.ndarray], max_delay: int,
-                pslr_min: float) -> SyncResult:
-    """Find the first data symbol: FFT cross-correlation, then fractional refinement.
-
-    Coarse: the head is down-converted (``mixer_hz``), de-rotated by the pilot phase,
-    decimated to a rate of ~3 band half-widths (``_sync_decimation``), matched-filtered in the
-    frequency domain (exact RRC) and cross-correlated with Alice's first symbols placed on the
-    fractional symbol grid (linear split between the two nearest samples); both ``x`` and
-    ``conj(x)`` are tried (spectral inversion). Lags are limited to ``[0, max_delay]``; the
-    peak lag is interpolated back to full-rate samples. Fine: the symbol-instant matched
-    filter is evaluated at ``tau0 + k period`` over a grid of fractional offsets, refined
-    twice by parabolic interpolation of ``|sum conj(x_k) y_k|^2``.
-
-    Raises
-    ------
-    DspLockError
-        If the peak-to-side-lobe ratio is below ``pslr_min``.
-    """
-    x = np.asarray(head)
-    K = int(alice.shape[0])
+def _coarse_correlation(x: np.ndarray, fs: float, *, alice: np.ndarray, R: int,
+                        taps: np.ndarray, period: float, symbol_rate_hz: float, rolloff: float,
+                        mixer_hz: float, phase: tuple[float, float, np.ndarray]) -> np.ndarray:
+    """Cross-correlation of the down-converted, decimated (by R), RRC-filtered head with
+    Alice's symbols on the fractional grid: row 0 direct, row 1 spectrally inverted."""
     n = x.shape[0]
-    # The coarse search only needs the peak's sample index: it runs in single precision on
-    # the band decimated by R (anti-alias FIR, _sync_decimation), with 5-smooth FFT lengths;
-    # the peak's lag is interpolated back to the full rate (refine_timing does the rest).
+    K = int(alice.shape[0])
     w = symbol_rate_hz * (1 + rolloff) / 2
-    R, taps = _sync_decimation(fs, w)
     nd = -(-n // R)
     nfft = sfft.next_fast_len(nd + int(K * period / R) + 2)
     # both forward transforms (head, reference) in one batched call and both inverse ones
@@ -357,8 +305,13 @@ def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: Matched
     cross[0, band] = bb_band * np.conj(Rf[band])
     # FFT of conj(ref) at bin k is conj(R[-k mod N]): no second forward transform
     cross[1, band] = bb_band * Rf[(-band) % nfft]
-    corr = sfft.ifft(cross, axis=-1, workers=2, overwrite_x=True)
-    last = min(int(max_delay), n - 1)
+    return sfft.ifft(cross, axis=-1, workers=2, overwrite_x=True)
+
+
+def _coarse_peak(corr: np.ndarray, *, R: int, period: float,
+                 last: int) -> tuple[float, int, bool]:
+    """(peak-to-side-lobe ratio, full-rate lag <= last, inverted) of the better row of
+    ``corr``."""
     lags = last // R + 1
     best = None
     for inverted in (False, True):
@@ -378,7 +331,40 @@ def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: Matched
                 if den < 0:
                     d = float(0.5 * (p[m - 1] - p[m + 1]) / den)
             best = (pslr, min(max(round(R * (m + d)), 0), last), inverted)
-    pslr, j, inverted = best
+    return best
+
+
+def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: MatchedFilterBank,
+                period: float, symbol_rate_hz: float, rolloff: float, mixer_hz: float,
+                phase: tuple[float, float, np.ndarray], max_delay: int,
+                pslr_min: float) -> SyncResult:
+    """Find the first data symbol: FFT cross-correlation, then fractional refinement.
+
+    Coarse: the head is down-converted (``mixer_hz``), de-rotated by the pilot phase,
+    decimated to a rate of ~3 band half-widths (``_sync_decimation``), matched-filtered in the
+    frequency domain (exact RRC) and cross-correlated with Alice's first symbols placed on the
+    fractional symbol grid (linear split between the two nearest samples); both ``x`` and
+    ``conj(x)`` are tried (spectral inversion). Lags are limited to ``[0, max_delay]``; the
+    peak lag is interpolated back to full-rate samples. Fine: the symbol-instant matched
+    filter is evaluated at ``tau0 + k period`` over a grid of fractional offsets, refined
+    twice by parabolic interpolation of ``|sum conj(x_k) y_k|^2``.
+
+    Raises
+    ------
+    DspLockError
+        If the peak-to-side-lobe ratio is below ``pslr_min``.
+    """
+    x = np.asarray(head)
+    K = int(alice.shape[0])
+    n = x.shape[0]
+    # The coarse search only needs the peak's sample index: it runs in single precision on
+    # the band decimated by R (anti-alias FIR, _sync_decimation), with 5-smooth FFT lengths;
+    # the peak's lag is interpolated back to the full rate (refine_timing does the rest).
+    R, taps = _sync_decimation(fs, symbol_rate_hz * (1 + rolloff) / 2)
+    corr = _coarse_correlation(x, fs, alice=alice, R=R, taps=taps, period=period,
+                               symbol_rate_hz=symbol_rate_hz, rolloff=rolloff,
+                               mixer_hz=mixer_hz, phase=phase)
+    pslr, j, inverted = _coarse_peak(corr, R=R, period=period, last=min(int(max_delay), n - 1))
     metrics = {"sync_pslr": pslr, "sync_pslr_db": 10 * math.log10(max(pslr, 1e-30)),
                "sync_pslr_min": float(pslr_min), "coarse_delay_samples": float(j)}
     if not pslr >= pslr_min:

@@ -46,11 +46,12 @@ from scipy.special import ndtri
 from scipy.stats import chi2
 from scipy.stats import t as student_t
 
+from dsp.vocabulary import DEFAULT_EPS_PE, DETECTIONS, HETERODYNE, HOMODYNE
+
 __all__ = [
     "DETECTIONS", "STAT_NAMES", "Estimates", "PeAccumulator", "estimate_parameters", "z_quantile",
 ]
 
-DETECTIONS = ("heterodyne", "homodyne")
 
 # Sufficient statistics, in this order (r = real part, i = imaginary part).
 _STATS = (
@@ -150,7 +151,7 @@ class PeAccumulator:
             numeric = np.issubdtype(a.dtype, np.number)
             if not numeric or np.issubdtype(a.dtype, np.timedelta64):
                 raise ValueError(f"{name} must be numeric, got dtype {a.dtype}")
-            if self.detection == "heterodyne" and not np.iscomplexobj(a):
+            if self.detection == HETERODYNE and not np.iscomplexobj(a):
                 raise ValueError(
                     "heterodyne needs complex symbols (both quadratures); "
                     f"{name} has dtype {a.dtype}"
@@ -158,7 +159,7 @@ class PeAccumulator:
         k = x.shape[0]
         if k == 0:
             return
-        het = self.detection == "heterodyne"
+        het = self.detection == HETERODYNE
         for start in range(0, k, _BLOCK):
             xs = x[start:start + _BLOCK]
             ys = y[start:start + _BLOCK]
@@ -210,13 +211,13 @@ class PeAccumulator:
         vals = np.array([float(sums[k]) for k in _STATS])
         if not np.all(np.isfinite(vals)):
             raise ValueError("sums must be finite")
-        if detection == "homodyne" and np.any(vals[[_IDX[k] for k in _IMAG_STATS]] != 0):
+        if detection == HOMODYNE and np.any(vals[[_IDX[k] for k in _IMAG_STATS]] != 0):
             raise ValueError(f"homodyne uses real parts only: sums of {_IMAG_STATS} must be 0")
         if isinstance(n_symbols, bool) or int(n_symbols) != n_symbols or n_symbols < 0:
             raise ValueError(f"n_symbols must be a non-negative integer, got {n_symbols!r}")
         acc._add(vals)
         acc.n_symbols = int(n_symbols)
-        acc.n = 2 * acc.n_symbols if detection == "heterodyne" else acc.n_symbols
+        acc.n = 2 * acc.n_symbols if detection == HETERODYNE else acc.n_symbols
         return acc
 
     def merge(self, other: PeAccumulator) -> PeAccumulator:
@@ -269,7 +270,7 @@ class Estimates:
     n_pe: int                     # m, number of real pairs
     eps_pe: float
     # extensions
-    detection: str = "heterodyne"
+    detection: str = HETERODYNE
     efficiency: float = float("nan")
     modulation_variance_snu: float = float("nan")   # nominal V_A used in snr
     alice_variance_snu: float = float("nan")        # empirical sum(x^2)/m
@@ -283,7 +284,7 @@ class Estimates:
 
 
 def estimate_parameters(acc: PeAccumulator, *, modulation_variance_snu: float, efficiency: float,
-                        electronic_noise_snu: float, eps_pe: float = 1e-10,
+                        electronic_noise_snu: float, eps_pe: float = DEFAULT_EPS_PE,
                         bounds: str = "leverrier", fitted_phase: bool = False) -> Estimates:
     """Estimates and ``eps_pe`` worst-case bounds from an accumulator.
 
@@ -344,7 +345,7 @@ def estimate_parameters(acc: PeAccumulator, *, modulation_variance_snu: float, e
     t_hat = sxy / sxx
     # mean((y - t x)^2) = (syy - 2 t sxy + t^2 sxx)/m = (syy - t sxy)/m; clip rounding below 0
     sigma2 = max((syy - t_hat * sxy) / m, 0.0)
-    gain = eta / 2.0 if acc.detection == "heterodyne" else eta
+    gain = eta / 2.0 if acc.detection == HETERODYNE else eta
 
     t_std = math.sqrt(sigma2 / sxx)
     t_abs = abs(t_hat)
@@ -372,7 +373,7 @@ def estimate_parameters(acc: PeAccumulator, *, modulation_variance_snu: float, e
         xi_max = noise_max / t_min**2 if t_min > 0 else math.inf
     else:
         xi_max = noise_max / t_max**2
-    phase = math.atan2(s["xr_yi"] - s["xi_yr"], s["sxy"]) if acc.detection == "heterodyne" else 0.0
+    phase = math.atan2(s["xr_yi"] - s["xi_yr"], s["sxy"]) if acc.detection == HETERODYNE else 0.0
 
     return Estimates(
         t_eff=t_hat,

@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
+from dsp.vocabulary import DETECTIONS
 from qkd_hw.errors import ConfigError
 from qkd_hw.sim.pulse import auto_span_symbols
 
-DETECTIONS = ("heterodyne", "homodyne")
 ADC_DTYPES = ("int16", "int8", "float32")
 MAX_PILOTS = 8
 #: minimum clearance of a pilot from the quantum band's edge, in symbol rates

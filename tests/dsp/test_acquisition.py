@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dsp.acquisition import acquire_pilot, check_search_range
-from dsp.carrier import PhaseTracker, design_pilot_filter
+from dsp.carrier import design_pilot_filter
 from dsp.errors import DspLockError
 from dsp.estimation import PeAccumulator, estimate_parameters
 from dsp.pe import PairMoments, disclosed_mask
@@ -129,33 +129,6 @@ def test_options_validated():
     assert ReceiverOptions().span(0.5) == 24
 
 
-@pytest.mark.parametrize("method", ["fir", "kalman", "kalman-rts"])
-def test_phase_tracker_streaming_equals_batch(method):
-    rng = np.random.default_rng(5)
-    n = 20_000
-    phi = np.cumsum(rng.normal(0, 0.02, n)) + 0.1 * np.arange(n) * 0.01
-    z = np.exp(1j * phi) + rng.normal(0, 0.1, n) + 1j * rng.normal(0, 0.1, n)
-    d = design_pilot_filter(FS, phase_noise_var=0.005, acq_decimation=8, linewidth_hz=5e4,
-                            method=method)
-    batch = PhaseTracker(d)
-    ref = np.concatenate([batch.push(z)[1], batch.flush()[1]])
-    tr = PhaseTracker(d)
-    parts, pos = [], 0
-    for size in (1, 7, 999, 3001, 5, 16000):
-        j0, ph = tr.push(z[pos:pos + size])
-        assert j0 == sum(p.shape[0] for p in parts)
-        parts.append(ph)
-        pos += size
-    parts.append(tr.flush()[1])
-    got = np.concatenate(parts)
-    assert got.shape == ref.shape == (n,)
-    np.testing.assert_allclose(got, ref, atol=1e-9)
-    # and it tracks: error well below the raw per-sample phase noise (E|n|^2/2 = 0.01 rad^2)
-    err = got - phi
-    err -= np.mean(err)
-    assert np.mean(err**2) < 5e-3
-
-
 def test_disclosed_mask_is_chunking_independent():
     whole = disclosed_mask(0, 300_000, fraction=0.3, seed=11)
     parts = np.concatenate([disclosed_mask(a, b, fraction=0.3, seed=11)
@@ -211,7 +184,8 @@ def test_segment_phase_uses_absolute_time_with_two_pilots():
     time, as on the head: referencing their oscillators to the segment start rotates the
     pilots against each other and the combined phasor partly cancels (wrong phase)."""
     from dsp.acquisition import PilotAcquisition
-    from dsp.pipeline import LinkParameters, _head_phase
+    from dsp.lock import segment_phase
+    from dsp.options import LinkParameters
 
     n, n0 = 400_000, 123_457
     x = _tones(n, (250.3e6, 321.7e6), (400.0, 300.0), seed=5, lw=2e3)
@@ -227,8 +201,8 @@ def test_segment_phase_uses_absolute_time_with_two_pilots():
                            decimation=64, pilot_weights=w, pilot_amplitudes=(400.0, 300.0))
     carrier = design_pilot_filter(FS, phase_noise_var=1e-3, acq_decimation=64,
                                   linewidth_hz=2e3, method="kalman-rts")
-    t_full, dt, ph_full = _head_phase(x, link, pil, carrier)
-    t_seg, dt2, ph_seg = _head_phase(x[n0:], link, pil, carrier, first_sample=n0)
+    t_full, dt, ph_full = segment_phase(x, link, pil, carrier)
+    t_seg, dt2, ph_seg = segment_phase(x[n0:], link, pil, carrier, first_sample=n0)
     assert dt2 == dt
     # the segment grid (relative to x[n0]) sits on the full grid shifted by n0
     j = np.round((t_seg + n0 - t_full) / dt).astype(int)
@@ -242,11 +216,11 @@ def test_sample_buffer_keeps_exactly_the_untrimmed_samples():
     """The stream's overlap-save buffer reuses one backing array (tail moved to the front,
     possibly overlapping): after any sequence of appends and trims it holds samples
     [n0, n_end) of the stream, and it copies the chunks (their memory may be reused)."""
-    from dsp.pipeline import _SampleBuffer
+    from dsp.buffer import SampleBuffer
 
     rng = np.random.default_rng(9)
     x = rng.integers(-2000, 2000, 400_000).astype(np.int16)
-    buf, pos = _SampleBuffer(), 0
+    buf, pos = SampleBuffer(), 0
     for n in (5000, 7000, 30_000, 1, 100, 50_000, 20_000, 120_000, 87_900):
         chunk = x[pos:pos + n].copy()
         buf.append(chunk)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsp.pipeline import _SampleBuffer
+from dsp.buffer import SampleBuffer
 
 
 @settings(max_examples=60, deadline=None)
@@ -18,7 +18,7 @@ from dsp.pipeline import _SampleBuffer
 def test_adopt_equals_append(steps, seed):
     rng = np.random.default_rng(seed)
     stream = rng.integers(-2000, 2000, sum(m for m, _, _ in steps)).astype(np.int16)
-    ref, buf = _SampleBuffer(), _SampleBuffer()
+    ref, buf = SampleBuffer(), SampleBuffer()
     stores = [None, None, None]
     pos = 0
     for i, (m, room, keep) in enumerate(steps):
@@ -38,7 +38,7 @@ def test_adopt_equals_append(steps, seed):
 
 
 def test_adopt_is_zero_copy_when_the_tail_fits():
-    buf = _SampleBuffer()
+    buf = SampleBuffer()
     a = np.arange(100, dtype=np.int16)
     buf.append(a)
     buf.trim(90)                         # keeps samples 90..99
