@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -26,3 +27,34 @@ def shared_traces() -> dict[str, Path]:
     if missing:
         pytest.fail(f"shared sample recordings missing: {missing} (set QKD_HW_SHARED)")
     return dict(SHARED_TRACES)
+
+
+@pytest.fixture(scope="session")
+def simulated(tmp_path_factory):
+    """Factory of simulated recordings shared by the whole session, one per parameter set.
+
+    ``simulated(params, seed=..., n_symbols=..., **kw)`` returns the path of the recording
+    ``simulate_recording`` writes for those arguments, simulating it on first use only (the
+    simulator is deterministic in them). Tests must not modify it (copy it first): the file is
+    read-only, and since root ignores that, a reuse also checks it is unchanged.
+    """
+    from qkd_hw.sim import simulate_recording
+
+    root = tmp_path_factory.mktemp("sim")
+    cache: dict[str, tuple[Path, tuple[int, int]]] = {}
+
+    def get(params, *, seed: int, n_symbols: int, **kw) -> Path:
+        key = json.dumps([params.to_json(), seed, n_symbols, kw], sort_keys=True)
+        if key not in cache:
+            path = root / f"rec{len(cache)}.h5"
+            simulate_recording(path, params, seed=seed, n_symbols=n_symbols, **kw)
+            path.chmod(0o444)
+            st = path.stat()
+            cache[key] = path, (st.st_size, st.st_mtime_ns)
+        path, sig = cache[key]
+        st = path.stat()
+        if (st.st_size, st.st_mtime_ns) != sig:
+            pytest.fail(f"shared simulated recording {path} was modified by a test")
+        return path
+
+    return get

@@ -67,12 +67,28 @@ def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("numpy-ref")
 
 
+@pytest.fixture(scope="module")
+def numpy_run(workdir):
+    """``numpy_run(case, method)``: the reference's seeded run on the case's recording, once
+    per module (the prefix test compares with the heterodyne fir one)."""
+    cache: dict[tuple[str, str], dict] = {}
+
+    def run(case: str, method: str) -> dict:
+        if (case, method) not in cache:
+            path = ensure_recording(workdir, seed=3, **CASES[case])
+            cache[case, method] = process_recording_numpy(path, pe_fraction=0.5, seed=5,
+                                                          options=METHODS[method])
+        return cache[case, method]
+
+    return run
+
+
 @pytest.mark.parametrize("method", list(METHODS))
 @pytest.mark.parametrize("case", list(CASES))
-def test_numpy_reference_matches_numba_pipeline(workdir, case, method):
+def test_numpy_reference_matches_numba_pipeline(workdir, numpy_run, case, method):
     path = ensure_recording(workdir, seed=3, **CASES[case])
     nb = process_recording(path, pe_fraction=0.5, seed=5, options=METHODS[method])
-    ref = process_recording_numpy(path, pe_fraction=0.5, seed=5, options=METHODS[method])
+    ref = numpy_run(case, method)
     s = nb.summary()
     assert ref["n_symbols_received"] == nb.n_received
     assert ref["n_pe"] == s["n_pe"]
@@ -92,11 +108,11 @@ def test_numpy_reference_matches_numba_pipeline(workdir, case, method):
     assert ref["residual_phase_rad"] == pytest.approx(s["residual_phase_rad"], abs=1e-5)
 
 
-def test_numpy_reference_prefix_processes_only_the_prefix(workdir):
+def test_numpy_reference_prefix_processes_only_the_prefix(workdir, numpy_run):
     """``max_signal_samples`` (used for per-sample throughput on long recordings) stops at the
     prefix and still locks: symbols whose matched filter fits in it, same leading estimates."""
     path = ensure_recording(workdir, seed=3, **CASES["heterodyne"])
-    full = process_recording_numpy(path, pe_fraction=0.5, seed=5, options=FIR)
+    full = numpy_run("heterodyne", "fir")
     pre = process_recording_numpy(path, pe_fraction=0.5, seed=5, options=FIR,
                                   max_signal_samples=1_500_000)
     assert pre["signal_samples"] == 1_500_000      # (the acquisition head is 1.21e6 samples)

@@ -22,6 +22,8 @@ _CACHE: dict = {}
 
 
 def _run(name: str, **kw):
+    # options=None is the default ReceiverOptions(): one key (and one run) for both spellings
+    kw.setdefault("options", ReceiverOptions())
     key = (name, tuple(sorted(kw.items())))
     if key not in _CACHE:
         _CACHE[key] = process_recording(SHARED_TRACES[name], pe_fraction=1.0, **kw)
@@ -244,22 +246,20 @@ def test_noiseless_electronic_capture_gives_zero_v_el(tmp_path):
 
 
 @pytest.mark.parametrize("delay", [157.0, 20.0])
-def test_first_symbol_before_the_matched_filter_fits_is_a_lock_error(tmp_path, delay):
+def test_first_symbol_before_the_matched_filter_fits_is_a_lock_error(simulated, delay):
     # the first symbol's matched filter needs half a filter length (160 samples here) before
     # it: the receiver must say so, not clamp the delay to the edge (xi 1.4 SNU) or crash
     from qkd_hw.sim.params import SimParams
-    from qkd_hw.sim.simulate import simulate_recording
 
-    trace = tmp_path / "early.h5"
-    simulate_recording(trace, SimParams(delay_samples=delay, frequency_offset_hz=2e6),
-                       seed=3, n_symbols=20_000, truth_phase=False)
+    trace = simulated(SimParams(delay_samples=delay, frequency_offset_hz=2e6),
+                      seed=3, n_symbols=20_000, truth_phase=False)
     with pytest.raises(ReceiverLockError, match="half length") as ei:
         process_recording(trace, seed=1)
     assert ei.value.metrics["matched_filter_half_samples"] == 160
-    # and one sample later than the limit it locks, at the true delay
-    late = tmp_path / "late.h5"
-    simulate_recording(late, SimParams(delay_samples=161.3, frequency_offset_hz=2e6),
-                       seed=3, n_symbols=20_000, truth_phase=False)
+    # and one sample later than the limit it locks, at the true delay (one recording for both
+    # cases)
+    late = simulated(SimParams(delay_samples=161.3, frequency_offset_hz=2e6),
+                     seed=3, n_symbols=20_000, truth_phase=False)
     assert process_recording(late, seed=1).acquisition.tau0 == pytest.approx(161.3, abs=0.1)
 
 

@@ -71,14 +71,22 @@ def test_homodyne_against_truth(tmp_path):
     assert abs(res.frequency_offset_hz - p.frequency_offset_hz) < 4 * sd_f + 5.0
 
 
+@pytest.fixture(scope="module")
+def penalty_row(tmp_path_factory):
+    # both trackers on one recording: run_case simulates it and its oracle floors once, and
+    # each method's columns are computed independently of the other's
+    return run_case(PARAMS, n_symbols=N_SYM, seed=12, workdir=tmp_path_factory.mktemp("pen"),
+                    methods=("fir", "kalman-rts"))
+
+
 @pytest.mark.parametrize("method", ["fir", "kalman-rts"])
-def test_homodyne_penalty_against_floor(tmp_path, method):
+def test_homodyne_penalty_against_floor(penalty_row, method):
     """Pipeline - floor receiver F (true phase through the receiver's own filter, pilots
     subtracted with that phase: tracking floor + pilot skirt) on the same recording, common
     calibration. Target <= 1 mSNU; the paired difference has sd ~0.1 mSNU here (homodyne is
     first-order insensitive to phase errors, so dsp is mostly the skirt handling), see
     test_receiver_penalty.py for how the spread was measured."""
-    row = run_case(PARAMS, n_symbols=N_SYM, seed=12, workdir=tmp_path, methods=(method,))
+    row = penalty_row
     assert row[f"{method}:n_received"] == N_SYM
     assert row[f"{method}:dsp"] <= 1.0, row
     assert row[f"{method}:dsp"] > -0.5, row

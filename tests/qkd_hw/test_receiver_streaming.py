@@ -37,13 +37,33 @@ def long_recording(tmp_path_factory):
     return path
 
 
-def test_chunking_invariance_with_timing_loop(long_recording, tmp_path):
-    runs = []
-    for i, chunk in enumerate((1 << 23, 777_777, 1_048_573)):
-        key = tmp_path / f"k{i}.h5"
-        r = process_recording(long_recording, pe_fraction=0.4, seed=2, chunk_samples=chunk,
-                              raw_key_out=key)
-        runs.append((r, read_raw_key(key)))
+@pytest.fixture(scope="module")
+def keyed_run(long_recording, tmp_path_factory):
+    """``keyed_run(chunk)``: (result, raw key) of the seeded run with that chunk size, run once
+    per module (the chunking and the mapping tests both need the 777_777-sample one)."""
+    keys = tmp_path_factory.mktemp("keys")
+    cache: dict[int, tuple] = {}
+
+    def run(chunk: int):
+        if chunk not in cache:
+            key = keys / f"k{chunk}.h5"
+            r = process_recording(long_recording, pe_fraction=0.4, seed=2,
+                                  chunk_samples=chunk, raw_key_out=key)
+            cache[chunk] = r, read_raw_key(key)
+        return cache[chunk]
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def half_pe_run(long_recording):
+    # unseeded: what the tests read of it (acquisition, timing loop) does not depend on the
+    # disclosed subset
+    return process_recording(long_recording, pe_fraction=0.5)
+
+
+def test_chunking_invariance_with_timing_loop(keyed_run):
+    runs = [keyed_run(chunk) for chunk in (1 << 23, 777_777, 1_048_573)]
     r0, k0 = runs[0]
     assert len(r0.timing_log) == 2          # two full 2^18-symbol blocks were fitted
     for r, k in runs[1:]:
@@ -56,8 +76,8 @@ def test_chunking_invariance_with_timing_loop(long_recording, tmp_path):
         np.testing.assert_allclose(k.bob_symbols, k0.bob_symbols, rtol=0, atol=1e-5)
 
 
-def test_clock_offset_and_delay_measured(long_recording):
-    r = process_recording(long_recording, pe_fraction=0.5)
+def test_clock_offset_and_delay_measured(half_pe_run):
+    r = half_pe_run
     a = r.acquisition
     # probe lever arm ~6e6 samples, timing sd ~0.03 sample per fit: sd(ppm) ~ 0.007
     assert a.clock_offset_ppm == pytest.approx(PARAMS["clock_offset_ppm"], abs=0.05)
@@ -79,8 +99,8 @@ def _windows(acq, signal_length, std_ppm=1e-4):
     return out
 
 
-def test_probe_windows_bounded_for_any_length(long_recording):
-    acq = process_recording(long_recording, pe_fraction=0.5).acquisition
+def test_probe_windows_bounded_for_any_length(half_pe_run):
+    acq = half_pe_run.acquisition
     acq = replace(acq, clock_probes=())
     link, opt = acq.link, acq.options
     sps = link.samples_per_symbol
@@ -136,7 +156,8 @@ def _no_maps(*args, **kwargs):
     raise AssertionError("mapped with map_file=False")
 
 
-def test_mapped_recording_equals_read_recording(long_recording, tmp_path, monkeypatch):
+def test_mapped_recording_equals_read_recording(long_recording, keyed_run, tmp_path,
+                                                monkeypatch):
     """The simulator stores captures contiguously, so the receiver maps the signal instead of
     reading it (every window a map, the stream copying only what it keeps); reading it
     (``map_file=False``, ``qkd-hw process --no-map``) gives bit-identical estimates and raw
@@ -156,16 +177,12 @@ def test_mapped_recording_equals_read_recording(long_recording, tmp_path, monkey
             starts.append(sa)
             pos += m
         assert starts[:3] == [0, 100_000, 100_000] and len(starts) == 8
-    runs = []
-    for mapped in (True, False):
-        if not mapped:     # from here on, a map would fail the test
-            monkeypatch.setattr(TraceReader, "map_samples", _no_maps)
-        key = tmp_path / f"k{mapped}.h5"
-        runs.append((process_recording(long_recording, pe_fraction=0.4, seed=2,
-                                       chunk_samples=777_777, raw_key_out=key,
-                                       map_file=mapped),
-                     read_raw_key(key)))
-    (r1, k1), (r2, k2) = runs
+    r1, k1 = keyed_run(777_777)     # mapped (the default), shared with the chunking test
+    monkeypatch.setattr(TraceReader, "map_samples", _no_maps)   # from here on a map fails
+    key = tmp_path / "read.h5"
+    r2 = process_recording(long_recording, pe_fraction=0.4, seed=2, chunk_samples=777_777,
+                           raw_key_out=key, map_file=False)
+    k2 = read_raw_key(key)
     assert r1.estimates == r2.estimates and r1.timing_log == r2.timing_log
     np.testing.assert_array_equal(k1.bob_symbols, k2.bob_symbols)
 
