@@ -15,7 +15,7 @@ from numba import njit, prange
 
 from dsp._numba_options import NJIT, NJIT_PARALLEL
 from dsp.estimation import PeAccumulator
-from dsp.vocabulary import HETERODYNE
+from dsp.vocabulary import HETERODYNE, PARALLEL_MIN_SYMBOLS
 
 __all__ = ["PairMoments", "bernoulli_flags", "disclosed_mask", "pair_moments"]
 
@@ -128,6 +128,18 @@ def _pair_moments(x, y, mask, use_mask, scale, part):
         _pair_moments_range(x[lo:hi], y[lo:hi], mask[lo:hi], use_mask, scale, part[t])
 
 
+@njit(**NJIT)
+def _pair_moments_serial(x, y, mask, use_mask, scale, part):
+    # the same task ranges one after the other (bit-identical sums): a parallel region costs
+    # more than a short block's sums, and far more when the other core is busy
+    n = x.shape[0]
+    per = (n + _PM_TASKS - 1) // _PM_TASKS
+    for t in range(_PM_TASKS):
+        lo = min(n, t * per)
+        hi = min(n, (t + 1) * per)
+        _pair_moments_range(x[lo:hi], y[lo:hi], mask[lo:hi], use_mask, scale, part[t])
+
+
 def pair_moments(x: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None,
                  scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Sums of ``v v^T`` and ``v`` over pairs, ``v = (Re x, Im x, s Re y, s Im y)`` (float64).
@@ -154,8 +166,10 @@ def pair_moments(x: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None,
     if use and m.shape != x.shape:
         raise ValueError(f"mask shape {m.shape} differs from {x.shape}")
     part = np.zeros((_PM_TASKS, 14))
-    if x.shape[0]:
+    if x.shape[0] >= PARALLEL_MIN_SYMBOLS:
         _pair_moments(x, y, m, use, float(scale), part)
+    elif x.shape[0]:
+        _pair_moments_serial(x, y, m, use, float(scale), part)
     tot = part.sum(axis=0)
     first = tot[:4].copy()
     outer = np.zeros((4, 4))

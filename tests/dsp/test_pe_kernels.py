@@ -36,6 +36,21 @@ def test_pair_moments_and_cdot_match_numpy():
         pair_moments(x.real, y)
 
 
+@pytest.mark.parametrize("n", [1, 37, 5000])
+def test_pair_moments_serial_path_is_bit_identical_to_the_parallel_kernel(n):
+    # short blocks skip the parallel region (PARALLEL_MIN_SYMBOLS) with the same task ranges:
+    # a block's sums must not depend on which path summed them
+    from dsp.pe import _PM_TASKS, _pair_moments, _pair_moments_serial
+
+    x = (RNG.normal(size=n) + 1j * RNG.normal(size=n)).astype(np.complex64)
+    y = (RNG.normal(size=n) + 1j * RNG.normal(size=n)).astype(np.complex64)
+    m = RNG.random(n) < 0.5
+    par, ser = np.zeros((_PM_TASKS, 14)), np.zeros((_PM_TASKS, 14))
+    _pair_moments(x, y, m, True, 0.7, par)
+    _pair_moments_serial(x, y, m, True, 0.7, ser)
+    assert np.array_equal(par, ser)
+
+
 def test_pair_moments_short_inputs_and_masked_out_nan():
     for n in (1, 3, 9, 17):
         x = (RNG.normal(size=n) + 1j * RNG.normal(size=n)).astype(np.complex64)
