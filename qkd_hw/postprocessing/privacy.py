@@ -1,0 +1,335 @@
+"""Privacy amplification: Toeplitz hashing computed by FFT, and the length of the final key.
+
+The Toeplitz matrix of an ``m x n`` hash is ``M[i, j] = seed[(i - j) mod (n + m - 1)]`` for a
+seed of ``n + m - 1`` bits (the convention of the ``randextract`` package's default seed mode,
+against which the tests check bit for bit). ``M @ key mod 2`` is an integer correlation of 0/1
+sequences followed by a parity, so it is computed exactly with a float64 real FFT: the exact
+values are integers of at most ``n`` (< 2^52), and every output is checked to lie within 0.25
+of an integer before it is rounded (:class:`ToeplitzRoundingError` otherwise, never a silently
+wrong bit). The transforms run in place in FFTPACK's half-complex layout (two arrays of the
+transform length plus pocketfft's work buffer), and a hash larger than ``max_fft_len`` is cut
+into Toeplitz blocks whose parities are XOR-ed, which bounds the memory for any key length.
+
+Final key length (reverse reconciliation, Leverrier, Grosshans, Grangier, PRA 81, 062343
+(2010), see :mod:`qkd_hw.keyrate`)::
+
+    l = H(K) - leak_EC - leak_verification - n (chi_BE(T_min, xi_max) + Delta(n))
+
+with ``H(K)`` the reconciled bits (uniform: Bob's key bits of reverse reconciliation), ``n``
+the symbols behind them and ``Delta(n)`` of :func:`qkd_hw.keyrate.finite_size_delta` (its
+``2 log2(1/eps_PA)`` term is the leftover hash lemma's price of the hash).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from types import SimpleNamespace
+
+import numpy as np
+import scipy.fft
+import scipy.fftpack
+
+from qkd_hw.errors import QkdHwError
+from qkd_hw.keyrate import KeyRateInputError, key_rate_from_estimates
+
+__all__ = [
+    "MAX_FFT_LEN",
+    "SecrecyParameters",
+    "ToeplitzRoundingError",
+    "integer_correlation",
+    "random_bits",
+    "secret_key_length",
+    "toeplitz_hash",
+    "toeplitz_seed_length",
+]
+
+#: longest transform of one Toeplitz block: ~3 arrays of 8 bytes per point at the peak
+#: (two operands and pocketfft's buffer), 3.6 GB at this length
+MAX_FFT_LEN = 150_000_000
+#: exact integers of float64
+_EXACT = 2.0**52
+#: an output farther than this from an integer means the FFT's rounding error was too large
+_ROUND_TOL = 0.25
+#: elements per step of the elementwise passes (bounds their temporaries)
+_STEP = 1 << 22
+
+#: estimates (raw-key file ``/estimates``) that the finite-size key length needs
+KEY_LENGTH_ESTIMATES = ("transmittance", "transmittance_min", "excess_noise_snu",
+                        "excess_noise_max_snu", "electronic_noise_snu", "efficiency",
+                        "modulation_variance_snu", "n_pe", "eps_pe")
+
+
+class ToeplitzRoundingError(QkdHwError):
+    """The FFT correlation was not exact (an output not within 0.25 of an integer)."""
+
+
+class KeyLengthError(QkdHwError):
+    """The parameters needed for the final key length are missing or out of range."""
+
+
+def toeplitz_seed_length(n_in: int, n_out: int) -> int:
+    """Seed bits of an ``n_out x n_in`` Toeplitz hash: ``n_in + n_out - 1``."""
+    return int(n_in) + int(n_out) - 1
+
+
+def random_bits(n: int) -> np.ndarray:
+    """``n`` uniformly random bits (uint8 0/1) from the operating system's CSPRNG."""
+    if n <= 0:
+        return np.zeros(0, np.uint8)
+    raw = np.frombuffer(secrets.token_bytes((n + 7) // 8), np.uint8)
+    return np.unpackbits(raw)[:n]
+
+
+def _workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _halfcomplex_multiply(a: np.ndarray, b: np.ndarray) -> None:
+    """``a *= b`` for two spectra in FFTPACK half-complex order (r0, r1, i1, r2, i2, ...)."""
+    p = a.shape[0]
+    a[0] *= b[0]
+    end = p
+    if p % 2 == 0:  # the Nyquist term is real and sits last
+        a[p - 1] *= b[p - 1]
+        end = p - 1
+    for s in range(1, end, 2 * _STEP):
+        e = min(end, s + 2 * _STEP)
+        ar, ai, br, bi = a[s:e:2], a[s + 1:e:2], b[s:e:2], b[s + 1:e:2]
+        t = ar * bi
+        u = ai * bi
+        ar *= br
+        ar -= u
+        ai *= br
+        ai += t
+
+
+def _correlate_buffers(a: np.ndarray, b: np.ndarray, n_x: int, n_out: int,
+                       max_value: float) -> np.ndarray:
+    """Exact ``c[i] = sum_j v[i - j + n_x - 1] x[j]`` (int64 [n_out]) from prepared buffers.
+
+    This is the linear convolution ``v * x`` at ``i + n_x - 1``. ``a`` holds ``v`` and ``b``
+    holds ``x``, both zero-padded to the same length ``P >= n_out + n_x - 1`` (then the
+    circular convolution's wrap-around only reaches indices below ``n_x - 1``). Both buffers
+    are overwritten. ``max_value`` bounds the exact results (outside ``[0, max_value]``
+    counts as a rounding failure: the inputs of this module are non-negative).
+    """
+    with scipy.fft.set_workers(_workers()):
+        scipy.fftpack.rfft(a, overwrite_x=True)
+        scipy.fftpack.rfft(b, overwrite_x=True)
+        _halfcomplex_multiply(a, b)
+        del b
+        c = scipy.fftpack.irfft(a, overwrite_x=True)
+    y = c[n_x - 1:n_x - 1 + n_out]
+    out = np.empty(n_out, np.int64)
+    worst = 0.0
+    for s in range(0, n_out, _STEP):
+        blk = y[s:s + _STEP]
+        r = np.rint(blk)
+        worst = max(worst, float(np.max(np.abs(blk - r), initial=0.0)))
+        lo, hi = float(r.min(initial=0.0)), float(r.max(initial=0.0))
+        # at 2^52 and above doubles are spaced >= 1 apart: every value "looks" integer, so
+        # closeness to an integer proves nothing there
+        if worst >= _ROUND_TOL or lo < 0 or hi > max_value or hi >= _EXACT:
+            raise ToeplitzRoundingError(
+                f"FFT correlation of length {a.shape[0]} not exact: an output lies "
+                f"{worst:.3g} from the nearest integer or outside "
+                f"[0, {min(max_value, _EXACT):.4g}] "
+                f"(rounded range [{lo:.4g}, {hi:.4g}]); the inputs exceed float64 exactness")
+        out[s:s + blk.shape[0]] = r
+    return out
+
+
+def integer_correlation(v: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Exact ``c[i] = sum_j v[i - j + len(x) - 1] x[j]`` for non-negative integer digits.
+
+    ``len(c) = len(v) - len(x) + 1``. Computed by float64 FFT; refused before any transform
+    when the exact values may reach 2^52, and checked after it (each output within 0.25 of
+    an integer in ``[0, bound]``).
+
+    Raises
+    ------
+    ToeplitzRoundingError
+        The inputs make exact rounding impossible or the check failed.
+    """
+    v = np.asarray(v)
+    x = np.asarray(x)
+    n_x, n_out = x.shape[0], v.shape[0] - x.shape[0] + 1
+    if n_x == 0 or n_out <= 0:
+        raise ValueError(f"need 1 <= len(x) <= len(v), got {n_x} and {v.shape[0]}")
+    bound = float(n_x) * float(np.max(v, initial=0)) * float(np.max(x, initial=0))
+    if min(np.min(v, initial=0), np.min(x, initial=0)) < 0:
+        raise ValueError("digits must be non-negative")
+    if bound >= _EXACT:
+        raise ToeplitzRoundingError(f"correlation values may reach {bound:.3g} >= 2^52: "
+                                    "float64 cannot hold them exactly")
+    p = scipy.fft.next_fast_len(v.shape[0], real=True)
+    a = np.zeros(p)
+    a[:v.shape[0]] = v
+    b = np.zeros(p)
+    b[:n_x] = x
+    return _correlate_buffers(a, b, n_x, n_out, bound)
+
+
+def _fill_wrapped(buf: np.ndarray, seed: np.ndarray, start: int, length: int) -> None:
+    """``buf[:length] = seed[(start + r) mod len(seed)]`` for ``r < length <= len(seed)``."""
+    n_s = seed.shape[0]
+    start %= n_s
+    first = min(length, n_s - start)
+    buf[:first] = seed[start:start + first]
+    buf[first:length] = seed[:length - first]
+
+
+def _check_bits(name: str, a: np.ndarray, n: int | None = None) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim != 1 or (n is not None and a.shape[0] != n):
+        want = f"length {n}" if n is not None else "1-D"
+        raise ValueError(f"{name}: expected a 1-D bit array of {want}, got shape {a.shape}")
+    if a.dtype != np.uint8:
+        a = a.astype(np.uint8)
+    if a.size and int(a.max()) > 1:
+        raise ValueError(f"{name}: values must be 0 or 1")
+    return a
+
+
+def toeplitz_hash(key: np.ndarray, seed: np.ndarray, n_out: int, *,
+                  max_fft_len: int = MAX_FFT_LEN) -> np.ndarray:
+    """``M @ key mod 2`` with ``M[i, j] = seed[(i - j) mod len(seed)]``, ``M`` of ``n_out x n``.
+
+    Parameters
+    ----------
+    key : ndarray of uint8 (0/1), shape (n,)
+        Input bits (the reconciled, verified key).
+    seed : ndarray of uint8 (0/1), shape (n + n_out - 1,)
+        The public random seed that selects the hash.
+    n_out : int
+        Output bits, ``1 <= n_out <= n``.
+    max_fft_len : int
+        Longest transform: larger hashes are split into Toeplitz blocks (bounds memory).
+
+    Returns
+    -------
+    ndarray of uint8 (0/1), shape (n_out,)
+
+    Raises
+    ------
+    ToeplitzRoundingError
+        A block's FFT correlation did not round exactly (not expected for 0/1 inputs; the
+        check guards the arithmetic).
+    """
+    key = _check_bits("key", key)
+    n = key.shape[0]
+    if not 1 <= n_out <= n:
+        raise ValueError(f"n_out must be in [1, {n}] (input bits), got {n_out}")
+    seed = _check_bits("seed", seed, toeplitz_seed_length(n, n_out))
+    if max_fft_len < 2:
+        raise ValueError(f"max_fft_len must be >= 2, got {max_fft_len}")
+    rows = n_out if n_out + n - 1 <= max_fft_len else min(n_out, max(1, max_fft_len // 2))
+    cols = min(n, max_fft_len - rows + 1)
+    out = np.zeros(n_out, np.uint8)
+    for i0 in range(0, n_out, rows):
+        lr = min(rows, n_out - i0)
+        for j0 in range(0, n, cols):
+            lc = min(cols, n - j0)
+            out[i0:i0 + lr] ^= _toeplitz_block(key[j0:j0 + lc], seed, i0 - j0 - lc + 1, lr)
+    return out
+
+
+def _toeplitz_block(x: np.ndarray, seed: np.ndarray, start: int, n_out: int) -> np.ndarray:
+    """Parity of ``sum_j' t[i - j'] x[j']`` with the diagonals ``t`` from ``seed[start:]``."""
+    n_x = x.shape[0]
+    n_v = n_out + n_x - 1
+    p = scipy.fft.next_fast_len(n_v, real=True)
+    a = np.zeros(p)
+    _fill_wrapped(a, seed, start, n_v)
+    b = np.zeros(p)
+    b[:n_x] = x
+    c = _correlate_buffers(a, b, n_x, n_out, float(n_x))
+    return (c & 1).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class SecrecyParameters:
+    """The final key length and every quantity that bounds its secrecy (bits, probabilities)."""
+
+    final_key_bits: int
+    reconciled_bits: int            # H(K): uniform reconciled bits entering the hash
+    leak_ec_bits: int               # reconciliation messages
+    leak_verification_bits: int     # verification tags
+    key_symbols: int                # n: symbols behind the reconciled bits
+    block_symbols: int              # N: key symbols + symbols disclosed for PE
+    chi_be_bits_per_symbol: float   # Holevo bound at (T_min, xi_max)
+    delta_n_bits_per_symbol: float  # Leverrier 2010 Delta(n)
+    transmittance_min: float
+    excess_noise_max_snu: float
+    eps_pe: float
+    eps_bar: float
+    eps_pa: float
+    eps_cor: float                  # probability that unequal keys pass verification
+    eps_total: float                # 2 eps_bar + eps_pe + eps_pa + eps_cor
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def _estimates_view(estimates: Mapping[str, float], detection: str) -> SimpleNamespace:
+    missing = [k for k in KEY_LENGTH_ESTIMATES if k not in estimates]
+    if missing:
+        raise KeyLengthError(f"/estimates: missing {missing}, needed for the finite-size key "
+                             "length")
+    view = {k: float(estimates[k]) for k in KEY_LENGTH_ESTIMATES}
+    bad = [k for k, v in view.items() if not math.isfinite(v)]
+    if bad:
+        raise KeyLengthError(f"/estimates: {bad} not finite")
+    view["n_pe"] = int(view["n_pe"])
+    return SimpleNamespace(detection=detection, **view)
+
+
+def secret_key_length(estimates: Mapping[str, float], *, detection: str, block_symbols: int,
+                      key_symbols: int, reconciled_bits: int, leak_ec_bits: int,
+                      leak_verification_bits: int, eps_cor: float, eps_pa: float = 1e-10,
+                      eps_bar: float = 1e-10) -> SecrecyParameters:
+    """Final key length from the raw key's PE estimates and what the protocol disclosed.
+
+    Parameters
+    ----------
+    estimates : mapping
+        The raw-key file's ``/estimates`` (needs :data:`KEY_LENGTH_ESTIMATES`).
+    detection : {"heterodyne", "homodyne"}
+    block_symbols : int
+        N, symbols of the block (key and PE).
+    key_symbols : int
+        n, symbols behind ``reconciled_bits`` (kept frames only).
+    reconciled_bits, leak_ec_bits, leak_verification_bits : int
+        Bits entering privacy amplification and the bits the transcript revealed about them.
+    eps_cor, eps_pa, eps_bar : float
+        Verification collision bound, PA and smoothing failure probabilities.
+    """
+    est = _estimates_view(estimates, detection)
+    chi, delta = math.nan, math.nan
+    n_final = 0
+    if key_symbols > 0:
+        try:
+            kr = key_rate_from_estimates(est, beta=1.0, block_size=int(block_symbols),
+                                         n_key=int(key_symbols), eps_pa=eps_pa, eps_bar=eps_bar)
+        except KeyRateInputError as exc:
+            raise KeyLengthError(f"finite-size key length: {exc}") from exc
+        chi, delta = kr.chi_be, float(kr.delta_n)
+        if math.isfinite(chi):  # not finite: PE bounds degenerate, no key certified
+            bits = (reconciled_bits - leak_ec_bits - leak_verification_bits
+                    - key_symbols * (chi + delta))
+            n_final = int(min(max(math.floor(bits), 0), reconciled_bits))
+    return SecrecyParameters(
+        final_key_bits=n_final, reconciled_bits=int(reconciled_bits),
+        leak_ec_bits=int(leak_ec_bits), leak_verification_bits=int(leak_verification_bits),
+        key_symbols=int(key_symbols), block_symbols=int(block_symbols),
+        chi_be_bits_per_symbol=chi, delta_n_bits_per_symbol=delta,
+        transmittance_min=est.transmittance_min, excess_noise_max_snu=est.excess_noise_max_snu,
+        eps_pe=est.eps_pe, eps_bar=float(eps_bar), eps_pa=float(eps_pa), eps_cor=float(eps_cor),
+        eps_total=2 * eps_bar + est.eps_pe + eps_pa + eps_cor)
