@@ -299,8 +299,11 @@ class PostprocessResult:
 
 
 def _reconciliation_module() -> Any:
-    # part A's module; imported on use so the rest of the package works without it
-    from qkd_hw.postprocessing import reconcile
+    # imported on use so the rest of the package works without it
+    try:
+        from qkd_hw.postprocessing import reconcile
+    except ImportError as exc:
+        raise QkdHwError(f"reconciliation is not available: {exc}") from exc
     return reconcile
 
 
@@ -333,7 +336,6 @@ def postprocess_raw_key(raw_path: str, key_path: str, transcript_path: str, *,
     from qkd_hw.raw_key import read_raw_key
 
     t0 = time.perf_counter()
-    rec = _reconciliation_module() if reconciliation is None else reconciliation
     raw = read_raw_key(raw_path)
     n_sym = raw.bob_symbols.shape[0]
     x = symbols_to_values(read_alice_symbols(raw_path, n_sym), detection)
@@ -342,6 +344,7 @@ def postprocess_raw_key(raw_path: str, key_path: str, transcript_path: str, *,
     if not snr > 0:
         raise ProtocolError(f"{raw_path}: /estimates snr = {snr!r}: no correlation to "
                             "reconcile")
+    rec = _reconciliation_module() if reconciliation is None else reconciliation
     params = rec.choose_code(snr)
     if rate is not None:
         params = dataclasses.replace(params, rate=float(rate))
