@@ -3,12 +3,15 @@
 The Toeplitz matrix of an ``m x n`` hash is ``M[i, j] = seed[(i - j) mod (n + m - 1)]`` for a
 seed of ``n + m - 1`` bits (the convention of the ``randextract`` package's default seed mode,
 against which the tests check bit for bit). ``M @ key mod 2`` is an integer correlation of 0/1
-sequences followed by a parity, so it is computed exactly with a float64 real FFT: the exact
+sequences followed by a parity, so it is computed exactly with a float64 FFT: the exact
 values are integers of at most ``n`` (< 2^52), and every output is checked to lie within 0.25
 of an integer before it is rounded (:class:`ToeplitzRoundingError` otherwise, never a silently
-wrong bit). The transforms run in place in FFTPACK's half-complex layout (two arrays of the
-transform length plus pocketfft's work buffer), and a hash larger than ``max_fft_len`` is cut
-into Toeplitz blocks whose parities are XOR-ed, which bounds the memory for any key length.
+wrong bit). The seed's diagonals and the key share one complex buffer (``v + i x``, 16 bytes
+per point: 3.2 GB for a 1e8 -> 1e8-bit hash); its FFT is four-step, batches of ~sqrt(N)-point
+transforms in place on every core (scipy's single 1e8-point transforms run on one core and
+hold plan and scratch arrays as large as the data: 5 GB peak for 1e8 -> 5e7 bits). A hash
+longer than ``max_fft_len`` is cut into Toeplitz blocks whose parities are XOR-ed, which
+bounds the memory for any key length.
 
 Final key length (reverse reconciliation, Leverrier, Grosshans, Grangier, PRA 81, 062343
 (2010), see :mod:`qkd_hw.keyrate`)::
@@ -32,7 +35,6 @@ from types import SimpleNamespace
 import numba
 import numpy as np
 import scipy.fft
-import scipy.fftpack
 
 from qkd_hw.errors import QkdHwError
 from qkd_hw.keyrate import KeyRateInputError, key_rate_from_estimates
@@ -48,9 +50,9 @@ __all__ = [
     "toeplitz_seed_length",
 ]
 
-#: longest transform of one Toeplitz block: ~3 arrays of 8 bytes per point at the peak
-#: (two operands and pocketfft's buffer), 3.6 GB at this length
-MAX_FFT_LEN = 150_000_000
+#: longest transform of one Toeplitz block: one complex128 buffer, 16 bytes per point (3.5 GB
+#: here), so that a 1e8 -> 1e8-bit hash stays in one block
+MAX_FFT_LEN = 220_000_000
 #: exact integers of float64
 _EXACT = 2.0**52
 #: an output farther than this from an integer means the FFT's rounding error was too large
@@ -92,59 +94,107 @@ def _workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _grid(length: int) -> tuple[int, int]:
+    """``(n1, n2)``, both FFT-friendly and near ``sqrt(length)``, with ``n1 n2 >= length``."""
+    n2 = scipy.fft.next_fast_len(math.isqrt(max(length - 1, 0)) + 1)
+    n1 = scipy.fft.next_fast_len(-(-length // n2))
+    return n1, n2
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _twiddle(m: np.ndarray, sign: float) -> None:
+    """``m[k1, n2] *= exp(sign 2 pi i k1 n2 / N)`` (the four-step FFT's middle step).
+
+    The phase advances by a recurrence, re-anchored exactly every 32 points (error ~1e-15).
+    """
+    n1, n2 = m.shape
+    n = n1 * n2
+    for k1 in numba.prange(n1):
+        step = np.exp(sign * 2j * np.pi * k1 / n)
+        for s in range(0, n2, 32):
+            w = np.exp(sign * 2j * np.pi * ((k1 * s) % n) / n)
+            for j in range(s, min(s + 32, n2)):
+                m[k1, j] *= w
+                w *= step
+
+
 @numba.njit(cache=True, nogil=True)
-def _halfcomplex_multiply(a: np.ndarray, b: np.ndarray) -> None:
-    """``a *= b`` for two spectra in FFTPACK half-complex order (r0, r1, i1, r2, i2, ...).
+def _pair_product(z: complex, zm: complex) -> complex:
+    """Spectrum of ``v * x`` at k from ``Z = DFT(v + i x)`` at k (z) and at -k (zm)."""
+    v = 0.5 * (z + zm.conjugate())
+    x = -0.5j * (z - zm.conjugate())
+    return v * x
 
-    In place and in one pass: numpy's strided complex product needed four temporaries and
-    ran ~10x slower.
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _hermitian_product(m: np.ndarray) -> None:
+    """Replace ``Z`` (four-step layout: ``m[k1, k2] = Z[k1 + n1 k2]``) by ``V X``.
+
+    ``Z = DFT(v + i x)`` of two real sequences; each pair (k, -k) is read and written by one
+    iteration (``-k`` is ``(n1 - k1, n2 - 1 - k2)``, or ``(0, -k2)`` in row 0), so the rows
+    ``k1`` and ``n1 - k1`` go to the same thread.
     """
-    p = a.shape[0]
-    a[0] *= b[0]
-    end = p
-    if p % 2 == 0:  # the Nyquist term is real and sits last
-        a[p - 1] *= b[p - 1]
-        end = p - 1
-    for k in range(1, end, 2):
-        ar, ai, br, bi = a[k], a[k + 1], b[k], b[k + 1]
-        a[k] = ar * br - ai * bi
-        a[k + 1] = ar * bi + ai * br
+    n1, n2 = m.shape
+    for k1 in numba.prange(n1 // 2 + 1):
+        for k2 in range(n2):
+            if k1 == 0:
+                p1, p2 = 0, (n2 - k2) % n2
+            else:
+                p1, p2 = n1 - k1, n2 - 1 - k2
+            if p1 == k1 and p2 < k2:  # same row: the pair was done from its other end
+                continue
+            c = _pair_product(m[k1, k2], m[p1, p2])
+            m[k1, k2] = c
+            m[p1, p2] = c.conjugate()
 
 
-def _correlate_buffers(a: np.ndarray, b: np.ndarray, n_x: int, n_out: int,
-                       max_value: float) -> np.ndarray:
-    """Exact ``c[i] = sum_j v[i - j + n_x - 1] x[j]`` (int64 [n_out]) from prepared buffers.
+def _correlate(z: np.ndarray, n1: int, n2: int, n_x: int, n_out: int,
+               max_value: float) -> np.ndarray:
+    """Exact ``c[i] = sum_j v[i - j + n_x - 1] x[j]`` (int64 [n_out]) from ``z = v + i x``.
 
-    This is the linear convolution ``v * x`` at ``i + n_x - 1``. ``a`` holds ``v`` and ``b``
-    holds ``x``, both zero-padded to the same length ``P >= n_out + n_x - 1`` (then the
-    circular convolution's wrap-around only reaches indices below ``n_x - 1``). Both buffers
-    are overwritten. ``max_value`` bounds the exact results (outside ``[0, max_value]``
-    counts as a rounding failure: the inputs of this module are non-negative).
+    This is the linear convolution ``v * x`` at ``i + n_x - 1``, computed as a circular one
+    of length ``N = n1 n2 >= n_out + n_x - 1`` (the wrap-around only reaches indices below
+    ``n_x - 1``): ``v`` and ``x`` (zero-padded to N) share one complex FFT, their spectra are
+    separated and multiplied pair by pair in place, and one inverse FFT gives the result.
+    The FFTs are four-step (batches of ~sqrt(N)-point transforms, in place, on every core),
+    so memory is the buffer ``z`` (16 bytes per point) plus small work arrays. ``z`` is
+    overwritten. ``max_value`` bounds the exact results (outside ``[0, max_value]`` counts as
+    a rounding failure: the inputs of this module are non-negative).
     """
+    m = z.reshape(n1, n2)
     with scipy.fft.set_workers(_workers()):
-        scipy.fftpack.rfft(a, overwrite_x=True)
-        scipy.fftpack.rfft(b, overwrite_x=True)
-        _halfcomplex_multiply(a, b)
-        del b
-        c = scipy.fftpack.irfft(a, overwrite_x=True)
-    y = c[n_x - 1:n_x - 1 + n_out]
+        m = scipy.fft.fft(m, axis=0, overwrite_x=True)
+        _twiddle(m, -1.0)
+        m = scipy.fft.fft(m, axis=1, overwrite_x=True)
+        _hermitian_product(m)
+        m = scipy.fft.ifft(m, axis=1, overwrite_x=True)
+        _twiddle(m, 1.0)
+        m = scipy.fft.ifft(m, axis=0, overwrite_x=True)
+    y = m.reshape(-1)[n_x - 1:n_x - 1 + n_out]
     out = np.empty(n_out, np.int64)
     worst = 0.0
     for s in range(0, n_out, _STEP):
         blk = y[s:s + _STEP]
-        r = np.rint(blk)
-        worst = max(worst, float(np.max(np.abs(blk - r), initial=0.0)))
+        r = np.rint(blk.real)
+        # the imaginary part of a real result is pure rounding error: checked as well
+        worst = max(worst, float(np.max(np.abs(blk.real - r), initial=0.0)),
+                    float(np.max(np.abs(blk.imag), initial=0.0)))
         lo, hi = float(r.min(initial=0.0)), float(r.max(initial=0.0))
         # at 2^52 and above doubles are spaced >= 1 apart: every value "looks" integer, so
         # closeness to an integer proves nothing there
         if worst >= _ROUND_TOL or lo < 0 or hi > max_value or hi >= _EXACT:
             raise ToeplitzRoundingError(
-                f"FFT correlation of length {a.shape[0]} not exact: an output lies "
+                f"FFT correlation of length {n1 * n2} not exact: an output lies "
                 f"{worst:.3g} from the nearest integer or outside "
                 f"[0, {min(max_value, _EXACT):.4g}] "
                 f"(rounded range [{lo:.4g}, {hi:.4g}]); the inputs exceed float64 exactness")
         out[s:s + blk.shape[0]] = r
     return out
+
+
+def _buffer(n_v: int) -> tuple[np.ndarray, int, int]:
+    n1, n2 = _grid(n_v)
+    return np.zeros(n1 * n2, np.complex128), n1, n2
 
 
 def integer_correlation(v: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -170,12 +220,10 @@ def integer_correlation(v: np.ndarray, x: np.ndarray) -> np.ndarray:
     if bound >= _EXACT:
         raise ToeplitzRoundingError(f"correlation values may reach {bound:.3g} >= 2^52: "
                                     "float64 cannot hold them exactly")
-    p = scipy.fft.next_fast_len(v.shape[0], real=True)
-    a = np.zeros(p)
-    a[:v.shape[0]] = v
-    b = np.zeros(p)
-    b[:n_x] = x
-    return _correlate_buffers(a, b, n_x, n_out, bound)
+    z, n1, n2 = _buffer(v.shape[0])
+    z.real[:v.shape[0]] = v
+    z.imag[:n_x] = x
+    return _correlate(z, n1, n2, n_x, n_out, bound)
 
 
 def _fill_wrapped(buf: np.ndarray, seed: np.ndarray, start: int, length: int) -> None:
@@ -246,12 +294,10 @@ def _toeplitz_block(x: np.ndarray, seed: np.ndarray, start: int, n_out: int) -> 
     """Parity of ``sum_j' t[i - j'] x[j']`` with the diagonals ``t`` from ``seed[start:]``."""
     n_x = x.shape[0]
     n_v = n_out + n_x - 1
-    p = scipy.fft.next_fast_len(n_v, real=True)
-    a = np.zeros(p)
-    _fill_wrapped(a, seed, start, n_v)
-    b = np.zeros(p)
-    b[:n_x] = x
-    c = _correlate_buffers(a, b, n_x, n_out, float(n_x))
+    z, n1, n2 = _buffer(n_v)
+    _fill_wrapped(z.real, seed, start, n_v)
+    z.imag[:n_x] = x
+    c = _correlate(z, n1, n2, n_x, n_out, float(n_x))
     return (c & 1).astype(np.uint8)
 
 

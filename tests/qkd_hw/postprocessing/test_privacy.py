@@ -12,7 +12,8 @@ from qkd_hw.keyrate import finite_size_delta, holevo_bound
 from qkd_hw.postprocessing.privacy import (
     KeyLengthError,
     ToeplitzRoundingError,
-    _correlate_buffers,
+    _buffer,
+    _correlate,
     integer_correlation,
     random_bits,
     secret_key_length,
@@ -98,12 +99,11 @@ def test_rounding_check_fires_after_an_inexact_transform() -> None:
     # of the float64 FFT with errors far above 0.25, which must be refused, not rounded
     rng = np.random.default_rng(5)
     n_x, n_v = 1024, 2048
-    a = np.zeros(4096)
-    a[:n_v] = rng.integers(0, 2**30, n_v)
-    b = np.zeros(4096)
-    b[:n_x] = rng.integers(0, 2**30, n_x)
+    z, n1, n2 = _buffer(n_v)
+    z.real[:n_v] = rng.integers(0, 2**30, n_v)
+    z.imag[:n_x] = rng.integers(0, 2**30, n_x)
     with pytest.raises(ToeplitzRoundingError, match="not exact"):
-        _correlate_buffers(a, b, n_x, n_v - n_x + 1, math.inf)
+        _correlate(z, n1, n2, n_x, n_v - n_x + 1, math.inf)
 
 
 def test_random_bits_are_bits_of_the_requested_length() -> None:
