@@ -149,8 +149,9 @@ def _hermitian_product(m: np.ndarray) -> None:
 
 
 def _correlate(z: np.ndarray, n1: int, n2: int, n_x: int, n_out: int,
-               max_value: float) -> np.ndarray:
-    """Exact ``c[i] = sum_j v[i - j + n_x - 1] x[j]`` (int64 [n_out]) from ``z = v + i x``.
+               max_value: float, *, parity: bool = False) -> np.ndarray:
+    """Exact ``c[i] = sum_j v[i - j + n_x - 1] x[j]`` (int64 [n_out]) from ``z = v + i x``,
+    or its parity (uint8) with ``parity=True``.
 
     This is the linear convolution ``v * x`` at ``i + n_x - 1``, computed as a circular one
     of length ``N = n1 n2 >= n_out + n_x - 1`` (the wrap-around only reaches indices below
@@ -170,31 +171,67 @@ def _correlate(z: np.ndarray, n1: int, n2: int, n_x: int, n_out: int,
         m = scipy.fft.ifft(m, axis=1, overwrite_x=True)
         _twiddle(m, 1.0)
         m = scipy.fft.ifft(m, axis=0, overwrite_x=True)
-    y = m.reshape(-1)[n_x - 1:n_x - 1 + n_out]
-    out = np.empty(n_out, np.int64)
-    worst = 0.0
-    for s in range(0, n_out, _STEP):
-        blk = y[s:s + _STEP]
-        r = np.rint(blk.real)
-        # the imaginary part of a real result is pure rounding error: checked as well
-        worst = max(worst, float(np.max(np.abs(blk.real - r), initial=0.0)),
-                    float(np.max(np.abs(blk.imag), initial=0.0)))
-        lo, hi = float(r.min(initial=0.0)), float(r.max(initial=0.0))
-        # at 2^52 and above doubles are spaced >= 1 apart: every value "looks" integer, so
-        # closeness to an integer proves nothing there
-        if worst >= _ROUND_TOL or lo < 0 or hi > max_value or hi >= _EXACT:
-            raise ToeplitzRoundingError(
-                f"FFT correlation of length {n1 * n2} not exact: an output lies "
-                f"{worst:.3g} from the nearest integer or outside "
-                f"[0, {min(max_value, _EXACT):.4g}] "
-                f"(rounded range [{lo:.4g}, {hi:.4g}]); the inputs exceed float64 exactness")
-        out[s:s + blk.shape[0]] = r
+    out = np.empty(n_out, np.uint8 if parity else np.int64)
+    worst, lo, hi = _round_exact(m.reshape(-1), n_x - 1, out, parity)
+    # at 2^52 and above doubles are spaced >= 1 apart: every value "looks" integer, so
+    # closeness to an integer proves nothing there
+    if worst >= _ROUND_TOL or lo < 0 or hi > max_value or hi >= _EXACT:
+        raise ToeplitzRoundingError(
+            f"FFT correlation of length {n1 * n2} not exact: an output lies {worst:.3g} from "
+            f"the nearest integer or outside [0, {min(max_value, _EXACT):.4g}] (rounded range "
+            f"[{lo:.4g}, {hi:.4g}]); the inputs exceed float64 exactness")
     return out
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _round_exact(c: np.ndarray, offset: int, out: np.ndarray,
+                 parity: bool) -> tuple[float, float, float]:
+    """``out[i] = round(c[offset + i].real)``, or its parity with ``parity``.
+
+    Returns the largest distance to the rounded value (imaginary parts count: a real result's
+    imaginary part is rounding error) and the smallest and largest rounded values.
+    """
+    n = out.shape[0]
+    n_chunks = max(1, min(n, 64))
+    worst = np.zeros(n_chunks)
+    lo = np.full(n_chunks, np.inf)
+    hi = np.full(n_chunks, -np.inf)
+    for k in numba.prange(n_chunks):
+        for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
+            v = c[offset + i]
+            r = np.rint(v.real)
+            worst[k] = max(worst[k], abs(v.real - r), abs(v.imag))
+            lo[k] = min(lo[k], r)
+            hi[k] = max(hi[k], r)
+            if parity:
+                # parity of a value the check below bounds to [0, 2^52): exact via int64
+                out[i] = np.int64(r) & 1 if abs(r) < 2.0**62 else 0
+            else:
+                out[i] = np.int64(r) if abs(r) < 2.0**62 else 0
+    return worst.max(), lo.min(), hi.max()
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _fill(z: np.ndarray, seed: np.ndarray, start: int, n_v: int, x: np.ndarray) -> None:
+    """``z[r] = seed[(start + r) mod len(seed)] + i x[r]``, zero beyond ``n_v`` / ``len(x)``.
+
+    One pass that writes every point (``start`` in ``[0, len(seed))``, ``n_v <= len(seed)``).
+    """
+    n_s = seed.shape[0]
+    n_x = x.shape[0]
+    for r in numba.prange(z.shape[0]):
+        re = 0.0
+        if r < n_v:
+            j = start + r
+            if j >= n_s:
+                j -= n_s
+            re = seed[j]
+        z[r] = complex(re, x[r] if r < n_x else 0.0)
 
 
 def _buffer(n_v: int) -> tuple[np.ndarray, int, int]:
     n1, n2 = _grid(n_v)
-    return np.zeros(n1 * n2, np.complex128), n1, n2
+    return np.empty(n1 * n2, np.complex128), n1, n2
 
 
 def integer_correlation(v: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -221,18 +258,8 @@ def integer_correlation(v: np.ndarray, x: np.ndarray) -> np.ndarray:
         raise ToeplitzRoundingError(f"correlation values may reach {bound:.3g} >= 2^52: "
                                     "float64 cannot hold them exactly")
     z, n1, n2 = _buffer(v.shape[0])
-    z.real[:v.shape[0]] = v
-    z.imag[:n_x] = x
+    _fill(z, v.astype(np.float64), 0, v.shape[0], x.astype(np.float64))
     return _correlate(z, n1, n2, n_x, n_out, bound)
-
-
-def _fill_wrapped(buf: np.ndarray, seed: np.ndarray, start: int, length: int) -> None:
-    """``buf[:length] = seed[(start + r) mod len(seed)]`` for ``r < length <= len(seed)``."""
-    n_s = seed.shape[0]
-    start %= n_s
-    first = min(length, n_s - start)
-    buf[:first] = seed[start:start + first]
-    buf[first:length] = seed[:length - first]
 
 
 def _check_bits(name: str, a: np.ndarray, n: int | None = None) -> np.ndarray:
@@ -295,10 +322,8 @@ def _toeplitz_block(x: np.ndarray, seed: np.ndarray, start: int, n_out: int) -> 
     n_x = x.shape[0]
     n_v = n_out + n_x - 1
     z, n1, n2 = _buffer(n_v)
-    _fill_wrapped(z.real, seed, start, n_v)
-    z.imag[:n_x] = x
-    c = _correlate(z, n1, n2, n_x, n_out, float(n_x))
-    return (c & 1).astype(np.uint8)
+    _fill(z, seed, start % seed.shape[0], n_v, x)
+    return _correlate(z, n1, n2, n_x, n_out, float(n_x), parity=True)
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,7 @@ def test_rounding_check_fires_after_an_inexact_transform() -> None:
     rng = np.random.default_rng(5)
     n_x, n_v = 1024, 2048
     z, n1, n2 = _buffer(n_v)
+    z[:] = 0
     z.real[:n_v] = rng.integers(0, 2**30, n_v)
     z.imag[:n_x] = rng.integers(0, 2**30, n_x)
     with pytest.raises(ToeplitzRoundingError, match="not exact"):
