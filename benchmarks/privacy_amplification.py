@@ -2,7 +2,9 @@
 
 For each (input bits n, output bits m) a fresh interpreter draws a random key and seed,
 times :func:`qkd_hw.postprocessing.privacy.toeplitz_hash` (the FFT length, the in-place
-transforms and the exactness check included; drawing the inputs excluded) and reports its
+transforms and the exactness check included; drawing the inputs excluded), with the CPU time
+it took (user and system: on a shared machine the wall time mostly says how busy it was) and
+the load average after it, and reports its
 peak resident set size (``ru_maxrss`` of the child: the kernel's high-water mark, inputs
 included) and the RSS before the hash. Then it spot-checks output bits against the
 definition ``parity(sum_j seed[(i - j) mod L] key[j])`` computed directly (the full
@@ -37,10 +39,13 @@ key = random_bits(n)
 seed = random_bits(toeplitz_seed_length(n, m))
 toeplitz_hash(key[:4096], seed[:4096 + 1023], 1024)   # warm-up: imports, FFT plans
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+ru0 = resource.getrusage(resource.RUSAGE_SELF)
 t = time.perf_counter()
 out = toeplitz_hash(key, seed, m, **({{}} if max_fft is None else {{"max_fft_len": max_fft}}))
 seconds = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+ru1 = resource.getrusage(resource.RUSAGE_SELF)
+peak = ru1.ru_maxrss
+user, system = ru1.ru_utime - ru0.ru_utime, ru1.ru_stime - ru0.ru_stime
 L = n + m - 1
 rows = np.random.default_rng(0).choice(m, 4, replace=False).tolist() + [0, m - 1]
 ok = True
@@ -50,7 +55,9 @@ for i in rows:   # parity of sum_j seed[(i - j) mod L] key[j], in 1e7-bit pieces
         j = np.arange(j0, min(n, j0 + 10**7))
         acc += int(seed[(i - j) % L].astype(np.int64) @ key[j0:j0 + j.size].astype(np.int64))
     ok &= (acc & 1) == int(out[i])
-print(json.dumps({{"seconds": seconds, "peak_rss_mb": peak / 1024, "rss_before_mb": rss0 / 1024,
+print(json.dumps({{"seconds": seconds, "cpu_user_s": user, "cpu_system_s": system,
+                  "load_average_1min": __import__("os").getloadavg()[0],
+                  "peak_rss_mb": peak / 1024, "rss_before_mb": rss0 / 1024,
                   "spot_check_ok": bool(ok), "spot_rows": len(rows)}}))
 """
 
@@ -81,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
             best = min(runs, key=lambda r: r["seconds"])
             best.update(n=n, m=m, max_fft_len=max_fft)
             results.append(best)
-            rows.append([f"{n:.0e}", f"{m:.2g}", fmt(best["seconds"]),
+            rows.append([f"{n:.0e}", f"{m:.2g}", fmt(best["seconds"]), fmt(best["cpu_user_s"]),
+                         fmt(best["cpu_system_s"]), fmt(best["load_average_1min"]),
                          fmt(n / best["seconds"] / 1e6), fmt(best["rss_before_mb"]),
                          fmt(best["peak_rss_mb"]), best["spot_check_ok"]])
-    print_table(rows, ["input bits", "output bits", "s", "Mbit/s", "RSS before MB",
-                       "peak RSS MB", "spot check"])
+    print_table(rows, ["input bits", "output bits", "s", "user s", "sys s", "load", "Mbit/s",
+                       "RSS before MB", "peak RSS MB", "spot check"])
     write_json(args.json, {"environment": env, "results": results})
     return 0 if all(r["spot_check_ok"] for r in results) else 1
 
