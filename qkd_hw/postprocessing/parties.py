@@ -23,7 +23,9 @@ or returns key bits except :attr:`_Party.final_key`.
 
 from __future__ import annotations
 
+import inspect
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -215,21 +217,31 @@ class Alice(_Party):
         self._snr = float(snr)
         self.iterations: list[int] = []
 
-    def decode(self, f: int) -> None:
-        """Decode frame ``f`` from Bob's message; report whether it converged."""
-        msg = self._ep.receive("reconciliation", frame=f)
-        self._count(f, msg.leaked_bits)
-        bits, iters = self._rec.decode(self._frame(f), dict(msg.payload), self._snr)
-        self.iterations.append(int(iters))
-        ok = bits is not None
-        if ok:
-            bits = np.asarray(bits, np.uint8)
-            if bits.shape != (self.settings.frame_bits,):
-                raise ProtocolError(f"alice: decoder returned {bits.shape} bits for frame {f}")
-            self._bits[f] = bits
+    def decode(self, frames: list[int]) -> None:
+        """Decode these frames from Bob's messages (together when the reconciler can);
+        report for each whether it converged."""
+        msgs = [self._ep.receive("reconciliation", frame=f) for f in frames]
+        for f, m in zip(frames, msgs, strict=True):
+            self._count(f, m.leaked_bits)
+        xs = [self._frame(f) for f in frames]
+        payloads = [dict(m.payload) for m in msgs]
+        if hasattr(self._rec, "decode_frames"):   # several frames at once, every core
+            bits_list, iters = self._rec.decode_frames(xs, payloads, self._snr)
         else:
-            self.frames_dropped.append(f)
-        self._ep.send("decoded", {"ok": ok, "iterations": int(iters)}, frame=f)
+            done = [self._rec.decode(x, p, self._snr) for x, p in zip(xs, payloads, strict=True)]
+            bits_list, iters = [b for b, _ in done], [i for _, i in done]
+        for f, bits, it in zip(frames, bits_list, iters, strict=True):
+            self.iterations.append(int(it))
+            ok = bits is not None
+            if ok:
+                bits = np.asarray(bits, np.uint8)
+                if bits.shape != (self.settings.frame_bits,):
+                    raise ProtocolError(f"alice: decoder returned {bits.shape} bits for "
+                                        f"frame {f}")
+                self._bits[f] = bits
+            else:
+                self.frames_dropped.append(f)
+            self._ep.send("decoded", {"ok": ok, "iterations": int(it)}, frame=f)
 
     def check(self, f: int) -> None:
         """Compare Bob's tag with hers; tell him whether the frame is kept."""
@@ -261,18 +273,24 @@ class Alice(_Party):
         return self.final_key
 
 
-def run_frames(alice: Alice, bob: Bob, *, progress: Any = None) -> None:
-    """Reconcile and verify every frame, the two parties taking turns on the channel."""
+def run_frames(alice: Alice, bob: Bob, *, batch: int = 1, progress: Any = None) -> None:
+    """Reconcile and verify every frame, the two parties taking turns on the channel.
+
+    ``batch`` frames are in flight at once (Alice decodes them together: one decoder per
+    core in part A's reconciler); the messages of each frame are the same as one by one.
+    """
     if alice.n_frames != bob.n_frames:
         raise ProtocolError(f"alice has {alice.n_frames} frames, bob {bob.n_frames}")
-    for f in range(bob.n_frames):
-        bob.reconcile(f)
-        alice.decode(f)
-        bob.verify(f)
-        alice.check(f)
-        bob.conclude(f)
+    for f0 in range(0, bob.n_frames, max(1, batch)):
+        frames = list(range(f0, min(bob.n_frames, f0 + max(1, batch))))
+        for f in frames:
+            bob.reconcile(f)
+        alice.decode(frames)
+        for step in (bob.verify, alice.check, bob.conclude):
+            for f in frames:
+                step(f)
         if progress is not None:
-            progress(1)
+            progress(len(frames))
 
 
 def beta(settings: ProtocolSettings, snr: float) -> float:
@@ -307,11 +325,31 @@ def _reconciliation_module() -> Any:
     return reconcile
 
 
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _code_options(rec: Any, rate: float | None, frame_bits: int | None) -> dict[str, Any]:
+    """Keyword arguments of ``choose_code``; a rate it cannot take is an error, not ignored."""
+    opts: dict[str, Any] = {}
+    if frame_bits is not None:
+        opts["frame_bits"] = int(frame_bits)
+    if rate is not None:
+        if "rate" not in inspect.signature(rec.choose_code).parameters:
+            raise QkdHwError(f"--rate {rate}: the reconciliation chooses its code from the "
+                             "SNR only (choose_code has no rate option)")
+        opts["rate"] = float(rate)
+    return opts
+
+
 def postprocess_raw_key(raw_path: str, key_path: str, transcript_path: str, *,
                         rate: float | None = None, detection: str = "heterodyne",
                         tag_bits: int = 64, eps_pa: float = 1e-10, eps_bar: float = 1e-10,
-                        reconciliation: Any = None, progress: Any = None,
-                        on_frames: Any = None) -> PostprocessResult:
+                        frame_bits: int | None = None, reconciliation: Any = None,
+                        progress: Any = None, on_frames: Any = None) -> PostprocessResult:
     """Run both parties on one raw-key file; write KEY.h5 (0600) and the public transcript.
 
     Parameters
@@ -321,14 +359,16 @@ def postprocess_raw_key(raw_path: str, key_path: str, transcript_path: str, *,
     key_path, transcript_path : str
         Outputs, each written atomically.
     rate : float, optional
-        Code rate instead of the one chosen for the estimated SNR.
+        Code rate instead of the one chosen for the estimated SNR (passed to
+        ``choose_code(snr, rate=...)``; refused if the reconciliation cannot choose by rate).
+    frame_bits : int, optional
+        Passed to ``choose_code`` (its code length; default: the reconciliation's).
     reconciliation : module-like, optional
         Provides ``choose_code``, ``BobReconciler``, ``AliceReconciler``, ``leakage_bits``
         (default :mod:`qkd_hw.postprocessing.reconcile`).
     progress : callable, optional
         Called with 1 after each frame; ``on_frames(n)`` is called first with the count.
     """
-    import dataclasses
     import time
 
     from qkd_hw.postprocessing.channel import ClassicalChannel
@@ -345,9 +385,7 @@ def postprocess_raw_key(raw_path: str, key_path: str, transcript_path: str, *,
         raise ProtocolError(f"{raw_path}: /estimates snr = {snr!r}: no correlation to "
                             "reconcile")
     rec = _reconciliation_module() if reconciliation is None else reconciliation
-    params = rec.choose_code(snr)
-    if rate is not None:
-        params = dataclasses.replace(params, rate=float(rate))
+    params = rec.choose_code(snr, **_code_options(rec, rate, frame_bits))
     settings = ProtocolSettings(frame_bits=int(params.frame_bits),
                                 leak_ec_bits=int(rec.leakage_bits(params)),
                                 detection=detection, tag_bits=tag_bits, eps_pa=eps_pa,
@@ -365,7 +403,7 @@ def postprocess_raw_key(raw_path: str, key_path: str, transcript_path: str, *,
         if on_frames is not None:
             on_frames(n_frames)
         t_frames = time.perf_counter()
-        run_frames(alice, bob, progress=progress)
+        run_frames(alice, bob, batch=_cores(), progress=progress)
         t_frames = time.perf_counter() - t_frames
         block = n_sym + raw.pe_tx_index.shape[0]
         sec_b = bob.compute_secrecy(raw.estimates, block)

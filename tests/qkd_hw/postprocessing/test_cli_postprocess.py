@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import stat
 import sys
+import types
 from pathlib import Path
 
 import h5py
@@ -118,3 +119,29 @@ def test_bad_arguments_exit_2(tmp_path: Path, toy: None, capsys) -> None:
     assert main(["postprocess", str(tiny), "--out", str(tmp_path / "K.h5")]) == 2
     assert "fewer than one frame" in capsys.readouterr().err
     assert not (tmp_path / "K.h5").exists()
+
+
+def test_rate_option_reaches_the_code_choice(tmp_path: Path, toy: None, capsys) -> None:
+    raw = make_raw_key(tmp_path / "raw.h5", 10_000)
+    out = tmp_path / "K.h5"
+    assert main(["postprocess", str(raw), "--out", str(out), "--rate", "0.75", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    p = read_key_file(out)["parameters"]
+    assert p["code_rate"] == 0.75
+    assert p["leak_ec_bits"] == s["frames_kept"] * 1024 // 4   # one parity per 4 bits
+
+
+def test_rate_is_refused_when_the_code_cannot_be_chosen_by_rate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    def choose_code(snr: float, *, frame_bits: int | None = None):
+        return toy_reconcile.choose_code(snr, frame_bits=frame_bits)
+
+    snr_only = types.SimpleNamespace(**{k: getattr(toy_reconcile, k) for k in (
+        "BobReconciler", "AliceReconciler", "leakage_bits")}, choose_code=choose_code)
+    monkeypatch.setitem(sys.modules, "qkd_hw.postprocessing.reconcile", snr_only)
+    monkeypatch.setattr(pp, "reconcile", snr_only, raising=False)
+    raw = make_raw_key(tmp_path / "raw.h5", 3_000)
+    assert main(["postprocess", str(raw), "--out", str(tmp_path / "K.h5"), "--rate",
+                 "0.5"]) == 2
+    assert "no rate option" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.h5"]

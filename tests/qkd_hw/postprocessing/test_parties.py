@@ -25,28 +25,33 @@ from tests.qkd_hw.postprocessing import toy_reconcile as toy
 from tests.qkd_hw.postprocessing.helpers import make_raw_key
 
 
-def _pair(x: np.ndarray, y: np.ndarray, frame_bits: int = 256):
+def _pair(x: np.ndarray, y: np.ndarray, frame_bits: int = 256, *, one_frame: bool = False):
     params = toy.choose_code(1.0, frame_bits=frame_bits)
     s = ProtocolSettings(frame_bits=frame_bits, leak_ec_bits=toy.leakage_bits(params))
     ch = ClassicalChannel()
     bob = Bob(ch.endpoint("bob", "alice"), y, s, toy.BobReconciler(params, None))
-    alice = Alice(ch.endpoint("alice", "bob"), x, s, toy.AliceReconciler(params), 1.0)
+    dec = toy.OneFrameAliceReconciler if one_frame else toy.AliceReconciler
+    alice = Alice(ch.endpoint("alice", "bob"), x, s, dec(params), 1.0)
     return ch, alice, bob
 
 
-def test_frames_with_errors_are_dropped_and_the_transcript_holds_every_message() -> None:
+@pytest.mark.parametrize(("batch", "one_frame"), [(1, True), (3, False), (64, False)])
+def test_frames_with_errors_are_dropped_and_the_transcript_holds_every_message(
+        batch: int, one_frame: bool) -> None:
     rng = np.random.default_rng(1)
     y = rng.normal(size=256 * 40)
     x = y + rng.normal(scale=0.02, size=y.shape)      # a few sign errors per frame
-    ch, alice, bob = _pair(x, y)
-    run_frames(alice, bob)
+    ch, alice, bob = _pair(x, y, one_frame=one_frame)
+    run_frames(alice, bob, batch=batch)
     assert alice.frames_kept == bob.frames_kept
     # ground truth: the frames whose decoded bits equal Bob's are exactly the kept ones
-    truth = [f for f in range(40)
-             if np.array_equal(toy.AliceReconciler(None).decode(
-                 x[f * 256:(f + 1) * 256],
-                 {"parity": toy._parity(toy._signs(y[f * 256:(f + 1) * 256]))}, 1.0)[0],
-                 toy._signs(y[f * 256:(f + 1) * 256]))]
+    dec = toy.OneFrameAliceReconciler(toy.choose_code(1.0, frame_bits=256))
+    truth = []
+    for f in range(40):
+        xf, yf = x[f * 256:(f + 1) * 256], y[f * 256:(f + 1) * 256]
+        bits, _ = dec.decode(xf, {"parity": toy.parity(toy.signs(yf), 8)}, 1.0)
+        if bits is not None and np.array_equal(bits, toy.signs(yf)):
+            truth.append(f)
     assert bob.frames_kept == truth and 0 < len(truth) < 40
     assert np.array_equal(alice.kept_bits(), bob.kept_bits())
     kinds = [m.kind for m in ch.recorder.messages]
