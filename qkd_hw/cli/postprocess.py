@@ -78,6 +78,10 @@ def _check_args(args: argparse.Namespace, tr: Path) -> None:
         v = getattr(args, name)
         if not 0 < v < 1:
             raise QkdHwError(f"--{name.replace('_', '-')} must be in (0, 1), got {v}")
+    for opt, path in (("--out", Path(args.out)), ("--transcript", tr)):
+        # checked before the run: a key that cannot be written would cost the whole run
+        if not path.parent.is_dir():
+            raise QkdHwError(f"{opt} {path}: directory {path.parent} does not exist")
     paths = {"RAW.h5": Path(args.raw), "--out": Path(args.out), "--transcript": tr}
     resolved = {k: p.resolve() for k, p in paths.items()}
     if len(set(resolved.values())) < 3:

@@ -109,7 +109,8 @@ def test_bad_raw_key_is_one_error_line(tmp_path: Path, toy: None, capsys, edit, 
 def test_bad_arguments_exit_2(tmp_path: Path, toy: None, capsys) -> None:
     raw = make_raw_key(tmp_path / "raw.h5", 3_000)
     for argv, word in ((["--rate", "1.5"], "--rate"), (["--eps-pa", "0"], "--eps-pa"),
-                       (["--transcript", str(raw)], "different files")):
+                       (["--transcript", str(raw)], "different files"),
+                       (["--transcript", str(tmp_path / "no" / "t.h5")], "does not exist")):
         assert main(["postprocess", str(raw), "--out", str(tmp_path / "K.h5"), *argv]) == 2
         assert word in capsys.readouterr().err
     assert main(["postprocess", str(tmp_path / "missing.h5"), "--out",
