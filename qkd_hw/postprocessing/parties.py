@@ -26,6 +26,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -396,7 +397,9 @@ def postprocess_raw_key(raw_path: str, key_path: str, transcript_path: str, *,
                             f"than one frame of {settings.frame_bits}")
     with TranscriptFile(transcript_path) as transcript:
         ch = ClassicalChannel(recorder=transcript)
-        rng = np.random.default_rng(int.from_bytes(random_bits(64).tobytes(), "little"))
+        # Bob's key bits come from this generator (the reconciler's interface takes a numpy
+        # Generator): its whole state is seeded from the OS's CSPRNG, never a fixed seed
+        rng = np.random.default_rng(np.random.SeedSequence(secrets.randbits(256)))
         bob = Bob(ch.endpoint("bob", "alice"), y, settings, rec.BobReconciler(params, rng))
         alice = Alice(ch.endpoint("alice", "bob"), x, settings, rec.AliceReconciler(params),
                       snr)
