@@ -109,13 +109,17 @@ def test_bad_raw_key_is_one_error_line(tmp_path: Path, toy: None, capsys, edit, 
 def test_bad_arguments_exit_2(tmp_path: Path, toy: None, capsys) -> None:
     raw = make_raw_key(tmp_path / "raw.h5", 3_000)
     for argv, word in ((["--rate", "1.5"], "--rate"), (["--eps-pa", "0"], "--eps-pa"),
-                       (["--transcript", str(raw)], "different files"),
-                       (["--transcript", str(tmp_path / "no" / "t.h5")], "does not exist")):
+                       (["--transcript", str(raw)], "different files")):
         assert main(["postprocess", str(raw), "--out", str(tmp_path / "K.h5"), *argv]) == 2
         assert word in capsys.readouterr().err
     assert main(["postprocess", str(tmp_path / "missing.h5"), "--out",
                  str(tmp_path / "K.h5")]) == 2
     assert "no such file" in capsys.readouterr().err
+    # a key that cannot be written is refused before the run: no transcript left behind
+    assert main(["postprocess", str(raw), "--out", str(tmp_path / "no" / "K.h5"),
+                 "--transcript", str(tmp_path / "T.h5")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "T.h5").exists()
     tiny = make_raw_key(tmp_path / "tiny.h5", 100)   # 200 values < one 1024-bit frame
     assert main(["postprocess", str(tiny), "--out", str(tmp_path / "K.h5")]) == 2
     assert "fewer than one frame" in capsys.readouterr().err
