@@ -18,8 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from calibration.common import Record, bar, capture, link_params, noise_chain, noise_stats, \
-    preflight
+from calibration.common import (
+    Record,
+    bar,
+    capture,
+    link_params,
+    noise_chain,
+    noise_stats,
+    preflight,
+)
 
 __all__ = ["LinearityOptions", "fit_saturating_line", "measure_linearity", "plot"]
 
