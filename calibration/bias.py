@@ -102,7 +102,8 @@ def measure_bias(session: Any, rec: Record, opt: BiasOptions) -> None:
     power = np.full(volts.size, np.nan)
     rec.raw["bias_v"] = volts
     rec.raw["power_w"] = power
-    with bar(volts.size, "bias sweep", enabled=opt.show_progress) as tick:
+    with bar(volts.size, "bias sweep", enabled=opt.show_progress,
+             on_step=rec.on_step) as tick:
         for i, v in enumerate(volts):
             session.set("bias_controller", "hold_voltage_v", float(v))
             power[i] = pm.measure_power_w()

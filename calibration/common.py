@@ -70,6 +70,9 @@ class Record:
     lab_config_text: str = ""
     utc_time: str = ""
     path: Path | None = None
+    #: called with a step's name after each step of a sweep or capture (tests: Ctrl-C or
+    #: a fault in the middle)
+    on_step: Callable[[str], None] | None = None
 
     def check(self, ok: bool, text: str) -> bool:
         """Add one verdict line (``ok`` or ``FAIL``); returns ``ok``."""
@@ -181,7 +184,8 @@ def link_params(config: LabConfig) -> LinkParams:
 
 def run_procedure(name: str, config: LabConfig, body: Callable[[Any, Record], None], *,
                   options: dict[str, Any], out_dir: Path | None,
-                  lab_config_text: str | None = None) -> Record:
+                  lab_config_text: str | None = None,
+                  on_step: Callable[[str], None] | None = None) -> Record:
     """Run ``body(session, record)`` in a LabSession and write the record.
 
     The session restores every setting the body changed (success, error, Ctrl-C). On any
@@ -191,7 +195,8 @@ def run_procedure(name: str, config: LabConfig, body: Callable[[Any, Record], No
     from qkd_hw.lab.session import LabSession
 
     rec = Record(name=name, options=dict(options), utc_time=utc_now(),
-                 lab_config_text=lab_config_text or lab_config_to_toml(config))
+                 lab_config_text=lab_config_text or lab_config_to_toml(config),
+                 on_step=on_step)
     path = out_dir / f"{name}.h5" if out_dir is not None else None
     try:
         with LabSession(config) as session:
@@ -267,18 +272,26 @@ def preflight(session: Any, checks: list[tuple[str, str, float, str]]) -> None:
 
 
 @contextlib.contextmanager
-def bar(total: int, desc: str, *, enabled: bool) -> Iterator[Progress]:
-    """tqdm progress bar on stderr (a no-op callback when not enabled)."""
+def bar(total: int, desc: str, *, enabled: bool,
+        on_step: Callable[[str], None] | None = None) -> Iterator[Progress]:
+    """tqdm progress bar on stderr (a no-op when not enabled); the callback also calls
+    ``on_step(desc)``."""
+    hook = on_step or (lambda _desc: None)
     if not enabled:
-        yield lambda n: None
+        yield lambda n: hook(desc)
         return
     import sys
 
     from tqdm import tqdm
 
     b = tqdm(total=total, desc=desc, unit="S", unit_scale=True, file=sys.stderr, leave=False)
+
+    def tick(n: int) -> None:
+        b.update(n)
+        hook(desc)
+
     try:
-        yield b.update
+        yield tick
     finally:
         b.close()
 

@@ -92,7 +92,8 @@ def measure_linearity(session: Any, rec: Record, opt: LinearityOptions) -> None:
     rec.raw["lo_power_mw"] = powers
     rec.raw["variance_codes2"] = var
     rec.raw["variance_std_codes2"] = std
-    with bar(powers.size, "LO sweep", enabled=opt.show_progress) as tick:
+    with bar(powers.size, "LO sweep", enabled=opt.show_progress,
+             on_step=rec.on_step) as tick:
         for i, p in enumerate(powers):
             session.set("lo_laser", "power_setpoint_mw", float(p))
             st = noise_stats(capture(session, opt.n_samples), chain)

@@ -39,13 +39,14 @@ class NoiseOptions:
     n_samples : samples per capture (1e6 at 1 GSa/s and 10 samples per symbol gives 1e5
         symbol instants: sd(v_el) ~ 0.5 % relative).
     lo_power_mw : LO set point (default: the lab's ``[link] lo_power_mw``).
-    min_clearance_db : verdict threshold on the clearance (shot over electronic noise).
+    min_clearance_db : verdict threshold on the clearance (shot over electronic noise; the
+        shipped virtual lab has 10.4 dB at 5 mW).
     max_electronic_noise_snu : verdict threshold on v_el.
     """
 
     n_samples: int = 1_000_000
     lo_power_mw: float | None = None
-    min_clearance_db: float = 10.0
+    min_clearance_db: float = 8.0
     max_electronic_noise_snu: float = 0.2
     show_progress: bool = False
 
@@ -70,10 +71,12 @@ def measure_noise(session: Any, rec: Record, opt: NoiseOptions) -> None:
     fs = link.sample_rate_hz
     _setup(session, lo_mw, fs)
     chain = noise_chain(link)
-    with bar(opt.n_samples, "shot noise", enabled=opt.show_progress) as tick:
+    with bar(opt.n_samples, "shot noise", enabled=opt.show_progress,
+             on_step=rec.on_step) as tick:
         shot = capture(session, opt.n_samples, progress=tick)
     session.set("lo_laser", "emission", False)
-    with bar(opt.n_samples, "electronic noise", enabled=opt.show_progress) as tick:
+    with bar(opt.n_samples, "electronic noise", enabled=opt.show_progress,
+             on_step=rec.on_step) as tick:
         el = capture(session, opt.n_samples, progress=tick)
     rec.raw["shot_noise"] = shot
     rec.raw["electronic_noise"] = el
