@@ -43,10 +43,12 @@ is never replaced by a partial one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,8 +154,8 @@ def _signal_samples(design: TxDesign, plan: AcquisitionPlan) -> int:
 
 
 def acquire(session: LabSession, out: str | os.PathLike[str], plan: AcquisitionPlan, *,
-            rng: np.random.Generator | None = None, description: str | None = None
-            ) -> AcquisitionResult:
+            rng: np.random.Generator | None = None, description: str | None = None,
+            amplitude_for: Callable[[TxWaveform], float] | None = None) -> AcquisitionResult:
     """Take the signal, shot-noise and electronic-noise captures into a recording at ``out``.
 
     Parameters
@@ -167,6 +169,9 @@ def acquire(session: LabSession, out: str | os.PathLike[str], plan: AcquisitionP
         Source of Alice's symbols; default :func:`qkd_hw.lab.transmitter.secure_rng`.
     description : str, optional
         Root ``description`` of the recording.
+    amplitude_for : callable, optional
+        AWG amplitude (V) for the generated waveform, when ``plan.awg_amplitude_v`` is None
+        (e.g. :func:`qkd_hw.lab.transmitter.virtual_tx_levels` on the virtual lab).
 
     Returns
     -------
@@ -184,6 +189,8 @@ def acquire(session: LabSession, out: str | os.PathLike[str], plan: AcquisitionP
                                                            total_symbols)), rng)
     session.report(f"transmitter: segment of {wf.segment_symbols} symbols "
                    f"({wf.i_codes.size} AWG samples per channel)")
+    if plan.awg_amplitude_v is None and amplitude_for is not None:
+        plan = dataclasses.replace(plan, awg_amplitude_v=float(amplitude_for(wf)))
     n_noise = plan.noise_samples or n_signal
     adc = session.instrument("digitizer")
     try:
