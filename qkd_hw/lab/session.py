@@ -180,6 +180,10 @@ class LabSession:
                                   f"(channel={channel})", instrument=inst.name)
         return inst.channel(channel)  # type: ignore[attr-defined]
 
+    def report(self, message: str) -> None:
+        """Log ``message`` and pass it to the progress callback (procedures' steps)."""
+        self._say(message)
+
     def _say(self, message: str) -> None:
         log.info("%s", message)
         if self.progress is None:
