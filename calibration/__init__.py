@@ -21,7 +21,7 @@ class Procedure(NamedTuple):
 
 
 def _procedures() -> Mapping[str, Procedure]:
-    from calibration import bias, linearity, noise
+    from calibration import bias, linearity, link, modulation, noise
 
     return {
         "noise": Procedure(noise.NoiseOptions, noise.measure_noise, noise.plot,
@@ -32,6 +32,12 @@ def _procedures() -> Mapping[str, Procedure]:
                                "saturation"),
         "bias": Procedure(bias.BiasOptions, bias.measure_bias, bias.plot,
                           "modulator nulls, lock, extinction"),
+        "modulation": Procedure(modulation.ModulationOptions, modulation.measure_modulation,
+                                modulation.plot, "set and verify V_A from power-meter "
+                                "readings"),
+        "link": Procedure(link.LinkOptions, link.measure_link, link.plot,
+                          "noise + V_A calibration, acquisition, receiver, key rate, "
+                          "verdict"),
     }
 
 
