@@ -768,6 +768,13 @@ class TraceWriter:
         copying it (``TraceReader.map_samples``); compressed ones stay
         chunked. Appending past a declared length, or closing short of it, is
         an error.
+    incomplete_path : path, optional
+        For acquisitions that may be interrupted: the root attribute ``complete`` is written
+        ``false`` at creation and set ``true`` by :meth:`close` once everything is in; on an
+        exception (or :meth:`abort`) the partial file is kept, still marked ``complete =
+        false``, and moved to ``incomplete_path`` (a visible side name, so that a complete
+        recording already at ``path`` is never replaced by a partial one). Readers refuse it
+        unless ``allow_incomplete``.
     """
 
     def __init__(
@@ -785,8 +792,10 @@ class TraceWriter:
         overwrite: bool = True,
         created_utc: str | None = None,
         lengths: Mapping[str, int] | None = None,
+        incomplete_path: str | os.PathLike[str] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.incomplete_path = None if incomplete_path is None else Path(incomplete_path)
         file = self.path
         # -- validate everything before a byte is written
         if not isinstance(tx, TxInfo):
@@ -863,6 +872,10 @@ class TraceWriter:
                 self._f.attrs["description"] = str(description)
             self._f.attrs["created_utc"] = created_utc
             self._f.attrs["software"] = f"qkd-hw {__version__}"
+            if self.incomplete_path is not None:  # true only once close() found it whole
+                self._f.attrs["complete"] = np.False_
+                self._f.flush()
+                self._marked_incomplete = True
             comp = {"compression": compression, "compression_opts": compression_opts,
                     "shuffle": compression is not None}
             adc = self._f.create_group("adc")
@@ -1049,6 +1062,18 @@ class TraceWriter:
                                    f"{exc.strerror}") from exc
         g.create_dataset(name, data=a, chunks=chunks if a.size else None)
 
+    def write_meta(self, name: str, text: str) -> None:
+        """Write ``/meta/<name>`` as one UTF-8 string dataset (``snapshot``: the instruments'
+        JSON snapshot, ``lab_config``: the lab config's TOML; spec "Optional additions")."""
+        self._check_writable()
+        if not name or "/" in name:
+            raise ValueError(f"meta dataset name must be a plain name, got {name!r}")
+        g = self._f.require_group("meta")
+        if name in g:
+            raise ValueError(f"{self.path}: /meta/{name} already written")
+        g.create_dataset(name, data=str(text), dtype=h5py.string_dtype("utf-8"))
+        self._f.flush()  # what the acquisition started from survives an interruption
+
     def _truth_group(self) -> h5py.Group:
         return self._f.require_group("truth")
 
@@ -1072,6 +1097,9 @@ class TraceWriter:
             if self.tx.n_symbols not in (0, self._n_symbols):
                 raise TraceFormatError(f"{self.path}: tx.n_symbols={self.tx.n_symbols} but "
                                        f"{self._n_symbols} symbols were written; file discarded")
+            if self.incomplete_path is not None:
+                self._f.attrs["complete"] = np.True_
+                self._marked_incomplete = False  # from here a failure discards the file
             self._f.close()
             try:
                 with TraceReader(self._atomic.tmp_path):
@@ -1102,8 +1130,23 @@ class TraceWriter:
             except Exception:  # discarding the file anyway; the original error matters
                 pass
         atomic = getattr(self, "_atomic", None)
+        if atomic is not None and not atomic.done and self._keep_partial(atomic):
+            return
         if atomic is not None:
             atomic.abort()
+
+    def _keep_partial(self, atomic: AtomicFile) -> bool:
+        """Move the closed temporary file (marked ``complete = false`` since its creation) to
+        ``incomplete_path``; False when there is none or the move failed (then discarded)."""
+        side = getattr(self, "incomplete_path", None)
+        if side is None or not getattr(self, "_marked_incomplete", False):
+            return False
+        try:
+            os.replace(atomic.tmp_path, side)
+        except OSError:
+            return False
+        atomic.done = True
+        return True
 
     @property
     def lengths(self) -> dict[str, int]:

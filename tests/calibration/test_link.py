@@ -1,0 +1,57 @@
+"""Link check against the virtual lab: T, xi and v_el within statistical bounds of the truth
+for two different [virtual] settings; every setting restored; raw key 0600."""
+
+from __future__ import annotations
+
+import math
+import stat
+
+import pytest
+
+from calibration.common import run_procedure
+from calibration.link import LinkOptions, measure_link, virtual_truth
+from tests.calibration.helpers import settings, virtual
+
+SETTINGS = [
+    ({}, 0.0),
+    ({"fiber_loss_db": 2.0, "excess_noise_snu": 0.03, "electronic_noise_snu": 0.05}, 1.0),
+]
+
+
+@pytest.mark.parametrize(("physics", "voa_db"), SETTINGS)
+def test_link_check_recovers_the_truth(physics: dict, voa_db: float, tmp_path) -> None:
+    with virtual(**physics) as (cfg, vlab):
+        before = settings(vlab)
+        ph = vlab.physics
+        opt = LinkOptions(n_symbols=60_000, noise_samples=300_000, voa_db=voa_db,
+                          tap_db=ph.power_meter_tap_db, tx_attenuation_db=ph.tx_attenuation_db,
+                          out_dir=tmp_path, seed=7)
+        rec = run_procedure("link", cfg, lambda s, r: measure_link(s, r, opt), options={},
+                            out_dir=tmp_path)
+        truth = virtual_truth(vlab, voa_db=voa_db)
+        assert settings(vlab) == before
+    r = rec.results
+    assert r["n_symbols_received"] == 60_000
+    # T scales with the V_A calibration: its relative sd adds to the estimator's
+    rel_va = r["modulation_variance_snu_std"] / r["modulation_variance_snu"]
+    s_t = math.hypot(r["transmittance_std"], truth["transmittance"] * rel_va)
+    assert abs(r["transmittance"] - truth["transmittance"]) < 4 * s_t, (r, truth)
+    assert abs(r["excess_noise_snu"] - truth["excess_noise_snu"]) \
+        < 4 * r["excess_noise_snu_std"], (r, truth)
+    assert abs(r["electronic_noise_snu"] - truth["electronic_noise_snu"]) \
+        < 5 * r["electronic_noise_snu_std"], (r, truth)
+    assert rec.complete and any("not significantly" in c for c in rec.reasons)
+    assert stat.S_IMODE((tmp_path / "link-raw-key.h5").stat().st_mode) == 0o600
+    assert (tmp_path / "link.h5").exists()
+
+
+def test_link_check_fails_a_noisy_channel(tmp_path) -> None:
+    # xi = 0.4 SNU: far above the 0.05 threshold, and no key at T = 0.32
+    with virtual(excess_noise_snu=0.4) as (cfg, vlab):
+        ph = vlab.physics
+        opt = LinkOptions(n_symbols=40_000, noise_samples=200_000, tap_db=ph.power_meter_tap_db,
+                          tx_attenuation_db=ph.tx_attenuation_db, out_dir=tmp_path, seed=3)
+        rec = run_procedure("link", cfg, lambda s, r: measure_link(s, r, opt), options={},
+                            out_dir=tmp_path)
+    assert rec.complete and not rec.passed
+    assert any(c.startswith("FAIL") and "xi" in c for c in rec.reasons)
