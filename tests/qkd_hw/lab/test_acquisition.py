@@ -23,7 +23,7 @@ from qkd_hw.lab.session import LabSession
 from qkd_hw.lab.transmitter import virtual_tx_levels
 from qkd_hw.labconfig import load_lab_config
 from qkd_hw.receiver import process_recording
-from qkd_hw.trace_io import TraceReader
+from qkd_hw.trace_io import TraceReader, TraceWriter, TxInfo
 
 N_SYMBOLS = 20_000
 TX_MW = 20.0
@@ -161,3 +161,76 @@ def test_instrument_fault_in_the_middle_restores_and_marks_incomplete(vlab: Virt
     finally:
         adc.faults.clear()
     _check_interrupted(vlab, before, out, b"x")
+
+
+# -- TraceWriter's acquisition additions (no lab needed) ---------------------------------------
+
+WTX = TxInfo(symbol_rate_hz=1e8, rolloff=0.2, signal_frequency_hz=1.5e8,
+             pilot_frequencies_hz=(2.5e8,), modulation_variance_snu=5.0, efficiency=0.7,
+             detection="heterodyne", n_symbols=0)
+
+
+def _writer(out: Path) -> TraceWriter:
+    return TraceWriter(out, tx=WTX, sample_rate_hz=1e9, volts_per_code=1e-5,
+                       incomplete_path=incomplete_path(out))
+
+
+def _fill(w: TraceWriter, rng: np.random.Generator) -> None:
+    for name in ("signal", "shot_noise", "electronic_noise"):
+        w.append(name, rng.integers(-3000, 3000, 20_000).astype(np.int16))
+    w.write_symbols((rng.normal(size=500) + 1j * rng.normal(size=500)).astype(np.complex64))
+
+
+def test_writer_meta_and_complete_true_when_whole(tmp_path: Path) -> None:
+    out = tmp_path / "rec.h5"
+    with _writer(out) as w:
+        w.write_meta("snapshot", '{"instruments": {}}')
+        w.write_meta("lab_config", "[lab]\nname = \"é\"\n")
+        _fill(w, np.random.default_rng(0))
+    with h5py.File(out) as f:
+        assert bool(f.attrs["complete"]) is True
+        assert f["meta/lab_config"][()].decode() == "[lab]\nname = \"é\"\n"
+    with TraceReader(out) as r:
+        assert r.complete
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rec.h5"]
+
+
+def test_writer_keeps_the_partial_file_at_the_side_name(tmp_path: Path) -> None:
+    out = tmp_path / "rec.h5"
+    out.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt), _writer(out) as w:
+        w.write_meta("snapshot", "{}")
+        w.append("signal", np.zeros(1000, np.int16))
+        raise KeyboardInterrupt
+    assert out.read_bytes() == b"old"
+    side = incomplete_path(out)
+    assert side.name == "rec.incomplete.h5"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rec.h5", "rec.incomplete.h5"]
+    with h5py.File(side) as f:
+        assert bool(f.attrs["complete"]) is False
+        assert f["adc/signal"].shape == (1000,)
+    with pytest.raises(TraceFormatError, match="complete"):
+        TraceReader(side)
+    # without incomplete_path nothing is kept (the writer's old behaviour stays)
+    with pytest.raises(KeyboardInterrupt), TraceWriter(
+            tmp_path / "other.h5", tx=WTX, sample_rate_hz=1e9, volts_per_code=1e-5) as w:
+        raise KeyboardInterrupt
+    assert not (tmp_path / "other.h5").exists()
+    assert not (tmp_path / "other.incomplete.h5").exists()
+
+
+def test_cli_acquire_then_process(tmp_path: Path) -> None:
+    out = tmp_path / "cli.h5"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["acquire", str(out), "--symbols", "10000", "--json"]) == 0
+    summary = json.loads(buf.getvalue())
+    assert summary["virtual_lab"] is True and summary["n_symbols"] == 10_000
+    assert 0.075 <= summary["awg_amplitude_v"] <= 1.0
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["process", str(out), "--json"]) == 0
+    processed = json.loads(buf.getvalue())
+    # qkd-hw process runs on it unchanged; T of the virtual lab: fibre 5 dB, VOA 0 dB
+    assert processed["locked"] is True
+    assert processed["transmittance"] == pytest.approx(10 ** -0.5, abs=0.05)
