@@ -56,7 +56,13 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from drivers.base import Instrument, create_instrument, defer_sigint, no_read_abort
+from drivers.base import (
+    Instrument,
+    Property,
+    create_instrument,
+    defer_sigint,
+    no_read_abort,
+)
 from qkd_hw.errors import InstrumentError, LimitError
 from qkd_hw.lab.snapshot import lab_snapshot_json
 from qkd_hw.labconfig import LabConfig
@@ -237,7 +243,14 @@ class LabSession:
     def _remember(self, role: str, prop: str, channel: int | None) -> None:
         key = (role, prop, channel)
         if key not in self._saved and not self._restoring:
-            self._saved[key] = getattr(self._target(role, channel), prop)
+            target = self._target(role, channel)
+            declared = getattr(type(target), prop, None)
+            if not isinstance(declared, Property) or declared.readonly or declared.writeonly:
+                # only declared settings can be read back, hence restored
+                raise InstrumentError(f"{role}: {type(target).__name__} has no readable and "
+                                      f"writable property {prop!r}; nothing was sent",
+                                      instrument=self.instrument(role).name)
+            self._saved[key] = getattr(target, prop)
 
     def _write(self, role: str, prop: str, value: Any, channel: int | None = None) -> None:
         self._remember(role, prop, channel)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from drivers.thorlabs_mbx import MzmMode
-from qkd_hw.errors import LimitError
+from qkd_hw.errors import InstrumentError, LimitError
 from qkd_hw.lab import VirtualLab, example_path
 from qkd_hw.lab.session import LabSession, ramp_values
 from qkd_hw.labconfig import LabConfig, RampLimits, load_lab_config
@@ -152,3 +152,13 @@ def test_leaving_an_auto_mode_ramps_from_the_locked_bias(vlab: VirtualLab) -> No
     modes = [c for c in bias.commands if c.upper().startswith("MZM:MODE:")]
     assert [int(c.split(":")[-1]) for c in modes] == [int(MzmMode.MANUAL), int(MzmMode.OFF)]
     assert bias.mode == MzmMode.OFF
+
+
+def test_unknown_or_read_only_property_is_one_clear_error(vlab: VirtualLab) -> None:
+    with LabSession(client(vlab)) as lab:
+        with pytest.raises(InstrumentError, match="no readable and writable property 'bogus'"):
+            lab.set("lo_laser", "bogus", 1)
+        with pytest.raises(InstrumentError, match="'output_power_mw'"):
+            lab.set("lo_laser", "output_power_mw", 1.0)
+        with pytest.raises(InstrumentError, match="has no channels"):
+            lab.set("switch", "channel", 2, channel=1)
