@@ -256,13 +256,28 @@ def virtual_tx_levels(physics: VirtualPhysics, wf: TxWaveform, *, tx_power_mw: f
     modulator output equal the designed field at a Tx laser power ``tx_power_mw`` -- the
     stand-in for the V_A calibration, valid only for the virtual lab whose truth it reads.
 
-    Small-signal transfer at the null bias (``qkd_hw.lab.model``): field per drive volt
-    ``sqrt(2) kappa * 2 sqrt(P 10^(-att/10) / (h nu f_adc)) / 2``, ``kappa = pi rf_gain /
-    (2 V_pi_rf)``; a code is ``amplitude / 254`` V.
+    Transfer at the null bias (``qkd_hw.lab.model``): ``-2 sqrt(P 10^(-att/10) / (h nu
+    f_adc)) sin(kappa d) / sqrt(2)`` per quadrature, ``kappa = pi rf_gain / (2 V_pi_rf)``, a
+    code is ``amplitude / 254`` V. The quantum signal rides on the pilot(s): its gain is the
+    slope ``cos(kappa d)`` averaged over the drive (Bussgang), about 0.3 % below the
+    small-signal slope here, so the amplitude is found by fixed-point iteration on it.
     """
     kappa = math.pi * physics.rf_gain / (2 * physics.modulator_v_pi_rf_v)
     p_w = 1e-3 * tx_power_mw * 10 ** (-physics.tx_attenuation_db / 10)
     h_nu = PLANCK_J_S * LIGHT_M_S / (physics.wavelength_nm * 1e-9)
     photons = 2.0 * math.sqrt(p_w / (h_nu * wf.design.adc_sample_rate_hz))
     field_per_volt = photons * kappa / math.sqrt(2.0)
-    return 2 * DAC_MAX_CODE / (field_per_volt * wf.codes_per_field)
+    small_signal = 2 * DAC_MAX_CODE / (field_per_volt * wf.codes_per_field)
+    # the slope depends on the codes only through their histogram
+    counts = (np.bincount(wf.i_codes.astype(np.int64) + 128, minlength=256)
+              + np.bincount(wf.q_codes.astype(np.int64) + 128, minlength=256))
+    codes = np.arange(256) - 128
+    amplitude = small_signal
+    for _ in range(20):
+        slope = float(np.dot(counts, np.cos(kappa * codes * amplitude / (2 * DAC_MAX_CODE)))
+                      / counts.sum())
+        new = small_signal / slope
+        if abs(new - amplitude) < 1e-12 * small_signal:
+            break
+        amplitude = new
+    return amplitude

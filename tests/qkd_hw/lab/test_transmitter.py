@@ -124,3 +124,10 @@ def test_virtual_amplitude_reproduces_the_field_through_the_model() -> None:
     x = (wf.i_codes[::64][:640] + 1j * wf.q_codes[::64][:640]) / wf.codes_per_field
     # the model's field is -x (cos(pi/2 + u) = -sin u), compressed by sin u / u <= 1 %
     assert np.abs(field + x).max() < 0.01 * np.abs(x).max()
+    # the quantum band's gain is -1: the 640 ADC samples are the whole periodic segment, so
+    # its DFT bins separate the band from the pilot and the products of the modulator's sine
+    fx, ff = np.fft.fft(x), np.fft.fft(field)
+    band = np.abs(np.fft.fftfreq(640, 1e-9) - 150e6) <= 60e6
+    gain = np.vdot(fx[band], ff[band]) / np.vdot(fx[band], fx[band])
+    assert gain.real == pytest.approx(-1.0, abs=3e-4)
+    assert abs(gain.imag) < 3e-4
