@@ -238,3 +238,23 @@ def test_cli_acquire_then_process(tmp_path: Path) -> None:
     # qkd-hw process runs on it unchanged; T of the virtual lab: fibre 5 dB, VOA 0 dB
     assert processed["locked"] is True
     assert processed["transmittance"] == pytest.approx(10 ** -0.5, abs=0.05)
+
+
+def test_cli_acquire_with_a_lab_config(vlab: VirtualLab, tmp_path: Path) -> None:
+    """A config without [virtual] (here: the running virtual lab's client config) is used as a
+    real lab: the AWG amplitude and Tx power are the ones given, nothing is computed."""
+    lab_toml = tmp_path / "client.toml"
+    lab_toml.write_text(vlab.client_config_text)
+    before = snapshot(vlab)
+    out = tmp_path / "real.h5"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["acquire", "--lab", str(lab_toml), str(out), "--symbols", "5000",
+                     "--awg-amplitude-v", "0.5", "--tx-power-mw", "12.5", "--json"]) == 0
+    summary = json.loads(buf.getvalue())
+    assert summary["virtual_lab"] is False
+    assert summary["awg_amplitude_v"] == pytest.approx(0.5)
+    assert summary["tx_power_mw"] == pytest.approx(12.5)
+    with TraceReader(out) as r:
+        assert r.complete and r.tx.n_symbols == 5000
+    assert snapshot(vlab) == before
