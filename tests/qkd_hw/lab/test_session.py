@@ -7,10 +7,12 @@ import dataclasses
 import json
 import math
 import re
+import struct
 from collections.abc import Iterator
 
 import pytest
 
+from drivers.nkt_koheras_basik import Reg
 from drivers.thorlabs_mbx import MzmMode
 from qkd_hw.errors import InstrumentError, LimitError
 from qkd_hw.lab import VirtualLab, example_path
@@ -90,18 +92,39 @@ def test_entering_manual_starts_at_the_applied_bias(vlab: VirtualLab) -> None:
     assert bias.mode == MzmMode.OFF and bias.hold_mv == 0
 
 
-def test_lo_emission_ramps_power(vlab: VirtualLab) -> None:
+def lo_writes(lab: VirtualLab) -> list[tuple[str, float]]:
+    """The LO laser's register writes on the wire: ("mW", set point) and ("emission", 0/1)."""
+    out = []
+    for reg, data in lab.emulator("lo_laser").writes:
+        if reg == Reg.POWER_SETPOINT_MW:
+            out.append(("mW", struct.unpack("<H", data)[0] / 100))
+        elif reg == Reg.EMISSION:
+            out.append(("emission", data[0]))
+    return out
+
+
+def test_lo_emission_and_power_ramp_on_the_wire(vlab: VirtualLab) -> None:
     laser = vlab.emulator("lo_laser")
-    seen: list[float] = []
     with LabSession(client(vlab)) as lab:
-        lab.set("lo_laser", "power_setpoint_mw", 3.0)  # emission off: one write
-        lab.progress = seen.append
-        lab.set("lo_laser", "emission", True)
+        laser.writes.clear()
+        lab.set("lo_laser", "power_setpoint_mw", 3.0)  # emission off: no light, one write
+        assert lo_writes(vlab) == [("mW", 3.0)]
+        laser.writes.clear()
+        lab.set("lo_laser", "emission", True)  # starts at one step (1 mW), ramps up
+        assert lo_writes(vlab) == [("mW", 1.0), ("emission", 1), ("mW", 2.0), ("mW", 3.0)]
         assert laser.output_power_mw() == pytest.approx(3.0, abs=0.02)
-        assert [m for m in seen if "step" in m] == [
-            "lo_laser.power_setpoint_mw: 2 (step 1/2)", "lo_laser.power_setpoint_mw: 3 (step 2/2)"]
+        laser.writes.clear()
+        lab.set("lo_laser", "power_setpoint_mw", 5.5)  # emitting: 1 mW steps
+        # 2.5 mW in 3 equal steps, sent in 0.01 mW units
+        assert lo_writes(vlab) == [("mW", 3.83), ("mW", 4.67), ("mW", 5.5)]
         with pytest.raises(LimitError, match="power_setpoint_mw instead"):
             lab.set("lo_laser", "power_setpoint_dbm", 3.0)
+        laser.writes.clear()
+    # restore (last changed first): emission off after ramping down to one step, set point
+    # back, then the set point before the session (10 mW at power-on), emission off: one write
+    # (5.5 -> 1 mW: 4.5 mW in 5 equal steps)
+    assert lo_writes(vlab) == [("mW", 4.6), ("mW", 3.7), ("mW", 2.8), ("mW", 1.9),
+                               ("mW", 1.0), ("emission", 0), ("mW", 5.5), ("mW", 10.0)]
     assert laser.output_power_mw() == pytest.approx(0.0)
 
 
