@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import re
+import signal
 import struct
 from collections.abc import Iterator
 
@@ -145,10 +146,13 @@ def test_restore_on_error_and_ctrl_c(vlab: VirtualLab) -> None:
             assert settings(lab.snapshot_json()) == before
 
 
-def test_ctrl_c_in_progress_during_restore_does_not_cut_it_short(vlab: VirtualLab) -> None:
+@pytest.mark.parametrize("how", ["raise", "signal"])
+def test_ctrl_c_during_restore_does_not_cut_it_short(vlab: VirtualLab, how: str) -> None:
     def progress(message: str) -> None:
         if message.startswith("restore"):
-            raise KeyboardInterrupt
+            if how == "raise":
+                raise KeyboardInterrupt
+            signal.raise_signal(signal.SIGINT)  # a real Ctrl-C: deferred until the end
 
     cfg = client(vlab)
     with LabSession(cfg) as lab:
