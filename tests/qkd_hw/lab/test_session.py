@@ -6,9 +6,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import signal
 import struct
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -148,18 +150,25 @@ def test_restore_on_error_and_ctrl_c(vlab: VirtualLab) -> None:
 
 @pytest.mark.parametrize("how", ["raise", "signal"])
 def test_ctrl_c_during_restore_does_not_cut_it_short(vlab: VirtualLab, how: str) -> None:
-    def progress(message: str) -> None:
-        if message.startswith("restore"):
-            if how == "raise":
-                raise KeyboardInterrupt
-            signal.raise_signal(signal.SIGINT)  # a real Ctrl-C: deferred until the end
+    timers: list[threading.Timer] = []
 
-    cfg = client(vlab)
+    def progress(message: str) -> None:
+        if not message.startswith("restore") or timers:
+            return
+        if how == "raise":
+            raise KeyboardInterrupt
+        # a real Ctrl-C a moment later, while the restore ramps the bias (0.25 s)
+        timers.append(threading.Timer(0.03, os.kill, (os.getpid(), signal.SIGINT)))
+        timers[0].start()
+
+    cfg = client(vlab, step_interval_s=0.05)
     with LabSession(cfg) as lab:
         before = settings(lab.snapshot_json())
     with pytest.raises(KeyboardInterrupt), LabSession(cfg, progress=progress) as lab:
         lab.set("switch", "channel", 2)
-        lab.set("bias_controller", "hold_voltage_v", 1.0)
+        lab.set("bias_controller", "hold_voltage_v", 3.0)
+    for t in timers:
+        t.join()
     with LabSession(cfg) as lab:
         assert settings(lab.snapshot_json()) == before
 
