@@ -198,3 +198,5 @@ def test_unknown_or_read_only_property_is_one_clear_error(vlab: VirtualLab) -> N
             lab.set("lo_laser", "output_power_mw", 1.0)
         with pytest.raises(InstrumentError, match="has no channels"):
             lab.set("switch", "channel", 2, channel=1)
+        with pytest.raises(InstrumentError, match=r"channel must be 1\.\.4, got 7"):
+            lab.set("awg", "amplitude_v", 0.5, channel=7)
