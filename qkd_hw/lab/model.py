@@ -13,8 +13,12 @@ a ``[virtual]`` key or a state field):
   it the carrier leaks with amplitude ``cos(theta)``.
 * Alice's output field per ADC sample, in quadrature units (vacuum quadrature variance 1,
   ``s = 2 alpha``): ``s[n] = 2 sqrt(P_tx 10^(-tx_attenuation_db/10) / (h nu f_adc)) M[n]``,
-  plus the excess noise ``zeta[n]`` (complex Gaussian, ``excess_noise_snu`` per quadrature
-  per sample, so per matched-filtered symbol too) while the transmitter laser emits.
+  plus the excess noise ``zeta[n]`` (complex Gaussian, ``excess_noise_snu / 2`` per
+  quadrature per sample) while the transmitter laser emits. White noise in the field covers
+  the signal's band and its image alike, and one balanced detector folds both onto the IF
+  band: at ``xi/2`` each, the detected in-band noise is ``eta T xi / 2 = t^2 xi`` over the shot
+  noise, i.e. ``xi`` referred to the channel input in the heterodyne convention
+  (``t^2 = eta T / 2``, conventions.md), as :meth:`LinkModel.truth` states.
 * Channel: ``T = 10^(-fiber_loss_db/10) * VOA transmission * switch`` (1 on
   ``switch_signal_port``, 0 on any other port).
 * LO at the detector: ``P_LO = laser_lo output * 10^(-lo_path_loss_db/10)``; the detector's
@@ -266,8 +270,8 @@ class LinkModel:
         t = self.transmittance(st)
         if t > 0.0 and st.tx_power_mw > 0.0:
             field = self.alice_field(st, n)
-            if p.excess_noise_snu > 0.0:
-                field = field + math.sqrt(p.excess_noise_snu) * (
+            if p.excess_noise_snu > 0.0:   # xi/2 per quadrature: see the module docstring
+                field = field + math.sqrt(p.excess_noise_snu / 2) * (
                     rng.standard_normal(n) + 1j * rng.standard_normal(n))
             psi = self.beat_phase(n, st.adc_sample_rate_hz, rng)
             x += sigma_v * math.sqrt(p.detector_efficiency * t) * (field * np.exp(1j * psi)).real

@@ -352,3 +352,28 @@ def test_a_role_with_a_driver_the_model_does_not_know_is_refused():
     bad = dataclasses.replace(base, roles=dataclasses.replace(base.roles, instruments=roles))
     with pytest.raises(ConfigError, match=r"roles\.lo_laser = 'bias_i' has driver"):
         VirtualLab(bad)
+
+
+def test_excess_noise_is_xi_referred_to_the_input_in_the_heterodyne_convention():
+    # conventions.md: Var(z) = 1 + v_el + t^2 xi with t^2 = eta T / 2 (heterodyne). White
+    # excess noise in the field lands in the IF band and in its image, which one balanced
+    # detector folds together: the detected excess over the shot noise must be eta T xi / 2
+    # (it was eta T xi: a receiver measured twice the configured xi)
+    from qkd_hw.lab.model import LinkModel, LinkState
+
+    xi = 2.0
+    cfg = config(excess_noise_snu=xi, electronic_noise_snu=0.0, fiber_loss_db=3.0)
+    p = cfg.virtual
+    model = LinkModel(p, switch_signal_port=1)
+    st = LinkState(tx_power_mw=10.0, lo_power_mw=5.0, bias_v=p.bias_v_offset_v + p.bias_v_pi_v,
+                   drive_i=None, drive_q=None, awg_sample_rate_hz=FS, voa_transmission=1.0,
+                   switch_port=1, detector_enabled=True, detector_gain_v_per_a=1e4,
+                   adc_sample_rate_hz=FS, adc_range_v=RANGE_V, adc_offset_v=0.0)
+    n = 2_000_000
+    assert np.abs(model.alice_field(st, 1000)).max() < 1e-6   # no drive at the null
+    x = model.detector_volts(st, n, np.random.default_rng(3))
+    excess = x.var() / model.shot_noise_rms_v(st) ** 2 - 1.0
+    t2 = p.detector_efficiency * model.transmittance(st) / 2
+    # sd of a variance ratio from n samples: sqrt(2/n) (1 + excess)
+    assert excess == pytest.approx(t2 * xi, abs=5 * math.sqrt(2 / n) * (1 + excess))
+    assert model.truth(st)["excess_noise_snu"] == xi
