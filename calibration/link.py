@@ -5,7 +5,8 @@ calibration (:mod:`calibration.modulation`; its field per AWG volt sets the acqu
 amplitude for the acquisition's own segment), an acquisition
 (:func:`qkd_hw.lab.acquisition.acquire`) into ``<out>/link-recording.h5``, the receiver
 (:func:`qkd_hw.receiver.process_recording`, exactly ``qkd-hw process``) with the raw key at
-``<out>/link-raw-key.h5`` (0600), and the key rate.
+``<out>/link-raw-key.h5`` (0600), and the key rate. The noise and V_A steps also leave their
+own records (``<out>/noise.h5``, ``<out>/modulation.h5``).
 
 Verdict thresholds: the lab config has no thresholds table (adding one would change the
 config schema), so they are options of this procedure with these defaults:
@@ -32,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from calibration.common import Record, link_params
+from calibration.common import Record, link_params, write_record
 from calibration.modulation import ModulationOptions, amplitude_for, measure_modulation
 from calibration.noise import NoiseOptions, measure_noise
 
@@ -63,6 +64,7 @@ class LinkOptions:
     require_asymptotic_key: bool = True
     require_finite_key: bool = False
     seed: int | None = None
+    diagnostics: bool = False
     out_dir: Path | None = None
     show_progress: bool = False
 
@@ -95,7 +97,15 @@ def virtual_truth(vlab: Any, *, voa_db: float) -> dict[str, float]:
 
 
 def _sub(name: str, rec: Record) -> Record:
-    return Record(name=name, on_step=rec.on_step)
+    return Record(name=name, on_step=rec.on_step, utc_time=rec.utc_time,
+                  snapshot_json=rec.snapshot_json, lab_config_text=rec.lab_config_text)
+
+
+def _keep(sub: Record, out: Path | None) -> None:
+    """Write a finished step's own record (``<out>/<name>.h5``) next to the link's."""
+    sub.complete = True
+    if out is not None:
+        write_record(out / f"{sub.name}.h5", sub)
 
 
 def measure_link(session: Any, rec: Record, opt: LinkOptions) -> None:
@@ -111,11 +121,13 @@ def measure_link(session: Any, rec: Record, opt: LinkOptions) -> None:
     measure_noise(session, noise, NoiseOptions(
         n_samples=opt.noise_samples, max_electronic_noise_snu=opt.max_electronic_noise_snu,
         show_progress=opt.show_progress))
+    _keep(noise, opt.out_dir)
     rec.raw.update({f"noise_{k}": v for k, v in noise.raw.items() if k.startswith("psd")})
     mod = _sub("modulation", rec)
     measure_modulation(session, mod, ModulationOptions(
         tap_db=opt.tap_db, tx_attenuation_db=opt.tx_attenuation_db,
         tx_power_mw=opt.tx_power_mw, show_progress=opt.show_progress))
+    _keep(mod, opt.out_dir)
     f_per_v = mod.results["field_per_volt"]
     target = mod.results["target_snu"]
     out = opt.out_dir
@@ -136,7 +148,9 @@ def measure_link(session: Any, rec: Record, opt: LinkOptions) -> None:
     period = acq.segment_symbols * acq.sample_rate_hz / link.symbol_rate_hz
     receiver = ReceiverOptions(sync_max_delay_samples=int(min(1 << 20, period / 2)))
     res = process_recording(recording, raw_key_out=out / "link-raw-key.h5", options=receiver,
-                            pe_fraction=opt.pe_fraction, seed=opt.seed)
+                            pe_fraction=opt.pe_fraction, seed=opt.seed,
+                            diagnostics=opt.diagnostics)
+    rec.artifacts["receiver"] = res
     s = res.summary()
     std = estimate_stds(res)
     kr = s["key_rate_bits_per_symbol"]
