@@ -95,6 +95,8 @@ def _run(args: argparse.Namespace) -> int:
         raise QkdHwError(f"bad option: {exc}") from None
     progress = (lambda msg: print(f"qkd-hw acquire: {msg}", file=sys.stderr)) \
         if args.progress else None
+    side = incomplete_path(args.out)
+    stale = _stamp(side)  # a partial file of an earlier run is not this run's
     try:
         with _lab(args.lab) as (config, vlab):
             amplitude_for = None
@@ -111,8 +113,7 @@ def _run(args: argparse.Namespace) -> int:
                 result = acquire(session, args.out, plan, description=args.description,
                                  amplitude_for=amplitude_for)
     except BaseException:
-        side = incomplete_path(args.out)
-        if side.exists():
+        if _stamp(side) not in (None, stale):
             print(f"qkd-hw acquire: partial recording kept at {side} (complete = false)",
                   file=sys.stderr)
         raise
@@ -126,6 +127,15 @@ def _run(args: argparse.Namespace) -> int:
               f"{result.lengths['shot_noise']} / {result.lengths['electronic_noise']} samples, "
               f"AWG amplitude {result.awg_amplitude_v:.4g} V, Tx {result.tx_power_mw:.4g} mW")
     return 0
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """Identity of the file at ``path`` (inode, mtime), None when there is none."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def _with(plan: Any, **changes: Any) -> Any:

@@ -5,13 +5,13 @@ AWG, brings the lab to its working point through the session (every change resto
 session ends) and takes the three captures, each fetched from the digitizer in chunks straight
 into the file (a capture larger than memory is fine):
 
-==================  =======================================  ================================
-capture             switch                                   LO laser
-==================  =======================================  ================================
-``signal``          ``switch_signal_port``                   emission on (``link.lo_power_mw``)
-``shot_noise``      ``switch_block_port``                    emission on
-``electronic_noise`` ``switch_block_port``                   emission off
-==================  =======================================  ================================
+========================  ========================  ==================================
+capture                   switch                    LO laser
+========================  ========================  ==================================
+``signal``                ``switch_signal_port``    emission on (``link.lo_power_mw``)
+``shot_noise``            ``switch_block_port``     emission on
+``electronic_noise``      ``switch_block_port``     emission off
+========================  ========================  ==================================
 
 Working point set up here: digitizer sample rate and record length (``[link]``), detector
 enabled, the bias controller in AUTO_NULL and locked, the AWG at ``link.awg_sample_rate_hz``

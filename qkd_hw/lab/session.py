@@ -25,11 +25,12 @@ Ramps (``[ramp]`` of the lab config; the drivers do not enforce them)
 role                   property (driver)                   ramp
 =====================  ==================================  ====================================
 ``bias_controller``    ``hold_voltage_v`` (MBX, V)         steps of at most ``bias_v_per_step``
-``bias_controller``    ``mode`` (MBX ``MzmMode``)          entering MANUAL: the hold voltage is
-                                                           first set to the bias applied now,
-                                                           then ramped to its target; MANUAL ->
-                                                           OFF: the hold voltage is ramped to
-                                                           0 V (OFF applies 0 V) first
+``bias_controller``    ``mode`` (MBX ``MzmMode``)          into MANUAL or OFF (0 V): MANUAL takes
+                                                           over at the bias applied now, the
+                                                           hold voltage ramps to the target
+                                                           (OFF: 0 V, then OFF, and the stored
+                                                           hold voltage is put back); into an
+                                                           auto mode: one write
 ``lo_laser``           ``power_setpoint_mw`` (BasiK, mW)   steps of at most ``lo_mw_per_step``
                                                            while emission is on (off: one write)
 ``lo_laser``           ``emission`` (BasiK, bool)          on: emission starts at a set point of
@@ -42,7 +43,7 @@ role                   property (driver)                   ramp
 
 Between two steps the session waits ``step_interval_s``. Every intermediate write goes
 through the driver, so its limits apply to each step. Other properties are written at once.
-Leaving MANUAL for an auto mode is not ramped (the controller chooses that bias).
+Entering an auto mode is not ramped: the controller searches its own lock point.
 """
 
 from __future__ import annotations
@@ -55,7 +56,13 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from drivers.base import Instrument, create_instrument, defer_sigint, no_read_abort
+from drivers.base import (
+    Instrument,
+    Property,
+    create_instrument,
+    defer_sigint,
+    no_read_abort,
+)
 from qkd_hw.errors import InstrumentError, LimitError
 from qkd_hw.lab.snapshot import lab_snapshot_json
 from qkd_hw.labconfig import LabConfig
@@ -236,7 +243,14 @@ class LabSession:
     def _remember(self, role: str, prop: str, channel: int | None) -> None:
         key = (role, prop, channel)
         if key not in self._saved and not self._restoring:
-            self._saved[key] = getattr(self._target(role, channel), prop)
+            target = self._target(role, channel)
+            declared = getattr(type(target), prop, None)
+            if not isinstance(declared, Property) or declared.readonly or declared.writeonly:
+                # only declared settings can be read back, hence restored
+                raise InstrumentError(f"{role}: {type(target).__name__} has no readable and "
+                                      f"writable property {prop!r}; nothing was sent",
+                                      instrument=self.instrument(role).name)
+            self._saved[key] = getattr(target, prop)
 
     def _write(self, role: str, prop: str, value: Any, channel: int | None = None) -> None:
         self._remember(role, prop, channel)
@@ -281,19 +295,26 @@ class LabSession:
         step = self.config.ramp.bias_v_per_step
         role = "bias_controller"
         self._remember(role, "mode", None)
-        now = _mode_name(self.get(role, "mode"))
-        new = _mode_name(mode)
-        if step is not None and new == _MANUAL and now != _MANUAL:
+        current = self.get(role, "mode")
+        now, new = _mode_name(current), _mode_name(mode)
+        if step is None or now == new or new not in (_MANUAL, _OFF):
+            # into an auto mode the controller searches its own lock point: not ramped
+            self._write(role, "mode", mode)
+            return
+        hold = float(self.get(role, "hold_voltage_v"))
+        target = hold if new == _MANUAL else 0.0  # OFF applies 0 V
+        if now != _MANUAL:
             applied = float(self.get(role, "bias_voltage_v"))
-            hold = float(self.get(role, "hold_voltage_v"))
-            if abs(hold - applied) > step:  # start MANUAL where the bias is now, then ramp
-                self._write(role, "hold_voltage_v", applied)
+            if abs(target - applied) <= step:
                 self._write(role, "mode", mode)
-                self._ramp(role, "hold_voltage_v", hold, step)
                 return
-        elif step is not None and new == _OFF and now == _MANUAL:
-            self._ramp(role, "hold_voltage_v", 0.0, step)
-        self._write(role, "mode", mode)
+            # take over in MANUAL where the bias is now, then ramp
+            self._write(role, "hold_voltage_v", applied)
+            self._write(role, "mode", type(current)[_MANUAL])
+        self._ramp(role, "hold_voltage_v", target, step)
+        if new == _OFF:
+            self._write(role, "mode", mode)
+            self._write(role, "hold_voltage_v", hold)  # OFF ignores it: keep the stored one
 
     # -- restore ------------------------------------------------------------------------------
 

@@ -37,10 +37,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
+import scipy.fft as sfft
 
-from qkd_hw.errors import ConfigError
+from qkd_hw.errors import ConfigError, ResourceError
 from qkd_hw.labconfig import LinkParams, VirtualPhysics
 from qkd_hw.sim.pulse import auto_span_symbols, truncated_rrc
+from qkd_hw.sizes import available_memory_bytes, gib
 
 __all__ = ["TxDesign", "TxWaveform", "make_waveform", "secure_rng", "segment_symbols",
            "virtual_tx_levels"]
@@ -51,6 +53,8 @@ MIN_SEGMENT = 1280
 DAC_MAX_CODE = 127
 PLANCK_J_S = 6.62607015e-34
 LIGHT_M_S = 299_792_458.0
+#: peak working memory of make_waveform per AWG sample (complex128 spectra, measured ~80)
+BYTES_PER_SAMPLE = 96
 
 
 @dataclass(frozen=True)
@@ -207,11 +211,16 @@ def make_waveform(design: TxDesign, n_symbols: int,
     if p != segment_symbols(design, p):
         raise ValueError(f"segment of {p} symbols is not valid for this design; use "
                          f"segment_symbols() (multiples of {_step_symbols(design)})")
+    sps = design.sps_awg
+    n = p * sps
+    need, (have, source) = n * BYTES_PER_SAMPLE, available_memory_bytes()
+    if need > have // 2:
+        raise ResourceError(f"transmitter: a segment of {p} symbols ({n} AWG samples) needs "
+                            f"~{gib(need)} to generate, more than half the {gib(have)} of "
+                            f"{source}; use a shorter segment")
     rng = secure_rng() if rng is None else rng
     va = design.modulation_variance_snu
     symbols = math.sqrt(va) * (rng.standard_normal(p) + 1j * rng.standard_normal(p))
-    sps = design.sps_awg
-    n = p * sps
     # cyclic pulse: taps at m / sps for |m| <= L sps, wrapped around the segment
     half = design.span_symbols // 2
     m = np.arange(-half * sps, half * sps + 1)
@@ -219,12 +228,15 @@ def make_waveform(design: TxDesign, n_symbols: int,
     pulse = np.zeros(n)
     np.add.at(pulse, m % n, taps)
     # the FFT of the symbols upsampled by sps is that of the symbols, tiled sps times
-    spectrum = np.tile(np.fft.fft(symbols), sps) * np.fft.fft(pulse)
-    x = np.fft.ifft(spectrum)
-    t = np.arange(n) / design.awg_sample_rate_hz
-    x *= np.exp(2j * np.pi * design.signal_frequency_hz * t)
+    spectrum = np.tile(np.fft.fft(symbols), sps)
+    spectrum *= np.fft.fft(pulse)
+    del pulse
+    # whole cycles per segment: the up-conversion is a shift by whole bins, a pilot one bin
+    spectrum = np.roll(spectrum, _bin(design.signal_frequency_hz, design, n))
     for f in design.pilot_frequencies_hz:
-        x += design.pilot_amplitude * np.exp(2j * np.pi * f * t)
+        spectrum[_bin(f, design, n)] += design.pilot_amplitude * n
+    x = sfft.ifft(spectrum, overwrite_x=True)
+    del spectrum
     peak = float(max(np.abs(x.real).max(), np.abs(x.imag).max()))
     g = design.peak_fraction * DAC_MAX_CODE / peak
     i_codes = np.rint(x.real * g).astype(np.int8)
@@ -233,19 +245,39 @@ def make_waveform(design: TxDesign, n_symbols: int,
                       codes_per_field=g)
 
 
+def _bin(f: float, design: TxDesign, n: int) -> int:
+    """DFT bin of frequency ``f`` in a segment of ``n`` AWG samples (a whole number)."""
+    return round(f * n / design.awg_sample_rate_hz) % n
+
+
 def virtual_tx_levels(physics: VirtualPhysics, wf: TxWaveform, *, tx_power_mw: float
                       ) -> float:
     """AWG amplitude (V, peak-to-peak over codes -127..127) that makes the virtual lab's
     modulator output equal the designed field at a Tx laser power ``tx_power_mw`` -- the
     stand-in for the V_A calibration, valid only for the virtual lab whose truth it reads.
 
-    Small-signal transfer at the null bias (``qkd_hw.lab.model``): field per drive volt
-    ``sqrt(2) kappa * 2 sqrt(P 10^(-att/10) / (h nu f_adc)) / 2``, ``kappa = pi rf_gain /
-    (2 V_pi_rf)``; a code is ``amplitude / 254`` V.
+    Transfer at the null bias (``qkd_hw.lab.model``): ``-2 sqrt(P 10^(-att/10) / (h nu
+    f_adc)) sin(kappa d) / sqrt(2)`` per quadrature, ``kappa = pi rf_gain / (2 V_pi_rf)``, a
+    code is ``amplitude / 254`` V. The quantum signal rides on the pilot(s): its gain is the
+    slope ``cos(kappa d)`` averaged over the drive (Bussgang), about 0.3 % below the
+    small-signal slope here, so the amplitude is found by fixed-point iteration on it.
     """
     kappa = math.pi * physics.rf_gain / (2 * physics.modulator_v_pi_rf_v)
     p_w = 1e-3 * tx_power_mw * 10 ** (-physics.tx_attenuation_db / 10)
     h_nu = PLANCK_J_S * LIGHT_M_S / (physics.wavelength_nm * 1e-9)
     photons = 2.0 * math.sqrt(p_w / (h_nu * wf.design.adc_sample_rate_hz))
     field_per_volt = photons * kappa / math.sqrt(2.0)
-    return 2 * DAC_MAX_CODE / (field_per_volt * wf.codes_per_field)
+    small_signal = 2 * DAC_MAX_CODE / (field_per_volt * wf.codes_per_field)
+    # the slope depends on the codes only through their histogram
+    counts = (np.bincount(wf.i_codes.astype(np.int64) + 128, minlength=256)
+              + np.bincount(wf.q_codes.astype(np.int64) + 128, minlength=256))
+    codes = np.arange(256) - 128
+    amplitude = small_signal
+    for _ in range(20):
+        slope = float(np.dot(counts, np.cos(kappa * codes * amplitude / (2 * DAC_MAX_CODE)))
+                      / counts.sum())
+        new = small_signal / slope
+        if abs(new - amplitude) < 1e-12 * small_signal:
+            break
+        amplitude = new
+    return amplitude

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from collections.abc import Iterator
 
 import pytest
 
 from drivers.thorlabs_mbx import MzmMode
-from qkd_hw.errors import LimitError
+from qkd_hw.errors import InstrumentError, LimitError
 from qkd_hw.lab import VirtualLab, example_path
 from qkd_hw.lab.session import LabSession, ramp_values
 from qkd_hw.labconfig import LabConfig, RampLimits, load_lab_config
@@ -134,3 +135,30 @@ def test_ctrl_c_in_progress_during_restore_does_not_cut_it_short(vlab: VirtualLa
         lab.set("bias_controller", "hold_voltage_v", 1.0)
     with LabSession(cfg) as lab:
         assert settings(lab.snapshot_json()) == before
+
+
+def test_leaving_an_auto_mode_ramps_from_the_locked_bias(vlab: VirtualLab) -> None:
+    bias = vlab.emulator("bias_controller")
+    locked_mv = round(1000 * (bias.v_offset + bias.v_pi))  # AUTO_NULL locks at the null
+    with LabSession(client(vlab)) as lab:
+        lab.set("bias_controller", "mode", MzmMode.AUTO_NULL)
+        assert lab.instrument("bias_controller").wait_locked() == pytest.approx(
+            locked_mv / 1000)
+        bias.commands.clear()
+    # restore to OFF: MANUAL at the locked bias, 0.5 V steps down to 0 V, OFF, hold kept
+    n = math.ceil(locked_mv / 500)
+    assert hold_writes(vlab) == [locked_mv] + [round(locked_mv * (1 - k / n))
+                                               for k in range(1, n + 1)] + [0]
+    modes = [c for c in bias.commands if c.upper().startswith("MZM:MODE:")]
+    assert [int(c.split(":")[-1]) for c in modes] == [int(MzmMode.MANUAL), int(MzmMode.OFF)]
+    assert bias.mode == MzmMode.OFF
+
+
+def test_unknown_or_read_only_property_is_one_clear_error(vlab: VirtualLab) -> None:
+    with LabSession(client(vlab)) as lab:
+        with pytest.raises(InstrumentError, match="no readable and writable property 'bogus'"):
+            lab.set("lo_laser", "bogus", 1)
+        with pytest.raises(InstrumentError, match="'output_power_mw'"):
+            lab.set("lo_laser", "output_power_mw", 1.0)
+        with pytest.raises(InstrumentError, match="has no channels"):
+            lab.set("switch", "channel", 2, channel=1)
