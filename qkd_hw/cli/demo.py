@@ -12,9 +12,10 @@ estimate against the virtual lab's truth (within its uncertainty or not) and wha
 rate means at this block size. ``--set`` changes the virtual lab's physics (``[virtual]``
 keys, e.g. ``--set excess_noise_snu=0.05``).
 
-Time on this machine (2 cores): about 20 s with numba's cache warm; the first run on a
-machine also compiles the receiver's kernels (numba ``cache=True``), about a minute more; the
-summary says whether this run compiled.
+Time on this machine (2 cores, defaults): 22 s with numba's cache warm; 56 s on a cold cache
+(``NUMBA_CACHE_DIR`` empty: the first run compiles 24 kernels of the lab model and the
+receiver, ``cache=True``). The summary says whether this run compiled, and its receiver
+throughput then includes the compilation.
 """
 
 from __future__ import annotations
