@@ -203,26 +203,28 @@ def plot(rec: Record) -> Any:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
-
     r, o = rec.results, rec.options
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, axes = plt.subplots(1, 4, figsize=(13, 4.5),
+                             gridspec_kw={"width_ratios": [3, 1, 1, 1]})
+    a1 = axes[0]
     f = rec.raw["noise_psd_frequency_hz"] / 1e6
     a1.semilogy(f, rec.raw["noise_psd_shot_codes2_per_hz"], label="shot noise")
     a1.semilogy(f, rec.raw["noise_psd_electronic_codes2_per_hz"], label="electronic noise")
     a1.set_xlabel("frequency (MHz)")
     a1.set_ylabel("PSD (codes$^2$/Hz)")
     a1.legend()
-    names = ["transmittance", "excess_noise_snu", "electronic_noise_snu"]
-    limits = [o["min_transmittance"], o["max_excess_noise_snu"], o["max_electronic_noise_snu"]]
-    x = np.arange(len(names))
-    a2.errorbar(x, [r[n] for n in names], yerr=[r[n + "_std"] for n in names], fmt="o",
-                label="estimate")
-    a2.plot(x, limits, "r_", markersize=30, label="threshold")
-    a2.set_xticks(x, ["T", "xi (SNU)", "v_el (SNU)"])
-    a2.set_yscale("log")
-    a2.legend()
-    kr = r["key_rate_bits_per_symbol"]
-    fig.suptitle(f"link check: K = {kr if kr is None else f'{kr:.3g}'} bit/symbol "
-                 f"(asymptotic {r['asymptotic_key_rate_bits_per_symbol']}) -- {rec.verdict}")
+    rows = [("transmittance", "T", o["min_transmittance"]),
+            ("excess_noise_snu", "xi (SNU)", o["max_excess_noise_snu"]),
+            ("electronic_noise_snu", "v_el (SNU)", o["max_electronic_noise_snu"])]
+    for ax, (key, label, limit) in zip(axes[1:], rows, strict=True):
+        ax.errorbar([0], [r[key]], yerr=[2 * r[key + "_std"]], fmt="o", capsize=4,
+                    label="estimate +- 2 sd")
+        ax.axhline(limit, color="r", ls="--", label="threshold")
+        ax.set_xticks([0], [label])
+        ax.set_xlim(-1, 1)
+    axes[1].legend(fontsize=8)
+    kr, asym = r["key_rate_bits_per_symbol"], r["asymptotic_key_rate_bits_per_symbol"]
+    fig.suptitle("link check: K = " + ("none" if kr is None else f"{kr:.3g}")
+                 + " bit/symbol at this block (asymptotic "
+                 + ("none" if asym is None else f"{asym:.3g}") + f") -- {rec.verdict}")
     return fig
