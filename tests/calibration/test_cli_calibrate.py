@@ -46,3 +46,20 @@ def test_calibrate_unknown_option_is_one_line(capsys):
     assert main(["calibrate", "noise", "--set", "n_sample=5"]) == 2
     err = capsys.readouterr().err
     assert "n_sample" in err and "n_samples" in err and len(err.splitlines()) == 1
+
+
+def test_calibrate_on_a_lab_config_without_virtual_table(tmp_path, capsys):
+    # the client config of a running virtual lab reads like a real lab's: no [virtual], so
+    # no truth to take the attenuation chain from
+    from qkd_hw.lab import VirtualLab, example_path
+
+    with VirtualLab(example_path(virtual=True)) as vlab:
+        client = tmp_path / "client.toml"
+        client.write_text(vlab.client_config_text)
+        assert main(["calibrate", "modulation", "--lab", str(client),
+                     "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert "tap_db" in err and "--set" in err and "Traceback" not in err
+        assert main(["calibrate", "noise", "--lab", str(client), "--out", str(tmp_path),
+                     "--samples", "100000", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["electronic_noise_snu"] > 0
