@@ -66,6 +66,7 @@ __all__ = ["AcquisitionPlan", "AcquisitionResult", "acquire", "incomplete_path"]
 
 CAPTURES = ("signal", "shot_noise", "electronic_noise")
 INT16_SPAN = 65536
+SYMBOL_CHUNK = 1 << 20
 log = logging.getLogger(__name__)
 #: digitizer volts per code must agree with range / 65536 to this relative precision
 VPC_RTOL = 1e-6
@@ -209,7 +210,9 @@ def acquire(session: LabSession, out: str | os.PathLike[str], plan: AcquisitionP
                          incomplete_path=incomplete_path(out)) as writer:
             writer.write_meta("snapshot", session.snapshot_json())
             writer.write_meta("lab_config", lab_config_to_toml(cfg))
-            writer.write_symbols(wf.symbols_seen(plan.lead_symbols, plan.n_symbols))
+            for k in range(0, plan.n_symbols, SYMBOL_CHUNK):  # bounded memory for any N
+                writer.append_symbols(wf.symbols_seen(plan.lead_symbols + k,
+                                                      min(SYMBOL_CHUNK, plan.n_symbols - k)))
             for name, n in zip(CAPTURES, (n_signal, n_noise, n_noise), strict=True):
                 _route(session, name)
                 clipped[name] = _capture(session, writer, name, n, vpc, plan)

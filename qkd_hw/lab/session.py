@@ -185,7 +185,10 @@ class LabSession:
         if not _has_channels(inst):
             raise InstrumentError(f"{role}: the {type(inst).__name__} driver has no channels "
                                   f"(channel={channel})", instrument=inst.name)
-        return inst.channel(channel)  # type: ignore[attr-defined]
+        try:
+            return inst.channel(channel)  # type: ignore[attr-defined]
+        except ValueError as exc:  # e.g. channel 7 of a 4-channel instrument
+            raise InstrumentError(f"{role}: {exc}", instrument=inst.name) from None
 
     def report(self, message: str) -> None:
         """Log ``message`` and pass it to the progress callback (procedures' steps)."""

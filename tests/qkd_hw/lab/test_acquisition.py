@@ -21,7 +21,7 @@ from qkd_hw.errors import InstrumentError, TraceFormatError
 from qkd_hw.lab import VirtualLab, example_path
 from qkd_hw.lab.acquisition import AcquisitionPlan, acquire, incomplete_path
 from qkd_hw.lab.session import LabSession
-from qkd_hw.lab.transmitter import virtual_tx_levels
+from qkd_hw.lab.transmitter import TxDesign, make_waveform, virtual_tx_levels
 from qkd_hw.labconfig import load_lab_config
 from qkd_hw.receiver import process_recording
 from qkd_hw.trace_io import TraceReader, TraceWriter, TxInfo
@@ -61,9 +61,13 @@ def info(path: Path) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-def test_recording_estimates_match_simulation_and_truth(vlab: VirtualLab, tmp_path: Path) -> None:
+def test_recording_estimates_match_simulation_and_truth(vlab: VirtualLab, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from qkd_hw.lab import acquisition
     from qkd_hw.sim.params import SimParams
     from qkd_hw.sim.simulate import simulate_recording
+
+    monkeypatch.setattr(acquisition, "SYMBOL_CHUNK", 3000)  # /tx/symbols in several appends
 
     truth: dict = {}
 
@@ -76,6 +80,11 @@ def test_recording_estimates_match_simulation_and_truth(vlab: VirtualLab, tmp_pa
     assert res.lengths["signal"] >= N_SYMBOLS * 10
     with h5py.File(out) as f:
         assert bool(f.attrs["complete"]) is True
+        # the symbols as the digitizer saw them: the segment's, from the lead on, cyclically
+        design = TxDesign.from_link(vlab.config.link, pilot_to_signal_db=8.0)
+        seg = make_waveform(design, res.segment_symbols, np.random.default_rng(5)).symbols
+        idx = (np.arange(N_SYMBOLS) + plan().lead_symbols) % res.segment_symbols
+        np.testing.assert_array_equal(f["tx/symbols"][()], seg[idx].astype(np.complex64))
         snap = json.loads(f["meta/snapshot"][()].decode())
         assert snap["instruments"]["switch"]["properties"]["channel"]["value"] in (1, 2)
         assert "[link]" in f["meta/lab_config"][()].decode()

@@ -6,11 +6,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
+import signal
+import struct
+import threading
 from collections.abc import Iterator
 
 import pytest
 
+from drivers.nkt_koheras_basik import Reg
 from drivers.thorlabs_mbx import MzmMode
 from qkd_hw.errors import InstrumentError, LimitError
 from qkd_hw.lab import VirtualLab, example_path
@@ -90,18 +95,39 @@ def test_entering_manual_starts_at_the_applied_bias(vlab: VirtualLab) -> None:
     assert bias.mode == MzmMode.OFF and bias.hold_mv == 0
 
 
-def test_lo_emission_ramps_power(vlab: VirtualLab) -> None:
+def lo_writes(lab: VirtualLab) -> list[tuple[str, float]]:
+    """The LO laser's register writes on the wire: ("mW", set point) and ("emission", 0/1)."""
+    out = []
+    for reg, data in lab.emulator("lo_laser").writes:
+        if reg == Reg.POWER_SETPOINT_MW:
+            out.append(("mW", struct.unpack("<H", data)[0] / 100))
+        elif reg == Reg.EMISSION:
+            out.append(("emission", data[0]))
+    return out
+
+
+def test_lo_emission_and_power_ramp_on_the_wire(vlab: VirtualLab) -> None:
     laser = vlab.emulator("lo_laser")
-    seen: list[float] = []
     with LabSession(client(vlab)) as lab:
-        lab.set("lo_laser", "power_setpoint_mw", 3.0)  # emission off: one write
-        lab.progress = seen.append
-        lab.set("lo_laser", "emission", True)
+        laser.writes.clear()
+        lab.set("lo_laser", "power_setpoint_mw", 3.0)  # emission off: no light, one write
+        assert lo_writes(vlab) == [("mW", 3.0)]
+        laser.writes.clear()
+        lab.set("lo_laser", "emission", True)  # starts at one step (1 mW), ramps up
+        assert lo_writes(vlab) == [("mW", 1.0), ("emission", 1), ("mW", 2.0), ("mW", 3.0)]
         assert laser.output_power_mw() == pytest.approx(3.0, abs=0.02)
-        assert [m for m in seen if "step" in m] == [
-            "lo_laser.power_setpoint_mw: 2 (step 1/2)", "lo_laser.power_setpoint_mw: 3 (step 2/2)"]
+        laser.writes.clear()
+        lab.set("lo_laser", "power_setpoint_mw", 5.5)  # emitting: 1 mW steps
+        # 2.5 mW in 3 equal steps, sent in 0.01 mW units
+        assert lo_writes(vlab) == [("mW", 3.83), ("mW", 4.67), ("mW", 5.5)]
         with pytest.raises(LimitError, match="power_setpoint_mw instead"):
             lab.set("lo_laser", "power_setpoint_dbm", 3.0)
+        laser.writes.clear()
+    # restore (last changed first): emission off after ramping down to one step, set point
+    # back, then the set point before the session (10 mW at power-on), emission off: one write
+    # (5.5 -> 1 mW: 4.5 mW in 5 equal steps)
+    assert lo_writes(vlab) == [("mW", 4.6), ("mW", 3.7), ("mW", 2.8), ("mW", 1.9),
+                               ("mW", 1.0), ("emission", 0), ("mW", 5.5), ("mW", 10.0)]
     assert laser.output_power_mw() == pytest.approx(0.0)
 
 
@@ -122,17 +148,27 @@ def test_restore_on_error_and_ctrl_c(vlab: VirtualLab) -> None:
             assert settings(lab.snapshot_json()) == before
 
 
-def test_ctrl_c_in_progress_during_restore_does_not_cut_it_short(vlab: VirtualLab) -> None:
-    def progress(message: str) -> None:
-        if message.startswith("restore"):
-            raise KeyboardInterrupt
+@pytest.mark.parametrize("how", ["raise", "signal"])
+def test_ctrl_c_during_restore_does_not_cut_it_short(vlab: VirtualLab, how: str) -> None:
+    timers: list[threading.Timer] = []
 
-    cfg = client(vlab)
+    def progress(message: str) -> None:
+        if not message.startswith("restore") or timers:
+            return
+        if how == "raise":
+            raise KeyboardInterrupt
+        # a real Ctrl-C a moment later, while the restore ramps the bias (0.25 s)
+        timers.append(threading.Timer(0.03, os.kill, (os.getpid(), signal.SIGINT)))
+        timers[0].start()
+
+    cfg = client(vlab, step_interval_s=0.05)
     with LabSession(cfg) as lab:
         before = settings(lab.snapshot_json())
     with pytest.raises(KeyboardInterrupt), LabSession(cfg, progress=progress) as lab:
         lab.set("switch", "channel", 2)
-        lab.set("bias_controller", "hold_voltage_v", 1.0)
+        lab.set("bias_controller", "hold_voltage_v", 3.0)
+    for t in timers:
+        t.join()
     with LabSession(cfg) as lab:
         assert settings(lab.snapshot_json()) == before
 
@@ -162,3 +198,5 @@ def test_unknown_or_read_only_property_is_one_clear_error(vlab: VirtualLab) -> N
             lab.set("lo_laser", "output_power_mw", 1.0)
         with pytest.raises(InstrumentError, match="has no channels"):
             lab.set("switch", "channel", 2, channel=1)
+        with pytest.raises(InstrumentError, match=r"channel must be 1\.\.4, got 7"):
+            lab.set("awg", "amplitude_v", 0.5, channel=7)
