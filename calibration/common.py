@@ -73,6 +73,8 @@ class Record:
     #: called with a step's name after each step of a sweep or capture (tests: Ctrl-C or
     #: a fault in the middle)
     on_step: Callable[[str], None] | None = None
+    #: objects for the caller that are not part of the record (e.g. the ReceiverResult)
+    artifacts: dict[str, Any] = field(default_factory=dict)
 
     def check(self, ok: bool, text: str) -> bool:
         """Add one verdict line (``ok`` or ``FAIL``); returns ``ok``."""

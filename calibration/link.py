@@ -5,7 +5,8 @@ calibration (:mod:`calibration.modulation`; its field per AWG volt sets the acqu
 amplitude for the acquisition's own segment), an acquisition
 (:func:`qkd_hw.lab.acquisition.acquire`) into ``<out>/link-recording.h5``, the receiver
 (:func:`qkd_hw.receiver.process_recording`, exactly ``qkd-hw process``) with the raw key at
-``<out>/link-raw-key.h5`` (0600), and the key rate.
+``<out>/link-raw-key.h5`` (0600), and the key rate. The noise and V_A steps also leave their
+own records (``<out>/noise.h5``, ``<out>/modulation.h5``).
 
 Verdict thresholds: the lab config has no thresholds table (adding one would change the
 config schema), so they are options of this procedure with these defaults:
@@ -32,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from calibration.common import Record, link_params
+from calibration.common import Record, link_params, write_record
 from calibration.modulation import ModulationOptions, amplitude_for, measure_modulation
 from calibration.noise import NoiseOptions, measure_noise
 
@@ -63,6 +64,7 @@ class LinkOptions:
     require_asymptotic_key: bool = True
     require_finite_key: bool = False
     seed: int | None = None
+    diagnostics: bool = False
     out_dir: Path | None = None
     show_progress: bool = False
 
@@ -95,7 +97,15 @@ def virtual_truth(vlab: Any, *, voa_db: float) -> dict[str, float]:
 
 
 def _sub(name: str, rec: Record) -> Record:
-    return Record(name=name, on_step=rec.on_step)
+    return Record(name=name, on_step=rec.on_step, utc_time=rec.utc_time,
+                  snapshot_json=rec.snapshot_json, lab_config_text=rec.lab_config_text)
+
+
+def _keep(sub: Record, out: Path | None) -> None:
+    """Write a finished step's own record (``<out>/<name>.h5``) next to the link's."""
+    sub.complete = True
+    if out is not None:
+        write_record(out / f"{sub.name}.h5", sub)
 
 
 def measure_link(session: Any, rec: Record, opt: LinkOptions) -> None:
@@ -111,11 +121,13 @@ def measure_link(session: Any, rec: Record, opt: LinkOptions) -> None:
     measure_noise(session, noise, NoiseOptions(
         n_samples=opt.noise_samples, max_electronic_noise_snu=opt.max_electronic_noise_snu,
         show_progress=opt.show_progress))
+    _keep(noise, opt.out_dir)
     rec.raw.update({f"noise_{k}": v for k, v in noise.raw.items() if k.startswith("psd")})
     mod = _sub("modulation", rec)
     measure_modulation(session, mod, ModulationOptions(
         tap_db=opt.tap_db, tx_attenuation_db=opt.tx_attenuation_db,
         tx_power_mw=opt.tx_power_mw, show_progress=opt.show_progress))
+    _keep(mod, opt.out_dir)
     f_per_v = mod.results["field_per_volt"]
     target = mod.results["target_snu"]
     out = opt.out_dir
@@ -136,7 +148,9 @@ def measure_link(session: Any, rec: Record, opt: LinkOptions) -> None:
     period = acq.segment_symbols * acq.sample_rate_hz / link.symbol_rate_hz
     receiver = ReceiverOptions(sync_max_delay_samples=int(min(1 << 20, period / 2)))
     res = process_recording(recording, raw_key_out=out / "link-raw-key.h5", options=receiver,
-                            pe_fraction=opt.pe_fraction, seed=opt.seed)
+                            pe_fraction=opt.pe_fraction, seed=opt.seed,
+                            diagnostics=opt.diagnostics)
+    rec.artifacts["receiver"] = res
     s = res.summary()
     std = estimate_stds(res)
     kr = s["key_rate_bits_per_symbol"]
@@ -189,26 +203,28 @@ def plot(rec: Record) -> Any:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
-
     r, o = rec.results, rec.options
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, axes = plt.subplots(1, 4, figsize=(13, 4.5),
+                             gridspec_kw={"width_ratios": [3, 1, 1, 1]})
+    a1 = axes[0]
     f = rec.raw["noise_psd_frequency_hz"] / 1e6
     a1.semilogy(f, rec.raw["noise_psd_shot_codes2_per_hz"], label="shot noise")
     a1.semilogy(f, rec.raw["noise_psd_electronic_codes2_per_hz"], label="electronic noise")
     a1.set_xlabel("frequency (MHz)")
     a1.set_ylabel("PSD (codes$^2$/Hz)")
     a1.legend()
-    names = ["transmittance", "excess_noise_snu", "electronic_noise_snu"]
-    limits = [o["min_transmittance"], o["max_excess_noise_snu"], o["max_electronic_noise_snu"]]
-    x = np.arange(len(names))
-    a2.errorbar(x, [r[n] for n in names], yerr=[r[n + "_std"] for n in names], fmt="o",
-                label="estimate")
-    a2.plot(x, limits, "r_", markersize=30, label="threshold")
-    a2.set_xticks(x, ["T", "xi (SNU)", "v_el (SNU)"])
-    a2.set_yscale("log")
-    a2.legend()
-    kr = r["key_rate_bits_per_symbol"]
-    fig.suptitle(f"link check: K = {kr if kr is None else f'{kr:.3g}'} bit/symbol "
-                 f"(asymptotic {r['asymptotic_key_rate_bits_per_symbol']}) -- {rec.verdict}")
+    rows = [("transmittance", "T", o["min_transmittance"]),
+            ("excess_noise_snu", "xi (SNU)", o["max_excess_noise_snu"]),
+            ("electronic_noise_snu", "v_el (SNU)", o["max_electronic_noise_snu"])]
+    for ax, (key, label, limit) in zip(axes[1:], rows, strict=True):
+        ax.errorbar([0], [r[key]], yerr=[2 * r[key + "_std"]], fmt="o", capsize=4,
+                    label="estimate +- 2 sd")
+        ax.axhline(limit, color="r", ls="--", label="threshold")
+        ax.set_xticks([0], [label])
+        ax.set_xlim(-1, 1)
+    axes[1].legend(fontsize=8)
+    kr, asym = r["key_rate_bits_per_symbol"], r["asymptotic_key_rate_bits_per_symbol"]
+    fig.suptitle("link check: K = " + ("none" if kr is None else f"{kr:.3g}")
+                 + " bit/symbol at this block (asymptotic "
+                 + ("none" if asym is None else f"{asym:.3g}") + f") -- {rec.verdict}")
     return fig

@@ -98,7 +98,8 @@ def measure_modulation(session: Any, rec: Record, opt: ModulationOptions) -> Non
     link = link_params(cfg)
     if opt.tap_db is None or opt.tx_attenuation_db is None:
         raise ValueError("modulation: the attenuation chain is not calibrated: give tap_db "
-                         "and tx_attenuation_db")
+                         "and tx_attenuation_db (qkd-hw calibrate: --set tap_db=DB --set "
+                         "tx_attenuation_db=DB)")
     target = opt.target_snu if opt.target_snu is not None else link.modulation_variance_snu
     rec.options.update(asdict(opt), target_snu=target)
     preflight(session, [("signal_laser", "power_mw", opt.tx_power_mw, "mW")])

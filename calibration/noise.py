@@ -78,6 +78,9 @@ def measure_noise(session: Any, rec: Record, opt: NoiseOptions) -> None:
     with bar(opt.n_samples, "electronic noise", enabled=opt.show_progress,
              on_step=rec.on_step) as tick:
         el = capture(session, opt.n_samples, progress=tick)
+    half = (1 + link.rolloff) * link.symbol_rate_hz / 2
+    rec.options["quantum_band_hz"] = [link.signal_frequency_hz - half,
+                                      link.signal_frequency_hz + half]
     rec.raw["shot_noise"] = shot
     rec.raw["electronic_noise"] = el
     analyse(rec, shot, el, chain, fs, opt)
@@ -134,6 +137,11 @@ def plot(rec: Record) -> Any:
         a2.plot(f, 10 * np.log10(p_sn / p_el))
     a2.axhline(rec.options.get("min_clearance_db", 10.0), color="r", ls="--",
                label="threshold")
+    band = rec.options.get("quantum_band_hz")
+    if band:
+        for ax in (a1, a2):
+            ax.axvspan(band[0] / 1e6, band[1] / 1e6, color="g", alpha=0.12,
+                       label="quantum band" if ax is a2 else None)
     a2.set_ylabel("clearance (dB)")
     a2.set_xlabel("frequency (MHz)")
     a2.legend()

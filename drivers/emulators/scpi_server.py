@@ -308,6 +308,7 @@ class ScpiEmulator:
         buf = bytearray()
         pos = 0  # bytes before pos are scanned: outside blocks, no terminator
         wait_for = 0  # a block is incomplete until len(buf) >= wait_for
+        block_end = -1  # end of the last block scanned: a '\r' there is data, not CRLF
         while not self._stop.is_set():
             while len(buf) >= wait_for and pos < len(buf):
                 nl = buf.find(b"\n", pos)
@@ -333,15 +334,17 @@ class ScpiEmulator:
                         wait_for = end
                         pos = hs
                         break
-                    pos = end
+                    pos = block_end = end
                     continue
                 if nl == -1:
                     pos = len(buf)
                     break
                 msg = bytes(buf[:nl])
                 del buf[: nl + 1]
+                ends_in_block = block_end == nl
                 pos = wait_for = 0
-                yield msg.rstrip(b"\r")
+                block_end = -1
+                yield msg if ends_in_block else msg.rstrip(b"\r")
             try:
                 ready, _, _ = select.select([conn], [], [], 0.05)
                 if not ready:

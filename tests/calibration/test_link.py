@@ -55,3 +55,28 @@ def test_link_check_fails_a_noisy_channel(tmp_path) -> None:
                             out_dir=tmp_path)
     assert rec.complete and not rec.passed
     assert any(c.startswith("FAIL") and "xi" in c for c in rec.reasons)
+
+
+def test_ctrl_c_after_the_acquisition_restores_and_marks_incomplete(tmp_path) -> None:
+    import h5py
+
+    with virtual() as (cfg, vlab):
+        before = settings(vlab)
+        ph = vlab.physics
+
+        def on_step(name: str) -> None:
+            if name == "acquisition":   # AWG loaded, lasers on, bias locked, VOA open
+                raise KeyboardInterrupt
+
+        opt = LinkOptions(n_symbols=20_000, noise_samples=100_000, out_dir=tmp_path,
+                          tap_db=ph.power_meter_tap_db, tx_attenuation_db=ph.tx_attenuation_db)
+        with pytest.raises(KeyboardInterrupt):
+            run_procedure("link", cfg, lambda s, r: measure_link(s, r, opt), options={},
+                          out_dir=tmp_path, on_step=on_step)
+        assert settings(vlab) == before
+        assert not vlab.emulator("awg").running
+    with h5py.File(tmp_path / "link.h5") as f:
+        assert not f.attrs["complete"] and f.attrs["error"] == "KeyboardInterrupt"
+    with h5py.File(tmp_path / "noise.h5") as f:   # the steps done before are complete
+        assert f.attrs["complete"]
+    assert not (tmp_path / "link-raw-key.h5").exists()
