@@ -23,7 +23,9 @@ def options(vlab, **kw) -> ModulationOptions:
                              tx_attenuation_db=ph.tx_attenuation_db, **kw)
 
 
-@pytest.mark.parametrize(("target", "att_db"), [(5.0, 57.0), (2.5, 55.0)])
+# 56 dB leaves V_A = 5 about 10 % below the 1 V AWG limit (57 dB sat on it: a random segment
+# could need just over 1 V)
+@pytest.mark.parametrize(("target", "att_db"), [(5.0, 56.0), (2.5, 55.0)])
 def test_modulation_sets_va_within_its_uncertainty(target: float, att_db: float) -> None:
     with virtual(tx_attenuation_db=att_db) as (cfg, vlab):
         before = settings(vlab)
