@@ -72,7 +72,8 @@ def calibrate_snu(shot: NoiseStats, electronic: NoiseStats) -> SnuCalibration:
     -------
     SnuCalibration
         ``N0 = V_shot - V_el`` with sd ``hypot(sd_shot, sd_el)``; ``v_el = V_el / N0`` with
-        the first-order sd ``hypot(sd_el, V_el sd_N0 / N0) / N0``.
+        the first-order sd ``hypot(V_shot sd_el, V_el sd_shot) / N0^2`` (V_el's error moves
+        the numerator and N0 together).
 
     Raises
     ------
@@ -85,8 +86,10 @@ def calibrate_snu(shot: NoiseStats, electronic: NoiseStats) -> SnuCalibration:
                          f"noise {electronic.variance!r}")
     n0_std = math.hypot(shot.variance_std, electronic.variance_std)
     vel = electronic.variance / n0
-    # written without dividing by Var(el): it is 0 for a noiseless float capture
-    vel_std = math.hypot(electronic.variance_std, electronic.variance * n0_std / n0) / n0
+    # Var(el) is in the numerator and (with a minus sign) in N0: d v_el =
+    # (V_sn dV_el - V_el dV_sn) / N0^2; 0 for a noiseless float capture
+    vel_std = math.hypot(shot.variance * electronic.variance_std,
+                         electronic.variance * shot.variance_std) / (n0 * n0)
     return SnuCalibration(n0=n0, n0_std=n0_std, vel=vel, vel_std=vel_std)
 
 
