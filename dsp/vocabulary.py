@@ -6,16 +6,24 @@ key-rate code, the simulator, the CLI and the benchmarks share live here.
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_BETA", "DEFAULT_EPS_PE", "DEFAULT_PILOT_SEARCH_HZ", "DETECTIONS",
-           "HETERODYNE", "HOMODYNE", "PARALLEL_MIN_SYMBOLS", "TIMING_BLOCK_SYMBOLS",
-           "TIMING_CORR_MIN_N"]
+from typing import Literal, get_args
+
+__all__ = ["DEFAULT_BETA", "DEFAULT_EPS_BAR", "DEFAULT_EPS_PA", "DEFAULT_EPS_PE",
+           "DEFAULT_PILOT_SEARCH_HZ", "DETECTIONS", "HETERODYNE", "HOMODYNE",
+           "PARALLEL_MIN_SYMBOLS", "TIMING_BLOCK_SYMBOLS", "TIMING_CORR_MIN_N", "Detection"]
 
 #: detection schemes: heterodyne measures both quadratures, homodyne one
 HETERODYNE = "heterodyne"
 HOMODYNE = "homodyne"
-DETECTIONS: tuple[str, ...] = (HETERODYNE, HOMODYNE)
-#: failure probability of parameter estimation (and the paper's other epsilons)
+#: the detection scheme as a type (its values are DETECTIONS)
+Detection = Literal["heterodyne", "homodyne"]
+DETECTIONS: tuple[str, ...] = get_args(Detection)
+#: failure probability of parameter estimation
 DEFAULT_EPS_PE = 1e-10
+#: failure probability of privacy amplification (finite-size key rate, Leverrier 2010)
+DEFAULT_EPS_PA = 1e-10
+#: smoothing parameter of the smooth min-entropy (finite-size key rate)
+DEFAULT_EPS_BAR = 1e-10
 #: reconciliation efficiency
 DEFAULT_BETA = 0.95
 #: half-width of the laser-offset search of the pilot acquisition (Hz)

@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dsp.vocabulary import DEFAULT_EPS_BAR, DEFAULT_EPS_PA, DEFAULT_EPS_PE, DETECTIONS
 from qkd_hw.errors import QkdHwError
 from qkd_hw.symplectic import entropy_g
 
@@ -84,7 +85,6 @@ __all__ = [
     "transmittance_from_distance",
 ]
 
-DETECTIONS = ("heterodyne", "homodyne")
 
 #: lowest ``efficiency * transmittance`` the closed forms take (80 dB of loss, twice any
 #: CV-QKD link's; the closed forms only see the product): chi_BE ~ eta T is a difference of
@@ -409,7 +409,8 @@ def _rounding_error(va: float, xi: float, i_ab: float, lams: tuple) -> float:
     return ROUNDING_FACTOR * eps * (1.0 + g_sum + i_ab + ((va + 1.0) ** 2 + xi) / 256.0)
 
 
-def finite_size_delta(n_key: int, *, eps_bar: float = 1e-10, eps_pa: float = 1e-10,
+def finite_size_delta(n_key: int, *, eps_bar: float = DEFAULT_EPS_BAR,
+                      eps_pa: float = DEFAULT_EPS_PA,
                       dim_hx: int = 2) -> float:
     """Leverrier et al. 2010 offset ``Delta(n)`` in bits per kept symbol."""
     n = _positive_int("n_key", n_key)
@@ -442,7 +443,8 @@ def _z(eps_pe: float) -> float:
 
 def expected_bounds(*, modulation_variance_snu: float, transmittance: float,
                     excess_noise_snu: float, efficiency: float, electronic_noise_snu: float,
-                    detection: str, n_pe: int, eps_pe: float = 1e-10) -> tuple[float, float]:
+                    detection: str, n_pe: int,
+                    eps_pe: float = DEFAULT_EPS_PE) -> tuple[float, float]:
     """``(T_min, xi_max)`` a block of ``n_pe`` real PE pairs typically yields (planning).
 
     The paper's bounds evaluated with the estimates equal to the true values
@@ -471,7 +473,8 @@ def expected_bounds(*, modulation_variance_snu: float, transmittance: float,
 def finite_size_key_rate(*, modulation_variance_snu: float, transmittance: float,
                          excess_noise_snu: float, efficiency: float, electronic_noise_snu: float,
                          beta: float, detection: str, block_size: int, n_pe: int,
-                         eps_pe: float = 1e-10, eps_pa: float = 1e-10, eps_bar: float = 1e-10,
+                         eps_pe: float = DEFAULT_EPS_PE, eps_pa: float = DEFAULT_EPS_PA,
+                         eps_bar: float = DEFAULT_EPS_BAR,
                          n_key: int | None = None, dim_hx: int = 2) -> KeyRate:
     """Finite-size key rate for a link with the given true parameters (planning, CLI).
 
@@ -558,8 +561,8 @@ def _physical(T: float, xi: float) -> tuple[float, float]:
 
 
 def key_rate_from_estimates(est: Estimates, *, beta: float, block_size: int | None = None,
-                            n_key: int | None = None, eps_pa: float = 1e-10,
-                            eps_bar: float = 1e-10, dim_hx: int = 2,
+                            n_key: int | None = None, eps_pa: float = DEFAULT_EPS_PA,
+                            eps_bar: float = DEFAULT_EPS_BAR, dim_hx: int = 2,
                             modulation_variance_snu: float | None = None,
                             efficiency: float | None = None,
                             electronic_noise_snu: float | None = None,

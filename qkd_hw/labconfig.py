@@ -65,6 +65,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from dsp.vocabulary import DETECTIONS
 from qkd_hw.errors import ConfigError
 
 #: Limit names a lab config may use, with what they bound. Drivers refer to them by name
@@ -463,7 +464,7 @@ _RULES: Mapping[str, tuple[float | None, bool, float | None]] = MappingProxyType
     "wavelength_nm": (0.0, False, None), "trigger_delay_s": (0.0, True, None),
 })
 _CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "detection": ("heterodyne", "homodyne")})
+    "detection": DETECTIONS})
 
 
 def _checked_number(value: Any, key: str, src: str) -> float:

@@ -28,6 +28,7 @@ Thresholds (statistical: a healthy recording must never trip them):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ __all__ = [
     "check_modulation_variance",
     "check_noise_levels",
     "check_symbols",
+    "identical_prefix",
+    "trace_same_capture",
 ]
 
 #: refuse a capture with more than this fraction of its samples at the rails
@@ -62,19 +65,25 @@ VA_REL_SLACK = 0.02
 PREFIX_SAMPLES = 1 << 16
 
 
-def check_distinct_captures(reader: TraceReader) -> None:
-    """Refuse a recording whose captures are one and the same: an HDF5 soft or hard link
-    between two ``/adc`` datasets, or identical (non-constant) leading samples.
+def check_distinct_captures(path: str | Path,
+                            same_capture: Callable[[str, str], str | None]) -> None:
+    """Refuse a recording whose captures are one and the same.
+
+    Parameters
+    ----------
+    path : name of the recording in the message.
+    same_capture : ``same_capture(a, b)`` says why captures ``a`` and ``b`` are one (an HDF5
+        link, the same array, identical leading samples), None when they are distinct: the
+        recording source's ``same_capture``.
 
     Raises
     ------
     RecordingSanityError
         Naming both captures and the link.
     """
-    path = reader.path
     for i, a in enumerate(ADC_DATASETS):
         for b in ADC_DATASETS[i + 1:]:
-            why = _same_capture(reader, a, b)
+            why = same_capture(a, b)
             if why:
                 raise RecordingSanityError(
                     f"{path}: /adc/{b} is the {_KIND[a]} capture /adc/{a} ({why}): the "
@@ -87,7 +96,9 @@ _INPUT = {"signal": "LO on, signal from the channel", "shot_noise": "LO on, sign
           "electronic_noise": "LO off, signal blocked"}
 
 
-def _same_capture(reader: TraceReader, a: str, b: str) -> str | None:
+def trace_same_capture(reader: TraceReader, a: str, b: str) -> str | None:
+    """Why ``/adc/a`` and ``/adc/b`` of a recording are one capture (a soft or hard link, or
+    identical leading samples), None if they are distinct."""
     ia, ib = reader.adc[a], reader.adc[b]
     for name, info in ((b, ib), (a, ia)):
         target = info.soft_link
@@ -100,9 +111,14 @@ def _same_capture(reader: TraceReader, a: str, b: str) -> str | None:
                 else "hard link to the same dataset")
         return f"{link}"
     n = min(ia.length, ib.length, PREFIX_SAMPLES)
-    xa, xb = reader.read(a, 0, n), reader.read(b, 0, n)
+    return identical_prefix(reader.read(a, 0, n), reader.read(b, 0, n))
+
+
+def identical_prefix(xa: np.ndarray, xb: np.ndarray) -> str | None:
+    """"identical first n samples: a copy" when the (non-constant) leading samples ``xa`` and
+    ``xb`` of two captures agree, else None."""
     if xa.min() != xa.max() and np.array_equal(xa, xb):
-        return f"identical first {n} samples: a copy"
+        return f"identical first {xa.shape[0]} samples: a copy"
     return None
 
 

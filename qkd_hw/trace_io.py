@@ -55,11 +55,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import h5py
 import numpy as np
 
+from dsp.vocabulary import DETECTIONS, Detection
 from qkd_hw import __version__
 from qkd_hw._h5check import (
     attr_number,
@@ -104,8 +105,6 @@ __all__ = [
 
 FORMAT_NAME = "qkd-trace"
 FORMAT_VERSION = 1
-Detection = Literal["heterodyne", "homodyne"]
-DETECTIONS: tuple[str, ...] = ("heterodyne", "homodyne")
 ADC_DATASETS: tuple[str, ...] = ("signal", "shot_noise", "electronic_noise")
 ADC_DTYPES: tuple[np.dtype, ...] = (np.dtype("int16"), np.dtype("int8"), np.dtype("float32"))
 SYMBOL_DTYPES: tuple[np.dtype, ...] = (np.dtype("complex64"), np.dtype("complex128"))

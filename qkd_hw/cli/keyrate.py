@@ -16,6 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dsp.vocabulary import (
+    DEFAULT_BETA,
+    DEFAULT_EPS_BAR,
+    DEFAULT_EPS_PA,
+    DEFAULT_EPS_PE,
+    HETERODYNE,
+)
 from qkd_hw.cli.jsonout import json_text
 from qkd_hw.cli.plots import save_png
 from qkd_hw.keyrate import (
@@ -56,9 +63,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="trusted detection efficiency eta in (0, 1]")
     p.add_argument("--electronic-noise", type=float, required=True, metavar="V_EL",
                    help="trusted electronic noise v_el, SNU")
-    p.add_argument("--beta", type=float, default=0.95, help="reconciliation efficiency (0.95)")
-    p.add_argument("--detection", choices=DETECTIONS, default="heterodyne",
-                   help="detection (default heterodyne)")
+    p.add_argument("--beta", type=float, default=DEFAULT_BETA,
+                   help="reconciliation efficiency (%(default)s)")
+    p.add_argument("--detection", choices=DETECTIONS, default=HETERODYNE,
+                   help="detection (default %(default)s)")
     fs = p.add_argument_group("finite size (Leverrier et al. 2010)")
     fs.add_argument("--block-size", type=_count, metavar="N",
                     help="symbols per block; enables the finite-size rate (1e9 is accepted)")
@@ -68,10 +76,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pe.add_argument("--n-pe", type=_count, metavar="M",
                     help="real pairs disclosed for PE (2 per symbol in heterodyne)")
     # default None: given without --block-size they would be silently ignored
-    fs.add_argument("--eps-pe", type=float, default=None, help="PE failure probability (1e-10)")
+    fs.add_argument("--eps-pe", type=float, default=None,
+                    help=f"PE failure probability ({DEFAULT_EPS_PE:g})")
     fs.add_argument("--eps-pa", type=float, default=None,
-                    help="privacy-amplification failure probability (1e-10)")
-    fs.add_argument("--eps-bar", type=float, default=None, help="smoothing parameter (1e-10)")
+                    help=f"privacy-amplification failure probability ({DEFAULT_EPS_PA:g})")
+    fs.add_argument("--eps-bar", type=float, default=None,
+                    help=f"smoothing parameter ({DEFAULT_EPS_BAR:g})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", type=Path, metavar="PNG", help="write key rate vs distance to PNG")
     p.add_argument("--max-distance-km", type=float, metavar="L",
@@ -122,12 +132,13 @@ def _n_pe(args: argparse.Namespace) -> int:
     return max(1, round(f * args.block_size)) * per_symbol
 
 
-EPS_DEFAULT = 1e-10
+#: defaults of the finite-size epsilons not given on the command line
+EPS_DEFAULTS = {"eps_pe": DEFAULT_EPS_PE, "eps_pa": DEFAULT_EPS_PA, "eps_bar": DEFAULT_EPS_BAR}
 
 
 def _eps(args: argparse.Namespace) -> dict[str, float]:
-    return {k: EPS_DEFAULT if getattr(args, k) is None else getattr(args, k)
-            for k in ("eps_pe", "eps_pa", "eps_bar")}
+    return {k: default if getattr(args, k) is None else getattr(args, k)
+            for k, default in EPS_DEFAULTS.items()}
 
 
 def _compute(args: argparse.Namespace, params: dict[str, Any]) -> KeyRate:

@@ -26,6 +26,7 @@ import numpy as np
 
 from dsp.carrier import PHASE_METHODS
 from dsp.pipeline import ReceiverOptions
+from dsp.vocabulary import DEFAULT_BETA, DEFAULT_EPS_PE
 from qkd_hw.atomic import check_target
 from qkd_hw.cli.jsonout import json_text
 from qkd_hw.cli.plots import save_png
@@ -55,16 +56,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="seed of the disclosed parameter-estimation subset (default: a fresh "
                         "random seed for every run, reported as pe_seed in the output; give "
                         "one only to reproduce a run)")
-    p.add_argument("--eps-pe", type=float, default=1e-10, help="PE failure probability")
-    p.add_argument("--beta", type=float, default=0.95, help="reconciliation efficiency")
+    p.add_argument("--eps-pe", type=float, default=DEFAULT_EPS_PE,
+                   help="PE failure probability (default %(default)g)")
+    p.add_argument("--beta", type=float, default=DEFAULT_BETA,
+                   help="reconciliation efficiency (default %(default)s)")
     p.add_argument("--phase-method", choices=PHASE_METHODS,
                    default=ReceiverOptions.phase_method,
                    help="carrier-phase tracker (default %(default)s: Kalman filter + RTS "
                         "smoother; fir: boxcar at the optimal bandwidth)")
     p.add_argument("--pilot-bandwidth-hz", type=float, default=None,
                    help="force the pilot filter bandwidth (default: optimum from the data)")
-    p.add_argument("--pilot-search-mhz", type=float, default=50.0,
-                   help="half-width of the laser-offset search, MHz (default 50)")
+    p.add_argument("--pilot-search-mhz", type=float,
+                   default=ReceiverOptions.pilot_search_hz / 1e6,
+                   help="half-width of the laser-offset search, MHz (default %(default)g)")
     p.add_argument("--no-clock-tracking", action="store_true",
                    help="assume Alice's and Bob's sample clocks are locked")
     p.add_argument("--no-map", action="store_true",
