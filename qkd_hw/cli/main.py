@@ -15,7 +15,7 @@ import sys
 from qkd_hw import __version__
 from qkd_hw.errors import QkdHwError
 
-SUBCOMMANDS = ("demo", "simulate", "info", "process", "keyrate")
+SUBCOMMANDS = ("demo", "simulate", "info", "process", "keyrate", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
