@@ -196,8 +196,8 @@ def memcopy_baseline(path: Path, repeat: int = 3) -> dict[str, Any]:
 
 def time_numpy(path: Path, *, chunk_samples: int, pe_fraction: float,
                max_signal_samples: int | None) -> dict[str, Any]:
-    from qkd_hw.bench.numpy_reference import process_recording_numpy
     from dsp.pipeline import ReceiverOptions
+    from qkd_hw.bench.numpy_reference import process_recording_numpy
 
     c0, t0 = time.process_time(), time.perf_counter()
     res = process_recording_numpy(path, pe_fraction=pe_fraction, seed=PE_SEED,

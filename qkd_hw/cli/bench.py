@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from pathlib import Path
 from typing import Any
 
 from qkd_hw.bench.history import (

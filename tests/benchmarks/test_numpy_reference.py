@@ -38,8 +38,8 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.common import ensure_recording
-from qkd_hw.bench.numpy_reference import process_recording_numpy
 from dsp.pipeline import ReceiverOptions
+from qkd_hw.bench.numpy_reference import process_recording_numpy
 from qkd_hw.receiver import process_recording
 
 #: both carrier trackers of the reference: the boxcar and the Kalman filter + RTS (default)
