@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -30,7 +31,7 @@ import numpy as np
 from qkd_hw.atomic import atomic_write
 from qkd_hw.errors import BenchError
 
-__all__ = ["COLUMNS", "ArchiveJob", "install_hint", "process_one", "read_summary",
+__all__ = ["COLUMNS", "ArchiveJob", "connect", "install_hint", "process_one", "read_summary",
            "run_archive", "write_summary"]
 
 #: summary columns: identity and outcome, then the estimates (``ReceiverResult.summary`` keys)
@@ -104,12 +105,13 @@ def _typed(k: str, v: Any) -> Any:
     if v is None or v == "":
         return None
     try:
+        if k in _INT:   # int() of the text: seeds up to 2^63 do not survive a float
+            x = int(v)
+            return None if x == -1 else x   # -1: none, in HDF5
         x = float(v)
     except (TypeError, ValueError):
         return None
-    if k in _INT:
-        return int(x) if math.isfinite(x) else None
-    return x
+    return x if math.isfinite(x) else None
 
 
 def read_summary(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -184,14 +186,26 @@ def _write_h5(tmp: Path, rows: list[dict[str, Any]]) -> None:
                                                    for v in vals], dtype=np.float64))
 
 
-def _client(scheduler: str | None, workers: int) -> tuple[Any, Any]:
+def connect(scheduler: str | None, workers: int) -> tuple[Any, Any]:
+    """A Dask client on a new local cluster (``scheduler`` None or ``"local"``; ``workers``
+    processes, loopback only) or on the scheduler at that address; (client, cluster or None).
+
+    Raises
+    ------
+    BenchError
+        Dask is not installed (the install line), or the scheduler cannot be reached.
+    """
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError as exc:
         raise BenchError(install_hint()) from exc
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:   # -v shows Dask's log
+        logging.getLogger("distributed").setLevel(logging.ERROR)
     if scheduler in (None, "", "local"):
+        # loopback only: the scheduler, nannies and workers are reachable from this host alone
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None)
+                               host="127.0.0.1", dashboard_address=None,
+                               silence_logs=logging.getLogger("distributed").level)
         return Client(cluster), cluster
     try:
         return Client(scheduler, timeout="20s"), None
@@ -214,7 +228,7 @@ def run_archive(directory: str | os.PathLike[str], summary: str | os.PathLike[st
     rows = {r["file"]: r for r in old}
     if not todo:
         return list(rows.values())
-    client, cluster = _client(scheduler, workers)
+    client, cluster = connect(scheduler, workers)
     try:
         from dask.distributed import as_completed
 
