@@ -18,6 +18,7 @@ import pytest
 
 from qkd_hw.bench.child import DELAY_ENV
 from qkd_hw.bench.suite import measure_recording
+from qkd_hw.bench.truth_errors import truth_errors
 from qkd_hw.cli.main import main
 from qkd_hw.sim.params import SimParams
 from qkd_hw.sim.simulate import simulate_recording
@@ -47,12 +48,17 @@ def _capture_samples(path: Path) -> int:
         return sum(a.length for a in r.adc.values())
 
 
-def test_bench_over_the_shared_traces_reports_every_figure(shared_traces, capsys):
+def test_bench_over_the_shared_traces_reports_every_figure(shared_traces, tmp_path, capsys):
+    # a broken file among them is reported with its error, the others kept (exit 2)
+    bad = tmp_path / "broken.h5"
+    bad.write_bytes(b"not hdf5" * 100)
     paths = [str(p) for p in shared_traces.values()]
-    assert main(["bench", *paths, "--json", "--repeat", "1"]) == 0
+    assert main(["bench", paths[0], str(bad), *paths[1:], "--json", "--repeat", "1"]) == 2
     out = _json_lines(capsys.readouterr().out)
-    recs, total = out[:-1], out[-1]
+    assert "broken.h5" in out[1]["error"] and "TraceFormatError" in out[1]["error"]
+    recs, total = [out[0], *out[2:-1]], out[-1]
     assert [r["file"] for r in recs] == paths and total["total"] is True
+    assert total["failed"] == 1 and total["recordings"] == 4
     for r in recs:
         for k in REQUIRED:
             assert r.get(k) is not None, (r["file"], k)
@@ -80,19 +86,19 @@ def test_bench_over_the_shared_traces_reports_every_figure(shared_traces, capsys
 
 def test_bench_folder_human_output_and_reference(small, capsys):
     # a folder is searched for recordings; --reference adds the numpy implementation's ratio
-    assert main(["bench", str(small.parent), "--reference", "--repeat", "1"]) == 0
+    assert main(["bench", str(small.parent), "--reference", "--reference-samples", "5e4",
+                 "--repeat", "1"]) == 0
     text = capsys.readouterr().out
     assert "small.h5" in text and "copy ceiling" in text and "numpy reference" in text
     assert "vs /truth (sd)" in text and text.rstrip().splitlines()[-1].startswith("total:")
-    rec = measure_recording(small, reference=True, reference_samples=50_000)
-    assert rec["reference_speedup"] == pytest.approx(
-        rec["samples_per_second"] / rec["reference_samples_per_second"])
-    # the prefix: all of both noise captures, the first 50k signal samples
-    assert rec["reference_samples"] == 50_000 + 200_000
 
 
 def test_truth_error_in_sigmas_with_a_known_offset(small, tmp_path):
-    rec = measure_recording(small)
+    rec = measure_recording(small, reference=True, reference_samples=50_000)
+    assert rec["reference_speedup"] == pytest.approx(
+        rec["samples_per_second"] / rec["reference_samples_per_second"])
+    # the reference's prefix: both noise captures whole, the first 50k signal samples
+    assert rec["reference_samples"] == 50_000 + 200_000
     e, t = rec["estimates"], rec["truth"]
     truth = read_truth(small)
     xi = t["excess_noise_snu"]
@@ -109,7 +115,7 @@ def test_truth_error_in_sigmas_with_a_known_offset(small, tmp_path):
         f["truth"].attrs["excess_noise_snu"] = truth.excess_noise_snu + 3 * xi["std"]
         f["truth"].attrs["transmittance"] = (truth.transmittance
                                              + 2 * t["transmittance"]["std"])
-    t2 = measure_recording(shifted)["truth"]
+    t2 = truth_errors(e, read_truth(shifted))
     assert t2["excess_noise_snu"]["error_sigma"] == pytest.approx(xi["error_sigma"] - 3,
                                                                   abs=1e-9)
     assert t2["transmittance"]["error_sigma"] == pytest.approx(
@@ -120,7 +126,7 @@ def test_truth_error_in_sigmas_with_a_known_offset(small, tmp_path):
 def test_slowed_receiver_is_a_regression_unchanged_is_not(small, tmp_path, capsys,
                                                           monkeypatch):
     hist = tmp_path / "history.jsonl"
-    args = ["bench", str(small), "--json", "--repeat", "3", "--history", str(hist)]
+    args = ["bench", str(small), "--json", "--repeat", "2", "--history", str(hist)]
     assert main(args) == 0                       # first run: nothing to compare with
     capsys.readouterr()
     assert main(args) == 0                       # unchanged: within the stored noise
@@ -153,12 +159,3 @@ def test_bad_input_is_one_error_line(small, tmp_path, capsys):
     assert len(err) == 1 and "hist" in err[0]
     assert main(["bench", str(small), "--repeat", "0"]) == 2
     assert "--repeat" in capsys.readouterr().err
-
-
-def test_broken_recording_is_reported_and_the_others_kept(small, tmp_path, capsys):
-    bad = tmp_path / "broken.h5"
-    bad.write_bytes(b"not hdf5" * 100)
-    assert main(["bench", str(bad), str(small), "--json", "--repeat", "1"]) == 2
-    out = _json_lines(capsys.readouterr().out)
-    assert "broken.h5" in out[0]["error"] and "TraceFormatError" in out[0]["error"]
-    assert out[1]["samples"] > 0 and out[2]["failed"] == 1 and out[2]["recordings"] == 2
