@@ -8,8 +8,9 @@ that run only (it is skipped with a warning). Appends are atomic: the file is re
 the new line under a temporary name and renamed over it (:mod:`qkd_hw.atomic`), under an
 exclusive lock on ``FILE.lock`` so two concurrent runs do not lose each other's line.
 
-Regressions (per recording, against the stored runs of the same file with the same machine and
-options; ``K_NOISE`` = 4 standard deviations, one-sided):
+Regressions (per recording, against the stored runs of the same file (path and size) on the
+same CPU model, CPU count and numba thread count, with the same seed, PE fraction and chunk;
+``K_NOISE`` = 4 standard deviations, one-sided):
 
 * speed: log of the fastest warm call's seconds against the median of the stored runs'; the
   noise is the standard deviation of the log seconds of every stored warm call (so it holds
@@ -142,7 +143,8 @@ def _key(rec: dict[str, Any]) -> tuple[str, int]:
 
 def _comparable(run: dict[str, Any], current: dict[str, Any]) -> bool:
     m, c = run.get("machine", {}), current["machine"]
-    same_machine = all(m.get(k) == c.get(k) for k in ("host", "cpu_model", "cpu_count",
+    # not the host name: CI runners of one type are the same machine under new names
+    same_machine = all(m.get(k) == c.get(k) for k in ("cpu_model", "cpu_count",
                                                        "numba_threads"))
     o, co = run.get("options", {}), current["options"]
     return same_machine and all(o.get(k) == co.get(k) for k in COMPARABLE_OPTIONS)

@@ -109,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
     paths = find_recordings(args.paths)
     history = load_history(args.history) if args.history else []
     bar = None
-    if sys.stderr.isatty() and not args.json:
+    if sys.stderr.isatty():   # on stderr: the --json lines on stdout stay clean
         from tqdm import tqdm
 
         bar = tqdm(total=len(paths), unit="rec", desc="bench", file=sys.stderr)
