@@ -223,6 +223,8 @@ def run_archive(directory: str | os.PathLike[str], summary: str | os.PathLike[st
         raise BenchError(f"--workers must be >= 1, got {workers}")
     files = find_archive(directory)
     old = read_summary(summary)
+    if not Path(summary).parent.is_dir():   # before any work: it is written after each task
+        raise BenchError(f"--summary {summary}: folder {Path(summary).parent} does not exist")
     done = {r["file"] for r in old if r["status"] == "ok"}
     todo = [str(p) for p in files if str(p) not in done]
     rows = {r["file"]: r for r in old}

@@ -116,11 +116,14 @@ def copy_rate(path: str, chunk: int = COPY_CHUNK) -> dict[str, float]:
 
 def stage_rates(stage_seconds: dict[str, float], lengths: dict[str, int]) -> dict[str, float]:
     """ADC samples per second of each stage, over the samples that stage goes through: the
-    noise captures for ``noise``, the signal for ``signal`` and its parts, all otherwise."""
+    noise captures for ``noise``, the signal for ``signal`` and its parts, all otherwise
+    (waits, e.g. ``signal_read_wait``, are not stages: left out)."""
     total = sum(lengths.values())
     noise = total - lengths.get("signal", 0)
     out = {}
     for k, s in stage_seconds.items():
+        if k.endswith("_wait"):
+            continue
         n = noise if k == "noise" else lengths.get("signal", 0) if k.startswith("signal") \
             else total
         out[k] = n / s if s > 0 else float("inf")
