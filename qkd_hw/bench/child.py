@@ -14,8 +14,9 @@
 * with ``reference``, the numpy/scipy implementation (:mod:`qkd_hw.bench.numpy_reference`) on
   the same recording (or a prefix of its signal capture): the speed ratio per sample.
 
-Test hook: the environment variable :data:`DELAY_ENV` (seconds, float) adds that delay to
-every receiver call, to show that a slower receiver is flagged as a regression.
+Test hook: the environment variable :data:`DELAY_ENV` (seconds, float) makes every receiver
+call spin for that many more CPU seconds, to show that a slower receiver is flagged as a
+regression.
 """
 
 from __future__ import annotations
@@ -64,22 +65,28 @@ def _peak_rss(reset_done: bool) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _delay() -> float:
+def _delay() -> None:
+    """The test hook: spin until the process has used ``DELAY_ENV`` more CPU seconds (a
+    slower receiver costs CPU time, which is what the history compares)."""
     try:
-        return max(float(os.environ.get(DELAY_ENV, "0") or 0), 0.0)
+        d = max(float(os.environ.get(DELAY_ENV, "0") or 0), 0.0)
     except ValueError:
-        return 0.0
+        return
+    end = time.process_time() + d
+    while time.process_time() < end:
+        pass
 
 
-def _timed_call(path: str, spec: dict[str, Any]) -> tuple[Any, float]:
-    """One receiver call (the documented test delay included); (result, wall seconds)."""
+def _timed_call(path: str, spec: dict[str, Any]) -> tuple[Any, float, float]:
+    """One receiver call (the documented test delay included); (result, wall seconds,
+    CPU seconds of the process, all threads)."""
     from qkd_hw.receiver import process_recording
 
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     res = process_recording(path, pe_fraction=spec["pe_fraction"], seed=spec["seed"],
                             chunk_samples=spec["chunk_samples"])
-    time.sleep(_delay())
-    return res, time.perf_counter() - t0
+    _delay()
+    return res, time.perf_counter() - t0, time.process_time() - c0
 
 
 def capture_lengths(path: str) -> dict[str, int]:
@@ -136,19 +143,21 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     import qkd_hw.receiver  # noqa: F401  (import time apart from the first call)
     import_seconds = time.perf_counter() - t0
-    _, first = _timed_call(path, spec)
-    warm, peaks = [], []
+    _, first, _ = _timed_call(path, spec)
+    warm, cpu, peaks = [], [], []
     res, reset = None, False
     for _ in range(max(int(spec["repeat"]), 1)):
         reset = _peak_rss_reset()
-        res, s = _timed_call(path, spec)
+        res, s, c = _timed_call(path, spec)
         warm.append(s)
+        cpu.append(c)
         peaks.append(_peak_rss(reset))
     best = int(np.argmin(warm))
     summary = res.summary()
     lengths = capture_lengths(path)
     out: dict[str, Any] = {
         "samples": int(res.samples), "seconds": warm[best], "seconds_all": warm,
+        "cpu_seconds": min(cpu), "cpu_seconds_all": cpu,
         "samples_per_second": res.samples / warm[best],
         "samples_per_second_all": [res.samples / s for s in warm],
         "receiver_seconds": float(res.seconds),

@@ -126,16 +126,17 @@ def test_truth_error_in_sigmas_with_a_known_offset(small, tmp_path):
 def test_slowed_receiver_is_a_regression_unchanged_is_not(small, tmp_path, capsys,
                                                           monkeypatch):
     hist = tmp_path / "history.jsonl"
-    args = ["bench", str(small), "--json", "--repeat", "2", "--history", str(hist)]
-    assert main(args) == 0                       # first run: nothing to compare with
+    args = ["bench", str(small), "--json", "--history", str(hist)]
+    assert main([*args, "--repeat", "3"]) == 0   # first run: nothing to compare with
     capsys.readouterr()
-    assert main(args) == 0                       # unchanged: within the stored noise
+    assert main([*args, "--repeat", "3"]) == 0   # unchanged: within the stored noise
     rec = _json_lines(capsys.readouterr().out)[0]
     assert {c["what"] for c in rec["checks"]} >= {"speed", "memory", "excess_noise_snu"}
-    assert not rec["regression"]
-    # the documented test hook: every receiver call of the child takes 4 s longer
+    assert not rec["regression"], rec["checks"]
+    # the documented test hook: every receiver call of the child costs 4 CPU seconds more
+    # (~10x here); one call is enough to judge against the stored ones
     monkeypatch.setenv(DELAY_ENV, "4")
-    assert main([*args, "--plot", str(tmp_path / "plots")]) == 1
+    assert main([*args, "--repeat", "1", "--plot", str(tmp_path / "plots")]) == 1
     out = capsys.readouterr()
     rec = _json_lines(out.out)[0]
     flagged = {c["what"] for c in rec["checks"] if c["regression"]}

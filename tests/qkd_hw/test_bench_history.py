@@ -8,6 +8,7 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
+from scipy.stats import chi2
 
 from qkd_hw.bench.history import (
     ESTIMATE_FRACTION,
@@ -44,10 +45,12 @@ def _checks(history: list[dict], rec: dict) -> dict[str, dict]:
     return {c["what"]: c for c in found["checks"]}
 
 
-# stored: three calls around 1 s, the fastest 0.9 s; noise = sd of the log seconds (ddof 1)
+# stored: three calls around 1 s, the fastest 0.9 s. The current run below has three equal
+# calls: 4 degrees of freedom (2 + 2), the squared deviations all from the stored run, and the
+# noise is the 95 % upper bound of the sd: sqrt(sum dev^2 / chi2_{0.05}(4))
 STORED = [_run(_record([1.0, 1.1, 0.9], [300e6, 301e6, 299e6]))]
 _LOGS = [math.log(s) for s in (1.0, 1.1, 0.9)]
-NOISE = math.sqrt(sum((x - sum(_LOGS) / 3) ** 2 for x in _LOGS) / 2)
+NOISE = math.sqrt(sum((x - sum(_LOGS) / 3) ** 2 for x in _LOGS) / chi2.ppf(0.05, 4))
 
 
 def test_speed_threshold_is_k_times_the_stored_noise():
@@ -80,7 +83,7 @@ def test_other_options_or_one_stored_call_are_not_compared():
     other = _run(_record([1.0, 1.1], [300e6, 300e6]))
     other["options"]["seed"] = 2
     assert _checks([other], _record([100.0], [300e6])) == {}
-    single = [_run(_record([1.0], [300e6]))]   # one call: no noise estimate for speed
+    single = [_run(_record([1.0], [300e6]))]   # one call each: no noise estimate for speed
     assert "speed" not in _checks(single, _record([100.0], [300e6]))
 
 
