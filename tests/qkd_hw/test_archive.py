@@ -154,3 +154,16 @@ def test_archive_folder_missing_is_one_error_line(tmp_path, capsys):
                  str(tmp_path / "s.csv")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope" in err[0]
+
+
+def test_process_needs_a_trace_or_an_archive(archive, tmp_path, capsys):
+    assert main(["process"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "TRACE.h5" in err[0] and "--archive" in err[0]
+    rec = str(archive / "rec0.h5")
+    assert main(["process", rec, "--archive", str(archive), "--summary",
+                 str(tmp_path / "s.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not both" in err[0]
+    assert main(["process", "--archive", str(archive)]) == 2
+    assert "--summary" in capsys.readouterr().err
