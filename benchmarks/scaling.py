@@ -10,6 +10,7 @@ Usage::
 
     python benchmarks/scaling.py [--samples 1e6,1e7,1e8,2e9] [--threads 1,2] [--repeat 2]
                                  [--workdir /tmp/qkd-hw-bench] [--out benchmarks/scaling]
+                                 [--previous benchmarks/scaling.json]
 
 The same recordings can be re-measured at any time with ``qkd-hw bench WORKDIR --history``.
 A 2e9-sample recording is 4 GB of ADC codes plus 1.6 GB of symbols (simulated once, minutes).
@@ -96,12 +97,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("scaling"))
+    ap.add_argument("--previous", type=Path, default=None,
+                    help="JSON of an earlier run: its points are kept (e.g. the short lengths "
+                         "measured before the long ones)")
     args = ap.parse_args(argv)
     lengths = [float(s) for s in args.samples.split(",") if s.strip()]
     threads = [int(s) for s in args.threads.split(",") if s.strip()]
     env = environment()
     rows = run(args.workdir, lengths, threads, args.repeat,
                log=lambda m: print(f"# {m}", file=sys.stderr, flush=True))
+    if args.previous is not None:
+        new = {(r["signal_samples"], r["threads"]) for r in rows}
+        rows = [r for r in json.loads(args.previous.read_text())["rows"]
+                if (r["signal_samples"], r["threads"]) not in new] + rows
+        rows.sort(key=lambda r: (r["signal_samples"], r["threads"]))
     print_table([[f"{r['signal_samples']:.3g}", r["threads"], f"{r['samples']:.3g}",
                   f"{r['seconds']:.2f}", f"{r['samples_per_second'] / 1e6:.1f}",
                   f"{r['copy_samples_per_second'] / 1e6:.0f}",

@@ -1,14 +1,16 @@
 """`qkd-hw bench PATHS...`: benchmark the receiver over recorded traces, with a history.
 
 Every recording (files, or folders searched for *.h5) is measured in a fresh interpreter:
-ADC samples per second end to end (fastest of --repeat warm calls) and per stage, the in-memory
-copy rate of the same data (the ceiling), peak RSS, JIT compile time apart (first call minus a
-warm one), the estimates and, where the recording has /truth, each estimate's error in
-standard deviations. --reference also runs the numpy/scipy implementation of the same steps
-and prints the speed ratio. With --history FILE the run is compared with the stored runs of
-the same machine and options (noise from their repeated calls), then appended; a regression
-(speed, peak memory, an estimate moving by more than 0.1 of its standard deviation) exits 1.
-A recording the receiver refuses is reported and the others kept (exit 2).
+ADC samples per second end to end (fastest of --repeat warm calls) and per stage, the
+in-memory copy rate of the same data (the ceiling), peak RSS, the JIT compile time apart
+(first call minus a warm one: with numba's on-disk cache filled, the kernels' load time;
+NUMBA_CACHE_DIR=an empty folder gives the cold compile), the estimates and, where the
+recording has /truth, each estimate's error in standard deviations. --reference also runs the
+numpy/scipy implementation of the same steps and prints the speed ratio. With --history FILE
+the run is compared with the stored runs on the same CPU with the same options (the noise
+from their repeated calls), then appended; a regression (CPU time or peak memory beyond the
+noise, an estimate moving by more than 0.1 of its standard deviation) exits 1. A recording
+the receiver refuses is reported and the others kept (exit 2).
 """
 
 from __future__ import annotations
