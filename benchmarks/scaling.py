@@ -66,6 +66,10 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
         a1.loglog(n, [r["seconds"] for r in pts], "o-", label=f"{t} thread(s)")
         a2.semilogx(n, [r["peak_memory_bytes"] / 1e6 for r in pts], "o-",
                     label=f"{t} thread(s)")
+    top = max(rows, key=lambda r: (r["samples"], -r["seconds"]))
+    xs = sorted({r["samples"] for r in rows})
+    a1.loglog(xs, [top["seconds"] * x / top["samples"] for x in xs], "k--", lw=0.8,
+              label="linear in samples")
     a1.set_xlabel("ADC samples (3 captures)")
     a1.set_ylabel("wall seconds (warm)")
     a1.legend()
