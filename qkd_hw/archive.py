@@ -221,7 +221,8 @@ def run_archive(directory: str | os.PathLike[str], summary: str | os.PathLike[st
     rows of the summary as written (``on_row`` called with each new row)."""
     if workers < 1:
         raise BenchError(f"--workers must be >= 1, got {workers}")
-    files = find_archive(directory)
+    # the summary itself may be an .h5 inside the archive: it is not a recording
+    files = [f for f in find_archive(directory) if f != Path(summary).resolve()]
     old = read_summary(summary)
     if not Path(summary).parent.is_dir():   # before any work: it is written after each task
         raise BenchError(f"--summary {summary}: folder {Path(summary).parent} does not exist")
