@@ -8,6 +8,7 @@ and a truncated file as error rows next to the others, and skip on a re-run what
 from __future__ import annotations
 
 import csv
+import shutil
 import sys
 from pathlib import Path
 
@@ -137,19 +138,29 @@ def test_without_dask_the_command_says_how_to_install_it(archive, tmp_path, caps
     assert not out.exists()
 
 
-def test_local_cluster_listens_on_loopback_only():
+def test_local_cluster_on_loopback_only_and_an_existing_scheduler(archive, tmp_path):
     psutil = pytest.importorskip("psutil")
     from qkd_hw.archive import connect
 
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copyfile(archive / "rec2.h5", one / "rec2.h5")
     client, cluster = connect("local", 1)
     try:
         procs = [psutil.Process(), *psutil.Process().children(recursive=True)]
         listening = {c.laddr.ip for p in procs for c in p.net_connections("inet")
                      if c.status == psutil.CONN_LISTEN}
+        # --scheduler ADDRESS: the tasks go to that (already running) cluster
+        out = tmp_path / "s.csv"
+        assert main(["process", "--archive", str(one), "--summary", str(out), "--seed",
+                     str(SEED), "--scheduler", cluster.scheduler_address]) == 0
     finally:
         client.close()
         cluster.close()
     assert listening and listening <= {"127.0.0.1", "::1"}
+    row = _rows(out)["rec2.h5"]
+    assert row["transmittance"] == process_recording(one / "rec2.h5",
+                                                     seed=SEED).summary()["transmittance"]
 
 
 def test_archive_folder_missing_is_one_error_line(tmp_path, capsys):
