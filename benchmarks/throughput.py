@@ -11,7 +11,7 @@ page cache warm):
   three captures) per second, wall clock and process CPU time;
 * the memory-copy baselines of the same data: reading the three ADC datasets into memory
   (``TraceReader.read``) and ``np.copyto`` of the same bytes;
-* the plain numpy/scipy implementation of the same steps (``benchmarks/numpy_reference.py``) on
+* the plain numpy/scipy implementation of the same steps (``qkd_hw/bench/numpy_reference.py``) on
   the same recording (or on a prefix of its signal capture, ``--numpy-samples``; the ratio is
   then per sample), and the agreement of the two sets of estimates.
 
@@ -196,8 +196,8 @@ def memcopy_baseline(path: Path, repeat: int = 3) -> dict[str, Any]:
 
 def time_numpy(path: Path, *, chunk_samples: int, pe_fraction: float,
                max_signal_samples: int | None) -> dict[str, Any]:
-    from benchmarks.numpy_reference import process_recording_numpy
     from dsp.pipeline import ReceiverOptions
+    from qkd_hw.bench.numpy_reference import process_recording_numpy
 
     c0, t0 = time.process_time(), time.perf_counter()
     res = process_recording_numpy(path, pe_fraction=pe_fraction, seed=PE_SEED,

@@ -142,3 +142,7 @@ class InstrumentReportedError(InstrumentError):
     def __init__(self, message: str, *, errors: tuple[str, ...] = (), **context) -> None:
         super().__init__(message, **context)
         self.errors = tuple(errors)
+
+
+class BenchError(QkdHwError):
+    """``qkd-hw bench`` / archive mode: an unusable input path, history file or option."""

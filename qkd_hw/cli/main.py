@@ -20,8 +20,8 @@ from types import FrameType
 from qkd_hw import __version__
 from qkd_hw.errors import QkdHwError
 
-SUBCOMMANDS = ("demo", "simulate", "info", "process", "keyrate", "postprocess", "lab", "acquire",
-               "calibrate")
+SUBCOMMANDS = ("demo", "simulate", "info", "process", "keyrate", "bench", "postprocess", "lab",
+               "acquire", "calibrate")
 
 
 #: signals that end a run like Ctrl-C does (cleanup, one line), with exit code 128 + signum

@@ -30,6 +30,7 @@ from dsp.vocabulary import DEFAULT_BETA, DEFAULT_EPS_PE
 from qkd_hw.atomic import check_target
 from qkd_hw.cli.jsonout import json_text
 from qkd_hw.cli.plots import save_png
+from qkd_hw.cli.process_archive import add_archive_arguments, run_archive_cli
 from qkd_hw.errors import QkdHwError, ReceiverLockError, RecordingSanityError
 from qkd_hw.raw_key import CHUNK as RAW_KEY_CHUNK
 from qkd_hw.receiver import DEFAULT_CHUNK, ReceiverResult, process_recording
@@ -47,7 +48,8 @@ PLOT_BYTES_BOUND = 1 << 20
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("process", help="run the DSP receiver over a recording",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("trace", metavar="TRACE.h5", help="recording (format qkd-trace v1)")
+    p.add_argument("trace", metavar="TRACE.h5", nargs="?",
+                   help="recording (format qkd-trace v1)")
     p.add_argument("--out", metavar="RAW.h5", help="write the raw key (undisclosed symbols)")
     p.add_argument("--pe-fraction", type=float, default=0.5, metavar="F",
                    help="fraction of symbols disclosed for parameter estimation, (0, 1] "
@@ -78,6 +80,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--plot", metavar="DIR", help="write PNG plots (constellation, pilot phase, "
                                                  "spectrum) into DIR")
+    add_archive_arguments(p)
     p.set_defaults(func=_run)
 
 
@@ -100,6 +103,10 @@ def progress_bar(trace: str | Path, *, enabled: bool = True) -> Iterator[Callabl
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.archive:
+        return run_archive_cli(args)
+    if not args.trace:
+        raise QkdHwError("give a recording TRACE.h5 (or --archive DIR --summary OUT)")
     if not 0 < args.pe_fraction <= 1:
         raise QkdHwError(f"--pe-fraction must be in (0, 1], got {args.pe_fraction}")
     if args.chunk_samples < 1:

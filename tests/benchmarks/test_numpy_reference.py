@@ -1,4 +1,4 @@
-"""The numpy/scipy reference receiver (benchmarks/numpy_reference.py) does the same steps as the
+"""The numpy/scipy reference receiver (qkd_hw/bench/numpy_reference.py) does the same steps as the
 numba pipeline: on the same simulated recordings both give the same estimates to float32
 rounding, far below the statistical scatter a different algorithm would show.
 
@@ -38,8 +38,8 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.common import ensure_recording
-from benchmarks.numpy_reference import process_recording_numpy
 from dsp.pipeline import ReceiverOptions
+from qkd_hw.bench.numpy_reference import process_recording_numpy
 from qkd_hw.receiver import process_recording
 
 #: both carrier trackers of the reference: the boxcar and the Kalman filter + RTS (default)
