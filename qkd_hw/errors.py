@@ -34,6 +34,11 @@ class ReceiverLockError(QkdHwError):
         self.metrics = dict(metrics or {})
 
 
+class ReconciliationError(QkdHwError):
+    """Reconciliation input is unusable (wrong frame length, non-finite values, a public
+    message that does not match the code, an SNR outside the codes' range)."""
+
+
 class InstrumentError(QkdHwError):
     """An instrument misbehaved or refused a command.
 
