@@ -63,11 +63,11 @@ def _syndrome_ok(ptr, cvar, synd, L):
 
 
 @njit(**NJIT)
-def _decode_one(ptr, cvar, llr, synd, max_iter, L, R, q, t, f):
+def _decode_one(ptr, cvar, llr, synd, max_iter, early, L, R, q, t, f):
     """Layered sum-product on one frame; returns the iterations, negative if not converged."""
     L[:] = llr
     R[:] = 0.0
-    if _syndrome_ok(ptr, cvar, synd, L):
+    if early and _syndrome_ok(ptr, cvar, synd, L):
         return 0
     for it in range(1, max_iter + 1):
         for c in range(synd.size):
@@ -89,13 +89,13 @@ def _decode_one(ptr, cvar, llr, synd, max_iter, L, R, q, t, f):
                 acc *= t[k]
                 R[e] = r
                 L[cvar[e]] = q[k] + r
-        if _syndrome_ok(ptr, cvar, synd, L):
+        if early and _syndrome_ok(ptr, cvar, synd, L):
             return it
-    return -max_iter
+    return max_iter if _syndrome_ok(ptr, cvar, synd, L) else -max_iter
 
 
 @njit(**NJIT_PARALLEL)
-def _decode_frames(ptr, cvar, llr, synd, max_iter, max_deg, bits, iters, post):
+def _decode_frames(ptr, cvar, llr, synd, max_iter, early, max_deg, bits, iters, post):
     frames, n = llr.shape
     for fr in prange(frames):
         L = np.empty(n)
@@ -103,14 +103,15 @@ def _decode_frames(ptr, cvar, llr, synd, max_iter, max_deg, bits, iters, post):
         q = np.empty(max_deg)
         t = np.empty(max_deg)
         f = np.empty(max_deg)
-        iters[fr] = _decode_one(ptr, cvar, llr[fr], synd[fr], max_iter, L, R, q, t, f)
+        iters[fr] = _decode_one(ptr, cvar, llr[fr], synd[fr], max_iter, early, L, R, q,
+                                t, f)
         for v in range(n):
             post[fr, v] = L[v]
             bits[fr, v] = 1 if L[v] < 0.0 else 0
 
 
 def decode(code: LdpcCode, llr: np.ndarray, syndrome: np.ndarray,
-           max_iterations: int = 500) -> DecodeResult:
+           max_iterations: int = 500, *, early_stop: bool = True) -> DecodeResult:
     """Decode frames given their channel LLRs and syndromes.
 
     Parameters
@@ -124,6 +125,9 @@ def decode(code: LdpcCode, llr: np.ndarray, syndrome: np.ndarray,
         ``(frames, m)`` or ``(m,)`` syndromes (0/1).
     max_iterations : int
         Iteration cap per frame.
+    early_stop : bool
+        Stop a frame as soon as its hard decisions satisfy the syndrome (otherwise run
+        ``max_iterations``, e.g. to let the posteriors settle).
 
     Returns
     -------
@@ -147,7 +151,7 @@ def decode(code: LdpcCode, llr: np.ndarray, syndrome: np.ndarray,
     iters = np.empty(frames, dtype=np.int64)
     post = np.empty((frames, code.n))
     max_deg = int(np.diff(code.check_ptr).max())
-    _decode_frames(code.check_ptr, code.check_var, llr2, syn2, int(max_iterations), max_deg,
-                   bits, iters, post)
+    _decode_frames(code.check_ptr, code.check_var, llr2, syn2, int(max_iterations),
+                   bool(early_stop), max_deg, bits, iters, post)
     return DecodeResult(bits=bits, iterations=np.abs(iters), converged=iters >= 0,
                         posterior=post)
