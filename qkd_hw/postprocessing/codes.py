@@ -70,12 +70,12 @@ class MetEnsemble:
 
 
 # Degrees: the structure of Jouguet et al. (2011), rate 0.1 with their variable-node split
-# 0.0775 / 0.0475 / 0.875 (core nodes with 2 or 3 type-1 edges, degree-one nodes); the type-2
-# degrees (3 core edges per degree-one check, hence 21 type-2 edges per core node) and the
-# type-1 check degrees 11/12 are chosen here so that every edge type balances; they were
-# checked by simulation (decoding at beta 0.9), not optimised by density evolution (the
-# published tables were not available in this session). Rates 0.05 and 0.02 scale the same
-# structure (core fraction 1/16 and 1/40, still 3 core edges per degree-one check).
+# 0.0775 / 0.0475 / 0.875 (core nodes with 2 or 3 type-1 edges, degree-one nodes). The type-2
+# degrees (3 core edges per degree-one check, hence 21 type-2 edges per core node; at the
+# lower rates a 40/60 mix of 2 and 3 core edges per degree-one check) and the type-1 check
+# degrees 11/12 are chosen here so that every edge type balances; they were selected by short
+# decoding simulations, not optimised by density evolution (the published tables were not
+# available in this session). Rates 0.05 and 0.02: core fraction 1/16 and 1/40.
 _R10 = MetEnsemble(
     "met-r0.10", 400,
     ((31, (2, 21, 0)), (19, (3, 21, 0)), (350, (0, 0, 1))),
@@ -83,13 +83,13 @@ _R10 = MetEnsemble(
 )
 _R05 = MetEnsemble(
     "met-r0.05", 1600,
-    ((62, (2, 45, 0)), (38, (3, 45, 0)), (1500, (0, 0, 1))),
-    ((2, (11, 0, 0)), (18, (12, 0, 0)), (1500, (0, 3, 1))),
+    ((62, (2, 39, 0)), (38, (3, 39, 0)), (1500, (0, 0, 1))),
+    ((2, (11, 0, 0)), (18, (12, 0, 0)), (600, (0, 2, 1)), (900, (0, 3, 1))),
 )
 _R02 = MetEnsemble(
     "met-r0.02", 1000,
-    ((15, (2, 117, 0)), (10, (3, 117, 0)), (975, (0, 0, 1))),
-    ((5, (12, 0, 0)), (975, (0, 3, 1))),
+    ((15, (2, 101, 0)), (10, (3, 101, 0)), (975, (0, 0, 1))),
+    ((5, (12, 0, 0)), (400, (0, 2, 1)), (575, (0, 3, 1))),
 )
 #: mother ensembles by design rate
 ENSEMBLES: dict[float, MetEnsemble] = {0.1: _R10, 0.05: _R05, 0.02: _R02}
