@@ -50,11 +50,13 @@ def snr_for_beta(rate: float, beta: float) -> float:
 
 
 def run_point(mother_rate: float, snr: float, *, frames: int, length: int | None,
-              dimension: int, max_iterations: int, batch: int, seed: int) -> dict:
-    """Reconcile ``frames`` frames at one SNR with the unshortened mother code."""
+              dimension: int, max_iterations: int, batch: int, seed: int,
+              adaptive: bool = False) -> dict:
+    """Reconcile ``frames`` frames at one SNR with the unshortened mother code of
+    ``mother_rate``, or (``adaptive``) with the code and shortening ``choose_code`` picks."""
     params = choose_code(snr, frame_bits=length, dimension=dimension,
                          max_iterations=max_iterations)
-    if params.mother_rate != mother_rate or params.shortened:
+    if not adaptive and (params.mother_rate != mother_rate or params.shortened):
         # benchmark the mother code itself at this SNR (no shortening)
         from dataclasses import replace
         n = params.code_length if length is None else length
@@ -86,7 +88,8 @@ def run_point(mother_rate: float, snr: float, *, frames: int, length: int | None
         iters.extend(int(i) for i in it)
         done += nb
     lo, hi = wilson(errors, frames)
-    return {"mother_rate": mother_rate, "rate": params.rate, "snr": snr,
+    return {"mother_rate": params.mother_rate, "shortened": params.shortened,
+            "rate": params.rate, "snr": snr,
             "snr_db": 10 * math.log10(snr), "beta": params.rate / capacity(snr),
             "frame_bits": params.frame_bits, "frames": frames, "frame_errors": errors,
             "fer": errors / frames, "fer_lo": lo, "fer_hi": hi,
@@ -99,6 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=float, default=0.1, choices=(0.1, 0.05, 0.02))
     ap.add_argument("--beta", type=float, nargs="+", default=[0.9])
+    ap.add_argument("--snr-db", type=float, nargs="+", default=None,
+                    help="instead of --beta: SNRs, code and shortening chosen by choose_code")
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--length", type=int, default=None, help="code length (default per rate)")
     ap.add_argument("--dimension", type=int, default=8)
@@ -113,19 +118,23 @@ def main(argv: list[str] | None = None) -> None:
     run_point(args.rate, snr_for_beta(args.rate, 0.5), frames=1, length=args.length,
               dimension=args.dimension, max_iterations=5, batch=1, seed=0)
     rows, results = [], []
-    for beta in args.beta:
-        r = run_point(args.rate, snr_for_beta(args.rate, beta), frames=args.frames,
-                      length=args.length, dimension=args.dimension,
-                      max_iterations=args.max_iterations, batch=args.batch, seed=args.seed)
+    adaptive = args.snr_db is not None
+    snrs = ([10 ** (d / 10) for d in args.snr_db] if adaptive
+            else [snr_for_beta(args.rate, b) for b in args.beta])
+    for snr in snrs:
+        r = run_point(args.rate, snr, frames=args.frames, length=args.length,
+                      dimension=args.dimension, max_iterations=args.max_iterations,
+                      batch=args.batch, seed=args.seed, adaptive=adaptive)
         results.append(r)
-        rows.append([f"{r['rate']:.3f}", r["frame_bits"], f"{r['snr_db']:.2f}",
+        rows.append([r["mother_rate"], r["shortened"], f"{r['rate']:.4f}", r["frame_bits"],
+                     f"{r['snr_db']:.2f}",
                      f"{r['beta']:.3f}", f"{r['frame_errors']}/{r['frames']}",
                      f"{r['fer']:.3f} [{r['fer_lo']:.3f}, {r['fer_hi']:.3f}]",
                      f"{r['mean_iterations']:.0f}", f"{r['bits_per_s'] / 1e3:.0f}",
                      f"{r['bits_per_cpu_s'] / 1e3:.0f}"])
-        print(f"# done beta {beta}", flush=True)
-    print_table(rows, ["R", "N", "SNR dB", "beta", "errors", "FER [95% Wilson]", "iter",
-                       "kbit/s wall", "kbit/CPU-s"])
+        print(f"# done snr {snr:.4f}", flush=True)
+    print_table(rows, ["mother", "short", "R", "frame", "SNR dB", "beta", "errors",
+                       "FER [95% Wilson]", "iter", "kbit/s wall", "kbit/CPU-s"])
     write_json(args.json, {"environment": env, "points": results})
 
 
