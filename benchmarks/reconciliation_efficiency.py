@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
                      f"{r['fer']:.3f} [{r['fer_lo']:.3f}, {r['fer_hi']:.3f}]",
                      f"{r['mean_iterations']:.0f}", f"{r['bits_per_s'] / 1e3:.0f}",
                      f"{r['bits_per_cpu_s'] / 1e3:.0f}"])
-        print(f"# done snr {snr:.4f}", flush=True)
+        print("# point: " + "  ".join(str(c) for c in rows[-1]), flush=True)
     print_table(rows, ["mother", "short", "R", "frame", "SNR dB", "beta", "errors",
                        "FER [95% Wilson]", "iter", "kbit/s wall", "kbit/CPU-s"])
     write_json(args.json, {"environment": env, "points": results})
