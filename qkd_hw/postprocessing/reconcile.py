@@ -14,6 +14,12 @@ Only the ``N - K`` syndrome bits are disclosed about the key (:func:`leakage_bit
 norms are independent of the key bits (see :mod:`.multidim`).
 
 Efficiency ``beta = rate / C(snr)`` with ``C = 1/2 log2(1 + snr)`` per real dimension.
+
+Alice's LLRs assume ``x`` and ``y`` positively correlated (``t > 0``, conventions.md) and
+zero-mean; both sides normalise by the frame's own second moment (Bob's through the published
+norms). A converged decoder satisfies Bob's syndrome but may still hold a different word (the
+codes have low-weight codewords through their degree-two core nodes): only the verification
+hash that follows decides whether the frame is kept.
 """
 
 from __future__ import annotations
