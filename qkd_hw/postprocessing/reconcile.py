@@ -40,8 +40,10 @@ __all__ = ["AliceReconciler", "BobReconciler", "ReconciliationParams", "capacity
 
 #: default mother-code lengths (multiples of the base graphs and of 8)
 DEFAULT_LENGTH = {0.1: 100_000, 0.05: 160_000, 0.02: 1_000_000}
-#: efficiency the codes reach at FER <= ~0.1 (measured, benchmarks/reconciliation.md)
-DESIGN_BETA = {0.1: 0.90, 0.05: 0.90, 0.02: 0.90}
+#: efficiency targeted by choose_code: about FER 0.05-0.1 for the mother codes at their
+#: default length (measured, benchmarks/reconciliation.md; 0.05 and 0.02 extrapolated down
+#: from single points with high FER)
+DESIGN_BETA = {0.1: 0.87, 0.05: 0.82, 0.02: 0.85}
 #: seed of the code construction and of the shortened positions (public)
 CODE_SEED = 20111213
 # LLR of a shortened (known zero) bit: large but finite for the decoder

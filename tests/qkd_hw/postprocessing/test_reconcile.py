@@ -9,6 +9,7 @@ import pytest
 
 from qkd_hw.errors import QkdHwError, ReconciliationError
 from qkd_hw.postprocessing.reconcile import (
+    DESIGN_BETA,
     AliceReconciler,
     BobReconciler,
     ReconciliationParams,
@@ -85,7 +86,7 @@ def test_choose_code_targets_the_design_efficiency_by_shortening():
         assert p.frame_bits == p.code_length - p.shortened
         assert p.frame_bits % p.dimension == 0
         beta = p.rate / capacity(snr)
-        assert 0.85 < beta <= 0.92
+        assert DESIGN_BETA[p.mother_rate] - 0.005 < beta <= DESIGN_BETA[p.mother_rate]
         assert leakage_bits(p) == round(p.code_length * (1 - p.mother_rate))
         # net key per frame = frame bits - leakage
         assert p.frame_bits - leakage_bits(p) == pytest.approx(p.rate * p.frame_bits, abs=1)
