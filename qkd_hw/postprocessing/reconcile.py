@@ -143,7 +143,10 @@ def choose_code(snr: float, *, frame_bits: int | None = None, dimension: int = 8
 
     The target rate is ``DESIGN_BETA * C(snr)``; the mother code is the lowest-rate one whose
     rate is at least the target, shortened down to it. Above the highest mother rate the
-    rate-0.1 code is used unshortened (efficiency below the design value).
+    rate-0.1 code is used unshortened (efficiency below the design value). Shortened codes do
+    worse than their mother at the same beta (benchmarks/reconciliation.md: FER 0.95 at beta
+    0.87, 0.25 at 0.78, rate 0.1 shortened at -9 dB): between the mother rates expect many
+    failed frames.
 
     Parameters
     ----------
