@@ -55,6 +55,11 @@ class RecordingSanityError(QkdHwError):
         self.metrics = dict(metrics or {})
 
 
+class ReconciliationError(QkdHwError):
+    """Reconciliation input is unusable (wrong frame length, non-finite values, a public
+    message that does not match the code, an SNR outside the codes' range)."""
+
+
 class InstrumentError(QkdHwError):
     """An instrument misbehaved or refused a command.
 

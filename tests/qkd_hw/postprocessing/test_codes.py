@@ -1,0 +1,74 @@
+"""MET-LDPC construction: the built graphs realise the ensembles exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qkd_hw.postprocessing.codes import ENSEMBLES, MetEnsemble, build_code
+
+
+def _degree_histograms(code, n_types):
+    """Per node, the number of edges of each type -> Counter of degree tuples (var, check)."""
+    edge_check = np.repeat(np.arange(code.m), np.diff(code.check_ptr))
+    var_deg = np.zeros((code.n, n_types), dtype=np.int64)
+    chk_deg = np.zeros((code.m, n_types), dtype=np.int64)
+    np.add.at(var_deg, (code.check_var, code.edge_type), 1)
+    np.add.at(chk_deg, (edge_check, code.edge_type), 1)
+
+    def hist(deg):
+        keys, counts = np.unique(deg, axis=0, return_counts=True)
+        return {tuple(int(v) for v in k): int(c) for k, c in zip(keys, counts, strict=True)}
+
+    return hist(var_deg), hist(chk_deg)
+
+
+def _spec(types, z):
+    out: dict[tuple[int, ...], int] = {}
+    for count, degs in types:
+        out[degs] = out.get(degs, 0) + count * z
+    return out
+
+
+@pytest.mark.parametrize("rate", sorted(ENSEMBLES))
+def test_built_code_has_the_ensemble_degree_distribution(rate):
+    ens = ENSEMBLES[rate]
+    z = 20
+    code = build_code(ens, ens.base_n * z, seed=3)
+    n_types = len(ens.var_types[0][1])
+    var_hist, chk_hist = _degree_histograms(code, n_types)
+    assert var_hist == _spec(ens.var_types, z)
+    assert chk_hist == _spec(ens.check_types, z)
+    assert code.n == ens.base_n * z
+    assert code.rate == pytest.approx(rate, abs=1e-12)
+    # no multi-edges: each (check, variable) pair at most once
+    edge_check = np.repeat(np.arange(code.m), np.diff(code.check_ptr))
+    pairs = edge_check.astype(np.int64) * code.n + code.check_var
+    assert np.unique(pairs).size == pairs.size
+
+
+def test_construction_is_deterministic_from_the_seed():
+    ens = ENSEMBLES[0.1]
+    a = build_code(ens, 4000, seed=7)
+    b = build_code(ens, 4000, seed=7)
+    c = build_code(ens, 4000, seed=8)
+    assert np.array_equal(a.check_var, b.check_var)
+    assert np.array_equal(a.check_ptr, b.check_ptr)
+    assert not np.array_equal(a.check_var, c.check_var)
+
+
+def test_syndrome_is_h_times_the_word():
+    code = build_code(ENSEMBLES[0.1], 800, seed=1)
+    h = np.zeros((code.m, code.n), dtype=np.int64)
+    edge_check = np.repeat(np.arange(code.m), np.diff(code.check_ptr))
+    h[edge_check, code.check_var] = 1
+    word = np.random.default_rng(0).integers(0, 2, code.n).astype(np.uint8)
+    np.testing.assert_array_equal(code.syndrome(word), (h @ word) % 2)
+
+
+def test_unbalanced_ensemble_and_bad_length_are_refused():
+    bad = MetEnsemble("bad", 2, ((2, (3,)),), ((1, (5,)),))
+    with pytest.raises(ValueError, match="edge type 1"):
+        build_code(bad, 20, 0)
+    with pytest.raises(ValueError, match="multiple of 400"):
+        build_code(ENSEMBLES[0.1], 1000, 0)
