@@ -1,4 +1,4 @@
-"""Part B on part A's reconciliation (runs once qkd_hw.postprocessing.reconcile is merged)."""
+"""The parties on the real reconciliation (multidimensional maps and MET-LDPC codes)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qkd_hw.postprocessing import reconcile
 from qkd_hw.postprocessing.keyfile import read_key_file
 from qkd_hw.postprocessing.parties import postprocess_raw_key
 from tests.qkd_hw.postprocessing.helpers import make_raw_key
-
-reconcile = pytest.importorskip("qkd_hw.postprocessing.reconcile")
 
 
 @pytest.mark.slow
