@@ -102,6 +102,17 @@ def progress_bar(trace: str | Path, *, enabled: bool = True) -> Iterator[Callabl
         bar.close()
 
 
+def receiver_options(args: argparse.Namespace) -> ReceiverOptions:
+    """The receiver options of the command line (shared with the archive mode)."""
+    try:
+        return ReceiverOptions(phase_method=args.phase_method,
+                               pilot_bandwidth_hz=args.pilot_bandwidth_hz,
+                               pilot_search_hz=args.pilot_search_mhz * 1e6,
+                               clock_tracking=not args.no_clock_tracking)
+    except ValueError as exc:
+        raise QkdHwError(str(exc)) from exc
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.archive:
         return run_archive_cli(args)
@@ -111,13 +122,7 @@ def _run(args: argparse.Namespace) -> int:
         raise QkdHwError(f"--pe-fraction must be in (0, 1], got {args.pe_fraction}")
     if args.chunk_samples < 1:
         raise QkdHwError(f"--chunk-samples must be >= 1, got {args.chunk_samples}")
-    try:
-        options = ReceiverOptions(phase_method=args.phase_method,
-                                  pilot_bandwidth_hz=args.pilot_bandwidth_hz,
-                                  pilot_search_hz=args.pilot_search_mhz * 1e6,
-                                  clock_tracking=not args.no_clock_tracking)
-    except ValueError as exc:
-        raise QkdHwError(str(exc)) from exc
+    options = receiver_options(args)
     check_outputs(args)  # every output before the first is written (or any work done)
     try:
         with progress_bar(args.trace, enabled=sys.stderr.isatty()) as tick:

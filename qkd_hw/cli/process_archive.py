@@ -8,9 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dsp.pipeline import ReceiverOptions
 from qkd_hw.archive import ArchiveJob, run_archive
-from qkd_hw.errors import BenchError, QkdHwError
+from qkd_hw.errors import BenchError
 
 
 def add_archive_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,13 +38,9 @@ def run_archive_cli(args: argparse.Namespace) -> int:
             raise BenchError(f"--{flag} is not available in archive mode")
     if not 0 < args.pe_fraction <= 1:
         raise BenchError(f"--pe-fraction must be in (0, 1], got {args.pe_fraction}")
-    try:
-        options = ReceiverOptions(phase_method=args.phase_method,
-                                  pilot_bandwidth_hz=args.pilot_bandwidth_hz,
-                                  pilot_search_hz=args.pilot_search_mhz * 1e6,
-                                  clock_tracking=not args.no_clock_tracking)
-    except ValueError as exc:
-        raise QkdHwError(str(exc)) from exc
+    from qkd_hw.cli.process import receiver_options  # process.py imports this module
+
+    options = receiver_options(args)
     job = ArchiveJob(pe_fraction=args.pe_fraction, seed=args.seed, eps_pe=args.eps_pe,
                      beta=args.beta, options=options, chunk_samples=args.chunk_samples)
 
