@@ -201,7 +201,11 @@ def acquire(session: LabSession, out: str | os.PathLike[str], plan: AcquisitionP
         tx = TxInfo(symbol_rate_hz=link.symbol_rate_hz, rolloff=link.rolloff,
                     signal_frequency_hz=link.signal_frequency_hz,
                     pilot_frequencies_hz=tuple(link.pilot_frequencies_hz),
-                    modulation_variance_snu=link.modulation_variance_snu,
+                    # the repeating segment's own variance, not the target's: its few thousand
+                    # symbols are what Alice sends, and their sample variance is off V_A by
+                    # ~sqrt(2/p) (1.6 % at 4096), which the sanity check of Alice's symbols
+                    # would read as a wrong modulation variance
+                    modulation_variance_snu=float(np.mean(np.abs(wf.symbols) ** 2) / 2),
                     efficiency=link.detector_efficiency, detection=link.detection,  # type: ignore[arg-type]
                     n_symbols=plan.n_symbols)
         clipped: dict[str, float] = {}
