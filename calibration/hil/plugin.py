@@ -19,6 +19,7 @@ off, detector off, AWG stopped) and the result is recorded per instrument.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import os
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ import pytest
 from calibration.hil.checks import Check, evaluate
 from calibration.hil.history import append_run, read_history
 from qkd_hw.errors import QkdHwError
-from qkd_hw.labconfig import LabConfig, load_lab_config
+from qkd_hw.labconfig import LabConfig, Roles, load_lab_config
 
 __all__ = ["HilRun", "make_safe"]
 
@@ -136,14 +137,24 @@ class HilRun:
         if bad:
             pytest.fail("\n".join(bad), pytrace=False)
 
-    def session(self) -> Any:
-        """A :class:`~qkd_hw.lab.session.LabSession` of the lab (use it as a context manager)."""
+    def config_for(self, *roles: str) -> LabConfig:
+        """The client config with only ``roles`` in ``[roles]`` (all of them without
+        arguments): a session of it opens those instruments only, so that one instrument that
+        does not answer fails the checks that need it, not every check."""
+        if not roles:
+            return self.lab
+        names = {r: self.lab.role(r).name for r in roles}
+        return dataclasses.replace(self.lab, roles=Roles(names, self.lab.roles.ports))
+
+    def session(self, *roles: str) -> Any:
+        """A :class:`~qkd_hw.lab.session.LabSession` of ``roles`` (all without arguments);
+        use it as a context manager: it restores what the test changed."""
         from qkd_hw.lab.session import LabSession
 
         if self.read_only:
             raise RuntimeError("--read-only: a test that opens a session must be marked "
                                "changes_state")
-        return LabSession(self.lab)
+        return LabSession(self.config_for(*roles))
 
     def record(self) -> dict[str, Any]:
         """This run as a history entry."""

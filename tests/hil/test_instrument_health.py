@@ -40,7 +40,7 @@ def test_detector_temperature(hil: HilRun):
 @pytest.mark.changes_state
 def test_laser_power_follows_set_point(hil: HilRun, laser_role: str):
     target = _lo_mw(hil) if laser_role == "lo_laser" else SIGNAL_TEST_MW
-    with hil.session() as s, hil.checks_of() as check:
+    with hil.session(laser_role) as s, hil.checks_of() as check:
         s.set(laser_role, "power_setpoint_mw", target)
         s.set(laser_role, "emission", True)
         measured = s.get(laser_role, "output_power_mw")
@@ -49,7 +49,7 @@ def test_laser_power_follows_set_point(hil: HilRun, laser_role: str):
 
 @pytest.mark.changes_state
 def test_detector_photocurrents_and_balance(hil: HilRun):
-    with hil.session() as s, hil.checks_of() as check:
+    with hil.session("detector", "lo_laser") as s, hil.checks_of() as check:
         s.set("detector", "enabled", True)
         s.set("lo_laser", "power_setpoint_mw", _lo_mw(hil))
         s.set("lo_laser", "emission", True)
@@ -61,7 +61,7 @@ def test_detector_photocurrents_and_balance(hil: HilRun):
 
 @pytest.mark.changes_state
 def test_bias_lock_working_point_and_tap_power(hil: HilRun):
-    with hil.session() as s, hil.checks_of() as check:
+    with hil.session("signal_laser", "bias_controller") as s, hil.checks_of() as check:
         s.set("signal_laser", "power_setpoint_mw", SIGNAL_TEST_MW)
         s.set("signal_laser", "emission", True)
         s.set("bias_controller", "mode", MzmMode.AUTO_NULL)
@@ -79,7 +79,7 @@ def test_bias_lock_working_point_and_tap_power(hil: HilRun):
 @pytest.mark.changes_state
 def test_digitizer_noise_floor(hil: HilRun):
     """Detector off, LO off: what the digitizer records is its own noise (rms in codes)."""
-    with hil.session() as s, hil.checks_of() as check:
+    with hil.session("detector", "lo_laser", "digitizer") as s, hil.checks_of() as check:
         s.set("detector", "enabled", False)
         s.set("lo_laser", "emission", False)
         codes = capture(s, 100_000).astype(np.float64)
@@ -93,8 +93,9 @@ def test_settings_round_trip(hil: HilRun):
     voa_ch = cfg.port("voa_channel")
     cases = [("voa", "attenuation_db", 3.0, voa_ch), ("detector", "gain_step", 2, None),
              ("switch", "channel", cfg.port("switch_block_port"), None)]
+    roles = [r for r, _, _, _ in cases]
     bad = []
-    with hil.session() as s:
+    with hil.session(*roles) as s:
         before = {(r, p): s.get(r, p, channel=c) for r, p, _, c in cases}
         for role, prop, value, ch in cases:
             s.set(role, prop, value, channel=ch)
@@ -102,7 +103,7 @@ def test_settings_round_trip(hil: HilRun):
             if got != value:
                 bad.append(f"{role} ({cfg.role(role).name}): {prop}: wrote {value!r}, read "
                            f"back {got!r}")
-    with hil.session() as s:
+    with hil.session(*roles) as s:
         for (role, prop), old in before.items():
             ch = next(c for r, p, _, c in cases if (r, p) == (role, prop))
             now = s.get(role, prop, channel=ch)

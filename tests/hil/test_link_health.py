@@ -20,16 +20,20 @@ LINK_SYMBOLS = 200_000
 NOISE_SAMPLES = 200_000
 
 
-def _run(hil: HilRun, name: str, out: Path, **kw: object):
+#: the roles each procedure uses (its session opens only those)
+NOISE_ROLES = ("detector", "switch", "digitizer", "lo_laser")
+
+
+def _run(hil: HilRun, name: str, out: Path, roles: tuple[str, ...] = (), **kw: object):
     physics = hil.source.virtual  # the virtual lab's attenuation chain; None on a real lab
     opt = options_for(name, physics=physics, out=out, **kw)  # type: ignore[arg-type]
     proc = PROCEDURES[name]
-    return run_procedure(name, hil.lab, lambda s, r: proc.measure(s, r, opt),
+    return run_procedure(name, hil.config_for(*roles), lambda s, r: proc.measure(s, r, opt),
                          options={}, out_dir=out)
 
 
 def test_noise_levels_and_clearance(hil: HilRun, tmp_path: Path):
-    rec = _run(hil, "noise", tmp_path, samples=NOISE_SAMPLES)
+    rec = _run(hil, "noise", tmp_path, NOISE_ROLES, samples=NOISE_SAMPLES)
     r = rec.results
     with hil.checks_of() as check:
         check("noise", "shot_noise_variance", r["shot_noise_variance"], "codes^2")
@@ -39,7 +43,7 @@ def test_noise_levels_and_clearance(hil: HilRun, tmp_path: Path):
 
 
 def test_linearity_and_saturation(hil: HilRun, tmp_path: Path):
-    rec = _run(hil, "linearity", tmp_path, samples=20_000,
+    rec = _run(hil, "linearity", tmp_path, NOISE_ROLES, samples=20_000,
                assignments=["lo_powers_mw=1,3,5,7,9,11,13,15"])
     r = rec.results
     with hil.checks_of() as check:
