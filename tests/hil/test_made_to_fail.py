@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from calibration.hil.history import read_history
 from qkd_hw.lab import example_path
 
 HIL = Path(__file__).parent
@@ -140,3 +141,33 @@ readings = { module_temperature_c = 70.0 }
     changing = {t for t in run["tests"] if "link_health" in t or "power_follows" in t}
     assert changing and all(run["tests"][t] == "skipped" for t in changing)
     assert run["read_only"] and run["safe_state"] == {}  # nothing changed: nothing switched off
+
+
+INTERRUPTED = '''
+import pytest
+
+from drivers.base import create_instrument
+
+
+@pytest.mark.hil
+@pytest.mark.changes_state
+def test_left_lasers_on_then_ctrl_c(hil):
+    for role in ("lo_laser", "signal_laser"):  # behind the session's back: no restore
+        with create_instrument(hil.lab.role(role)) as laser:
+            laser.emission = True
+    raise KeyboardInterrupt
+'''
+
+
+def test_interrupted_run_ends_with_every_instrument_safe(tmp_path: Path):
+    (tmp_path / "test_interrupted.py").write_text(INTERRUPTED)
+    history = tmp_path / "history.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "calibration.hil.plugin", "-q",
+         "-p", "no:cacheprovider", f"--hil-history={history}", f"--rootdir={tmp_path}",
+         str(tmp_path / "test_interrupted.py")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "KeyboardInterrupt" in proc.stdout, proc.stdout[-2000:]
+    (run,) = read_history(history)
+    assert run["safe_state"] == {name: "ok" for name in run["safe_state"]}
+    assert {"laser_lo", "laser_tx"} <= set(run["safe_state"])
