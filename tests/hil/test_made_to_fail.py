@@ -171,3 +171,31 @@ def test_interrupted_run_ends_with_every_instrument_safe(tmp_path: Path):
     (run,) = read_history(history)
     assert run["safe_state"] == {name: "ok" for name in run["safe_state"]}
     assert {"laser_lo", "laser_tx"} <= set(run["safe_state"])
+
+
+BOGUS = '''
+import pytest
+
+from drivers.base import create_instrument
+
+
+@pytest.mark.hil
+def test_leave_an_error_in_the_voa_queue(lab):
+    with create_instrument(lab.role("voa")) as voa:
+        voa.write(":BOGUS:COMMAND 1", check_errors=False)
+'''
+
+
+def test_error_left_in_a_queue_fails_that_instrument_only(tmp_path: Path):
+    (tmp_path / "test_a_bogus.py").write_text(BOGUS)
+    junit = tmp_path / "hil.xml"
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "calibration.hil.plugin", "-q",
+         "-p", "no:cacheprovider", f"--junitxml={junit}", f"--rootdir={tmp_path}",
+         str(tmp_path / "test_a_bogus.py"), str(HIL / "test_zz_error_queues.py")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    failed = {c.get("name"): c.find("failure").get("message")
+              for c in ET.parse(junit).iter("testcase") if c.find("failure") is not None}
+    assert list(failed) == ["test_error_queue_empty_after_the_run[voa]"], failed
+    assert "voa (keysight_n77xx): error queue not empty" in failed[
+        "test_error_queue_empty_after_the_run[voa]"]
