@@ -62,6 +62,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "hil: hardware-in-the-loop (virtual lab unless --lab)")
     config.addinivalue_line("markers", "changes_state: changes instrument settings (restored); "
                                        "not run with --read-only")
+    if config.getoption("--lab"):  # a bad --lab: one usage error line before collection
+        _load(config)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
