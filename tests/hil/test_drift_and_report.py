@@ -62,7 +62,7 @@ def test_history_round_trip_and_bad_line(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_creeping_quantity_raises_the_alarm_and_the_report_shows_it(tmp_path: Path, capsys):
+def test_creeping_quantity_raises_the_alarm_and_the_report_shows_it(tmp_path: Path):
     history = tmp_path / "history.jsonl"
     for day, value in enumerate((22.0, 22.8, 23.6, 24.4), 1):
         append_run(history, _night(day, value))
