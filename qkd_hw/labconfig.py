@@ -49,6 +49,15 @@ are errors here too)::
     [virtual]                    # physical truth of the virtual lab (VirtualPhysics)
     electronic_noise_snu = 0.1
 
+    [virtual.faults.laser_lo]    # per-instrument faults of the virtual lab (InstrumentFault)
+    answers = true               # false: the emulator is stopped after start (no answer)
+    readings = { wavelength_offset_pm = 250.0 }   # fixed values of the emulator's readings
+
+    [hil]                        # health thresholds of the HIL suite (HilConfig)
+    drift_nights = 7             # previous nights a quantity is compared with
+    [hil.detector]               # group (a role, or noise/linearity/link) -> quantity
+    temperature_c = { min = 15.0, max = 45.0, baseline = 31.5, tolerance = 3.0 }
+
 The shipped examples ``qkd_hw/lab/examples/real_lab.toml`` and ``virtual_lab.toml`` document
 every key. :func:`lab_config_to_toml` writes a config back as TOML.
 """
@@ -303,6 +312,61 @@ class VirtualPhysics:
 
 
 @dataclass(frozen=True)
+class InstrumentFault:
+    """A fault of one emulator of the virtual lab (``[virtual.faults.<instrument>]``).
+
+    answers : False: the emulator is stopped once the lab has started (it does not answer).
+    readings : fixed values of the emulator's measured quantities (its ``measure`` hook's
+        names, e.g. ``module_temperature_c``, ``wavelength_offset_pm``, ``temperature_c``).
+    """
+
+    answers: bool = True
+    readings: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Allowed range of one health quantity and its drift tolerance (``[hil.<group>]``).
+
+    ``min``/``max`` bound the value absolutely; ``baseline`` +- ``tolerance`` is the lab's
+    normal value, and a move by more than ``tolerance`` from the previous nights is drift.
+    """
+
+    min: float | None = None
+    max: float | None = None
+    baseline: float | None = None
+    tolerance: float | None = None
+
+    def problem(self, value: float) -> str | None:
+        """Why ``value`` is out of range (None when it is inside)."""
+        if not math.isfinite(value):
+            return "not a finite number"
+        if self.min is not None and value < self.min:
+            return f"below the minimum {self.min:g}"
+        if self.max is not None and value > self.max:
+            return f"above the maximum {self.max:g}"
+        if self.baseline is not None and self.tolerance is not None \
+                and abs(value - self.baseline) > self.tolerance:
+            return f"off the baseline {self.baseline:g} +- {self.tolerance:g}"
+        return None
+
+    def __str__(self) -> str:
+        parts = [f"[{'-inf' if self.min is None else f'{self.min:g}'}, "
+                 f"{'inf' if self.max is None else f'{self.max:g}'}]"]
+        if self.baseline is not None and self.tolerance is not None:
+            parts.append(f"baseline {self.baseline:g} +- {self.tolerance:g}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class HilConfig:
+    """Thresholds of the HIL suite (``[hil]``): ``"group.quantity"`` -> :class:`Threshold`."""
+
+    thresholds: Mapping[str, Threshold] = field(default_factory=lambda: MappingProxyType({}))
+    drift_nights: int = 7
+
+
+@dataclass(frozen=True)
 class LabConfig:
     path: Path | None
     name: str
@@ -311,6 +375,8 @@ class LabConfig:
     link: LinkParams | None = None
     ramp: RampLimits = field(default_factory=RampLimits)
     virtual: VirtualPhysics | None = None
+    faults: Mapping[str, InstrumentFault] = field(default_factory=lambda: MappingProxyType({}))
+    hil: HilConfig | None = None
 
     def role(self, role: str) -> InstrumentConfig:
         """The instrument of ``role`` (ConfigError naming the file if the role is not set)."""
@@ -443,7 +509,8 @@ def _parse_instrument(name: str, raw: Any, src: str) -> InstrumentConfig:
     )
 
 
-_TOP_KEYS = ("lab", "instruments", "roles", "link", "ramp", "virtual")
+_TOP_KEYS = ("lab", "instruments", "roles", "link", "ramp", "virtual", "hil")
+_THRESHOLD_KEYS = ("min", "max", "baseline", "tolerance")
 
 #: numeric rules of the typed tables: field -> (lower bound, lower inclusive, upper bound)
 _RULES: Mapping[str, tuple[float | None, bool, float | None]] = MappingProxyType({
@@ -625,7 +692,25 @@ def lab_config_to_toml(config: LabConfig, *, include_virtual: bool = True) -> st
     lines += _toml_table("ramp", dataclasses.asdict(config.ramp))
     if include_virtual and config.virtual is not None:
         lines += _toml_table("virtual", dataclasses.asdict(config.virtual))
+        for name, fault in config.faults.items():
+            lines += _toml_table(f"virtual.faults.{name}", {"answers": fault.answers})
+            lines[-1:-1] = [f"readings = {_inline(fault.readings)}"] if fault.readings else []
+    if config.hil is not None:
+        lines += _toml_table("hil", {"drift_nights": config.hil.drift_nights})
+        groups: dict[str, list[str]] = {}
+        for key, th in config.hil.thresholds.items():
+            group, quantity = key.split(".", 1)
+            groups.setdefault(group, []).append(
+                f"{quantity} = {_inline(dataclasses.asdict(th))}")
+        for group, items in groups.items():
+            lines += [f"[hil.{group}]", *items, ""]
     return "\n".join(lines)
+
+
+def _inline(items: Mapping[str, Any]) -> str:
+    """An inline TOML table of the non-None values."""
+    return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in items.items()
+                            if v is not None) + " }"
 
 
 def parse_lab_config(data: Mapping[str, Any], *, source: str = "<string>",
@@ -659,10 +744,80 @@ def parse_lab_config(data: Mapping[str, Any], *, source: str = "<string>",
         _check_link(link, source)
     ramp = (_parse_fields(RampLimits, data["ramp"], "ramp", source) if "ramp" in data
             else RampLimits())
-    virtual = (_parse_fields(VirtualPhysics, data["virtual"], "virtual", source)
-               if "virtual" in data else None)
+    faults: dict[str, InstrumentFault] = {}
+    virtual = None
+    if "virtual" in data:
+        raw_virtual = data["virtual"]
+        if isinstance(raw_virtual, dict) and "faults" in raw_virtual:
+            raw_virtual = dict(raw_virtual)
+            faults = _parse_faults(raw_virtual.pop("faults"), parsed, source)
+        virtual = _parse_fields(VirtualPhysics, raw_virtual, "virtual", source)
+    hil = _parse_hil(data["hil"], source) if "hil" in data else None
     return LabConfig(path=path, name=name, instruments=MappingProxyType(parsed), roles=roles,
-                     link=link, ramp=ramp, virtual=virtual)
+                     link=link, ramp=ramp, virtual=virtual, faults=MappingProxyType(faults),
+                     hil=hil)
+
+
+def _parse_faults(raw: Any, instruments: Mapping[str, InstrumentConfig],
+                  src: str) -> dict[str, InstrumentFault]:
+    """``[virtual.faults.<instrument>]`` tables (see :class:`InstrumentFault`)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{src}: virtual.faults must be a table, got {_type_name(raw)}")
+    out: dict[str, InstrumentFault] = {}
+    for name, table in raw.items():
+        where = f"virtual.faults.{name}"
+        if name not in instruments:
+            raise ConfigError(f"{src}: {where}: no instrument {name!r} in this config (have: "
+                              f"{sorted(instruments)})")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{src}: {where} must be a table, got {_type_name(table)}")
+        for key in table:
+            if key not in ("answers", "readings"):
+                raise ConfigError(f"{src}: unknown key '{where}.{key}' (allowed: answers, "
+                                  f"readings)")
+        answers = table.get("answers", True)
+        if not isinstance(answers, bool):
+            raise ConfigError(f"{src}: {where}.answers must be true or false, got {answers!r}")
+        readings = table.get("readings", {})
+        if not isinstance(readings, dict):
+            raise ConfigError(f"{src}: {where}.readings must be a table of numbers, got "
+                              f"{_type_name(readings)}")
+        values = {q: _number(v, f"{where}.readings.{q}", src) for q, v in readings.items()}
+        out[name] = InstrumentFault(answers=answers, readings=MappingProxyType(values))
+    return out
+
+
+def _parse_hil(raw: Any, src: str) -> HilConfig:
+    """``[hil]``: ``drift_nights`` and ``[hil.<group>]`` tables of quantity thresholds."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{src}: hil must be a table, got {_type_name(raw)}")
+    nights = raw.get("drift_nights", 7)
+    if isinstance(nights, bool) or not isinstance(nights, int) or not 1 <= nights <= 365:
+        raise ConfigError(f"{src}: hil.drift_nights must be an integer 1..365, got {nights!r}")
+    thresholds: dict[str, Threshold] = {}
+    for group, table in raw.items():
+        if group == "drift_nights":
+            continue
+        if not isinstance(table, dict):
+            raise ConfigError(f"{src}: hil.{group} must be a table of quantity thresholds "
+                              f"(or hil.drift_nights), got {_type_name(table)}")
+        for quantity, spec in table.items():
+            where = f"hil.{group}.{quantity}"
+            if not isinstance(spec, dict):
+                raise ConfigError(f"{src}: {where} must be a table {{min, max, baseline, "
+                                  f"tolerance}}, got {_type_name(spec)}")
+            for key in spec:
+                if key not in _THRESHOLD_KEYS:
+                    raise ConfigError(f"{src}: unknown key '{where}.{key}' (allowed: "
+                                      f"{', '.join(_THRESHOLD_KEYS)})")
+            v = {k: _number(spec[k], f"{where}.{k}", src) for k in spec}
+            if v.get("tolerance") is not None and v["tolerance"] <= 0:
+                raise ConfigError(f"{src}: {where}.tolerance must be > 0, got "
+                                  f"{v['tolerance']:g}")
+            if "min" in v and "max" in v and v["min"] > v["max"]:
+                raise ConfigError(f"{src}: {where}: min {v['min']:g} > max {v['max']:g}")
+            thresholds[f"{group}.{quantity}"] = Threshold(**v)
+    return HilConfig(MappingProxyType(thresholds), nights)
 
 
 def load_lab_config(path: str | os.PathLike[str]) -> LabConfig:

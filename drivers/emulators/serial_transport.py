@@ -79,6 +79,8 @@ class PtyEmulator:
 
     def __init__(self, *, measure: MeasureHook | None = None, name: str | None = None) -> None:
         self.measure_hook = measure
+        #: fixed readings that win over the hook and the defaults (an aged or broken unit)
+        self.readings_override: dict[str, float] = {}
         self.name = name or type(self).__name__
         self.lock = threading.RLock()  # guards the instrument state
         self._faults: deque[_Pending] = deque()
@@ -183,7 +185,10 @@ class PtyEmulator:
             self._requests.clear()
 
     def measured(self, quantity: str, default: float) -> float:
-        """Value of ``quantity`` from the physics hook, or ``default`` without one."""
+        """Value of ``quantity``: ``readings_override``, else the physics hook, else
+        ``default``."""
+        if quantity in self.readings_override:
+            return float(self.readings_override[quantity])
         if self.measure_hook is None:
             return default
         return float(self.measure_hook(quantity, self.state()))

@@ -21,7 +21,7 @@ from qkd_hw import __version__
 from qkd_hw.errors import QkdHwError
 
 SUBCOMMANDS = ("demo", "simulate", "info", "process", "keyrate", "bench", "postprocess", "lab",
-               "acquire", "calibrate")
+               "acquire", "calibrate", "hil")
 
 
 #: signals that end a run like Ctrl-C does (cleanup, one line), with exit code 128 + signum

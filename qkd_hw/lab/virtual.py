@@ -49,6 +49,8 @@ ROLE_DRIVERS: Mapping[str, str] = {
     "voa": "keysight_n77xx",
     "switch": "agiltron_switch",
 }
+#: board temperature the virtual detector reports (a fault's ``readings`` can change it)
+DETECTOR_TEMPERATURE_C = 31.5
 REQUIRED_PORTS = ("awg_i_channel", "digitizer_channel", "voa_channel", "switch_signal_port",
                   "switch_block_port")
 
@@ -101,6 +103,9 @@ class VirtualLab:
             self.client_config_text = self._client_text()
             self.client_config = parse_lab_config_text(self.client_config_text,
                                                        source="<virtual lab client config>")
+            for name, fault in self.config.faults.items():
+                if not fault.answers:  # unplugged: its resource stays in the client config
+                    self.emulators[name].stop()
         except BaseException:
             self.stop()
             raise
@@ -186,6 +191,12 @@ class VirtualLab:
                               f"emulator for driver {driver!r} in the virtual lab (have: "
                               f"{sorted(_EMULATOR_FACTORIES)})")
         emu = make(self, role)
+        fault = self.config.faults.get(name)
+        if fault is not None and fault.readings:
+            if not hasattr(emu, "readings_override"):
+                raise ConfigError(f"{self.config.path or '<lab config>'}: virtual.faults.{name}"
+                                  f".readings: the {driver} emulator has no fixed readings")
+            emu.readings_override.update(fault.readings)
         if driver == "keysight_n77xx":
             emu.INSERTION_LOSS_DB = p.voa_insertion_loss_db
         return emu
@@ -197,7 +208,8 @@ class VirtualLab:
 
     def _measure_detector(self, quantity: str, state: Mapping[str, Any]) -> float:
         i1, i2 = self.model.photocurrents_ua(self.state())
-        return {"pd1_current_ua": i1, "pd2_current_ua": i2, "temperature_c": 31.5}[quantity]
+        return {"pd1_current_ua": i1, "pd2_current_ua": i2,
+                "temperature_c": DETECTOR_TEMPERATURE_C}[quantity]
 
     def _measure_bias(self, quantity: str, state: Mapping[str, Any]) -> float:
         bias = self.emulator("bias_controller")
