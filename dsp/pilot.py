@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from dsp.options import LinkParameters
 
 __all__ = ["PILOT_LOSS_FRACTION", "PILOT_MONITOR_BLOCKS", "PilotStage", "combined_pilot",
-           "pilot_decimate"]
+           "fill_lead", "pilot_decimate"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,6 +167,17 @@ def combined_pilot(x: np.ndarray, link: LinkParameters, pilot: PilotAcquisition,
     return z
 
 
+def fill_lead(z: np.ndarray, j0: int, D: int, start_sample: int, phasor: complex) -> None:
+    """Replace, in place, the phasors of blocks ``j0 ..`` (of D samples) that begin before
+    ``start_sample`` (the pilot's first sample, ``PilotAcquisition.span_samples``) by
+    ``phasor``, the pilot's at its start: the tracker then sees a still carrier up to the data
+    instead of a pilot-free preamble's phase, which it would follow and carry into the first
+    data blocks."""
+    n = min(z.shape[0], -(-int(start_sample) // D) - int(j0))
+    if n > 0:
+        z[:n] = phasor
+
+
 #: pilot lock monitor: windows of this many pilot blocks (~1e5 samples at D = 25) ...
 PILOT_MONITOR_BLOCKS = 4096
 #: ... whose mean power below this fraction of the first window's (-10 dB) means the pilot
@@ -198,6 +209,7 @@ class PilotStage:
         self._win_count = 0
         self._win_index = 0
         self.reference_power: float | None = None   # the first window's (the head's)
+        self._lead = (acq.pilot.span_samples[0], acq.lead_phasor)
 
     def _monitor(self, z: np.ndarray) -> None:
         """Raise DspLockError when a window's mean pilot power falls below
@@ -253,6 +265,8 @@ class PilotStage:
         self.j_next, self.n_end = j_av, n1
         z = (parts[0] if len(parts) == 1 else
              np.concatenate(parts) if parts else np.empty(0, np.complex128))
+        if self._lead[0] > 0:
+            fill_lead(z, j_av - z.shape[0], D, *self._lead)
         self._monitor(z)
         t1 = time.perf_counter()
         out = self.tracker.push(z)

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from dsp.acquisition import acquire_pilot, check_search_range
+from dsp.acquisition import acquire_pilot, check_search_range, pilot_span
 from dsp.carrier import design_pilot_filter
 from dsp.errors import DspLockError
 from dsp.estimation import PeAccumulator, estimate_parameters
@@ -278,3 +278,24 @@ def test_sync_without_correlation_is_a_lock_error_without_warnings(alice):
         warnings.simplefilter("error")
         with pytest.raises(DspLockError, match="synchronisation failed"):
             acquire(head, x, link)
+
+
+def test_pilot_span_excludes_a_pilot_free_lead_and_a_swamping_preamble():
+    rng = np.random.default_rng(5)
+    n, W = 6400, 32
+    strong = 1.0 + 0.05 * rng.standard_normal(n)
+    weak = 0.25 + 0.02 * rng.standard_normal(n)     # a second pilot 4:1 weaker
+    strong[:640] = weak[:640] = 0.001                # noise lead, no pilot
+    strong[640:960], weak[640:960] = 6.0, 0.05       # preamble: swamps one, leaves the other
+    b0, b1 = pilot_span([strong, weak], W)
+    assert b0 == 960 + W          # one guard window after the last bad one
+    assert b1 == n
+    # the span ends before a pilot-free tail just as well
+    strong[6000:] = 0.001
+    assert pilot_span([strong, weak], W) == (960 + W, (6000 // W - 1) * W)
+
+
+def test_pilot_span_is_the_whole_record_when_the_pilot_is_everywhere():
+    rng = np.random.default_rng(6)
+    p = 1.0 + 0.1 * rng.standard_normal(5000)        # 5000 not a multiple of the window
+    assert pilot_span([p]) == (0, 5000)
