@@ -52,3 +52,26 @@ def test_framed_estimates_within_three_sigma_of_truth(framed):
     assert abs(framed.acquisition.pilot.frequency_offset_hz
                - truth.frequency_offset_hz) < 1e3
     assert math.isclose(framed.acquisition.sync.tau0, truth.delay_samples, abs_tol=0.2)
+
+
+def test_implausible_leakage_floor_is_a_warning_not_a_number(framed):
+    # the linewidth the preamble used to give: its floor (2.46 SNU) exceeds what was measured
+    from dataclasses import replace
+
+    from qkd_hw.receiver.estimate import (
+        ImplausibleDiagnosticWarning,
+        leakage_floor,
+        plausible_leakage_floor,
+    )
+
+    acq = framed.acquisition
+    bad = replace(acq, pilot=replace(acq.pilot, linewidth_hz=171_656.0))
+    e = framed.estimates
+    assert leakage_floor(bad, acq.link, framed.n0_codes2, e.t_eff) > 1.0
+    with pytest.warns(ImplausibleDiagnosticWarning, match=r"framed: .*171656 Hz"):
+        floor = plausible_leakage_floor("framed", bad, acq.link, framed.n0_codes2, e,
+                                        framed.excess_noise_calibration_std_snu)
+    assert math.isnan(floor)
+    # the acquired linewidth's floor is physical and reported as is
+    assert framed.pilot_leakage_floor_snu == plausible_leakage_floor(
+        "framed", acq, acq.link, framed.n0_codes2, e, framed.excess_noise_calibration_std_snu)
