@@ -80,15 +80,20 @@ class PilotAcquisition:
     span_samples: tuple[int, int] = (0, 0)
 
 
-def pilot_span(powers: list[np.ndarray], window: int = PRESENCE_WINDOW_BLOCKS) -> tuple[int, int]:
-    """Blocks ``[b0, b1)`` of the longest run where every pilot is present.
+def pilot_span(powers: list[np.ndarray], window: int = PRESENCE_WINDOW_BLOCKS,
+               min_blocks: int = MIN_SPAN_BLOCKS) -> tuple[int, int]:
+    """Blocks ``[b0, b1)`` of the first run of at least ``min_blocks`` blocks (else the
+    longest) where every pilot is present.
 
     A window of ``window`` blocks holds the pilot when its mean power is near the median of
     all windows (``PRESENCE_TOLERANCE`` relative, or ``PRESENCE_MAD_SIGMAS`` robust standard
     deviations): a pilot-free lead or preamble falls far below, a strong preamble swamping the
     pilot's band far above. The median ignores such spans as long as they are less than half
     the head. A window next to a rejected one is dropped as well (it may hold part of the
-    preamble). Every window good: the whole record ``[0, n)``.
+    preamble). Every window good: the whole record ``[0, n)``. The first long run, not the
+    longest: the data start after the lead and the preamble, and a pilot that vanishes
+    later, inside the data, must stay visible to the stream's lock monitor (the blocks
+    before the span are filled in, ``dsp.pilot.fill_lead``).
 
     Parameters
     ----------
@@ -96,6 +101,8 @@ def pilot_span(powers: list[np.ndarray], window: int = PRESENCE_WINDOW_BLOCKS) -
         Per pilot, the power ``|z|^2`` of its block phasors.
     window : int
         Blocks per presence window.
+    min_blocks : int
+        Shortest run that is taken as the data.
 
     Returns
     -------
@@ -114,10 +121,12 @@ def pilot_span(powers: list[np.ndarray], window: int = PRESENCE_WINDOW_BLOCKS) -
         good &= np.abs(w - med) <= max(PRESENCE_TOLERANCE * med, PRESENCE_MAD_SIGMAS * mad)
     if good.all():
         return 0, n
-    # longest run of good windows, shrunk by one window at each side that borders a bad one
+    # first long (else the longest) run of good windows, shrunk by one window at each side
+    # that borders a bad one
     edges = np.flatnonzero(np.diff(np.r_[0, good.astype(np.int8), 0]))
     starts, stops = edges[::2], edges[1::2]
-    i = int(np.argmax(stops - starts))
+    long = np.flatnonzero(stops - starts >= -(-min_blocks // window) + 2)
+    i = int(long[0]) if long.size else int(np.argmax(stops - starts))
     w0, w1 = int(starts[i]), int(stops[i])
     w0 += 1 if w0 > 0 else 0
     w1 -= 1 if w1 < nw else 0
@@ -227,7 +236,8 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
                            first_block=0, n_blocks=nblk) for fp in fps]
     # only where every pilot is present: a pilot-free preamble's phase is not laser phase
     b0, b1 = pilot_span([np.abs(z) ** 2 for z in full])
-    if b1 - b0 < MIN_SPAN_BLOCKS:
+    # (a head too short as a whole is the trackers' error to name: they know what they need)
+    if (b0, b1) != (0, nblk) and b1 - b0 < MIN_SPAN_BLOCKS:
         raise DspLockError("pilot not found: present in too few samples of the head",
                            {"pilot_span_samples": float((b1 - b0) * D),
                             "pilot_span_min_samples": float(MIN_SPAN_BLOCKS * D)})

@@ -299,3 +299,15 @@ def test_pilot_span_is_the_whole_record_when_the_pilot_is_everywhere():
     rng = np.random.default_rng(6)
     p = 1.0 + 0.1 * rng.standard_normal(5000)        # 5000 not a multiple of the window
     assert pilot_span([p]) == (0, 5000)
+
+
+def test_pilot_span_is_the_first_long_run_not_the_longest():
+    # a pilot lost inside the data must stay ahead of the span, where the lock monitor sees it
+    p = np.ones(3200)
+    p[:320] = 0.001            # lead
+    p[1280:1600] = 0.001       # pilot lost later: the run after it is longer
+    assert pilot_span([p], 32, min_blocks=256) == (320 + 32, 1280 - 32)
+    # a run too short to be the data (a gap in the lead) is skipped
+    p[:320] = 0.001
+    p[64:128] = 1.0
+    assert pilot_span([p], 32, min_blocks=256)[0] == 320 + 32
