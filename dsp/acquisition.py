@@ -17,7 +17,7 @@ import scipy.fft as sfft
 from dsp.core import cdot
 from dsp.downconvert import fir_decimate, mix_down
 from dsp.errors import DspLockError
-from dsp.fits import line_fit, radial_phase_noise, slope_std, structure_fit
+from dsp.fits import diffusion_slope, line_fit, radial_phase_noise, slope_std
 from dsp.matched_filter import matched_filter_at
 from dsp.pilot import pilot_decimate
 from dsp.rrc import MatchedFilterBank, rrc_frequency_response
@@ -268,7 +268,7 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
     weights = [w / wsum for w in weights]
     comb = sum(w * z for w, z in zip(weights, phasors, strict=True))
     comb = comb * np.exp(-2j * np.pi * (offset - coarse) / fs * t)
-    _, slope = structure_fit(np.unwrap(np.angle(comb)), max_lag)
+    slope = diffusion_slope(np.unwrap(np.angle(comb)), max_lag)
     s2n = radial_phase_noise(comb)
     dt = D / fs
     linewidth = slope / (2 * np.pi * dt)

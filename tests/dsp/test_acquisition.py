@@ -311,3 +311,27 @@ def test_pilot_span_is_the_first_long_run_not_the_longest():
     p[:320] = 0.001
     p[64:128] = 1.0
     assert pilot_span([p], 32, min_blocks=256)[0] == 320 + 32
+
+
+@pytest.mark.parametrize("linewidth_hz", [100.0, 1000.0])
+def test_diffusion_slope_is_not_moved_by_a_few_corrupted_blocks(linewidth_hz):
+    # Wiener phase q = 2 pi lw D / fs per block (analytic slope) plus white pilot noise; three
+    # pairs of corrupted blocks (a burst swamping the pilot) leave cycle slips in the unwrapped
+    # phase: the mean structure function then reads 20-200x the linewidth
+    from dsp.fits import diffusion_slope, structure_fit
+
+    rng = np.random.default_rng(2)
+    n, D, fs = 15000, 64, 1e9
+    q = 2 * np.pi * linewidth_hz * D / fs
+    ph = np.cumsum(rng.normal(0, np.sqrt(q), n)) + rng.normal(0, 0.05, n)
+    clean = np.unwrap(np.angle(np.exp(1j * ph)))
+    # clean: the mean fit itself (so clean recordings keep their numbers), near q
+    assert diffusion_slope(clean, 48) == structure_fit(clean, 48)[1]
+    assert diffusion_slope(clean, 48) == pytest.approx(q, rel=0.3)
+    z = np.exp(1j * ph)
+    for j in (3000, 7000, 11000):
+        z[j] *= np.exp(0.9j * np.pi)
+        z[j + 1] *= np.exp(-0.95j * np.pi)
+    bad = np.unwrap(np.angle(z))
+    assert structure_fit(bad, 48)[1] > 10 * q
+    assert diffusion_slope(bad, 48) == pytest.approx(q, rel=0.3)
