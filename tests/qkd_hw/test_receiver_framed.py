@@ -54,6 +54,16 @@ def test_framed_estimates_within_three_sigma_of_truth(framed):
     assert math.isclose(framed.acquisition.sync.tau0, truth.delay_samples, abs_tol=0.2)
 
 
+@pytest.mark.parametrize("chunk", [9_973, 262_147])
+def test_framed_chunking_does_not_change_the_estimates(framed, chunk):
+    # chunk borders inside the lead and the preamble, whose pilot blocks are filled in
+    r = process_recording(FRAMED, pe_fraction=1.0, seed=1, chunk_samples=chunk,
+                          options=ReceiverOptions(phase_method="kalman-rts"))
+    for name in ("transmittance", "excess_noise_snu", "t_eff", "sigma2"):
+        assert getattr(r.estimates, name) == pytest.approx(getattr(framed.estimates, name),
+                                                           rel=1e-7, abs=1e-9)
+
+
 def test_implausible_leakage_floor_is_a_warning_not_a_number(framed):
     # the linewidth the preamble used to give: its floor (2.46 SNU) exceeds what was measured
     from dataclasses import replace
