@@ -125,13 +125,17 @@ def test_simulated_frame_layout(simulated):
     assert np.mean(pre**2) == pytest.approx(p.preamble_amplitude_codes**2, rel=0.05)
 
 
-@pytest.mark.parametrize("linewidth_hz, lo, hi", [(0.0, 0.0, 50.0), (100.0, 50.0, 200.0),
-                                                  (1000.0, 500.0, 2000.0)])
-def test_simulated_framed_linewidth_excludes_the_preamble(simulated, linewidth_hz, lo, hi):
+@pytest.mark.parametrize("linewidth_hz, lo, hi, pilots", [
+    (0.0, 0.0, 50.0, 2), (100.0, 50.0, 200.0, 2), (1000.0, 500.0, 2000.0, 2),
+    (100.0, 50.0, 200.0, 1)])
+def test_simulated_framed_linewidth_excludes_the_preamble(simulated, linewidth_hz, lo, hi,
+                                                         pilots):
     # before: 37-65 kHz at every linewidth (the preamble's phase), the tracker at MHz
     from qkd_hw.sim import SimParams
 
-    path = simulated(SimParams(**FRAME, linewidth_hz=linewidth_hz), seed=7, n_symbols=N_SIM)
+    frame = {**FRAME, "pilot_frequencies_hz": FRAME["pilot_frequencies_hz"][:pilots],
+             "pilot_powers_dbsn": FRAME["pilot_powers_dbsn"][:pilots]}
+    path = simulated(SimParams(**frame, linewidth_hz=linewidth_hz), seed=7, n_symbols=N_SIM)
     res = process_recording(path, pe_fraction=1.0, seed=1)
     pil = res.acquisition.pilot
     assert lo <= pil.linewidth_hz <= hi
