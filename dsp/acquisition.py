@@ -17,13 +17,25 @@ import scipy.fft as sfft
 from dsp.core import cdot
 from dsp.downconvert import fir_decimate, mix_down
 from dsp.errors import DspLockError
-from dsp.fits import line_fit, radial_phase_noise, slope_std, structure_fit
+from dsp.fits import diffusion_slope, line_fit, radial_phase_noise, slope_std
 from dsp.matched_filter import matched_filter_at
 from dsp.pilot import pilot_decimate
 from dsp.rrc import MatchedFilterBank, rrc_frequency_response
 
 __all__ = ["PilotAcquisition", "SyncResult", "acquire_pilot", "check_search_range",
-           "synchronise"]
+           "pilot_span", "synchronise"]
+
+#: pilot presence: windows of this many acquisition blocks (2048 samples at D = 64) ...
+PRESENCE_WINDOW_BLOCKS = 32
+#: ... where each pilot's mean power lies within this relative distance of its median over the
+#: head (a pilot-free preamble or lead leaves a few per cent of it, a strong preamble swamping
+#: the pilot's band several times it) ...
+PRESENCE_TOLERANCE = 0.2
+#: ... or within this many robust standard deviations (MAD) of the median (a weak pilot's
+#: window powers scatter more than the tolerance)
+PRESENCE_MAD_SIGMAS = 8.0
+#: fewest pilot blocks the phase statistics need (a multiple of the structure function's lags)
+MIN_SPAN_BLOCKS = 1024
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,9 @@ class PilotAcquisition:
         Combining weights of the pilots (phase alignment and SNR weighting); sum of |w| = 1.
     pilot_amplitudes : tuple[float, ...]
         Tone amplitude A of each pilot (ADC codes; ``A cos(2 pi f t + phi)``).
+    span_samples : tuple[int, int]
+        Head samples ``[start, stop)`` where every pilot is present (``pilot_span``): the
+        fine offset, the weights and every phase statistic come from these only.
     """
 
     frequency_offset_hz: float
@@ -62,6 +77,61 @@ class PilotAcquisition:
     decimation: int
     pilot_weights: tuple[complex, ...]
     pilot_amplitudes: tuple[float, ...]
+    span_samples: tuple[int, int] = (0, 0)
+
+
+def pilot_span(powers: list[np.ndarray], window: int = PRESENCE_WINDOW_BLOCKS,
+               min_blocks: int = MIN_SPAN_BLOCKS) -> tuple[int, int]:
+    """Blocks ``[b0, b1)`` of the first run of at least ``min_blocks`` blocks (else the
+    longest) where every pilot is present.
+
+    A window of ``window`` blocks holds the pilot when its mean power is near the median of
+    all windows (``PRESENCE_TOLERANCE`` relative, or ``PRESENCE_MAD_SIGMAS`` robust standard
+    deviations): a pilot-free lead or preamble falls far below, a strong preamble swamping the
+    pilot's band far above. The median ignores such spans as long as they are less than half
+    the head. A window next to a rejected one is dropped as well (it may hold part of the
+    preamble). Every window good: the whole record ``[0, n)``. The first long run, not the
+    longest: the data start after the lead and the preamble, and a pilot that vanishes
+    later, inside the data, must stay visible to the stream's lock monitor (the blocks
+    before the span are filled in, ``dsp.pilot.fill_lead``).
+
+    Parameters
+    ----------
+    powers : list of ndarray, shape (n,)
+        Per pilot, the power ``|z|^2`` of its block phasors.
+    window : int
+        Blocks per presence window.
+    min_blocks : int
+        Shortest run that is taken as the data.
+
+    Returns
+    -------
+    tuple[int, int]
+        First and one-past-last block of the run.
+    """
+    n = powers[0].shape[0]
+    nw = n // window
+    if nw < 3:
+        return 0, n
+    good = np.ones(nw, bool)
+    for p in powers:
+        w = p[:nw * window].reshape(nw, window).mean(axis=1)
+        med = float(np.median(w))
+        mad = 1.4826 * float(np.median(np.abs(w - med)))
+        good &= np.abs(w - med) <= max(PRESENCE_TOLERANCE * med, PRESENCE_MAD_SIGMAS * mad)
+    if good.all():
+        return 0, n
+    # first long (else the longest) run of good windows, shrunk by one window at each side
+    # that borders a bad one
+    edges = np.flatnonzero(np.diff(np.r_[0, good.astype(np.int8), 0]))
+    starts, stops = edges[::2], edges[1::2]
+    long = np.flatnonzero(stops - starts >= -(-min_blocks // window) + 2)
+    i = int(long[0]) if long.size else int(np.argmax(stops - starts))
+    w0, w1 = int(starts[i]), int(stops[i])
+    w0 += 1 if w0 > 0 else 0
+    w1 -= 1 if w1 < nw else 0
+    b1 = n if w1 == nw else w1 * window
+    return w0 * window, max(b1, w0 * window)
 
 
 def check_search_range(fs: float, *, pilot_frequencies_hz, signal_frequency_hz: float,
@@ -162,11 +232,22 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
     # fine offset and phase statistics from the block phasors of each pilot
     D = int(decimation)
     nblk = x.shape[0] // D
-    t = np.arange(nblk) * D + (D - 1) / 2
+    full = [pilot_decimate(x, fs, frequency_hz=fp + coarse, decimation=D, first_sample=0,
+                           first_block=0, n_blocks=nblk) for fp in fps]
+    # only where every pilot is present: a pilot-free preamble's phase is not laser phase
+    b0, b1 = pilot_span([np.abs(z) ** 2 for z in full])
+    # (a head too short as a whole is the trackers' error to name: they know what they need)
+    if (b0, b1) != (0, nblk) and b1 - b0 < MIN_SPAN_BLOCKS:
+        raise DspLockError("pilot not found: present in too few samples of the head",
+                           {"pilot_span_samples": float((b1 - b0) * D),
+                            "pilot_span_min_samples": float(MIN_SPAN_BLOCKS * D)})
+    if (b0, b1) != (0, nblk):   # the lock metric from the same span
+        snr_db = _coarse_offset(x[b0 * D:b1 * D], fs, fps, search_hz=search_hz,
+                                snr_min_db=snr_min_db)[1]
+    t = np.arange(b0, b1) * D + (D - 1) / 2
     phasors, fine, resid = [], [], []
-    for fp in fps:
-        z = pilot_decimate(x, fs, frequency_hz=fp + coarse, decimation=D, first_sample=0,
-                           first_block=0, n_blocks=nblk)
+    for z in full:
+        z = z[b0:b1]
         ph = np.unwrap(np.angle(z))
         a1, a0 = line_fit(t, ph)
         fine.append(coarse + a1 * fs / (2 * np.pi))
@@ -187,7 +268,7 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
     weights = [w / wsum for w in weights]
     comb = sum(w * z for w, z in zip(weights, phasors, strict=True))
     comb = comb * np.exp(-2j * np.pi * (offset - coarse) / fs * t)
-    _, slope = structure_fit(np.unwrap(np.angle(comb)), max_lag)
+    slope = diffusion_slope(np.unwrap(np.angle(comb)), max_lag)
     s2n = radial_phase_noise(comb)
     dt = D / fs
     linewidth = slope / (2 * np.pi * dt)
@@ -199,7 +280,8 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
         linewidth_hz=float(max(linewidth, 0.0)),
         linewidth_std_hz=float(slope_std(np.unwrap(np.angle(comb)), max_lag) / (2 * np.pi * dt)),
         decimation=D, pilot_weights=tuple(complex(w) for w in weights),
-        pilot_amplitudes=tuple(float(2 * np.sqrt(p)) for p in pw))
+        pilot_amplitudes=tuple(float(2 * np.sqrt(p)) for p in pw),
+        span_samples=(b0 * D, x.shape[0] if b1 == nblk else b1 * D))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["line_fit", "radial_phase_noise", "slope_std", "structure_fit"]
+__all__ = ["diffusion_slope", "line_fit", "radial_phase_noise", "slope_std", "structure_fit"]
+
+#: the robust slope replaces the mean one when they differ by more than this many sds
+ROBUST_SWITCH_SIGMAS = 4.0
 
 
 def line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -30,21 +33,55 @@ def radial_phase_noise(z: np.ndarray) -> float:
     return float(np.var(r) / (m * m)) if m > 0 else float("inf")
 
 
-def structure_fit(ph: np.ndarray, max_lag: int) -> tuple[float, float]:
-    """Fit ``S(l) = 2 s2 + slope * l`` for l = 1..max_lag; returns (s2, slope per block)."""
+def structure_fit(ph: np.ndarray, max_lag: int, *,
+                  robust: bool = False) -> tuple[float, float]:
+    """Fit ``S(l) = 2 s2 + slope * l`` for l = 1..max_lag; returns (s2, slope per block).
+
+    ``robust``: ``S(l)`` from the increments wrapped to [-pi, pi) about the circular mean
+    slope (the same for increments well inside +-pi). A corrupted block then moves only the
+    ~2 increments per lag that touch it, by at most pi^2 each: about the same at every lag,
+    so the intercept takes it, not the slope; in the unwrapped record it can leave a cycle
+    slip, which adds ``l (2 pi)^2 / n`` to ``S(l)``, all slope. (Not a median: the pilot
+    phase also holds periodic interference, whose squares are not chi-square.)"""
+    lags = np.arange(1, max_lag + 1)
+    if robust:
+        b1 = float(np.angle(np.mean(np.exp(1j * np.diff(ph)))))
+        S = np.array([np.mean(_wrap(ph[lag:] - ph[:-lag] - lag * b1) ** 2) for lag in lags])
+        slope, icpt = line_fit(lags, S)
+        return float(icpt / 2), float(slope)
     k = np.arange(ph.shape[0])
     b1, b0 = line_fit(k, ph)
     ph = ph - (b0 + b1 * k)
-    lags = np.arange(1, max_lag + 1)
     S = np.array([np.mean((ph[lag:] - ph[:-lag]) ** 2) for lag in lags])
     slope, icpt = line_fit(lags, S)
     return float(icpt / 2), float(slope)
 
 
-def slope_std(ph: np.ndarray, max_lag: int) -> float:
-    """Rough standard error of the diffusion slope: spread of the slope over quarters."""
+def _wrap(d: np.ndarray) -> np.ndarray:
+    """Angles wrapped to [-pi, pi)."""
+    return (d + np.pi) % (2 * np.pi) - np.pi
+
+
+def slope_std(ph: np.ndarray, max_lag: int, *, robust: bool = False) -> float:
+    """Rough standard error of the diffusion slope: spread of the slope over quarters
+    (``robust``: of the robust slope, ``structure_fit``)."""
     q = ph.shape[0] // 4
     if q < 4 * max_lag:
         return float("inf")
-    slopes = [structure_fit(ph[i * q:(i + 1) * q], max_lag)[1] for i in range(4)]
+    slopes = [structure_fit(ph[i * q:(i + 1) * q], max_lag, robust=robust)[1]
+              for i in range(4)]
     return float(np.std(slopes, ddof=1) / 2)
+
+
+def diffusion_slope(ph: np.ndarray, max_lag: int) -> float:
+    """Diffusion slope of the structure function (rad^2 per block) that a few bad blocks cannot
+    move: the mean fit (``structure_fit``), unless the robust fit differs from it by more than
+    ``ROBUST_SWITCH_SIGMAS`` of the robust fit's spread (``slope_std``; the mean fit's own
+    spread grows with the outliers): then outliers drive it and the robust one is returned.
+    On a clean record both agree and the mean fit, the more precise, is kept."""
+    slope = structure_fit(ph, max_lag)[1]
+    robust = structure_fit(ph, max_lag, robust=True)[1]
+    sd = slope_std(ph, max_lag, robust=True)
+    if abs(slope - robust) > ROBUST_SWITCH_SIGMAS * sd:   # sd = inf: too short to tell
+        return robust
+    return slope

@@ -19,7 +19,7 @@ from dsp.acquisition import (
 from dsp.carrier import design_pilot_filter, pilot_block_guard
 from dsp.errors import DspLockError
 from dsp.options import LinkParameters, ReceiverOptions
-from dsp.pilot import combined_pilot
+from dsp.pilot import combined_pilot, fill_lead
 from dsp.rrc import MatchedFilterBank
 from dsp.timing import clock_offset
 from dsp.trackers import HeadPilot, PilotFilterDesign, make_tracker, tracker_kind
@@ -42,6 +42,9 @@ class Acquisition:
     clock_offset_ppm: float
     clock_offset_std_ppm: float
     bank: MatchedFilterBank = field(repr=False)
+    #: combined pilot phasor at the pilot's first head sample (``pilot.span_samples``), which
+    #: stands in for the blocks before it (``dsp.pilot.fill_lead``)
+    lead_phasor: complex = 0j
     #: late clock probes so far, ``(first_sample, ppm, ppm_std)`` each (``refine_clock``)
     clock_probes: tuple[tuple[int, float, float], ...] = ()
 
@@ -55,9 +58,11 @@ class Acquisition:
 
 def segment_phase(x: np.ndarray, link: LinkParameters, pilot: PilotAcquisition,
                   carrier: PilotFilterDesign,
-                  first_sample: int = 0) -> tuple[float, float, np.ndarray]:
+                  first_sample: int = 0,
+                  lead_phasor: complex = 0j) -> tuple[float, float, np.ndarray]:
     """Carrier phase over a segment whose ``x[0]`` is absolute sample ``first_sample``, on a
-    grid relative to ``x[0]`` (the matched filter is then called with ``first_sample=0``).
+    grid relative to ``x[0]`` (the matched filter is then called with ``first_sample=0``);
+    blocks before the pilot's span get ``lead_phasor`` (``fill_lead``).
     The pilot oscillators run on absolute time: with several pilots the combining weights
     (relative pilot phases measured on the head) only hold on that time base."""
     D = carrier.decimation
@@ -65,6 +70,8 @@ def segment_phase(x: np.ndarray, link: LinkParameters, pilot: PilotAcquisition,
     j0 = -(-n0 // D)
     nj = (n0 + x.shape[0]) // D - j0
     z = combined_pilot(x, link, pilot, D, n0, j0, nj)
+    if pilot.span_samples[0] > 0:
+        fill_lead(z, j0, D, pilot.span_samples[0], lead_phasor)
     tr = make_tracker(carrier)
     parts = [tr.push(z)[1], tr.flush()[1]]
     return j0 * D + (D - 1) / 2 - n0, float(D), np.concatenate(parts)
@@ -103,14 +110,15 @@ def acquire(head: np.ndarray, alice: np.ndarray, link: LinkParameters,
                                       fs, pilot_frequencies_hz=link.pilot_frequencies_hz,
                                       signal_frequency_hz=link.signal_frequency_hz,
                                       symbol_rate_hz=link.symbol_rate_hz, rolloff=link.rolloff))
+    s0, s1 = pilot.span_samples
     carrier = tracker_kind(carrier.method).refine(carrier, HeadPilot(
-        samples=head.shape[0],
-        phasors=lambda D: combined_pilot(head, link, pilot, D, 0, 0, head.shape[0] // D)))
+        samples=s1 - s0, phasors=lambda D: _span_phasors(head, link, pilot, D)))
+    lead = _lead_phasor(head, link, pilot, carrier.decimation)
     mixer = link.signal_frequency_hz + pilot.frequency_offset_hz
     bank = MatchedFilterBank(samples_per_symbol=link.samples_per_symbol, rolloff=link.rolloff,
                              span_symbols=opt.span(link.rolloff), n_phases=opt.n_phases,
                              mixer_cycles_per_sample=mixer / fs, taper=opt.taper)
-    phase = segment_phase(head, link, pilot, carrier)
+    phase = segment_phase(head, link, pilot, carrier, lead_phasor=lead)
     k = min(opt.sync_symbols, link.n_symbols, alice.shape[0])
     try:
         sync = synchronise(head, fs, alice=np.asarray(alice[:k], np.complex128), bank=bank,
@@ -133,4 +141,30 @@ def acquire(head: np.ndarray, alice: np.ndarray, link: LinkParameters,
     tau0 = sync.tau0 - (sync.sync_symbols - 1) / 2 * (period_eff - period)
     return Acquisition(link=link, options=opt, pilot=pilot, carrier=carrier, sync=sync,
                        mixer_hz=mixer, tau0=tau0, period=period_eff,
-                       clock_offset_ppm=ppm, clock_offset_std_ppm=ppm_std, bank=bank)
+                       clock_offset_ppm=ppm, clock_offset_std_ppm=ppm_std, bank=bank,
+                       lead_phasor=lead)
+
+
+def _span_phasors(head: np.ndarray, link: LinkParameters, pilot: PilotAcquisition,
+                  D: int) -> np.ndarray:
+    """Combined pilot phasors of the whole D-sample blocks inside ``pilot.span_samples``."""
+    s0, s1 = pilot.span_samples
+    j0 = -(-s0 // D)
+    return combined_pilot(head[s0:s1], link, pilot, D, s0, j0, max(s1 // D - j0, 0))
+
+
+#: blocks averaged for the lead phasor (``fill_lead``)
+LEAD_BLOCKS = 16
+
+
+def _lead_phasor(head: np.ndarray, link: LinkParameters, pilot: PilotAcquisition,
+                 D: int) -> complex:
+    """The combined pilot phasor at the start of its span (mean of its first blocks); 0 when
+    the pilot is there from the first sample (nothing to fill)."""
+    s0, s1 = pilot.span_samples
+    if s0 == 0:
+        return 0j
+    j0 = -(-s0 // D)
+    nj = min(LEAD_BLOCKS, s1 // D - j0)
+    return complex(np.mean(combined_pilot(head[j0 * D:(j0 + nj) * D], link, pilot, D,
+                                          j0 * D, j0, nj)))

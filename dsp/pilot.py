@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from dsp.lock import Acquisition
     from dsp.options import LinkParameters
 
-__all__ = ["PILOT_LOSS_FRACTION", "PILOT_MONITOR_BLOCKS", "PilotStage", "combined_pilot",
-           "pilot_decimate"]
+__all__ = ["PILOT_LOSS_FRACTION", "PILOT_MONITOR_BLOCKS", "PILOT_MONITOR_SAMPLES", "PilotStage",
+           "combined_pilot", "fill_lead", "monitor_window_blocks", "pilot_decimate"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,11 +167,33 @@ def combined_pilot(x: np.ndarray, link: LinkParameters, pilot: PilotAcquisition,
     return z
 
 
-#: pilot lock monitor: windows of this many pilot blocks (~1e5 samples at D = 25) ...
+def fill_lead(z: np.ndarray, j0: int, D: int, start_sample: int, phasor: complex) -> None:
+    """Replace, in place, the phasors of blocks ``j0 ..`` (of D samples) that begin before
+    ``start_sample`` (the pilot's first sample, ``PilotAcquisition.span_samples``) by
+    ``phasor``, the pilot's at its start: the tracker then sees a still carrier up to the data
+    instead of a pilot-free preamble's phase, which it would follow and carry into the first
+    data blocks."""
+    n = min(z.shape[0], -(-int(start_sample) // D) - int(j0))
+    if n > 0:
+        z[:n] = phasor
+
+
+#: pilot lock monitor: windows of about this many samples, at most PILOT_MONITOR_BLOCKS
+#: blocks (in blocks alone, a window at the long blocks of a narrow-band tracker, D ~ 400,
+#: outgrew a 1e6-sample recording and nothing was ever checked) ...
+PILOT_MONITOR_SAMPLES = 102_400
 PILOT_MONITOR_BLOCKS = 4096
+#: ... never fewer blocks than this (each window's mean must average out the pilot noise) ...
+PILOT_MONITOR_MIN_BLOCKS = 16
 #: ... whose mean power below this fraction of the first window's (-10 dB) means the pilot
 #: is lost (a fade the tracker rides through, e.g. polarisation, stays well above it)
 PILOT_LOSS_FRACTION = 0.1
+
+
+def monitor_window_blocks(D: int) -> int:
+    """Blocks of D samples per lock-monitor window (``PILOT_MONITOR_SAMPLES``, clipped to
+    ``[PILOT_MONITOR_MIN_BLOCKS, PILOT_MONITOR_BLOCKS]``)."""
+    return min(PILOT_MONITOR_BLOCKS, max(PILOT_MONITOR_MIN_BLOCKS, PILOT_MONITOR_SAMPLES // D))
 
 
 class PilotStage:
@@ -192,18 +214,20 @@ class PilotStage:
         self._tail: np.ndarray | None = None   # samples [j_next D, n_end)
         #: wall seconds in "pilot" (down-conversion) and "phase" (tracker)
         self.seconds = {"pilot": 0.0, "phase": 0.0}
-        # lock monitor: mean pilot power per window of PILOT_MONITOR_BLOCKS blocks (fixed
+        # lock monitor: mean pilot power per window of monitor_window_blocks(D) blocks (fixed
         # windows of absolute block index, so the verdict does not depend on the chunking)
         self._win_sum = 0.0
         self._win_count = 0
         self._win_index = 0
         self.reference_power: float | None = None   # the first window's (the head's)
+        self._lead = (acq.pilot.span_samples[0], acq.lead_phasor)
+        self._window = monitor_window_blocks(self.D)
 
     def _monitor(self, z: np.ndarray) -> None:
         """Raise DspLockError when a window's mean pilot power falls below
         PILOT_LOSS_FRACTION of the first window's: past that the tracker follows noise and
         every number after it would come from an unlocked receiver."""
-        W, i = PILOT_MONITOR_BLOCKS, 0
+        W, i = self._window, 0
         while i < z.shape[0]:
             take = min(z.shape[0] - i, W - self._win_count)
             seg = z[i:i + take]
@@ -253,6 +277,8 @@ class PilotStage:
         self.j_next, self.n_end = j_av, n1
         z = (parts[0] if len(parts) == 1 else
              np.concatenate(parts) if parts else np.empty(0, np.complex128))
+        if self._lead[0] > 0:
+            fill_lead(z, j_av - z.shape[0], D, *self._lead)
         self._monitor(z)
         t1 = time.perf_counter()
         out = self.tracker.push(z)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 from dsp.carrier import pilot_leakage_floor
@@ -17,7 +18,13 @@ from qkd_hw.errors import ReceiverLockError
 from qkd_hw.keyrate import KeyRate, KeyRateInputError, key_rate_from_estimates
 from qkd_hw.sanity import check_estimates
 
-__all__ = ["Estimation", "estimate", "leakage_floor", "raw_key_estimates"]
+__all__ = ["Estimation", "ImplausibleDiagnosticWarning", "estimate", "leakage_floor",
+           "plausible_leakage_floor", "raw_key_estimates"]
+
+
+class ImplausibleDiagnosticWarning(UserWarning):
+    """A diagnostic came out where no link can be: it is reported as NaN, with what was
+    found."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,9 @@ def estimate(moments: PairMoments, *, name: str, link: LinkParameters, acq: Acqu
     return Estimation(estimates=est, residual_phase_rad=theta, key_rate=kr, key_rate_error=kr_err,
                       asymptotic_key_rate_bits_per_symbol=kr_asym,
                       xi_calibration_std=xi_cal_std, t_calibration_std=t_cal_std,
-                      pilot_leakage_floor_snu=leakage_floor(acq, link, cal.n0, est.t_eff))
+                      pilot_leakage_floor_snu=plausible_leakage_floor(
+                          name, acq, link, cal.n0, est,
+                          xi_cal_std if xi_cal_std is not None else math.inf))
 
 
 def _key_rates(est: Estimates, *, beta: float, n_received: int,
@@ -99,6 +108,23 @@ def leakage_floor(acq: Acquisition, link: LinkParameters, n0: float, t_eff: floa
         linewidth_hz=p.linewidth_hz, mixer_hz=acq.mixer_hz,
         symbol_rate_hz=link.symbol_rate_hz, rolloff=link.rolloff,
         fs=link.sample_rate_hz, shot_noise_var=2 * n0, t_eff=abs(t_eff))
+
+
+def plausible_leakage_floor(name: str, acq: Acquisition, link: LinkParameters, n0: float,
+                            est: Estimates, xi_cal_std: float) -> float:
+    """``leakage_floor``, or NaN with an ``ImplausibleDiagnosticWarning`` when it exceeds the
+    excess noise's upper bound (``excess_noise_max_snu`` plus 3 calibration sds): the floor is
+    part of the measured excess noise, so such a floor comes from a linewidth that cannot be
+    right (a pilot-free or disturbed span taken as laser phase noise), not from the link."""
+    floor = leakage_floor(acq, link, n0, est.t_eff)
+    bound = est.excess_noise_max_snu + 3 * xi_cal_std
+    if math.isfinite(floor) and not floor <= bound:
+        warnings.warn(f"{name}: pilot leakage floor {floor:.3g} SNU from the acquired linewidth "
+                      f"{acq.pilot.linewidth_hz:.0f} Hz exceeds the measured excess noise's "
+                      f"upper bound {bound:.3g} SNU: the linewidth estimate cannot be right "
+                      "(floor reported as NaN)", ImplausibleDiagnosticWarning, stacklevel=2)
+        return math.nan
+    return floor
 
 
 def raw_key_estimates(est: Estimates, key_rate: KeyRate | None) -> dict[str, float]:

@@ -22,6 +22,14 @@ Units and definitions that the spec leaves open:
   ``delay_samples + k * fs / (symbol_rate_hz * (1 + ppm * 1e-6))``. The IF
   carriers are not scaled (the receiver-side frequency offset is
   ``frequency_offset_hz`` alone).
+* Framing (all off by default): ``lead_samples`` of noise only, then a synchronisation
+  preamble of ``preamble_samples`` (``preamble_kind``: ``"zadoff-chu"``, a Zadoff-Chu
+  sequence at baseband at the sample rate, i.e. a chirp over the whole band, real part; or
+  ``"noise"``, a white Gaussian burst) of power ``preamble_power_dbsn`` (dB re the shot-noise
+  variance per sample, like the pilots), both without pilot; the pilots start right after
+  the preamble and, with ``pilot_gate = "data"``, stop where the last symbol's pulse ends (a
+  noise-only tail; ``"always"``: they run to the end of the capture). The data must start
+  after the preamble (``delay_samples`` at least half a pulse past it).
 * ``rrc_span_symbols = 0`` and ``tail_samples = 0`` mean "automatic" and are
   replaced by the resolved value at construction (see :mod:`qkd_hw.sim.pulse`;
   the tail is ``max(4000, the last pulse's half length)``).
@@ -51,6 +59,13 @@ QUANTISATION_VAR_CODES2 = 1.0 / 12.0
 MAX_PILOT_CLIPPED_FRACTION = 0.5
 #: one symbol's samples at most (as many as the longest capture allowed, 1e12)
 MAX_SAMPLES_PER_SYMBOL = 1e12
+PREAMBLE_KINDS = ("none", "zadoff-chu", "noise")
+PILOT_GATES = ("always", "data")
+#: longest preamble (it is generated whole, then sliced per chunk)
+MAX_PREAMBLE_SAMPLES = 10_000_000
+#: framing fields: absent from the /truth of recordings made before them (defaults apply)
+FRAMING_FIELDS = ("lead_samples", "preamble_kind", "preamble_samples", "preamble_power_dbsn",
+                  "pilot_gate")
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,11 @@ class SimParams:
     adc_full_scale_vpp: float = 1.0
     shot_noise_samples: int = 1_000_000
     electronic_noise_samples: int = 1_000_000
+    lead_samples: int = 0
+    preamble_kind: str = "none"
+    preamble_samples: int = 0
+    preamble_power_dbsn: float = 30.0
+    pilot_gate: str = "always"
 
     def __post_init__(self) -> None:
         # normalise types first (CLI strings, numpy scalars, lists from HDF5 attributes)
@@ -165,6 +185,29 @@ class SimParams:
         s = self.adc_shot_noise_rms_codes
         return tuple(s * math.sqrt(2.0 * 10.0 ** (p / 10.0)) for p in self.pilot_powers_dbsn)
 
+    @property
+    def framed(self) -> bool:
+        """Whether the signal capture has a lead or preamble without pilot, or gated pilots."""
+        return self.pilot_on_sample > 0 or self.pilot_gate != "always"
+
+    @property
+    def pilot_on_sample(self) -> int:
+        """First sample with the pilots on (after the lead and the preamble)."""
+        return self.lead_samples + self.preamble_samples
+
+    def pilot_off_sample(self, n_symbols: int) -> int:
+        """One past the last sample with the pilots on."""
+        if self.pilot_gate == "always":
+            return self.signal_samples(n_symbols)
+        last = self.delay_samples + (n_symbols - 1) * self.samples_per_symbol_eff
+        return min(math.ceil(last + self.half_span * self.samples_per_symbol_eff) + 1,
+                   self.signal_samples(n_symbols))
+
+    @property
+    def preamble_amplitude_codes(self) -> float:
+        """rms of the preamble (codes)."""
+        return self.adc_shot_noise_rms_codes * math.sqrt(10.0 ** (self.preamble_power_dbsn / 10))
+
     def signal_samples(self, n_symbols: int) -> int:
         """Length of ``/adc/signal`` for ``n_symbols`` data symbols."""
         last = self.delay_samples + (n_symbols - 1) * self.samples_per_symbol_eff
@@ -185,10 +228,10 @@ class SimParams:
     def from_attrs(cls, attrs: Mapping[str, Any]) -> SimParams:
         """Rebuild from ``/truth`` attributes (other attributes are ignored)."""
         names = {f.name for f in fields(cls)}
-        missing = sorted(names - set(attrs))
+        missing = sorted(names - set(attrs) - set(FRAMING_FIELDS))
         if missing:
             raise ConfigError(f"simulator parameters missing from the truth: {missing}")
-        return cls(**{k: attrs[k] for k in names})
+        return cls(**{k: attrs[k] for k in names if k in attrs})
 
     @classmethod
     def from_truth(cls, truth: Any) -> SimParams:
@@ -263,6 +306,25 @@ class SimParams:
                     "adc_dtype=float32")
         self._validate_frequencies()
         self._validate_pilot_clipping()
+        self._validate_framing()
+
+    def _validate_framing(self) -> None:
+        _range("preamble_kind", self.preamble_kind, choices=PREAMBLE_KINDS)
+        _range("pilot_gate", self.pilot_gate, choices=PILOT_GATES)
+        _range("lead_samples", self.lead_samples, ge=0, le=10 ** 12)
+        _range("preamble_samples", self.preamble_samples, ge=0, le=MAX_PREAMBLE_SAMPLES)
+        _range("preamble_power_dbsn", self.preamble_power_dbsn, ge=-40.0, le=60.0)
+        if (self.preamble_kind == "none") != (self.preamble_samples == 0):
+            raise ConfigError(f"preamble_kind={self.preamble_kind!r} with preamble_samples="
+                              f"{self.preamble_samples}: a preamble needs both a kind and a "
+                              "length (none: kind 'none' and 0 samples)")
+        first = self.delay_samples - self.half_span * self.samples_per_symbol_eff
+        if self.pilot_on_sample > 0 and first < self.pilot_on_sample:
+            raise ConfigError(
+                f"delay_samples={self.delay_samples:g}: the first symbol's pulse starts at "
+                f"sample {first:.0f}, inside the lead_samples={self.lead_samples} + "
+                f"preamble_samples={self.preamble_samples}; set delay_samples >= "
+                f"{self.pilot_on_sample + self.half_span * self.samples_per_symbol_eff:.0f}")
 
     def _validate_pilot_clipping(self) -> None:
         # a tone of amplitude A against rails at +-R sits beyond them a fraction
@@ -423,6 +485,13 @@ FIELD_DOCS: dict[str, str] = {
     "adc_full_scale_vpp": "ADC full scale, V peak-to-peak (volts_per_code = vpp / 2^bits)",
     "shot_noise_samples": "length of the shot-noise capture (LO on, signal blocked)",
     "electronic_noise_samples": "length of the electronic-noise capture (LO off)",
+    "lead_samples": "noise-only samples (no pilot) at the start of the signal capture",
+    "preamble_kind": "synchronisation preamble after the lead, without pilot: none, "
+                     "zadoff-chu (baseband chirp) or noise",
+    "preamble_samples": "preamble length, samples (0 with kind none)",
+    "preamble_power_dbsn": "preamble power, dB re the shot-noise variance per ADC sample",
+    "pilot_gate": "always (pilots from the preamble's end to the end of the capture) or data "
+                  "(off after the last symbol's pulse: a noise-only tail)",
 }
 
 

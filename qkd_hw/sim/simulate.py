@@ -46,6 +46,7 @@ symbols / samples do not depend on the recording's length.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import shutil
@@ -459,6 +460,7 @@ def _write_signal(w: TraceWriter, p: SimParams, seed: int, source: SymbolSource,
     noise_std = math.hypot(p.adc_shot_noise_rms_codes, p.electronic_rms_analog_codes)
     lo, hi = p.code_range
     track = PhaseTrack(p, seed)
+    frame = _Frame.of(p, seed, source.n) if p.framed else None
     n_clip = 0
     for n0 in range(0, n_signal, chunk):
         m = min(chunk, n_signal - n0)
@@ -472,16 +474,80 @@ def _write_signal(w: TraceWriter, p: SimParams, seed: int, source: SymbolSource,
             phase_out[n0:n0 + m] = phi
         k_lo = math.floor((n0 - p.delay_samples) / sps) - half - 1
         k_hi = math.floor((n0 + m - 1 - p.delay_samples) / sps) + half + 3
-        codes, c = synthesize(
-            n0, m, delay=p.delay_samples, sps=sps, k_base=k_lo,
-            symbols=source.field(k_lo, k_hi), table=table, amplitude=p.signal_amplitude_codes,
-            signal_cycles_per_sample=sig_cyc, phase=phi, pilot_cycles_per_sample=pil_cyc,
-            pilot_amplitudes=pil_amp, pilot_phases=pil_ph, noise=noise, noise_std=noise_std,
-            dtype=p.adc_dtype, lo=lo, hi=hi)
+        syn = dict(delay=p.delay_samples, sps=sps, k_base=k_lo,
+                   symbols=source.field(k_lo, k_hi), table=table,
+                   amplitude=p.signal_amplitude_codes, signal_cycles_per_sample=sig_cyc,
+                   pilot_cycles_per_sample=pil_cyc, pilot_phases=pil_ph, noise_std=noise_std)
+        if frame is None:
+            codes, c = synthesize(n0, m, phase=phi, pilot_amplitudes=pil_amp, noise=noise,
+                                  dtype=p.adc_dtype, lo=lo, hi=hi, **syn)
+        else:
+            codes, c = _framed_chunk(frame, n0, m, phi, noise, pil_amp, syn)
         n_clip += c
         w.append("signal", codes)
         bar.update(m)
     return n_clip
+
+
+#: root of the Zadoff-Chu preamble
+ZC_ROOT = 5
+
+
+def preamble_waveform(kind: str, n: int, rms: float, seed: int) -> np.ndarray:
+    """The preamble's ADC waveform (float64 codes, ``n`` samples, mean square ``rms^2``).
+
+    ``"zadoff-chu"``: ``sqrt(2) rms Re{exp(-j pi u k (k + n mod 2) / n)}``, root ``ZC_ROOT``
+    (a chirp over the whole band at the sample rate, as baseband synchronisation sequences
+    are sent); ``"noise"``: white Gaussian samples of the seed's own generator (not one of
+    the streams of the data, so framing leaves them unchanged).
+    """
+    if kind == "zadoff-chu":
+        k = np.arange(n, dtype=np.float64)
+        return math.sqrt(2.0) * rms * np.cos(math.pi * ZC_ROOT * k * (k + n % 2) / n)
+    if kind == "noise":
+        return rms * np.random.Generator(PCG64(SeedSequence([seed, 0x9E37]))).standard_normal(n)
+    raise ValueError(f"unknown preamble kind {kind!r}")
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """Where the pilots are on and the preamble's samples (absolute sample indices)."""
+
+    pilot_on: int
+    pilot_off: int
+    preamble_start: int
+    preamble: np.ndarray
+    dtype: str
+    lo: float
+    hi: float
+
+    @classmethod
+    def of(cls, p: SimParams, seed: int, n_symbols: int) -> _Frame:
+        pre = (preamble_waveform(p.preamble_kind, p.preamble_samples,
+                                 p.preamble_amplitude_codes, seed)
+               if p.preamble_samples else np.zeros(0))
+        lo, hi = p.code_range
+        return cls(pilot_on=p.pilot_on_sample, pilot_off=p.pilot_off_sample(n_symbols),
+                   preamble_start=p.lead_samples, preamble=pre, dtype=p.adc_dtype, lo=lo, hi=hi)
+
+
+def _framed_chunk(frame: _Frame, n0: int, m: int, phi: np.ndarray, noise: np.ndarray,
+                  pil_amp: np.ndarray, syn: dict[str, Any]) -> tuple[np.ndarray, int]:
+    """Samples ``n0 .. n0 + m - 1`` of a framed signal capture: synthesised (float64) in
+    segments with the pilots on or off, the preamble added, then the ADC."""
+    x = np.empty(m)
+    cuts = sorted({n0, n0 + m, *(c for c in (frame.pilot_on, frame.pilot_off)
+                                 if n0 < c < n0 + m)})
+    for a, b in itertools.pairwise(cuts):
+        on = frame.pilot_on <= a < frame.pilot_off
+        x[a - n0:b - n0] = synthesize(a, b - a, phase=phi[a - n0:b - n0],
+                                      pilot_amplitudes=pil_amp if on else 0.0 * pil_amp,
+                                      noise=noise[a - n0:b - n0], dtype="float64", **syn)[0]
+    s0 = frame.preamble_start
+    a, b = max(n0, s0), min(n0 + m, s0 + frame.preamble.shape[0])
+    if a < b:
+        x[a - n0:b - n0] += frame.preamble[a - s0:b - s0]
+    return quantize(x, scale=1.0, dtype=frame.dtype, lo=frame.lo, hi=frame.hi)
 
 
 def _truth_extra(p: SimParams, seed: int, n_symbols: int, captures: tuple[_Chunked, ...],
@@ -497,6 +563,9 @@ def _truth_extra(p: SimParams, seed: int, n_symbols: int, captures: tuple[_Chunk
         electronic_rms_analog_codes=p.electronic_rms_analog_codes,
         table_phases=np.int64(TABLE_PHASES),
     )
+    if p.preamble_samples:   # trace-format.md's optional framing attributes
+        extra.update(preamble_start_sample=np.int64(p.lead_samples),
+                     preamble_end_sample=np.int64(p.pilot_on_sample))
     for c in captures:
         extra[f"clipped_fraction_{c.name}"] = clipped[c.name] / c.length
     return extra

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from dsp.acquisition import acquire_pilot, check_search_range
+from dsp.acquisition import acquire_pilot, check_search_range, pilot_span
 from dsp.carrier import design_pilot_filter
 from dsp.errors import DspLockError
 from dsp.estimation import PeAccumulator, estimate_parameters
@@ -278,3 +278,60 @@ def test_sync_without_correlation_is_a_lock_error_without_warnings(alice):
         warnings.simplefilter("error")
         with pytest.raises(DspLockError, match="synchronisation failed"):
             acquire(head, x, link)
+
+
+def test_pilot_span_excludes_a_pilot_free_lead_and_a_swamping_preamble():
+    rng = np.random.default_rng(5)
+    n, W = 6400, 32
+    strong = 1.0 + 0.05 * rng.standard_normal(n)
+    weak = 0.25 + 0.02 * rng.standard_normal(n)     # a second pilot 4:1 weaker
+    strong[:640] = weak[:640] = 0.001                # noise lead, no pilot
+    strong[640:960], weak[640:960] = 6.0, 0.05       # preamble: swamps one, leaves the other
+    b0, b1 = pilot_span([strong, weak], W)
+    assert b0 == 960 + W          # one guard window after the last bad one
+    assert b1 == n
+    # the span ends before a pilot-free tail just as well
+    strong[6000:] = 0.001
+    assert pilot_span([strong, weak], W) == (960 + W, (6000 // W - 1) * W)
+
+
+def test_pilot_span_is_the_whole_record_when_the_pilot_is_everywhere():
+    rng = np.random.default_rng(6)
+    p = 1.0 + 0.1 * rng.standard_normal(5000)        # 5000 not a multiple of the window
+    assert pilot_span([p]) == (0, 5000)
+
+
+def test_pilot_span_is_the_first_long_run_not_the_longest():
+    # a pilot lost inside the data must stay ahead of the span, where the lock monitor sees it
+    p = np.ones(3200)
+    p[:320] = 0.001            # lead
+    p[1280:1600] = 0.001       # pilot lost later: the run after it is longer
+    assert pilot_span([p], 32, min_blocks=256) == (320 + 32, 1280 - 32)
+    # a run too short to be the data (a gap in the lead) is skipped
+    p[:320] = 0.001
+    p[64:128] = 1.0
+    assert pilot_span([p], 32, min_blocks=256)[0] == 320 + 32
+
+
+@pytest.mark.parametrize("linewidth_hz", [100.0, 1000.0])
+def test_diffusion_slope_is_not_moved_by_a_few_corrupted_blocks(linewidth_hz):
+    # Wiener phase q = 2 pi lw D / fs per block (analytic slope) plus white pilot noise; three
+    # pairs of corrupted blocks (a burst swamping the pilot) leave cycle slips in the unwrapped
+    # phase: the mean structure function then reads 20-200x the linewidth
+    from dsp.fits import diffusion_slope, structure_fit
+
+    rng = np.random.default_rng(2)
+    n, D, fs = 15000, 64, 1e9
+    q = 2 * np.pi * linewidth_hz * D / fs
+    ph = np.cumsum(rng.normal(0, np.sqrt(q), n)) + rng.normal(0, 0.05, n)
+    clean = np.unwrap(np.angle(np.exp(1j * ph)))
+    # clean: the mean fit itself (so clean recordings keep their numbers), near q
+    assert diffusion_slope(clean, 48) == structure_fit(clean, 48)[1]
+    assert diffusion_slope(clean, 48) == pytest.approx(q, rel=0.3)
+    z = np.exp(1j * ph)
+    for j in (3000, 7000, 11000):
+        z[j] *= np.exp(0.9j * np.pi)
+        z[j + 1] *= np.exp(-0.95j * np.pi)
+    bad = np.unwrap(np.angle(z))
+    assert structure_fit(bad, 48)[1] > 10 * q
+    assert diffusion_slope(bad, 48) == pytest.approx(q, rel=0.3)

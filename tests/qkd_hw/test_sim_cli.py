@@ -27,6 +27,8 @@ EVERY = {
     "adc_dtype": "int16", "adc_bits": "14", "adc_shot_noise_rms_codes": "120",
     "adc_full_scale_vpp": "0.8", "shot_noise_samples": "123457",
     "electronic_noise_samples": "54321",
+    "lead_samples": "1000", "preamble_kind": "noise", "preamble_samples": "500",
+    "preamble_power_dbsn": "25", "pilot_gate": "data",
 }
 
 

@@ -100,3 +100,26 @@ def test_seed_beyond_int64_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ConfigError, match="seed"):
         simulate_recording(tmp_path / "x.h5", SimParams(), seed=2**63, n_symbols=1000)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"preamble_kind": "zadoff-chu"}, "preamble_kind='zadoff-chu' with preamble_samples=0"),
+    ({"preamble_samples": 100}, "preamble_kind='none' with preamble_samples=100"),
+    ({"preamble_kind": "chirp", "preamble_samples": 100}, "preamble_kind must be one of"),
+    ({"pilot_gate": "sometimes"}, "pilot_gate must be one of"),
+    # the first pulse (delay - half span) must start after lead + preamble
+    ({"lead_samples": 1000, "preamble_kind": "noise", "preamble_samples": 400,
+      "delay_samples": 1500.0}, "inside the lead_samples=1000 + preamble_samples=400"),
+])
+def test_framing_validation_names_the_problem(kw, message):
+    with pytest.raises(ConfigError, match=message.replace("+", r"\+")):
+        SimParams(**kw)
+
+
+def test_truth_without_framing_fields_reads_as_unframed():
+    # recordings simulated before the framing fields existed
+    attrs = {k: v for k, v in SimParams().to_attrs().items()
+             if k not in ("lead_samples", "preamble_kind", "preamble_samples",
+                          "preamble_power_dbsn", "pilot_gate")}
+    p = SimParams.from_attrs(attrs)
+    assert p == SimParams() and not p.framed
