@@ -18,6 +18,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,13 @@ from dsp.pipeline import ReceiverOptions
 from dsp.vocabulary import DEFAULT_BETA, DEFAULT_EPS_PE
 from qkd_hw.atomic import check_target
 from qkd_hw.cli.jsonout import json_text
+from qkd_hw.cli.main import one_line
 from qkd_hw.cli.plots import save_png
 from qkd_hw.cli.process_archive import add_archive_arguments, run_archive_cli
 from qkd_hw.errors import QkdHwError, ReceiverLockError, RecordingSanityError
 from qkd_hw.raw_key import CHUNK as RAW_KEY_CHUNK
 from qkd_hw.receiver import DEFAULT_CHUNK, ReceiverResult, process_recording
+from qkd_hw.receiver.estimate import ImplausibleDiagnosticWarning
 from qkd_hw.trace_io import TraceReader
 
 #: show a progress bar above this many samples (about a second of processing)
@@ -125,7 +128,9 @@ def _run(args: argparse.Namespace) -> int:
     options = receiver_options(args)
     check_outputs(args)  # every output before the first is written (or any work done)
     try:
-        with progress_bar(args.trace, enabled=sys.stderr.isatty()) as tick:
+        with progress_bar(args.trace, enabled=sys.stderr.isatty()) as tick, \
+                warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ImplausibleDiagnosticWarning)
             res = process_recording(args.trace, options=options, pe_fraction=args.pe_fraction,
                                     seed=args.seed, eps_pe=args.eps_pe, beta=args.beta,
                                     raw_key_out=args.out, chunk_samples=args.chunk_samples,
@@ -143,6 +148,16 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise QkdHwError(f"{args.trace}: {exc}") from exc
     summary = {"locked": True, **res.summary()}
+    # a diagnostic that cannot be right: one line each, and in the JSON (never a traceback-like
+    # two-line Python warning)
+    notes = [one_line(str(w.message)) for w in caught
+             if issubclass(w.category, ImplausibleDiagnosticWarning)]
+    for w in caught:
+        if not issubclass(w.category, ImplausibleDiagnosticWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    for text in notes:
+        print(f"qkd-hw process: warning: {text}", file=sys.stderr)
+    summary["warnings"] = notes
     if args.plot:
         summary["plots"] = [str(p) for p in write_plots(res, Path(args.plot))]
     if args.json:

@@ -230,3 +230,20 @@ def test_seed_defaults_to_fresh_random(monkeypatch):
     help_text = cli_main.build_parser()._subparsers._group_actions[0].choices["process"] \
         .format_help()
     assert "random" in help_text and "pe_seed" in help_text
+
+
+def test_implausible_diagnostic_is_one_warning_line_and_in_the_json(capsys, monkeypatch):
+    # a leakage floor above the excess noise's bound (a linewidth that cannot be right) is
+    # reported as NaN with one stderr line, not a two-line Python warning
+    from qkd_hw.receiver import estimate
+
+    monkeypatch.setattr(estimate, "leakage_floor", lambda *a, **k: 2.46)
+    code = main(["process", str(SHARED_TRACES["basic"]), "--json", "--seed", "1"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("qkd-hw process: warning: ")
+    assert "pilot leakage floor 2.46 SNU" in lines[0]
+    s = json.loads(out)
+    assert s["pilot_leakage_floor_snu"] is None
+    assert len(s["warnings"]) == 1 and "2.46" in s["warnings"][0]
