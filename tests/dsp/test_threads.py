@@ -1,0 +1,77 @@
+"""Per-chunk thread-count choice: follows the measured cost, changes no number."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from dsp.matched_filter import matched_filter_at
+from dsp.pe import pair_moments
+from dsp.rrc import MatchedFilterBank
+from dsp.threads import ThreadCount
+
+RNG = np.random.default_rng(7)
+
+
+class _Clock:
+    """Clock of a host where a chunk of ``cost[n]`` seconds per sample runs with n threads."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.cost = {1: 1.0, 2: 0.55}
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _run(tc: ThreadCount, clock: _Clock, chunks: int) -> list[int]:
+    used = []
+    for _ in range(chunks):
+        with tc.chunk(100) as n:
+            clock.t += clock.cost[n] * 100
+        used.append(n)
+    return used
+
+
+def test_thread_count_follows_the_load():
+    clock = _Clock()
+    tc = ThreadCount(2, probe_every=8, clock=clock)
+    idle = _run(tc, clock, 32)
+    # each count measured once, then 2 threads except every 8th chunk (a probe of 1)
+    assert idle == [1 if i == 1 or i % 8 == 0 else 2 for i in range(1, 33)]
+    clock.cost = {1: 1.0, 2: 2.0}                # the other core taken: 2 threads cost 2x
+    busy = _run(tc, clock, 64)
+    assert tc.best() == 1
+    assert busy[8:].count(2) == 56 // 8          # after the switch, 2 threads on probes only
+    clock.cost = {1: 1.0, 2: 0.55}               # the core free again
+    again = _run(tc, clock, 32)
+    assert tc.best() == 2
+    assert again[16:].count(1) == 16 // 8        # back within two probes
+
+def test_single_core_never_probes():
+    clock = _Clock()
+    tc = ThreadCount(1, clock=clock)
+    assert set(_run(tc, clock, 20)) == {1}
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
+def test_thread_count_changes_no_number():
+    # the kernels sum over fixed task ranges: 1 and 2 threads give the same bits
+    bank = MatchedFilterBank(samples_per_symbol=10.0, rolloff=0.2, span_symbols=16,
+                             n_phases=64, mixer_cycles_per_sample=0.173)
+    x = RNG.integers(-2000, 2000, 400_000).astype(np.int16)
+    phase = (0.0, 16.0, np.cumsum(RNG.normal(0, 0.05, 25_000)))
+    kw = dict(first_sample=0, tau0=bank.half + 2.6, period=10.0 * (1 - 2e-6), k_start=0,
+              count=39_000, phase=phase)
+    out = {}
+    prev = numba.get_num_threads()
+    try:
+        for n in (1, 2):
+            numba.set_num_threads(n)
+            y = matched_filter_at(x, bank, **kw)
+            out[n] = (y, *pair_moments(y, y[::-1], scale=0.3))
+    finally:
+        numba.set_num_threads(prev)
+    for a, b in zip(out[1], out[2], strict=True):
+        np.testing.assert_array_equal(a, b)
