@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -75,3 +79,16 @@ def test_thread_count_changes_no_number():
         numba.set_num_threads(prev)
     for a, b in zip(out[1], out[2], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("given", [None, "ACTIVE"])
+def test_openmp_workers_sleep_unless_told(given):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = ("import os, numpy as np, numba, dsp.pe; dsp.pe.pair_moments(np.ones(1 << 14, "
+            "complex), np.ones(1 << 14, complex)); print(numba.threading_layer(), "
+            "os.environ['OMP_WAIT_POLICY'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out[1] == (given or "PASSIVE")
