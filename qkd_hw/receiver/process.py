@@ -24,6 +24,7 @@ from dsp.options import ReceiverOptions
 from dsp.pe import PairMoments
 from dsp.pipeline import SignalStream, acquire, refine_clock_chain
 from dsp.snu import calibrate_snu, rescaled
+from dsp.threads import ThreadCount
 from dsp.vocabulary import DEFAULT_BETA, DEFAULT_EPS_PE
 from qkd_hw.errors import ReceiverLockError
 from qkd_hw.raw_key import RawKeyWriter
@@ -275,8 +276,10 @@ def _measure_noise(run: _Run, acq: Acquisition) -> tuple[NoiseStats, NoiseStats,
     noise, vpc_ratio = {}, {}
     for name in NOISE_CAPTURES:
         meter = NoiseMeter(acq)
+        threads = ThreadCount()   # per capture: the cost per sample differs between passes
         for chunk in src.chunks(name, run.chunk_samples):
-            meter.feed(chunk)
+            with threads.chunk(chunk.shape[0]):
+                meter.feed(chunk)
             run.rails[name].feed(chunk)
             run.tick(chunk.shape[0])
         run.clipped[name] = run.rails[name].stats.clipped_fraction(src.captures[name].dtype)
@@ -299,16 +302,18 @@ def _stream_signal(run: _Run, acq: Acquisition, sink: _SymbolSink) -> SignalStre
         tx.prefetch(int((n_end - acq.tau0) / acq.period))
 
     t_consume = 0.0
+    threads = ThreadCount()   # one core may be taken by another process: see dsp/threads.py
     stores = rails_counted(src.signal_stores(run.chunk_samples, stream.room_samples()),
                            run.rails["signal"])
     # closing(): on an error the pending read finishes before the file is closed
     with contextlib.closing(read_ahead(stores, load_symbols, run.stages)) as chunks:
         for store, start in chunks:
-            with _lock_kept(src.name):
-                blocks = stream.feed_in_place(store, start)
-            t0 = time.perf_counter()
-            sink.consume(blocks)
-            t_consume += time.perf_counter() - t0
+            with threads.chunk(store.shape[0] - start):
+                with _lock_kept(src.name):
+                    blocks = stream.feed_in_place(store, start)
+                t0 = time.perf_counter()
+                sink.consume(blocks)
+                t_consume += time.perf_counter() - t0
             tx.release_below(stream.k_next)
             if run.diag is not None:
                 run.diag.add_phase(stream, src.link.sample_rate_hz)

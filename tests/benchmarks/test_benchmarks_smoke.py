@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from benchmarks import memory, throughput
+from benchmarks import busy, memory, throughput
 from benchmarks.common import ensure_recording, recording_samples
 from dsp.pipeline import ReceiverOptions
 
@@ -93,3 +93,15 @@ def test_memory_core_report_and_cli(workdir, tmp_path, capsys):
     assert memory.main(["--workdir", str(workdir), "--samples", str(SMALL),
                         "--json", str(js)]) == 0
     assert json.loads(js.read_text())["rows"][0]["signal_samples"] == rows[0]["signal_samples"]
+
+
+def test_busy_cli_json(workdir, tmp_path, capsys):
+    # the busy loop runs during the measured runs and is stopped after (no process left)
+    js = tmp_path / "b.json"
+    rec = ensure_recording(workdir, signal_samples=SMALL, seed=1)
+    assert busy.main([str(rec), "--repeat", "1", "--json", str(js)]) == 0
+    out = json.loads(js.read_text())
+    assert out["busy"] and set(out["msps"]) == {"here threads=1", "here threads=2"}
+    assert all(v[0] > 0 for v in out["msps"].values())
+    assert "busy; load average" in capsys.readouterr().out
+    assert not [p for p in busy.mp.active_children() if p.is_alive()]
