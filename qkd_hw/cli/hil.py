@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from qkd_hw.atomic import atomic_write
+from qkd_hw.cli.jsonout import json_text
 from qkd_hw.errors import QkdHwError
 
 
@@ -25,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("history", type=Path, metavar="HISTORY", help="HIL history (JSON lines)")
     rep.add_argument("--out", type=Path, required=True, metavar="DIR",
                      help="directory of the plots and summary.md")
+    rep.add_argument("--json", action="store_true", help="machine-readable output")
     rep.set_defaults(func=_report)
 
 
@@ -51,5 +53,9 @@ def _report(args: argparse.Namespace) -> int:
             tmp.write_text(summary_text(runs, str(args.history)), encoding="utf-8")
     except OSError as exc:
         raise QkdHwError(f"{summary}: cannot write the summary: {exc}") from exc
-    print(f"{len(keys)} trend plots and {summary} ({len(runs)} runs)")
+    if args.json:
+        print(json_text({"runs": len(runs), "summary": str(summary),
+                         "plots": [str(args.out / f"{key}.png") for key in keys]}))
+    else:
+        print(f"{len(keys)} trend plots and {summary} ({len(runs)} runs)")
     return 0

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from qkd_hw.atomic import atomic_write
+from qkd_hw.cli.jsonout import json_text
 from qkd_hw.errors import ConfigError
 
 
@@ -30,19 +31,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ex = lab_sub.add_parser("example", help="print an example lab config")
     ex.add_argument("--virtual", action="store_true",
                     help="the virtual lab's config (with its [virtual] physics)")
+    ex.add_argument("--json", action="store_true",
+                    help='{"path": ..., "toml": ...} instead of the TOML text')
     ex.set_defaults(func=_example)
     serve = lab_sub.add_parser("serve", help="run the virtual lab until Ctrl-C / SIGTERM")
     serve.add_argument("--lab", required=True, type=Path, metavar="CONFIG",
                        help="lab config with a [virtual] table (qkd-hw lab example --virtual)")
     serve.add_argument("--write-config", type=Path, metavar="PATH",
                        help="write the client lab config here instead of printing it")
+    serve.add_argument("--json", action="store_true",
+                       help='one line {"lab": ..., "instruments": N, "client_config": PATH or '
+                            'TOML} when the lab runs')
     serve.set_defaults(func=_serve)
 
 
 def _example(args: argparse.Namespace) -> int:
     from qkd_hw.lab import example_path  # the lab (emulators, numba) only when used
 
-    sys.stdout.write(example_path(virtual=args.virtual).read_text())
+    path = example_path(virtual=args.virtual)
+    if args.json:
+        print(json_text({"path": str(path), "toml": path.read_text()}))
+    else:
+        sys.stdout.write(path.read_text())
     return 0
 
 
@@ -59,11 +69,15 @@ def _serve(args: argparse.Namespace) -> int:
         from qkd_hw.lab import VirtualLab
 
         with VirtualLab(args.lab).start() as lab:
-            if args.write_config is None:
-                sys.stdout.write(lab.client_config_text)
-            else:
+            if args.write_config is not None:
                 _write(args.write_config, lab.client_config_text)
                 written = args.write_config
+            if args.json:
+                print(json_text({"lab": str(args.lab), "instruments": len(lab.emulators),
+                                 "client_config": (str(written) if written is not None
+                                                   else lab.client_config_text)}))
+            elif written is None:
+                sys.stdout.write(lab.client_config_text)
             sys.stdout.flush()
             print(f"qkd-hw lab serve: virtual lab of {args.lab} running "
                   f"({len(lab.emulators)} instruments); Ctrl-C or SIGTERM stops it",

@@ -62,7 +62,7 @@ def test_history_round_trip_and_bad_line(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_creeping_quantity_raises_the_alarm_and_the_report_shows_it(tmp_path: Path):
+def test_creeping_quantity_raises_the_alarm_and_the_report_shows_it(tmp_path: Path, capsys):
     history = tmp_path / "history.jsonl"
     for day, value in enumerate((22.0, 22.8, 23.6, 24.4), 1):
         append_run(history, _night(day, value))
@@ -96,6 +96,10 @@ def test_creeping_quantity_raises_the_alarm_and_the_report_shows_it(tmp_path: Pa
                if line.startswith("| lo_laser.module_temperature_c |"))
     assert "| 25.2 | degC | 24.4 | DRIFT (drift: moved by +3.2" in row
     assert "5 runs" in summary
+    capsys.readouterr()
+    assert main(["hil", "report", str(history), "--out", str(out), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["runs"] == 5 and sorted(Path(q).name for q in d["plots"]) == pngs
 
 
 def test_report_of_a_bad_history_is_one_error_line(tmp_path: Path, capsys):

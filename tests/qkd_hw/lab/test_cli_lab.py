@@ -3,6 +3,7 @@ config whose instruments answer, and stops cleanly on SIGTERM / Ctrl-C."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -30,6 +31,13 @@ def test_example_prints_the_shipped_config(capsys, virtual):
     assert cfg == parse_lab_config_text(example_path(virtual).read_text())
     assert cfg.roles.instruments["lo_laser"] == "laser_lo"
     assert cfg.roles.ports["switch_block_port"] != cfg.roles.ports["switch_signal_port"]
+
+
+def test_example_json_names_the_file_and_holds_its_text(capsys):
+    assert main(["lab", "example", "--virtual", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert Path(d["path"]) == example_path(True)
+    assert d["toml"] == example_path(True).read_text()
 
 
 def test_serve_without_virtual_table_is_one_error_line(capsys):
