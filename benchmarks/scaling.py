@@ -53,10 +53,9 @@ def run(workdir: Path, lengths: list[float], threads: list[int], repeat: int,
 
 
 def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
-    import matplotlib
+    from qkd_hw.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     threads = sorted({r["threads"] for r in rows})
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))

@@ -134,10 +134,9 @@ def measure_bias(session: Any, rec: Record, opt: BiasOptions) -> None:
 
 def plot(rec: Record) -> Any:
     """Figure: tap power against bias with the fit, nulls and the lock."""
-    import matplotlib
+    from qkd_hw.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     v, p = rec.raw["bias_v"], rec.raw["power_w"]
     r = rec.results

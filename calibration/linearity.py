@@ -117,10 +117,9 @@ def measure_linearity(session: Any, rec: Record, opt: LinearityOptions) -> None:
 
 def plot(rec: Record) -> Any:
     """Figure: variance against LO power with the fitted model."""
-    import matplotlib
+    from qkd_hw.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     p, v = rec.raw["lo_power_mw"], rec.raw["variance_codes2"]
     r = rec.results

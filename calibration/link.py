@@ -199,10 +199,9 @@ def measure_link(session: Any, rec: Record, opt: LinkOptions) -> None:
 
 def plot(rec: Record) -> Any:
     """Figure: the noise calibration's spectra and the estimates with their thresholds."""
-    import matplotlib
+    from qkd_hw.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     r, o = rec.results, rec.options
     fig, axes = plt.subplots(1, 4, figsize=(13, 4.5),
                              gridspec_kw={"width_ratios": [3, 1, 1, 1]})

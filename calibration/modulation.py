@@ -178,10 +178,9 @@ def measure_modulation(session: Any, rec: Record, opt: ModulationOptions) -> Non
 
 def plot(rec: Record) -> Any:
     """Figure: V_A at each iteration's AWG amplitude, with the target."""
-    import matplotlib
+    from qkd_hw.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     r = rec.results
     fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -119,10 +119,9 @@ def analyse(rec: Record, shot: np.ndarray, el: np.ndarray, chain: Any, fs: float
 
 def plot(rec: Record) -> Any:
     """Figure: the two spectra and the clearance spectrum."""
-    import matplotlib
+    from qkd_hw.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     f = rec.raw["psd_frequency_hz"] / 1e6
     p_sn, p_el = rec.raw["psd_shot_codes2_per_hz"], rec.raw["psd_electronic_codes2_per_hz"]

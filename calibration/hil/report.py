@@ -33,10 +33,9 @@ def trend_figure(runs: list[dict[str, Any]], key: str) -> Any:
     """The trend of ``key`` over the runs: values (failed runs red, drift alarms orange),
     the absolute range (red dashed) and the baseline +- tolerance (green band) of the latest
     run's threshold."""
-    import matplotlib
+    from qkd_hw.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     pts = series(runs, key)
     latest = _latest(runs, key)

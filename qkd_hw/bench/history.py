@@ -254,10 +254,9 @@ def plot_history(history: list[dict[str, Any]], directory: str | os.PathLike[str
                  ) -> list[Path]:
     """PNG figures of the history (speed and peak memory of each recording against the run
     number) in ``directory``; returns their paths."""
-    import matplotlib
+    from qkd_hw.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     d = Path(directory)
     try:

@@ -224,10 +224,9 @@ def _table(out: dict[str, Any], rate: KeyRate) -> None:
 
 
 def _plot(args: argparse.Namespace, params: dict[str, Any], rate: KeyRate, path: Path) -> None:
-    import matplotlib
+    from qkd_hw.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     loss = args.loss_db_per_km

@@ -278,10 +278,9 @@ def write_plots(res: ReceiverResult, out_dir: Path) -> list[Path]:
     Each file is written atomically (temporary name beside it, renamed when complete);
     any OS error is raised as :class:`QkdHwError` naming the path.
     """
-    import matplotlib
+    from qkd_hw.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     prepare_plot_dir(out_dir)
     d = res.diagnostics
