@@ -47,6 +47,7 @@ from qkd_hw import __version__
 from qkd_hw.atomic import atomic_write
 from qkd_hw.bench.truth_errors import COMPARED, estimate_std
 from qkd_hw.errors import BenchError
+from qkd_hw.plotting import save_png
 
 __all__ = ["append_run", "find_regressions", "load_history", "machine", "make_run",
            "plot_history"]
@@ -278,19 +279,5 @@ def plot_history(history: list[dict[str, Any]], directory: str | os.PathLike[str
         ax.set_xlabel("run")
         ax.set_ylabel(label)
         ax.legend(fontsize="small")
-        out.append(_save(fig, d / name))
+        out.append(save_png(fig, d / name, dpi=100))
     return out
-
-
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    try:
-        fig.tight_layout()
-        with atomic_write(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-    except OSError as exc:
-        raise BenchError(f"cannot write plot {path}: {exc.strerror or exc}") from exc
-    finally:
-        plt.close(fig)
-    return path

@@ -23,8 +23,8 @@ from typing import Any
 from calibration import PROCEDURES
 from calibration.common import Record, lab, run_procedure
 from qkd_hw.cli.jsonout import json_text
-from qkd_hw.cli.plots import save_png
 from qkd_hw.errors import ConfigError, QkdHwError
+from qkd_hw.plotting import save_png
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _report(args: argparse.Namespace) -> int:
     from calibration.hil.history import read_history
     from calibration.hil.report import quantity_keys, summary_text, trend_figure
-    from qkd_hw.cli.plots import save_png
+    from qkd_hw.plotting import save_png
 
     if not args.history.exists():
         raise QkdHwError(f"{args.history}: no such HIL history")

@@ -24,7 +24,6 @@ from dsp.vocabulary import (
     HETERODYNE,
 )
 from qkd_hw.cli.jsonout import json_text
-from qkd_hw.cli.plots import save_png
 from qkd_hw.keyrate import (
     DETECTIONS,
     TRANSMITTANCE_FLOOR,
@@ -36,6 +35,7 @@ from qkd_hw.keyrate import (
     max_tolerable_excess_noise,
     transmittance_from_distance,
 )
+from qkd_hw.plotting import save_png
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -31,9 +31,9 @@ from dsp.vocabulary import DEFAULT_BETA, DEFAULT_EPS_PE
 from qkd_hw.atomic import check_target
 from qkd_hw.cli.jsonout import json_text
 from qkd_hw.cli.main import one_line
-from qkd_hw.cli.plots import save_png
 from qkd_hw.cli.process_archive import add_archive_arguments, run_archive_cli
 from qkd_hw.errors import QkdHwError, ReceiverLockError, RecordingSanityError
+from qkd_hw.plotting import save_png
 from qkd_hw.raw_key import CHUNK as RAW_KEY_CHUNK
 from qkd_hw.receiver import DEFAULT_CHUNK, ReceiverResult, process_recording
 from qkd_hw.receiver.estimate import ImplausibleDiagnosticWarning
