@@ -47,7 +47,12 @@ def test_linearity_recovers_slope_and_saturation(sat_mw: float, rms_v: float) ->
     r = rec.results
     assert r["slope"] == pytest.approx(slope, rel=0.03)
     assert r["saturation_lo_mw"] == pytest.approx(sat_mw, abs=0.35)
-    assert r["r_squared"] > 0.999
+    # a linear detector's points scatter by their own standard deviations: every relative
+    # deviation within 4.5 sd of its point (a family-wise p of ~5e-5 over <= 8 points)
+    k = r["n_linear"]
+    rel_sd = rec.raw["variance_std_codes2"][:k] / rec.raw["variance_codes2"][:k]
+    assert 0 <= r["max_nonlinearity"] <= 4.5 * float(rel_sd.max())
+    assert r["linear_chi2_per_dof"] < 20
     assert rec.passed == (sat_mw > cfg.link.lo_power_mw)
 
 
