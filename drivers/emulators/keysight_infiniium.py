@@ -4,7 +4,10 @@ drivers/keysight_infiniium.py).
 Physics hook: ``adc_source(emu, channel, n) -> int16 array`` supplies the samples of one
 acquisition (the virtual lab replaces it); the default is a pseudo-random pattern of prime
 period (:func:`default_pattern`) so that any misplaced chunk is visible. ``:SINGle`` acquires
-the channels in ``acquire_channels`` after ``acquisition_delay_s``; ``:ADER?`` reports
+the channels in ``acquire_channels`` in a background thread, as the instrument acquires while
+it keeps answering (a capture the virtual lab computes for seconds on a loaded host must not
+hold the reply to the next query past a driver's deadline); it completes
+``acquisition_delay_s`` after the samples exist. ``:ADER?`` reports
 completion once (clear on read), ``:ASTate?`` reports ``ARM``/``ADONE`` without clearing.
 ``:WAV:DATA? <start>,<size>`` answers a definite block sent zero-copy from the stored record
 (size clipped to the available points, as the manual says). Until the acquisition is complete
@@ -14,6 +17,8 @@ channel that was not acquired.
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from collections.abc import Callable
 
@@ -64,6 +69,7 @@ class InfiniiumEmulator(ScpiEmulator):
         self.acq_srate = self.sample_rate
         self.done_at: float | None = None
         self.ader_reported = True
+        self._acq_generation = getattr(self, "_acq_generation", 0) + 1  # orphans a pending one
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -160,14 +166,35 @@ class InfiniiumEmulator(ScpiEmulator):
     @command(":SINGle")
     def _single(self, args: bytes) -> None:
         self.records = {}
-        for ch in self.acquire_channels:
-            rec = np.ascontiguousarray(self.adc_source(self, ch, self.points), dtype=np.int16)
-            if rec.shape != (self.points,):
-                raise ScpiError(-200, "adc_source returned a wrong length")
-            self.records[ch] = rec
         self.acq_srate = self.sample_rate
-        self.done_at = time.monotonic() + self.acquisition_delay_s
+        self.done_at = math.inf  # acquiring until the thread below has the samples
         self.ader_reported = False
+        self._acq_generation += 1
+        threading.Thread(target=self._acquire, name="InfiniiumEmulator-acquire", daemon=True,
+                         args=(self._acq_generation, self.acquire_channels, self.points)).start()
+
+    def _acquire(self, generation: int, channels: tuple[int, ...], points: int) -> None:
+        records: dict[int, np.ndarray] = {}
+        error = None
+        try:
+            for ch in channels:
+                rec = np.ascontiguousarray(self.adc_source(self, ch, points), dtype=np.int16)
+                if rec.shape != (points,):
+                    raise ScpiError(-200, "adc_source returned a wrong length")
+                records[ch] = rec
+        except ScpiError as exc:
+            error = str(exc)
+        except Exception as exc:  # the physics hook failed: the instrument reports, not dies
+            error = str(ScpiError(-200, f"acquisition failed: {type(exc).__name__}"))
+        with self.state_lock:
+            if generation != self._acq_generation:
+                return  # a later :SINGle or *RST superseded this acquisition
+            if error is not None:
+                self.push_error(error)
+                self.done_at = None  # never completes: :ADER? stays 0
+                return
+            self.records = records
+            self.done_at = time.monotonic() + self.acquisition_delay_s
 
     @command(":ADER?")
     def _ader(self, args: bytes) -> str:

@@ -135,6 +135,38 @@ def test_acquire_helper_and_adc_hook(pair):
     assert np.array_equal(x, ramp)
 
 
+def test_instrument_answers_while_a_slow_capture_is_computed(pair):
+    # the virtual lab computes a capture for seconds on a loaded host: the emulator must keep
+    # answering like the instrument does while it acquires (it once held every reply, and a
+    # driver's deadline, until the samples existed)
+    sc, emu = pair
+    release = threading.Event()
+    ramp = (np.arange(1000) - 500).astype(np.int16)
+
+    def slow(e, ch, n):
+        assert release.wait(30)
+        return np.resize(ramp, n)
+
+    emu.adc_source = slow
+    sc.record_length = 1000
+    sc.arm()
+    assert sc.query(":ASTate?") == "ARM"   # within TIMEOUT while the capture is pending
+    assert sc.query(":WAV:POIN?") == "0"
+    release.set()
+    sc.wait_acquired(timeout_s=5)
+    assert np.array_equal(sc.fetch(1), ramp)
+
+
+def test_failed_capture_is_reported_not_a_hang(pair):
+    sc, emu = pair
+    emu.adc_source = lambda e, ch, n: np.zeros(n - 1, np.int16)
+    sc.record_length = 100
+    sc.arm()
+    with pytest.raises(InstrumentTimeoutError):
+        sc.wait_acquired(timeout_s=0.3)
+    assert any("-200" in e for e in emu.errors)
+
+
 def test_wait_acquired_times_out_in_time(pair):
     sc, emu = pair
     emu.acquisition_delay_s = 10.0
