@@ -17,7 +17,7 @@ import scipy.fft as sfft
 from dsp.core import cdot
 from dsp.downconvert import fir_decimate, mix_down
 from dsp.errors import DspLockError
-from dsp.fits import diffusion_slope, line_fit, radial_phase_noise, slope_std
+from dsp.fits import diffusion_slope, line_fit, radial_phase_noise, slope_std, slope_std_white
 from dsp.matched_filter import matched_filter_at
 from dsp.pilot import pilot_decimate
 from dsp.rrc import MatchedFilterBank, rrc_frequency_response
@@ -65,6 +65,10 @@ class PilotAcquisition:
     span_samples : tuple[int, int]
         Head samples ``[start, stop)`` where every pilot is present (``pilot_span``): the
         fine offset, the weights and every phase statistic come from these only.
+    linewidth_resolution_hz : float
+        Twice the sd of ``linewidth_hz`` at zero linewidth (``slope_std_white`` of the combined
+        pilot's per-block phase noise, span length and lags): a smaller estimate cannot be
+        told from zero (``linewidth_below_resolution``).
     """
 
     frequency_offset_hz: float
@@ -78,6 +82,12 @@ class PilotAcquisition:
     pilot_weights: tuple[complex, ...]
     pilot_amplitudes: tuple[float, ...]
     span_samples: tuple[int, int] = (0, 0)
+    linewidth_resolution_hz: float = math.nan
+
+    @property
+    def linewidth_below_resolution(self) -> bool:
+        """Whether ``linewidth_hz`` is below ``linewidth_resolution_hz`` (not told from 0)."""
+        return self.linewidth_hz < self.linewidth_resolution_hz
 
 
 def pilot_span(powers: list[np.ndarray], window: int = PRESENCE_WINDOW_BLOCKS,
@@ -272,6 +282,7 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
     s2n = radial_phase_noise(comb)
     dt = D / fs
     linewidth = slope / (2 * np.pi * dt)
+    resolution = 2 * slope_std_white(s2n, comb.shape[0], max_lag) / (2 * np.pi * dt)
     # std of the slope from the fit residual scatter (rough): see structure_fit
     cn0 = tuple(float(10 * np.log10(1.0 / (2.0 * s * dt))) for s in sig_n2)
     return PilotAcquisition(
@@ -281,7 +292,8 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
         linewidth_std_hz=float(slope_std(np.unwrap(np.angle(comb)), max_lag) / (2 * np.pi * dt)),
         decimation=D, pilot_weights=tuple(complex(w) for w in weights),
         pilot_amplitudes=tuple(float(2 * np.sqrt(p)) for p in pw),
-        span_samples=(b0 * D, x.shape[0] if b1 == nblk else b1 * D))
+        span_samples=(b0 * D, x.shape[0] if b1 == nblk else b1 * D),
+        linewidth_resolution_hz=float(resolution))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["diffusion_slope", "line_fit", "radial_phase_noise", "slope_std", "structure_fit"]
+__all__ = ["diffusion_slope", "line_fit", "radial_phase_noise", "slope_std", "slope_std_white",
+           "structure_fit"]
 
 #: the robust slope replaces the mean one when they differ by more than this many sds
 ROBUST_SWITCH_SIGMAS = 4.0
@@ -71,6 +72,36 @@ def slope_std(ph: np.ndarray, max_lag: int, *, robust: bool = False) -> float:
     slopes = [structure_fit(ph[i * q:(i + 1) * q], max_lag, robust=robust)[1]
               for i in range(4)]
     return float(np.std(slopes, ddof=1) / 2)
+
+
+def slope_std_white(sigma2: float, n: int, max_lag: int) -> float:
+    """Standard deviation of the ``structure_fit`` slope (rad^2 per block) of ``n`` blocks of
+    white phase noise of variance ``sigma2`` per block and no diffusion (zero linewidth).
+
+    Parameters
+    ----------
+    sigma2 : float
+        Phase-noise variance per block (rad^2).
+    n : int
+        Blocks in the record.
+    max_lag : int
+        Largest lag L of the fit (lags 1..L).
+
+    Returns
+    -------
+    float
+        ``2 sigma2 / sqrt(n L (L^2 - 1) / 12)``.
+
+    Notes
+    -----
+    With ``d_j(l) = n_{j+l} - n_j`` Gaussian, ``Cov(S(l), S(m)) = sigma2^2 (8 + 4 [l = m]) / n``
+    (four coinciding index pairs, six at l = m); the least-squares slope weights sum to zero,
+    so the common part drops and ``Var = 4 sigma2^2 / (n sum (l - mean l)^2)``. End effects
+    (``n - l`` terms) and the detrending are neglected (L << n).
+    """
+    if n <= 0 or max_lag < 2:
+        return float("inf")
+    return float(2.0 * sigma2 / np.sqrt(n * max_lag * (max_lag**2 - 1) / 12.0))
 
 
 def diffusion_slope(ph: np.ndarray, max_lag: int) -> float:

@@ -335,3 +335,36 @@ def test_diffusion_slope_is_not_moved_by_a_few_corrupted_blocks(linewidth_hz):
     bad = np.unwrap(np.angle(z))
     assert structure_fit(bad, 48)[1] > 10 * q
     assert diffusion_slope(bad, 48) == pytest.approx(q, rel=0.3)
+
+
+def test_slope_std_white_is_the_spread_of_the_structure_fit():
+    from dsp.fits import slope_std_white, structure_fit
+
+    rng = np.random.default_rng(3)
+    slopes = [structure_fit(rng.normal(0, 0.1, 4096), 48)[1] for _ in range(300)]
+    # 300 draws: the sample sd is within ~8 % (2 sd of its own spread) of the true one
+    assert np.std(slopes, ddof=1) == pytest.approx(slope_std_white(0.01, 4096, 48), rel=0.12)
+
+
+def test_zero_linewidth_is_below_resolution_and_10_khz_is_not():
+    # A = 30 over noise sd 30 at f = 262.3 MHz: per-block phase variance s = (900/64 +
+    # (A/2)^2 rho^2) / (2 (A/2)^2) (image leakage rho, see test_pilot_offset_snr_and_linewidth)
+    # on n / D = 4096 blocks of 64 ns: resolution = 2 * 2 s / sqrt(N L (L^2-1)/12) / (2 pi dt)
+    n, f = 1 << 18, 262.345678e6
+    rho = abs(np.exp(-4j * np.pi * f / FS * np.arange(64)).mean())
+    s = (900 / 64 + 15.0**2 * rho**2) / (2 * 15.0**2)
+    expect = 2 * 2 * s / math.sqrt(4096 * 48 * (48**2 - 1) / 12) / (2 * math.pi * 64 / FS)
+    est = []
+    for seed in range(10):
+        acq = acquire_pilot(_tones(n, [f], [30.0], noise=30.0, seed=seed), FS,
+                            pilot_frequencies_hz=(250e6,), search_hz=50e6, snr_min_db=20)
+        assert acq.linewidth_resolution_hz == pytest.approx(expect, rel=0.1)
+        assert acq.linewidth_below_resolution
+        est.append(acq.linewidth_hz)
+    # the estimate is max(X, 0), X ~ N(0, sd^2): its rms is sd / sqrt(2) = resolution / 2^1.5
+    # (measured spread of X over 12 seeds: 26.9 Hz against 24.2 analytic)
+    rms = math.sqrt(np.mean(np.square(est)))
+    assert expect / 2**1.5 / 2 < rms < expect / 2**1.5 * 2
+    acq = acquire_pilot(_tones(n, [f], [30.0], noise=30.0, seed=1, lw=1e4), FS,
+                        pilot_frequencies_hz=(250e6,), search_hz=50e6, snr_min_db=20)
+    assert acq.linewidth_hz > 5e3 and not acq.linewidth_below_resolution

@@ -104,6 +104,10 @@ def test_delay_and_frequency_offset(shared_traces, name):
     # the linewidth estimated from the pilot (drives the filter design) is right to 30%
     if truth.linewidth_hz > 0:
         assert a.pilot.linewidth_hz == pytest.approx(truth.linewidth_hz, rel=0.3)
+    # and a zero linewidth is reported as below the estimate's resolution (2 sd: ~0.3 Hz here),
+    # not as a small measured value
+    assert a.pilot.linewidth_below_resolution == (truth.linewidth_hz == 0)
+    assert 0 < a.pilot.linewidth_resolution_hz < 1.0
     assert a.lock_metrics["pilot_snr_db"] > 40
     assert a.lock_metrics["sync_pslr"] > 1000
 

@@ -139,6 +139,9 @@ def test_simulated_framed_linewidth_excludes_the_preamble(simulated, linewidth_h
     res = process_recording(path, pe_fraction=1.0, seed=1)
     pil = res.acquisition.pilot
     assert lo <= pil.linewidth_hz <= hi
+    # 0 Hz: reported as below the estimate's resolution (its 2-sd bound), 100 Hz is resolved
+    assert pil.linewidth_below_resolution == (linewidth_hz == 0)
+    assert 0 < pil.linewidth_resolution_hz < 50
     assert pil.span_samples[0] >= read_truth(path).extra["preamble_end_sample"]
     assert res.acquisition.carrier.bandwidth_hz < 1.5e6
     assert 0 <= res.pilot_leakage_floor_snu < 0.01
