@@ -368,3 +368,42 @@ def test_zero_linewidth_is_below_resolution_and_10_khz_is_not():
     acq = acquire_pilot(_tones(n, [f], [30.0], noise=30.0, seed=1, lw=1e4), FS,
                         pilot_frequencies_hz=(250e6,), search_hz=50e6, snr_min_db=20)
     assert acq.linewidth_hz > 5e3 and not acq.linewidth_below_resolution
+
+
+def test_coarse_search_is_not_moved_by_a_pilot_free_preamble():
+    # a training burst without pilot (a tone 23 MHz below the pilot, 40 dB above it) over the
+    # first 30 % of the head: the whole head's periodogram peaks on the burst (coarse -20 MHz;
+    # before: locked there, offset -17.5 MHz at a 61 dB pilot SNR); on the pilot span the
+    # pilot is found (truth +3 MHz)
+    n, fp, off = 1 << 20, 250e6, 3e6
+    x = _tones(n, [fp + off], [100.0], noise=30.0).astype(np.float64)
+    burst = slice(0, int(0.3 * n))
+    t = np.arange(burst.stop)
+    x[burst] = np.random.default_rng(1).normal(0, 30.0, burst.stop) \
+        + 1e4 * np.cos(2 * np.pi * (fp - 20e6) / FS * t)
+    acq = acquire_pilot(np.round(x).astype(np.int16), FS, pilot_frequencies_hz=(fp,),
+                        search_hz=50e6, snr_min_db=20)
+    assert abs(acq.frequency_offset_hz - off) < 1e3
+    assert acq.span_samples[0] >= burst.stop
+    assert acq.linewidth_below_resolution
+
+
+def test_pilot_free_preamble_does_not_fail_the_lock(simulated):
+    # a 60 dB (re shot noise) Zadoff-Chu preamble over 550k of the 1.2M head samples, pilots
+    # at 5 and -1 dB: on the whole head the weaker pilot's peak is 19.5 dB over the median
+    # (before: "pilot not found"), on the pilot span 52 dB
+    from qkd_hw.sim import SimParams
+    from qkd_hw.trace_io import TraceReader
+
+    p = SimParams(frequency_offset_hz=3e6, pilot_frequencies_hz=(250e6, 270e6),
+                  pilot_powers_dbsn=(5.0, -1.0), lead_samples=1000, preamble_kind="zadoff-chu",
+                  preamble_samples=550_000, preamble_power_dbsn=60.0, pilot_gate="data",
+                  delay_samples=551_300.3, shot_noise_samples=20_000,
+                  electronic_noise_samples=20_000)
+    with TraceReader(simulated(p, seed=3, n_symbols=65_000)) as r:
+        x = r.read("signal")[:1_200_000]
+    acq = acquire_pilot(x, FS, pilot_frequencies_hz=(250e6, 270e6), search_hz=50e6,
+                        snr_min_db=20)
+    assert acq.span_samples[0] >= 551_000
+    assert min(acq.pilot_snr_db) > 40
+    assert abs(acq.frequency_offset_hz - 3e6) < 100
