@@ -59,6 +59,22 @@ def test_pilot_offset_snr_and_linewidth():
     expect = (900 / 64 + 150.0**2 * rho**2) / (2 * 150.0**2)
     assert acq.phase_noise_var == pytest.approx(expect, rel=0.1)
     assert acq.pilot_amplitudes[0] == pytest.approx(300, rel=0.01)
+    # C/N0 = (A^2 / 2) / N0 with the one-sided density N0 = 2 s2 / fs of the white noise
+    # alone (before: 1.4 dB low, the image counted as noise)
+    cn0 = 10 * math.log10(300.0**2 / 2 / (2 * (900 + 1 / 12) / FS))
+    assert acq.pilot_cn0_dbhz[0] == pytest.approx(cn0, abs=0.3)
+
+
+def test_two_pilots_carrier_to_noise_is_not_the_other_pilots_leakage():
+    # pilots 20 MHz apart (300 and 150 codes, white noise sd 30): the D = 64 block mean of
+    # each holds the other as a rotating phasor of |g| = 0.19 of its amplitude (before:
+    # C/N0 12 and 17 dB low); C/N0 = (A^2/2) / (2 s2 / fs)
+    x = _tones(1 << 19, [253e6, 273e6], [300.0, 150.0])
+    acq = acquire_pilot(x, FS, pilot_frequencies_hz=(250e6, 270e6), search_hz=10e6,
+                        snr_min_db=20)
+    for a, cn0 in zip((300.0, 150.0), acq.pilot_cn0_dbhz, strict=True):
+        assert cn0 == pytest.approx(10 * math.log10(a * a / 2 / (2 * (900 + 1 / 12) / FS)),
+                                    abs=0.3)
 
 
 def test_two_pilots_joint_search_picks_the_common_offset():
