@@ -35,8 +35,16 @@ def test_framed_linewidth_and_tracker_from_the_data(framed):
     with h5py.File(FRAMED, "r") as f:
         zc_end = int(f["truth"].attrs["zc_end_sample"])
     assert framed.acquisition.pilot.span_samples[0] > zc_end
-    # tracker set by the data: its optimum for 100 Hz, far below the 8 MHz cap
-    assert framed.acquisition.carrier.bandwidth_hz < 1e6
+    # tracker set by the data: the smoother's noise bandwidth for 100 Hz at its measured
+    # observation noise (1.67 MHz at D = 360: a strong pilot, little to average), not the
+    # 2.78 MHz (the block rate) the preamble's 172 kHz would give
+    from dsp.trackers.kalman import kalman_steady_state
+
+    c = framed.acquisition.carrier
+    dt = c.decimation / 1e9
+    want = kalman_steady_state("kalman-rts", 2 * math.pi * truth_lw * dt, c.r, dt)
+    assert c.bandwidth_hz == pytest.approx(want["bandwidth_hz"], rel=0.05)
+    assert c.predicted_phase_var == pytest.approx(want["predicted_phase_var"], rel=0.05)
     assert 0 <= framed.pilot_leakage_floor_snu < 0.01
 
 
@@ -143,7 +151,16 @@ def test_simulated_framed_linewidth_excludes_the_preamble(simulated, linewidth_h
     assert pil.linewidth_below_resolution == (linewidth_hz == 0)
     assert 0 < pil.linewidth_resolution_hz < 50
     assert pil.span_samples[0] >= read_truth(path).extra["preamble_end_sample"]
-    assert res.acquisition.carrier.bandwidth_hz < 1.5e6
+    # the tracker's noise bandwidth lies between its values at the linewidth bounds (0 Hz:
+    # at most that of the resolution bound) for the measured observation noise
+    from dsp.trackers.kalman import kalman_steady_state
+
+    c = res.acquisition.carrier
+    dt = c.decimation / 1e9
+    lo_hi = (1.0, pil.linewidth_resolution_hz) if linewidth_hz == 0 else (lo, hi)
+    bw = [kalman_steady_state("kalman-rts", 2 * math.pi * f * dt, c.r, dt)["bandwidth_hz"]
+          for f in lo_hi]
+    assert bw[0] * (1 - 1e-9) <= c.bandwidth_hz <= bw[1] * (1 + 1e-9)
     assert 0 <= res.pilot_leakage_floor_snu < 0.01
     assert res.n_received == N_SIM
 
