@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = ["diffusion_slope", "line_fit", "radial_phase_noise", "remove_tone_leakage",
            "slope_std", "slope_std_white", "structure_fit"]
 
-#: Jacobi sweeps of ``remove_tone_leakage`` (the coupling shrinks by |g|^2 per sweep)
+#: most Jacobi sweeps of ``remove_tone_leakage``; fewer when the largest coupling |g| to the
+#: power of the sweeps is already below ``LEAKAGE_TOLERANCE`` (the error shrinks by |g| per
+#: sweep)
 LEAKAGE_SWEEPS = 8
+LEAKAGE_TOLERANCE = 1e-4
 #: largest boxcar coupling |g| between two tones for which the leakage is removed
 MAX_LEAKAGE_COUPLING = 0.5
 
@@ -85,15 +90,20 @@ def remove_tone_leakage(phasors: list[np.ndarray], cycles_per_sample: list[float
         return g, g * np.exp(2j * np.pi * ((nu * start) % 1.0))
 
     direct, image = {}, {}
+    gmax = 1e-300
     for k, nk in enumerate(nus):
         for m, nm in enumerate(nus):
             if m != k:
                 g, direct[k, m] = coupling(nm - nk)
                 if abs(g) > MAX_LEAKAGE_COUPLING:
                     return None
-            image[k, m] = coupling(-nm - nk)[1]
+                gmax = max(gmax, abs(g))
+            g, image[k, m] = coupling(-nm - nk)
+            gmax = max(gmax, abs(g))
+    sweeps = LEAKAGE_SWEEPS if gmax >= 1 else \
+        min(LEAKAGE_SWEEPS, max(1, math.ceil(math.log(LEAKAGE_TOLERANCE) / math.log(gmax))))
     a = [np.asarray(z, np.complex128) for z in phasors]
-    for _ in range(LEAKAGE_SWEEPS):
+    for _ in range(sweeps):
         a = [phasors[k] - sum(direct[k, m] * a[m] for m in range(len(nus)) if m != k)
              - sum(image[k, m] * np.conj(a[m]) for m in range(len(nus)))
              for k in range(len(nus))]
