@@ -190,9 +190,14 @@ def test_framed_carrier_diagnostics_against_the_spectrum(framed):
     with h5py.File(FRAMED, "r") as f:
         rel = f["tx"].attrs["pilot_powers_rel"]
     pil = framed.acquisition.pilot
-    for fp, cn0 in zip((250e6, 270e6), pil.pilot_cn0_dbhz, strict=True):
+    # the lock metric (Hann periodogram peak over the window's median, n points of the span):
+    # A^2 n / (6 ln2 sigma^2) = C/N0 * 2 n / (3 ln2 fs), less up to 1.42 dB of scalloping
+    s0, s1 = pil.span_samples
+    gain_db = 10 * math.log10(2 * 2 ** math.floor(math.log2(s1 - s0)) / (3 * math.log(2) * 1e9))
+    for fp, cn0, snr in zip((250e6, 270e6), pil.pilot_cn0_dbhz, pil.pilot_snr_db, strict=True):
         ref = spectral_cn0_dbhz(x, fp + pil.frequency_offset_hz, 1e9, pil.linewidth_hz)
         assert cn0 == pytest.approx(ref, abs=0.5)
+        assert ref + gain_db - 1.6 < snr < ref + gain_db + 0.3
     # the two pilots' C/N0 differ by their power ratio (4:1 in /tx, same noise density)
     assert pil.pilot_cn0_dbhz[0] - pil.pilot_cn0_dbhz[1] == pytest.approx(
         10 * math.log10(rel[0] / rel[1]), abs=0.3)
