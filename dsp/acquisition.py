@@ -17,7 +17,14 @@ import scipy.fft as sfft
 from dsp.core import cdot
 from dsp.downconvert import fir_decimate, mix_down
 from dsp.errors import DspLockError
-from dsp.fits import diffusion_slope, line_fit, radial_phase_noise, slope_std
+from dsp.fits import (
+    diffusion_slope,
+    line_fit,
+    radial_phase_noise,
+    remove_tone_leakage,
+    slope_std,
+    slope_std_white,
+)
 from dsp.matched_filter import matched_filter_at
 from dsp.pilot import pilot_decimate
 from dsp.rrc import MatchedFilterBank, rrc_frequency_response
@@ -36,6 +43,12 @@ PRESENCE_TOLERANCE = 0.2
 PRESENCE_MAD_SIGMAS = 8.0
 #: fewest pilot blocks the phase statistics need (a multiple of the structure function's lags)
 MIN_SPAN_BLOCKS = 1024
+#: blocks of the span whose amplitude scatter gives C/N0 (its variance to ~1.6 %, 0.07 dB)
+CN0_BLOCKS = 8192
+#: the search on the pilot span replaces the whole head's offset when they differ by more than
+#: this fraction of the block rate fs / D (the block phasors lose ~3 % of a pilot at this
+#: offset; the fine fit takes less)
+COARSE_MOVED_BLOCK_RATES = 0.125
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,10 @@ class PilotAcquisition:
     span_samples : tuple[int, int]
         Head samples ``[start, stop)`` where every pilot is present (``pilot_span``): the
         fine offset, the weights and every phase statistic come from these only.
+    linewidth_resolution_hz : float
+        Twice the sd of ``linewidth_hz`` at zero linewidth (``slope_std_white`` of the combined
+        pilot's per-block phase noise, span length and lags): a smaller estimate cannot be
+        told from zero (``linewidth_below_resolution``).
     """
 
     frequency_offset_hz: float
@@ -78,6 +95,12 @@ class PilotAcquisition:
     pilot_weights: tuple[complex, ...]
     pilot_amplitudes: tuple[float, ...]
     span_samples: tuple[int, int] = (0, 0)
+    linewidth_resolution_hz: float = math.nan
+
+    @property
+    def linewidth_below_resolution(self) -> bool:
+        """Whether ``linewidth_hz`` is below ``linewidth_resolution_hz`` (not told from 0)."""
+        return self.linewidth_hz < self.linewidth_resolution_hz
 
 
 def pilot_span(powers: list[np.ndarray], window: int = PRESENCE_WINDOW_BLOCKS,
@@ -207,6 +230,30 @@ def _coarse_offset(x: np.ndarray, fs: float, fps: list[float], *, search_hz: flo
     return coarse, snr_db
 
 
+def _span_at(x: np.ndarray, fs: float, fps: list[float], coarse: float,
+             D: int) -> tuple[list[np.ndarray], tuple[int, int]]:
+    """Every pilot's block phasors over the head at offset ``coarse``, and their
+    ``pilot_span`` (only where every pilot is present: a pilot-free preamble's phase is not
+    laser phase)."""
+    nblk = x.shape[0] // D
+    full = [pilot_decimate(x, fs, frequency_hz=fp + coarse, decimation=D, first_sample=0,
+                           first_block=0, n_blocks=nblk) for fp in fps]
+    return full, pilot_span([np.abs(z) ** 2 for z in full])
+
+
+def _check_span(b0: int, b1: int, D: int, whole_error: DspLockError | None) -> None:
+    """DspLockError when the pilots are present in fewer than ``MIN_SPAN_BLOCKS`` blocks (the
+    whole head's lock error, if there was one: nothing in the head holds the pilot). A head
+    too short as a whole is the trackers' error to name: they know what they need."""
+    if b1 - b0 >= MIN_SPAN_BLOCKS:
+        return
+    if whole_error is not None:
+        raise whole_error
+    raise DspLockError("pilot not found: present in too few samples of the head",
+                       {"pilot_span_samples": float((b1 - b0) * D),
+                        "pilot_span_min_samples": float(MIN_SPAN_BLOCKS * D)})
+
+
 def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_hz: float,
                   snr_min_db: float, decimation: int = 64, max_lag: int = 48) -> PilotAcquisition:
     """Find the pilot tone(s) in the head segment and estimate offset, SNR and phase noise.
@@ -218,32 +265,45 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
     samples). Phase statistics: the structure function ``S(l) = <(phi_{j+l} - phi_j)^2>``
     of the detrended pilot phase is ``2 sigma_n^2 + 2 pi linewidth l D / fs``: its slope gives
     the linewidth; the per-block phase-noise variance sigma_n^2 (pilot SNR) comes from the
-    amplitude scatter of the phasors (``radial_phase_noise``).
+    amplitude scatter of the phasors (``radial_phase_noise``). When the pilots are not present
+    over the whole head (``pilot_span``), the coarse search and the lock metric are those of
+    the span: a pilot-free preamble can neither fail the lock nor move the offset.
 
     Raises
     ------
     DspLockError
-        If the weakest pilot's peak-to-median ratio is below ``snr_min_db``.
+        If the weakest pilot's peak-to-median ratio (on the pilot span) is below
+        ``snr_min_db``.
     """
     x = np.asarray(head)
     fps = [float(f) for f in pilot_frequencies_hz]
-    coarse, snr_db = _coarse_offset(x, fs, fps, search_hz=search_hz, snr_min_db=snr_min_db)
+    # the whole head's search may fail or peak elsewhere because of a pilot-free preamble:
+    # its verdict waits for the pilot span (below)
+    whole_error = None
+    try:
+        coarse, snr_db = _coarse_offset(x, fs, fps, search_hz=search_hz, snr_min_db=snr_min_db)
+    except DspLockError as exc:
+        coarse, whole_error = exc.metrics["coarse_offset_hz"], exc
+        if not math.isfinite(coarse):
+            raise
 
     # fine offset and phase statistics from the block phasors of each pilot
     D = int(decimation)
     nblk = x.shape[0] // D
-    full = [pilot_decimate(x, fs, frequency_hz=fp + coarse, decimation=D, first_sample=0,
-                           first_block=0, n_blocks=nblk) for fp in fps]
-    # only where every pilot is present: a pilot-free preamble's phase is not laser phase
-    b0, b1 = pilot_span([np.abs(z) ** 2 for z in full])
-    # (a head too short as a whole is the trackers' error to name: they know what they need)
-    if (b0, b1) != (0, nblk) and b1 - b0 < MIN_SPAN_BLOCKS:
-        raise DspLockError("pilot not found: present in too few samples of the head",
-                           {"pilot_span_samples": float((b1 - b0) * D),
-                            "pilot_span_min_samples": float(MIN_SPAN_BLOCKS * D)})
-    if (b0, b1) != (0, nblk):   # the lock metric from the same span
-        snr_db = _coarse_offset(x[b0 * D:b1 * D], fs, fps, search_hz=search_hz,
-                                snr_min_db=snr_min_db)[1]
+    full, (b0, b1) = _span_at(x, fs, fps, coarse, D)
+    if (b0, b1) != (0, nblk):
+        # the search again, on the span only: the lock metric, and the offset when a
+        # preamble moved the first one (then the phasors and the span again, at that offset)
+        _check_span(b0, b1, D, whole_error)
+        c2, snr_db = _coarse_offset(x[b0 * D:b1 * D], fs, fps, search_hz=search_hz,
+                                    snr_min_db=snr_min_db)
+        if abs(c2 - coarse) > COARSE_MOVED_BLOCK_RATES * fs / D:
+            coarse = c2
+            full, (b0, b1) = _span_at(x, fs, fps, coarse, D)
+            if (b0, b1) != (0, nblk):
+                _check_span(b0, b1, D, None)
+    elif whole_error is not None:
+        raise whole_error
     t = np.arange(b0, b1) * D + (D - 1) / 2
     phasors, fine, resid = [], [], []
     for z in full:
@@ -272,8 +332,9 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
     s2n = radial_phase_noise(comb)
     dt = D / fs
     linewidth = slope / (2 * np.pi * dt)
+    resolution = 2 * slope_std_white(s2n, comb.shape[0], max_lag) / (2 * np.pi * dt)
     # std of the slope from the fit residual scatter (rough): see structure_fit
-    cn0 = tuple(float(10 * np.log10(1.0 / (2.0 * s * dt))) for s in sig_n2)
+    cn0 = _carrier_to_noise(phasors, [(fp + coarse) / fs for fp in fps], D, b0, dt, sig_n2)
     return PilotAcquisition(
         frequency_offset_hz=offset, coarse_offset_hz=float(coarse), pilot_snr_db=snr_db,
         pilot_cn0_dbhz=cn0, phase_noise_var=float(max(s2n, 1e-12)),
@@ -281,7 +342,21 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
         linewidth_std_hz=float(slope_std(np.unwrap(np.angle(comb)), max_lag) / (2 * np.pi * dt)),
         decimation=D, pilot_weights=tuple(complex(w) for w in weights),
         pilot_amplitudes=tuple(float(2 * np.sqrt(p)) for p in pw),
-        span_samples=(b0 * D, x.shape[0] if b1 == nblk else b1 * D))
+        span_samples=(b0 * D, x.shape[0] if b1 == nblk else b1 * D),
+        linewidth_resolution_hz=float(resolution))
+
+
+def _carrier_to_noise(phasors: list[np.ndarray], cycles_per_sample: list[float], D: int,
+                      first_block: int, dt: float, sig_n2: list[float]) -> tuple[float, ...]:
+    """Per pilot, C/N0 (dB-Hz) ``= 1 / (2 s dt)`` from its per-block phase-noise variance s
+    (blocks of ``dt`` seconds): s from the amplitude scatter of the phasors once the other
+    pilots' and the images' leakage is removed (``remove_tone_leakage``: that leakage is not
+    noise at the pilot's frequency, and it set C/N0 17-23 dB low on framed.h5), else
+    ``sig_n2``."""
+    clean = remove_tone_leakage([z[:CN0_BLOCKS] for z in phasors], cycles_per_sample, D,
+                                first_block)
+    s = sig_n2 if clean is None else [max(radial_phase_noise(a), 1e-12) for a in clean]
+    return tuple(float(10 * np.log10(1.0 / (2.0 * si * dt))) for si in s)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-__all__ = ["diffusion_slope", "line_fit", "radial_phase_noise", "slope_std", "structure_fit"]
+__all__ = ["diffusion_slope", "line_fit", "radial_phase_noise", "remove_tone_leakage",
+           "slope_std", "slope_std_white", "structure_fit"]
+
+#: most Jacobi sweeps of ``remove_tone_leakage``; fewer when the largest coupling |g| to the
+#: power of the sweeps is already below ``LEAKAGE_TOLERANCE`` (the error shrinks by |g| per
+#: sweep)
+LEAKAGE_SWEEPS = 8
+LEAKAGE_TOLERANCE = 1e-4
+#: largest boxcar coupling |g| between two tones for which the leakage is removed
+MAX_LEAKAGE_COUPLING = 0.5
 
 #: the robust slope replaces the mean one when they differ by more than this many sds
 ROBUST_SWITCH_SIGMAS = 4.0
@@ -31,6 +42,72 @@ def radial_phase_noise(z: np.ndarray) -> float:
     r = np.abs(z)
     m = float(np.mean(r))
     return float(np.var(r) / (m * m)) if m > 0 else float("inf")
+
+
+def _boxcar_gain(nu: float, D: int) -> complex:
+    """``(1/D) sum_{i<D} exp(2 pi j nu i)``: a block mean's response to a tone of ``nu``
+    cycles per sample."""
+    return complex(np.mean(np.exp(2j * np.pi * nu * np.arange(D))))
+
+
+def remove_tone_leakage(phasors: list[np.ndarray], cycles_per_sample: list[float], D: int,
+                        first_block: int) -> list[np.ndarray] | None:
+    """Each tone's block phasors without the other tones' leakage, or None when two tones
+    are too close to separate.
+
+    Block ``j`` of tone k is ``z_k(j) = mean_{n in block j} x[n] exp(-2 pi j nu_k n)``
+    (``dsp.pilot.pilot_decimate``). A real signal of tones
+    ``x = sum_m a_m e^{2 pi j nu_m n} + conj(a_m) e^{-2 pi j nu_m n}`` (``a_m`` constant over a
+    block) gives ``z_k = a_k + sum_{m != k} a_m G(nu_m - nu_k) + sum_m conj(a_m) G(-nu_m - nu_k)``
+    with ``G(nu, j) = e^{2 pi j nu j D} g(nu)`` and g the block mean's response
+    (``_boxcar_gain``): the other pilots and every tone's negative-frequency image leak into
+    the block mean as rotating phasors, which the amplitude scatter would count as noise.
+    The system is solved for the ``a_k`` by Jacobi sweeps (each shrinks the error by about
+    the squared coupling; only couplings below ``MAX_LEAKAGE_COUPLING`` are accepted).
+
+    Parameters
+    ----------
+    phasors : list of ndarray, shape (n,)
+        Per tone, its block phasors (complex).
+    cycles_per_sample : list of float
+        Per tone, its mixing frequency over the sample rate.
+    D : int
+        Samples per block.
+    first_block : int
+        Absolute index of block 0 (block j starts at sample ``(first_block + j) D``).
+
+    Returns
+    -------
+    list of ndarray or None
+        The tones' complex amplitudes per block.
+    """
+    nus = [float(v) for v in cycles_per_sample]
+    n = phasors[0].shape[0]
+    start = (first_block + np.arange(n)) * float(D)
+
+    def coupling(nu: float) -> tuple[complex, np.ndarray]:
+        g = _boxcar_gain(nu, D)
+        return g, g * np.exp(2j * np.pi * ((nu * start) % 1.0))
+
+    direct, image = {}, {}
+    gmax = 1e-300
+    for k, nk in enumerate(nus):
+        for m, nm in enumerate(nus):
+            if m != k:
+                g, direct[k, m] = coupling(nm - nk)
+                if abs(g) > MAX_LEAKAGE_COUPLING:
+                    return None
+                gmax = max(gmax, abs(g))
+            g, image[k, m] = coupling(-nm - nk)
+            gmax = max(gmax, abs(g))
+    sweeps = LEAKAGE_SWEEPS if gmax >= 1 else \
+        min(LEAKAGE_SWEEPS, max(1, math.ceil(math.log(LEAKAGE_TOLERANCE) / math.log(gmax))))
+    a = [np.asarray(z, np.complex128) for z in phasors]
+    for _ in range(sweeps):
+        a = [phasors[k] - sum(direct[k, m] * a[m] for m in range(len(nus)) if m != k)
+             - sum(image[k, m] * np.conj(a[m]) for m in range(len(nus)))
+             for k in range(len(nus))]
+    return a
 
 
 def structure_fit(ph: np.ndarray, max_lag: int, *,
@@ -71,6 +148,36 @@ def slope_std(ph: np.ndarray, max_lag: int, *, robust: bool = False) -> float:
     slopes = [structure_fit(ph[i * q:(i + 1) * q], max_lag, robust=robust)[1]
               for i in range(4)]
     return float(np.std(slopes, ddof=1) / 2)
+
+
+def slope_std_white(sigma2: float, n: int, max_lag: int) -> float:
+    """Standard deviation of the ``structure_fit`` slope (rad^2 per block) of ``n`` blocks of
+    white phase noise of variance ``sigma2`` per block and no diffusion (zero linewidth).
+
+    Parameters
+    ----------
+    sigma2 : float
+        Phase-noise variance per block (rad^2).
+    n : int
+        Blocks in the record.
+    max_lag : int
+        Largest lag L of the fit (lags 1..L).
+
+    Returns
+    -------
+    float
+        ``2 sigma2 / sqrt(n L (L^2 - 1) / 12)``.
+
+    Notes
+    -----
+    With ``d_j(l) = n_{j+l} - n_j`` Gaussian, ``Cov(S(l), S(m)) = sigma2^2 (8 + 4 [l = m]) / n``
+    (four coinciding index pairs, six at l = m); the least-squares slope weights sum to zero,
+    so the common part drops and ``Var = 4 sigma2^2 / (n sum (l - mean l)^2)``. End effects
+    (``n - l`` terms) and the detrending are neglected (L << n).
+    """
+    if n <= 0 or max_lag < 2:
+        return float("inf")
+    return float(2.0 * sigma2 / np.sqrt(n * max_lag * (max_lag**2 - 1) / 12.0))
 
 
 def diffusion_slope(ph: np.ndarray, max_lag: int) -> float:

@@ -25,8 +25,8 @@ from dsp.fits import structure_fit
 from dsp.trackers.base import DesignInputs, HeadPilot, PilotFilterDesign, common_fields
 
 __all__ = ["KalmanDesign", "KalmanRtsTracker", "KalmanTracker", "design_kalman",
-           "kalman_phase_forward", "refine_kalman", "rts_lengths", "rts_smooth_block",
-           "rts_smooth_blocks"]
+           "kalman_phase_forward", "kalman_steady_state", "refine_kalman", "rts_lengths",
+           "rts_smooth_block", "rts_smooth_blocks"]
 
 #: lags of the structure-function fit of the observation noise on the head
 NOISE_FIT_LAGS = 16
@@ -263,6 +263,49 @@ def rts_lengths(q: float, r: float) -> tuple[int, int]:
     return block, int(min(block, max(64, 16 * math.ceil(tc))))
 
 
+def kalman_steady_state(method: str, q: float, r: float, dt: float) -> dict[str, float]:
+    """``bandwidth_hz`` and ``predicted_phase_var`` of the steady-state tracker.
+
+    Parameters
+    ----------
+    method : str
+        ``"kalman"`` (forward filter) or ``"kalman-rts"`` (with the RTS smoother).
+    q, r : float
+        Process and observation variances per block (rad^2).
+    dt : float
+        Block duration (s).
+
+    Returns
+    -------
+    dict
+        ``bandwidth_hz``: noise bandwidth ``sum_j h_j^2 / dt`` of the estimate's response h to
+        the observations (a boxcar of duration tau: 1/tau, the boxcar's own convention);
+        ``predicted_phase_var``: its error variance (rad^2).
+
+    Notes
+    -----
+    Prediction variance ``P- = (q + sqrt(q^2 + 4 q r)) / 2``, gain ``K = P- / (P- + r)``,
+    filter variance ``P = (1 - K) P-``: the filter is ``h_j = K a^j`` with ``a = 1 - K``
+    (``sum h^2 = K / (2 - K)``). The RTS pass is the backward pole ``c = P / P- = a``: the
+    smoother ``h_j = (1 - a) / (1 + a) a^|j|``, error variance
+    ``(P - a^2 P-) / (1 - a^2)`` (about half the filter's when q << r). Both at the block
+    centres, like the boxcar's: between them the linear interpolation of the phase adds
+    about ``V (a - 1) / 3 + q / 6`` (V the variance above; adjacent errors correlate by a):
+    7.6e-5 rad^2 per sample predicted, 7.8e-5 measured on a simulated framed recording at
+    100 Hz.
+    """
+    if not q > 0:
+        return {"bandwidth_hz": 0.0, "predicted_phase_var": 0.0}
+    pp = 0.5 * (q + math.sqrt(q * q + 4 * q * r))
+    k = pp / (pp + r)
+    p = (1 - k) * pp
+    if method != "kalman-rts":
+        return {"bandwidth_hz": k / (2 - k) / dt, "predicted_phase_var": p}
+    a = 1 - k
+    g = ((1 - a) / (1 + a)) ** 2 * (1 + a * a) / (1 - a * a)
+    return {"bandwidth_hz": g / dt, "predicted_phase_var": (p - a * a * pp) / (1 - a * a)}
+
+
 def design_kalman(method: str, inputs: DesignInputs) -> KalmanDesign:
     """Kalman design: the boxcar's block length raised to ``min_block_samples`` (but not
     beyond the filter duration tau: a block longer than the optimal averaging time would cost
@@ -273,8 +316,10 @@ def design_kalman(method: str, inputs: DesignInputs) -> KalmanDesign:
     q = inputs.dphi * D / fs
     r = inputs.phase_noise_var * inputs.acq_decimation / D
     rts_block, rts_lookahead = rts_lengths(q, r)
-    return KalmanDesign(**common_fields(method, inputs, D), q=q, r=r, rts_block=rts_block,
-                        rts_lookahead=rts_lookahead)
+    # the tracker's own bandwidth and error, not the boxcar's of the same duration
+    fields = {**common_fields(method, inputs, D),
+              **kalman_steady_state(method, q, r, D / inputs.fs)}
+    return KalmanDesign(**fields, q=q, r=r, rts_block=rts_block, rts_lookahead=rts_lookahead)
 
 
 def refine_kalman(design: KalmanDesign, head: HeadPilot) -> KalmanDesign:
@@ -292,7 +337,9 @@ def refine_kalman(design: KalmanDesign, head: HeadPilot) -> KalmanDesign:
     r, _ = structure_fit(ph, max_lag=NOISE_FIT_LAGS)
     r = r if r > MIN_OBSERVATION_VAR else MIN_OBSERVATION_VAR
     block, lookahead = rts_lengths(design.q, r)
-    return replace(design, r=r, rts_block=block, rts_lookahead=lookahead)
+    dt = design.tau_s / design.window   # the block duration D / fs
+    return replace(design, r=r, rts_block=block, rts_lookahead=lookahead,
+                   **kalman_steady_state(design.method, design.q, r, dt))
 
 
 # --------------------------------------------------------------------------------------------

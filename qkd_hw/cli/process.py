@@ -167,6 +167,15 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _linewidth_text(s: dict[str, Any]) -> str:
+    """The linewidth, or its bound when the estimate cannot be told from zero."""
+    if s.get("linewidth_below_resolution"):
+        bound = s["linewidth_resolution_hz"]
+        return f"< {bound:.0f} Hz (below resolution)" if bound >= 10 else \
+            f"< {bound:.2g} Hz (below resolution)"
+    return f"~{s['linewidth_hz']:.0f} Hz"
+
+
 def _print_human(s: dict[str, Any]) -> None:
     def f(v, fmt):
         return "n/a" if v is None else format(v, fmt)
@@ -176,7 +185,7 @@ def _print_human(s: dict[str, Any]) -> None:
         f"lock               pilot SNR {lock['pilot_snr_db']:.1f} dB, sync PSLR "
         f"{lock['sync_pslr_db']:.1f} dB",
         f"frequency offset   {s['frequency_offset_hz'] / 1e6:+.6f} MHz "
-        f"(linewidth ~{s['linewidth_hz']:.0f} Hz)",
+        f"(linewidth {_linewidth_text(s)})",
         f"first symbol at    {s['delay_samples']:.3f} samples, clock offset "
         f"{s['clock_offset_ppm']:+.3f} +- {s['clock_offset_std_ppm']:.3f} ppm "
         f"({len(s['clock_probe_first_samples'])} late probe(s))",

@@ -91,6 +91,9 @@ class ReceiverResult:
             "acquisition_frequency_offset_hz": a.pilot.frequency_offset_hz,
             "coarse_frequency_offset_hz": a.pilot.coarse_offset_hz,
             "linewidth_hz": a.pilot.linewidth_hz,
+            # the estimate's 2-sd bound at zero linewidth: a smaller estimate is not a measurement
+            "linewidth_resolution_hz": a.pilot.linewidth_resolution_hz,
+            "linewidth_below_resolution": a.pilot.linewidth_below_resolution,
             "delay_samples": a.tau0,
             "clock_offset_ppm": a.clock_offset_ppm,
             "clock_offset_std_ppm": a.clock_offset_std_ppm,

@@ -59,6 +59,22 @@ def test_pilot_offset_snr_and_linewidth():
     expect = (900 / 64 + 150.0**2 * rho**2) / (2 * 150.0**2)
     assert acq.phase_noise_var == pytest.approx(expect, rel=0.1)
     assert acq.pilot_amplitudes[0] == pytest.approx(300, rel=0.01)
+    # C/N0 = (A^2 / 2) / N0 with the one-sided density N0 = 2 s2 / fs of the white noise
+    # alone (before: 1.4 dB low, the image counted as noise)
+    cn0 = 10 * math.log10(300.0**2 / 2 / (2 * (900 + 1 / 12) / FS))
+    assert acq.pilot_cn0_dbhz[0] == pytest.approx(cn0, abs=0.3)
+
+
+def test_two_pilots_carrier_to_noise_is_not_the_other_pilots_leakage():
+    # pilots 20 MHz apart (300 and 150 codes, white noise sd 30): the D = 64 block mean of
+    # each holds the other as a rotating phasor of |g| = 0.19 of its amplitude (before:
+    # C/N0 12 and 17 dB low); C/N0 = (A^2/2) / (2 s2 / fs)
+    x = _tones(1 << 19, [253e6, 273e6], [300.0, 150.0])
+    acq = acquire_pilot(x, FS, pilot_frequencies_hz=(250e6, 270e6), search_hz=10e6,
+                        snr_min_db=20)
+    for a, cn0 in zip((300.0, 150.0), acq.pilot_cn0_dbhz, strict=True):
+        assert cn0 == pytest.approx(10 * math.log10(a * a / 2 / (2 * (900 + 1 / 12) / FS)),
+                                    abs=0.3)
 
 
 def test_two_pilots_joint_search_picks_the_common_offset():
@@ -335,3 +351,75 @@ def test_diffusion_slope_is_not_moved_by_a_few_corrupted_blocks(linewidth_hz):
     bad = np.unwrap(np.angle(z))
     assert structure_fit(bad, 48)[1] > 10 * q
     assert diffusion_slope(bad, 48) == pytest.approx(q, rel=0.3)
+
+
+def test_slope_std_white_is_the_spread_of_the_structure_fit():
+    from dsp.fits import slope_std_white, structure_fit
+
+    rng = np.random.default_rng(3)
+    slopes = [structure_fit(rng.normal(0, 0.1, 4096), 48)[1] for _ in range(300)]
+    # 300 draws: the sample sd is within ~8 % (2 sd of its own spread) of the true one
+    assert np.std(slopes, ddof=1) == pytest.approx(slope_std_white(0.01, 4096, 48), rel=0.12)
+
+
+def test_zero_linewidth_is_below_resolution_and_10_khz_is_not():
+    # A = 30 over noise sd 30 at f = 262.3 MHz: per-block phase variance s = (900/64 +
+    # (A/2)^2 rho^2) / (2 (A/2)^2) (image leakage rho, see test_pilot_offset_snr_and_linewidth)
+    # on n / D = 4096 blocks of 64 ns: resolution = 2 * 2 s / sqrt(N L (L^2-1)/12) / (2 pi dt)
+    n, f = 1 << 18, 262.345678e6
+    rho = abs(np.exp(-4j * np.pi * f / FS * np.arange(64)).mean())
+    s = (900 / 64 + 15.0**2 * rho**2) / (2 * 15.0**2)
+    expect = 2 * 2 * s / math.sqrt(4096 * 48 * (48**2 - 1) / 12) / (2 * math.pi * 64 / FS)
+    est = []
+    for seed in range(10):
+        acq = acquire_pilot(_tones(n, [f], [30.0], noise=30.0, seed=seed), FS,
+                            pilot_frequencies_hz=(250e6,), search_hz=50e6, snr_min_db=20)
+        assert acq.linewidth_resolution_hz == pytest.approx(expect, rel=0.1)
+        assert acq.linewidth_below_resolution
+        est.append(acq.linewidth_hz)
+    # the estimate is max(X, 0), X ~ N(0, sd^2): its rms is sd / sqrt(2) = resolution / 2^1.5
+    # (measured spread of X over 12 seeds: 26.9 Hz against 24.2 analytic)
+    rms = math.sqrt(np.mean(np.square(est)))
+    assert expect / 2**1.5 / 2 < rms < expect / 2**1.5 * 2
+    acq = acquire_pilot(_tones(n, [f], [30.0], noise=30.0, seed=1, lw=1e4), FS,
+                        pilot_frequencies_hz=(250e6,), search_hz=50e6, snr_min_db=20)
+    assert acq.linewidth_hz > 5e3 and not acq.linewidth_below_resolution
+
+
+def test_coarse_search_is_not_moved_by_a_pilot_free_preamble():
+    # a training burst without pilot (a tone 23 MHz below the pilot, 40 dB above it) over the
+    # first 30 % of the head: the whole head's periodogram peaks on the burst (coarse -20 MHz;
+    # before: locked there, offset -17.5 MHz at a 61 dB pilot SNR); on the pilot span the
+    # pilot is found (truth +3 MHz)
+    n, fp, off = 1 << 20, 250e6, 3e6
+    x = _tones(n, [fp + off], [100.0], noise=30.0).astype(np.float64)
+    burst = slice(0, int(0.3 * n))
+    t = np.arange(burst.stop)
+    x[burst] = np.random.default_rng(1).normal(0, 30.0, burst.stop) \
+        + 1e4 * np.cos(2 * np.pi * (fp - 20e6) / FS * t)
+    acq = acquire_pilot(np.round(x).astype(np.int16), FS, pilot_frequencies_hz=(fp,),
+                        search_hz=50e6, snr_min_db=20)
+    assert abs(acq.frequency_offset_hz - off) < 1e3
+    assert acq.span_samples[0] >= burst.stop
+    assert acq.linewidth_below_resolution
+
+
+def test_pilot_free_preamble_does_not_fail_the_lock(simulated):
+    # a 60 dB (re shot noise) Zadoff-Chu preamble over 550k of the 1.2M head samples, pilots
+    # at 5 and -1 dB: on the whole head the weaker pilot's peak is 19.5 dB over the median
+    # (before: "pilot not found"), on the pilot span 52 dB
+    from qkd_hw.sim import SimParams
+    from qkd_hw.trace_io import TraceReader
+
+    p = SimParams(frequency_offset_hz=3e6, pilot_frequencies_hz=(250e6, 270e6),
+                  pilot_powers_dbsn=(5.0, -1.0), lead_samples=1000, preamble_kind="zadoff-chu",
+                  preamble_samples=550_000, preamble_power_dbsn=60.0, pilot_gate="data",
+                  delay_samples=551_300.3, shot_noise_samples=20_000,
+                  electronic_noise_samples=20_000)
+    with TraceReader(simulated(p, seed=3, n_symbols=65_000)) as r:
+        x = r.read("signal")[:1_200_000]
+    acq = acquire_pilot(x, FS, pilot_frequencies_hz=(250e6, 270e6), search_hz=50e6,
+                        snr_min_db=20)
+    assert acq.span_samples[0] >= 551_000
+    assert min(acq.pilot_snr_db) > 40
+    assert abs(acq.frequency_offset_hz - 3e6) < 100

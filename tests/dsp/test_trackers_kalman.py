@@ -83,3 +83,38 @@ def test_rts_lookahead_of_the_design_matches_the_exact_smoother(tc):
     err = np.abs(got - exact[:3 * L]).max()
     start = np.abs(exact - f).max()
     assert err <= 1e-6 * start, (err, start)
+
+
+@pytest.mark.parametrize("method", ["kalman", "kalman-rts"])
+@pytest.mark.parametrize("phase_noise_var, linewidth_hz", [(1e-4, 100.0), (3e-3, 1e3)])
+def test_reported_bandwidth_and_error_are_the_trackers_own(method, phase_noise_var,
+                                                           linewidth_hz):
+    """The design's predicted_phase_var is the tracker's error on a Wiener phase observed in
+    white noise (Monte Carlo against the true phase), and bandwidth_hz the noise bandwidth
+    sum h^2 / dt of its measured response to a small phase step in one block. Before: both
+    were a boxcar's of the same duration (0.72x the filter's error here, 1.19x the
+    smoother's; on framed.h5, from the acquisition's leakage-inflated noise, 3.0e-4 rad^2 for
+    a smoother at 3.1e-5)."""
+    from dsp.carrier import design_pilot_filter
+    from dsp.trackers import make_tracker
+
+    d = design_pilot_filter(1e9, phase_noise_var=phase_noise_var, acq_decimation=64,
+                            linewidth_hz=linewidth_hz, method=method)
+    dt = d.decimation / 1e9
+    rng = np.random.default_rng(7)
+    n = 200_000
+    phi = np.cumsum(rng.normal(0, np.sqrt(d.q), n))
+    z = np.exp(1j * (phi + rng.normal(0, np.sqrt(d.r), n)))
+    tr = make_tracker(d)
+    est = np.concatenate([tr.push(z)[1], tr.flush()[1]])
+    err = (est - phi)[5000:-5000]
+    # 190k errors correlated over sqrt(r/q) < 20 blocks: the variance to ~3 %
+    assert np.var(err) == pytest.approx(d.predicted_phase_var, rel=0.1)
+    # impulse response: a 1e-4 rad step of one block's observation, noise-free
+    eps, j = 1e-4, 50_000
+    ph = np.zeros(100_000)
+    ph[j] = eps
+    tr = make_tracker(d)
+    h = np.concatenate([tr.push(np.exp(1j * ph))[1], tr.flush()[1]]) / eps
+    assert h.sum() == pytest.approx(1.0, rel=1e-3)
+    assert np.sum(h * h) / dt == pytest.approx(d.bandwidth_hz, rel=1e-3)

@@ -67,6 +67,7 @@ def test_human_output_and_plots(capsys, tmp_path):
     assert rc == 0
     text = capsys.readouterr().out
     assert "frequency offset" in text and "-17.00" in text
+    assert re.search(r"\(linewidth ~1\d{3} Hz\)", text)   # metro: 1 kHz, measured
     assert re.search(r"clock offset [+-]\d\.\d{3} \+- \d\.\d{3} ppm \(1 late probe", text)
     for name in ("constellation.png", "pilot_phase.png", "spectrum.png"):
         data = (tmp_path / "plots" / name).read_bytes()
@@ -247,3 +248,13 @@ def test_implausible_diagnostic_is_one_warning_line_and_in_the_json(capsys, monk
     s = json.loads(out)
     assert s["pilot_leakage_floor_snu"] is None
     assert len(s["warnings"]) == 1 and "2.46" in s["warnings"][0]
+
+
+def test_linewidth_below_resolution_is_a_bound_in_the_text():
+    from qkd_hw.cli.process import _linewidth_text
+
+    s = {"linewidth_hz": 0.19, "linewidth_resolution_hz": 0.29, "linewidth_below_resolution": True}
+    assert _linewidth_text(s) == "< 0.29 Hz (below resolution)"
+    s = {**s, "linewidth_hz": 31.0, "linewidth_resolution_hz": 48.3}
+    assert _linewidth_text(s) == "< 48 Hz (below resolution)"
+    assert _linewidth_text({**s, "linewidth_below_resolution": False}) == "~31 Hz"

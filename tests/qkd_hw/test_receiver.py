@@ -82,6 +82,24 @@ def test_estimates_within_three_sigma_of_truth(shared_traces, name, method):
     assert res.electronic_noise_std_snu == pytest.approx(sd["vel"], rel=0.2)
 
 
+def spectral_cn0_dbhz(x, f_hz: float, fs: float, linewidth_hz: float) -> float:
+    """C/N0 (dB-Hz) of the tone at ``f_hz`` measured on the Hann periodogram of ``x``: tone
+    power ``A^2/2`` from its bins (+-40, widened by the Lorentzian skirt of ``linewidth_hz``)
+    less their noise, N0 the mean one-sided density 5-15 MHz from the tone."""
+    x = np.asarray(x, np.float64)
+    n = x.shape[0]
+    w = np.hanning(n)
+    p = np.abs(np.fft.rfft(x * w)) ** 2 / (n * np.sum(w * w))   # mean square per bin
+    df = fs / n
+    k = round(f_hz / df)
+    half = 40 + int(20 * linewidth_hz / df)
+    side = np.r_[k - round(15e6 / df):k - round(5e6 / df), k + round(5e6 / df):
+                 k + round(15e6 / df)]
+    n0 = float(np.mean(p[side])) * 2 / df
+    tone = float(np.sum(p[k - half:k + half + 1])) * 2 - (2 * half + 1) * n0 * df
+    return 10 * math.log10(tone / n0)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_delay_and_frequency_offset(shared_traces, name):
     res = _run(name)
@@ -104,6 +122,16 @@ def test_delay_and_frequency_offset(shared_traces, name):
     # the linewidth estimated from the pilot (drives the filter design) is right to 30%
     if truth.linewidth_hz > 0:
         assert a.pilot.linewidth_hz == pytest.approx(truth.linewidth_hz, rel=0.3)
+    # and a zero linewidth is reported as below the estimate's resolution (2 sd: ~0.3 Hz here),
+    # not as a small measured value
+    assert a.pilot.linewidth_below_resolution == (truth.linewidth_hz == 0)
+    assert 0 < a.pilot.linewidth_resolution_hz < 1.0
+    # C/N0 is the pilot's over the white noise at its frequency (before: basic 1.1 dB low,
+    # the pilot's own image leaking into the block means counted as noise)
+    with TraceReader(shared_traces[name]) as r:
+        x = r.read("signal")[5000:5000 + (1 << 19)]
+    ref = spectral_cn0_dbhz(x, 250e6 + res.frequency_offset_hz, 1e9, truth.linewidth_hz)
+    assert a.pilot.pilot_cn0_dbhz[0] == pytest.approx(ref, abs=0.4)
     assert a.lock_metrics["pilot_snr_db"] > 40
     assert a.lock_metrics["sync_pslr"] > 1000
 

@@ -12,7 +12,7 @@ from dsp.pipeline import ReceiverOptions
 from qkd_hw.receiver import process_recording
 from qkd_hw.trace_io import TraceReader, read_truth
 from tests.conftest import shared_dir
-from tests.qkd_hw.test_receiver import _tolerances
+from tests.qkd_hw.test_receiver import _tolerances, spectral_cn0_dbhz
 
 FRAMED = shared_dir() / "traces" / "framed.h5"
 
@@ -35,8 +35,16 @@ def test_framed_linewidth_and_tracker_from_the_data(framed):
     with h5py.File(FRAMED, "r") as f:
         zc_end = int(f["truth"].attrs["zc_end_sample"])
     assert framed.acquisition.pilot.span_samples[0] > zc_end
-    # tracker set by the data: its optimum for 100 Hz, far below the 8 MHz cap
-    assert framed.acquisition.carrier.bandwidth_hz < 1e6
+    # tracker set by the data: the smoother's noise bandwidth for 100 Hz at its measured
+    # observation noise (1.67 MHz at D = 360: a strong pilot, little to average), not the
+    # 2.78 MHz (the block rate) the preamble's 172 kHz would give
+    from dsp.trackers.kalman import kalman_steady_state
+
+    c = framed.acquisition.carrier
+    dt = c.decimation / 1e9
+    want = kalman_steady_state("kalman-rts", 2 * math.pi * truth_lw * dt, c.r, dt)
+    assert c.bandwidth_hz == pytest.approx(want["bandwidth_hz"], rel=0.05)
+    assert c.predicted_phase_var == pytest.approx(want["predicted_phase_var"], rel=0.05)
     assert 0 <= framed.pilot_leakage_floor_snu < 0.01
 
 
@@ -139,8 +147,20 @@ def test_simulated_framed_linewidth_excludes_the_preamble(simulated, linewidth_h
     res = process_recording(path, pe_fraction=1.0, seed=1)
     pil = res.acquisition.pilot
     assert lo <= pil.linewidth_hz <= hi
+    # 0 Hz: reported as below the estimate's resolution (its 2-sd bound), 100 Hz is resolved
+    assert pil.linewidth_below_resolution == (linewidth_hz == 0)
+    assert 0 < pil.linewidth_resolution_hz < 50
     assert pil.span_samples[0] >= read_truth(path).extra["preamble_end_sample"]
-    assert res.acquisition.carrier.bandwidth_hz < 1.5e6
+    # the tracker's noise bandwidth lies between its values at the linewidth bounds (0 Hz:
+    # at most that of the resolution bound) for the measured observation noise
+    from dsp.trackers.kalman import kalman_steady_state
+
+    c = res.acquisition.carrier
+    dt = c.decimation / 1e9
+    lo_hi = (1.0, pil.linewidth_resolution_hz) if linewidth_hz == 0 else (lo, hi)
+    bw = [kalman_steady_state("kalman-rts", 2 * math.pi * f * dt, c.r, dt)["bandwidth_hz"]
+          for f in lo_hi]
+    assert bw[0] * (1 - 1e-9) <= c.bandwidth_hz <= bw[1] * (1 + 1e-9)
     assert 0 <= res.pilot_leakage_floor_snu < 0.01
     assert res.n_received == N_SIM
 
@@ -159,3 +179,25 @@ def test_simulated_framed_penalty_against_the_oracle(tmp_path):
                    floors=False)
     assert row["kalman-rts:n_received"] == n
     assert row["kalman-rts:penalty"] < 2.0, row
+
+
+def test_framed_carrier_diagnostics_against_the_spectrum(framed):
+    """C/N0 of framed.h5 against the periodogram of its data (``spectral_cn0_dbhz``). Before:
+    92.1 and 80.7 dB-Hz (the other pilot's and the images' leakage in the D = 64 block means
+    counted as noise) against 109.4 and 103.4 measured."""
+    with TraceReader(FRAMED) as r:
+        x = r.read("signal")[20_000:20_000 + (1 << 20)]
+    with h5py.File(FRAMED, "r") as f:
+        rel = f["tx"].attrs["pilot_powers_rel"]
+    pil = framed.acquisition.pilot
+    # the lock metric (Hann periodogram peak over the window's median, n points of the span):
+    # A^2 n / (6 ln2 sigma^2) = C/N0 * 2 n / (3 ln2 fs), less up to 1.42 dB of scalloping
+    s0, s1 = pil.span_samples
+    gain_db = 10 * math.log10(2 * 2 ** math.floor(math.log2(s1 - s0)) / (3 * math.log(2) * 1e9))
+    for fp, cn0, snr in zip((250e6, 270e6), pil.pilot_cn0_dbhz, pil.pilot_snr_db, strict=True):
+        ref = spectral_cn0_dbhz(x, fp + pil.frequency_offset_hz, 1e9, pil.linewidth_hz)
+        assert cn0 == pytest.approx(ref, abs=0.5)
+        assert ref + gain_db - 1.6 < snr < ref + gain_db + 0.3
+    # the two pilots' C/N0 differ by their power ratio (4:1 in /tx, same noise density)
+    assert pil.pilot_cn0_dbhz[0] - pil.pilot_cn0_dbhz[1] == pytest.approx(
+        10 * math.log10(rel[0] / rel[1]), abs=0.3)
