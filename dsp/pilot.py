@@ -54,11 +54,10 @@ def _pilot_rotate(sum_re, sum_im, m, n_first, D, cyc_per_sample, out):
 
 @njit(**NJIT_PARALLEL)
 def _pilot_dump(x, n0, D, j0, nj, cyc_per_sample, tab_re, tab_im, out, rail_ext, rail_cnt):
-    # rail_ext/rail_cnt: one row per task, or no rows for no rail count
-    # and the ADC rail statistics of each task's samples (dsp.clipping) while they are in
-    # cache: ~0.1 ns per sample more; a sweep of its own over every chunk from memory, in the
-    # reader thread, cost the 2-thread receiver ~25 %. (Per-block extremes inside the 8-lane
-    # loop were slower: 0.3-0.4 ns per sample.)
+    # rail_ext/rail_cnt: one row per task for the ADC rail statistics of the task's samples
+    # (dsp.clipping), counted right after the mix-down while they are in cache (~0.1 ns per
+    # sample; a sweep of its own in the reader thread cost the 2-thread receiver ~25 %, per-
+    # block extremes inside the 8-lane loop 0.3-0.4 ns per sample); no rows: no count
     n_tasks = (nj + _PILOT_TASK - 1) // _PILOT_TASK
     for task in prange(n_tasks):
         lo = task * _PILOT_TASK
