@@ -26,7 +26,8 @@ from numba import njit
 
 from dsp._numba_options import NJIT
 
-__all__ = ["RAIL_MIN_COUNT", "RAIL_PILEUP", "RailCounter", "RailStats", "rail_stats"]
+__all__ = ["RAIL_MIN_COUNT", "RAIL_PILEUP", "RailCounter", "RailStats", "merged_parts",
+           "rail_stats", "segment_rails"]
 
 #: fewest samples on an extreme value for it to count as a rail (an unclipped extreme
 #: holds one or two samples)
@@ -125,6 +126,34 @@ def rail_stats(x: np.ndarray) -> RailStats:
                      int(n_hi_in))
 
 
+def merged_parts(ext: np.ndarray, cnt: np.ndarray) -> RailStats:
+    """:meth:`RailStats.merge` of many parts at once (the pilot kernel's tasks).
+
+    Parameters
+    ----------
+    ext : numpy.ndarray, shape (m, 2)
+        Each part's smallest and largest value.
+    cnt : numpy.ndarray, shape (m, 5), integer
+        Each part's samples and its samples on the smallest value, one code above it, on the
+        largest value and one code below it (``RailStats.n, n_lo, n_lo_in, n_hi, n_hi_in``).
+
+    Returns
+    -------
+    RailStats
+    """
+    if ext.shape[0] == 0:
+        return RailStats(0, float("nan"), 0, 0, float("nan"), 0, 0)
+    lo_p = ext[:, 0].astype(np.float64)   # float64 as _merge_side: lo + 1 exact
+    hi_p = ext[:, 1].astype(np.float64)
+    lo, hi = lo_p.min(), hi_p.max()
+    at_lo, at_hi = lo_p == lo, hi_p == hi
+    # a part's extreme one code inside the whole's: its samples there are the whole's n_*_in
+    n_lo_in = int(cnt[at_lo, 2].sum() + cnt[lo_p == lo + 1, 1].sum())
+    n_hi_in = int(cnt[at_hi, 4].sum() + cnt[hi_p == hi - 1, 3].sum())
+    return RailStats(int(cnt[:, 0].sum()), float(lo), int(cnt[at_lo, 1].sum()), n_lo_in,
+                     float(hi), int(cnt[at_hi, 3].sum()), n_hi_in)
+
+
 class RailCounter:
     """:func:`rail_stats` of a capture fed chunk by chunk."""
 
@@ -153,3 +182,58 @@ def _rail_counts(x, lo, hi):  # pragma: no cover - compiled
         n_hi += v == hi
         n_hi_in += v == hi_in
     return n_lo, n_lo_in, n_hi, n_hi_in
+
+
+#: samples per segment of segment_rails: extremes per segment, recount of few segments
+_RAIL_SEGMENT = 512
+
+
+@njit(**NJIT)
+def _min_max(s):  # pragma: no cover - compiled
+    mn = s[0]
+    mx = s[0]
+    for k in range(1, s.shape[0]):
+        v = s[k]
+        mn = min(mn, v)
+        mx = max(mx, v)
+    return mn, mx
+
+
+@njit(**NJIT)
+def segment_rails(x, ext, cnt):  # pragma: no cover - compiled
+    """:func:`rail_stats` of ``x`` (non-empty) into ``ext = (lo, hi)`` and ``cnt = (n, n_lo,
+    n_lo_in, n_hi, n_hi_in)`` (the rows of :func:`merged_parts`), for a kernel that has ``x``
+    in cache: the extremes of segments of 512 samples (vectorised), then the counts in the
+    few segments whose extreme is within one code of the whole's."""
+    n = x.shape[0]
+    ns = (n + _RAIL_SEGMENT - 1) // _RAIL_SEGMENT
+    s_min = np.empty(ns, np.float64)
+    s_max = np.empty(ns, np.float64)
+    for q in range(ns):
+        a, b = _min_max(x[q * _RAIL_SEGMENT:min(n, (q + 1) * _RAIL_SEGMENT)])
+        s_min[q] = a
+        s_max[q] = b
+    lo = s_min.min()
+    hi = s_max.max()
+    lo_in = lo + 1.0   # float64, as rail_stats: exact for every float32 code
+    hi_in = hi - 1.0
+    n_lo = n_lo_in = n_hi = n_hi_in = 0
+    for q in range(ns):
+        k0, k1 = q * _RAIL_SEGMENT, min(n, (q + 1) * _RAIL_SEGMENT)
+        if s_min[q] <= lo_in:
+            for k in range(k0, k1):
+                v = np.float64(x[k])
+                n_lo += v == lo
+                n_lo_in += v == lo_in
+        if s_max[q] >= hi_in:
+            for k in range(k0, k1):
+                v = np.float64(x[k])
+                n_hi += v == hi
+                n_hi_in += v == hi_in
+    ext[0] = lo
+    ext[1] = hi
+    cnt[0] = n
+    cnt[1] = n_lo
+    cnt[2] = n_lo_in
+    cnt[3] = n_hi
+    cnt[4] = n_hi_in

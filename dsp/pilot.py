@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from dsp._numba_options import NJIT, NJIT_PARALLEL
+from dsp.clipping import RailStats, merged_parts, rail_stats, segment_rails
 from dsp.core import TWO_PI, cdot, check_adc, sincos
 from dsp.errors import DspLockError
 from dsp.trackers import make_tracker
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
     from dsp.options import LinkParameters
 
 __all__ = ["PILOT_LOSS_FRACTION", "PILOT_MONITOR_BLOCKS", "PILOT_MONITOR_SAMPLES", "PilotStage",
-           "combined_pilot", "fill_lead", "monitor_window_blocks", "pilot_decimate"]
+           "combined_pilot", "fill_lead", "monitor_window_blocks", "pilot_decimate",
+           "pilot_decimate_rails"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -51,7 +53,11 @@ def _pilot_rotate(sum_re, sum_im, m, n_first, D, cyc_per_sample, out):
 
 
 @njit(**NJIT_PARALLEL)
-def _pilot_dump(x, n0, D, j0, nj, cyc_per_sample, tab_re, tab_im, out):
+def _pilot_dump(x, n0, D, j0, nj, cyc_per_sample, tab_re, tab_im, out, rail_ext, rail_cnt):
+    # rail_ext/rail_cnt: one row per task for the ADC rail statistics of the task's samples
+    # (dsp.clipping), counted right after the mix-down while they are in cache (~0.1 ns per
+    # sample; a sweep of its own in the reader thread cost the 2-thread receiver ~25 %, per-
+    # block extremes inside the 8-lane loop 0.3-0.4 ns per sample); no rows: no count
     n_tasks = (nj + _PILOT_TASK - 1) // _PILOT_TASK
     for task in prange(n_tasks):
         lo = task * _PILOT_TASK
@@ -101,6 +107,9 @@ def _pilot_dump(x, n0, D, j0, nj, cyc_per_sample, tab_re, tab_im, out):
             sum_re[j - lo] = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
             sum_im[j - lo] = ((m0 + m1) + (m2 + m3)) + ((m4 + m5) + (m6 + m7))
         _pilot_rotate(sum_re, sum_im, hi - lo, (j0 + lo) * D, D, cyc_per_sample, out[lo:hi])
+        if rail_ext.shape[0]:
+            first = (j0 + lo) * D - n0
+            segment_rails(x[first:first + (hi - lo) * D], rail_ext[task], rail_cnt[task])
 
 
 def pilot_decimate(x: np.ndarray, fs: float, *, frequency_hz: float, decimation: int,
@@ -129,6 +138,28 @@ def pilot_decimate(x: np.ndarray, fs: float, *, frequency_hz: float, decimation:
     -------
     ndarray, shape (n_blocks,), complex128
     """
+    return _decimate(x, fs, frequency_hz, decimation, first_sample, first_block, n_blocks,
+                     rails=False)[0]
+
+
+def pilot_decimate_rails(x: np.ndarray, fs: float, *, frequency_hz: float, decimation: int,
+                         first_sample: int, first_block: int,
+                         n_blocks: int) -> tuple[np.ndarray, RailStats]:
+    """:func:`pilot_decimate` and, from the same pass, ``dsp.clipping.rail_stats`` of the
+    samples its blocks cover (``x[j0 D - n0 : (j0 + nj) D - n0]``; same numbers).
+
+    Returns
+    -------
+    z : ndarray, shape (n_blocks,), complex128
+    rails : RailStats
+    """
+    return _decimate(x, fs, frequency_hz, decimation, first_sample, first_block, n_blocks,
+                     rails=True)
+
+
+def _decimate(x: np.ndarray, fs: float, frequency_hz: float, decimation: int,
+              first_sample: int, first_block: int, n_blocks: int,
+              rails: bool) -> tuple[np.ndarray, RailStats | None]:
     x = check_adc(x)
     D = int(decimation)
     if D < 1:
@@ -141,10 +172,13 @@ def pilot_decimate(x: np.ndarray, fs: float, *, frequency_hz: float, decimation:
     i = np.arange(D)
     tab = np.exp(-2j * np.pi * r * i) / D
     out = np.empty(nj, np.complex128)
+    n_rows = (nj + _PILOT_TASK - 1) // _PILOT_TASK if rails else 0
+    ext = np.empty((n_rows, 2), np.float64)
+    cnt = np.empty((n_rows, 5), np.int64)
     if nj:
         _pilot_dump(x, n0, D, j0, nj, r, tab.real.astype(np.float32),
-                    tab.imag.astype(np.float32), out)
-    return out
+                    tab.imag.astype(np.float32), out, ext, cnt)
+    return out, (merged_parts(ext, cnt) if rails else None)
 
 
 def combined_pilot(x: np.ndarray, link: LinkParameters, pilot: PilotAcquisition, D: int,
@@ -152,19 +186,25 @@ def combined_pilot(x: np.ndarray, link: LinkParameters, pilot: PilotAcquisition,
     """Maximum-ratio combination of the pilots' block phasors: ``pilot_decimate`` of every
     pilot at its frequency plus the acquired laser offset, weighted by
     ``pilot.pilot_weights``; blocks ``[j0, j0 + nj)`` of D samples, ``x[0]`` = sample n0."""
+    return _combined_pilot_rails(x, link, pilot, D, n0, j0, nj)[0]
+
+
+def _combined_pilot_rails(x: np.ndarray, link: LinkParameters, pilot: PilotAcquisition,
+                          D: int, n0: int, j0: int, nj: int) -> tuple[np.ndarray, RailStats]:
+    """:func:`combined_pilot` and the rail statistics of the samples of its blocks (from the
+    first pilot's pass)."""
     fs = link.sample_rate_hz
     offset = pilot.frequency_offset_hz
-    z = None
+    z, rails = None, None
     for fp, w in zip(link.pilot_frequencies_hz, pilot.pilot_weights, strict=True):
-        zp = pilot_decimate(x, fs, frequency_hz=fp + offset, decimation=D, first_sample=n0,
-                            first_block=j0, n_blocks=nj)
+        zp, rp = _decimate(x, fs, fp + offset, D, n0, j0, nj, rails=z is None)
         if w != 1:
             zp *= w
         if z is None:
-            z = zp
+            z, rails = zp, rp
         else:
             z += zp
-    return z
+    return z, rails
 
 
 def fill_lead(z: np.ndarray, j0: int, D: int, start_sample: int, phasor: complex) -> None:
@@ -222,6 +262,9 @@ class PilotStage:
         self.reference_power: float | None = None   # the first window's (the head's)
         self._lead = (acq.pilot.span_samples[0], acq.lead_phasor)
         self._window = monitor_window_blocks(self.D)
+        #: rail statistics (dsp.clipping) of the samples pushed: counted by the pilot kernel
+        #: block by block, the last incomplete block's at ``flush``
+        self.rails = RailStats(0, float("nan"), 0, 0, float("nan"), 0, 0)
 
     def _monitor(self, z: np.ndarray) -> None:
         """Raise DspLockError when a window's mean pilot power falls below
@@ -254,7 +297,9 @@ class PilotStage:
             self._win_index += 1
 
     def _z(self, x: np.ndarray, n0: int, j0: int, nj: int) -> np.ndarray:
-        return combined_pilot(x, self.link, self.acq.pilot, self.D, n0, j0, nj)
+        z, rails = _combined_pilot_rails(x, self.link, self.acq.pilot, self.D, n0, j0, nj)
+        self.rails = self.rails.merge(rails)
+        return z
 
     def push(self, chunk: np.ndarray) -> tuple[int, np.ndarray]:
         chunk = np.asarray(chunk)
@@ -288,6 +333,9 @@ class PilotStage:
 
     def flush(self) -> tuple[int, np.ndarray]:
         t0 = time.perf_counter()
+        if self._tail is not None and self._tail.shape[0]:   # in no block: counted here
+            self.rails = self.rails.merge(rail_stats(check_adc(self._tail)))
+            self._tail = self._tail[:0]
         out = self.tracker.flush()
         self.seconds["phase"] += time.perf_counter() - t0
         return out

@@ -31,7 +31,7 @@ from qkd_hw.raw_key import RawKeyWriter
 from qkd_hw.receiver.diagnostics import Diagnostics
 from qkd_hw.receiver.estimate import Estimation, estimate, raw_key_estimates
 from qkd_hw.receiver.hdf5_source import Hdf5Source
-from qkd_hw.receiver.readahead import rails_counted, read_ahead
+from qkd_hw.receiver.readahead import read_ahead
 from qkd_hw.receiver.result import ReceiverResult
 from qkd_hw.receiver.source import RecordingSource
 from qkd_hw.receiver.symbols import SymbolBlocks
@@ -201,7 +201,7 @@ def process_source(source: RecordingSource, *, options: ReceiverOptions | None =
 def _process(run: _Run) -> ReceiverResult:
     src = run.source
     t_start = time.perf_counter()
-    run.rails = {name: RailCounter() for name in src.captures}
+    run.rails = {name: RailCounter() for name in NOISE_CAPTURES}   # the signal's: the pilot's
     acq = _acquire(run)
     t_mark = time.perf_counter()
     run.stages["acquisition"] = t_mark - t_start
@@ -303,8 +303,8 @@ def _stream_signal(run: _Run, acq: Acquisition, sink: _SymbolSink) -> SignalStre
 
     t_consume = 0.0
     threads = ThreadCount()   # one core may be taken by another process: see dsp/threads.py
-    stores = rails_counted(src.signal_stores(run.chunk_samples, stream.room_samples()),
-                           run.rails["signal"])
+    # the rails are counted by the pilot kernel (stream.pilot.rails): no sweep of their own
+    stores = src.signal_stores(run.chunk_samples, stream.room_samples())
     # closing(): on an error the pending read finishes before the file is closed
     with contextlib.closing(read_ahead(stores, load_symbols, run.stages)) as chunks:
         for store, start in chunks:
@@ -322,8 +322,8 @@ def _stream_signal(run: _Run, acq: Acquisition, sink: _SymbolSink) -> SignalStre
         tail = stream.finish()
     sink.consume(tail)
     run.stages["signal_pe_sums"] = t_consume
-    run.clipped = {"signal": run.rails["signal"].stats.clipped_fraction(
-        src.captures["signal"].dtype), **run.clipped}
+    run.clipped = {"signal": stream.pilot.rails.clipped_fraction(src.captures["signal"].dtype),
+                   **run.clipped}
     check_clipping(src.name, "signal", run.clipped["signal"],
                    src.captures["signal"].clipped_fraction)
     run.stages.update(stream.stage_seconds)

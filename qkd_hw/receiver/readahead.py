@@ -8,9 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from dsp.clipping import RailCounter
-
-__all__ = ["rails_counted", "read_ahead"]
+__all__ = ["read_ahead"]
 
 
 def read_ahead(chunks: Iterator[tuple[np.ndarray, int]],
@@ -50,11 +48,3 @@ def read_ahead(chunks: Iterator[tuple[np.ndarray, int]],
             pending = pool.submit(step)
             yield item
 
-
-def rails_counted(chunks: Iterator[tuple[np.ndarray, int]],
-                  counter: RailCounter) -> Iterator[tuple[np.ndarray, int]]:
-    """``chunks`` (``(store, start)`` items), each chunk fed to ``counter`` first: advanced by
-    :func:`read_ahead`'s worker, the count overlaps the DSP of the chunk before."""
-    for store, start in chunks:
-        counter.feed(store[start:])
-        yield store, start

@@ -3,10 +3,19 @@ rail rule on clipped and unclipped Gaussian captures."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
-from dsp.clipping import RAIL_MIN_COUNT, RailCounter, RailStats, rail_stats
+from dsp.clipping import (
+    RAIL_MIN_COUNT,
+    RailCounter,
+    RailStats,
+    merged_parts,
+    rail_stats,
+    segment_rails,
+)
 
 
 def naive(x: np.ndarray) -> RailStats:
@@ -87,3 +96,23 @@ def test_rejects_bad_input():
     with pytest.raises(ValueError, match="dtype"):
         rail_stats(np.zeros(3, np.int32))
     assert rail_stats(np.zeros(0, np.int16)).n == 0
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "float32"])
+def test_segment_rails_and_merged_parts_match_numpy_twin(dtype):
+    # the pilot kernel's in-cache count (segments of 512) and its merge of the tasks' rows:
+    # parts of any length, extremes that differ by a code between parts, pile-ups at rails
+    rng = np.random.default_rng(7)
+    for seed, rms, rail in ((0, 0.7, None), (1, 3.0, 4.0), (2, 40.0, None)):
+        x = gaussian(6000, rms, dtype, seed, rail=rail)
+        cuts = np.concatenate([[0], np.sort(rng.choice(np.arange(1, x.size), 5, False)),
+                               [1, 512, 513], [x.size]])
+        cuts = np.unique(cuts)
+        ext = np.empty((cuts.size - 1, 2))
+        cnt = np.empty((cuts.size - 1, 5), np.int64)
+        for i, (a, b) in enumerate(pairwise(cuts)):
+            segment_rails(x[a:b], ext[i], cnt[i])
+            assert RailStats(int(cnt[i, 0]), ext[i, 0], int(cnt[i, 1]), int(cnt[i, 2]),
+                             ext[i, 1], int(cnt[i, 3]), int(cnt[i, 4])) == naive(x[a:b])
+        assert merged_parts(ext, cnt) == naive(x), (seed, cuts)
+    assert merged_parts(np.empty((0, 2)), np.empty((0, 5), np.int64)).n == 0

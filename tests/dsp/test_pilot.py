@@ -1,11 +1,13 @@
-"""Pilot stage kernel against a naive numpy version of itself."""
+"""Pilot stage kernel against a naive numpy version of itself, and the ADC rail count it
+makes in the same pass against dsp.clipping's numpy twin."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from dsp.pilot import pilot_decimate
+from dsp.pilot import PilotStage, pilot_decimate, pilot_decimate_rails
+from tests.dsp.test_clipping import gaussian, naive
 
 RNG = np.random.default_rng(12345)
 
@@ -42,3 +44,55 @@ def test_pilot_decimate_rejects_out_of_range():
     with pytest.raises(ValueError, match="int16, int8, float32"):
         pilot_decimate(np.zeros(100, np.int64), 1e9, frequency_hz=1e8, decimation=10,
                        first_sample=0, first_block=0, n_blocks=1)
+
+
+@pytest.mark.parametrize("dtype", ["int16", "int8", "float32"])
+@pytest.mark.parametrize("D", [1, 7, 64])
+def test_rail_count_of_the_pilot_pass_matches_numpy_twin(dtype, D):
+    # several kernel tasks (1024 blocks each) and segments; a low rms makes the tasks'
+    # extremes differ by a code (the merge), a clip at +-3 rms piles samples up at the rails
+    n0 = 4321
+    for seed, rms, rail in ((0, 0.7, None), (1, 20.0, 60.0), (2, 20.0, None)):
+        x = gaussian(140_000, rms, dtype, seed, rail=rail)
+        j0 = -(-n0 // D)
+        nj = (n0 + x.shape[0]) // D - j0 - 1     # not up to the end: only the blocks count
+        z, rails = pilot_decimate_rails(x, 1e9, frequency_hz=1.7e8, decimation=D,
+                                        first_sample=n0, first_block=j0, n_blocks=nj)
+        covered = x[j0 * D - n0:(j0 + nj) * D - n0]
+        assert rails == naive(covered), (seed, rails)
+        if rail is not None:
+            assert rails.clipped_samples(x.dtype) > 100   # the rule sees the clipping
+        # the count changes nothing in the phasors
+        np.testing.assert_array_equal(z, pilot_decimate(
+            x, 1e9, frequency_hz=1.7e8, decimation=D, first_sample=n0, first_block=j0,
+            n_blocks=nj))
+    _, none = pilot_decimate_rails(x[:5], 1e9, frequency_hz=1e8, decimation=D, first_sample=0,
+                                   first_block=0, n_blocks=0)
+    assert none.n == 0
+
+
+def test_pilot_stage_counts_every_sample_of_the_stream(shared_traces):
+    """The receiver's signal rails come from the pilot stage: over chunks that split blocks
+    (and a tail shorter than a block at the end) every sample is counted once, as the numpy
+    twin counts the whole capture."""
+    from dsp.pipeline import ReceiverOptions, acquire
+    from qkd_hw.receiver import _link
+    from qkd_hw.trace_io import TraceReader
+
+    opt = ReceiverOptions()
+    with TraceReader(shared_traces["metro"]) as r:   # D = 25, as the benchmark link
+        link = _link(r)
+        n_head = min(r.adc["signal"].length, opt.head_samples(link))
+        acq = acquire(r.read("signal", 0, n_head), r.symbols(0, 16384), link, opt)
+        sig = r.read("signal")
+    # >= 40 samples piled up at an upper rail (below the receiver's refusal of 1e-4)
+    hi = np.sort(sig)[-40]
+    sig = np.minimum(sig, hi)
+    stage = PilotStage(acq)
+    D = stage.D
+    assert sig.shape[0] % D and 100_003 % D
+    for pos in range(0, sig.shape[0], 100_003):
+        stage.push(sig[pos:pos + 100_003])
+    stage.flush()
+    assert stage.rails == naive(sig) and stage.rails.n == sig.shape[0]
+    assert stage.rails.clipped_samples(sig.dtype) >= 40
