@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,7 +37,7 @@ if __package__ in (None, ""):   # `python benchmarks/decoder.py`
 
 import numpy as np
 
-from benchmarks.common import environment, print_header, print_table, run_python, write_json
+from benchmarks.common import environment, print_header, print_table, write_json
 
 RATE, LENGTH, VA, T = 0.1, 100_000, 5.0, 0.3
 
@@ -142,10 +144,22 @@ w0, c0 = time.perf_counter(), time.process_time()
 res = decode(code, llrs, syns, 400)
 wall, cpu = time.perf_counter() - w0, time.process_time() - c0
 good = int(sum(bool(c and (b == k).all()) for c, b, k in zip(res.converged, res.bits, keys)))
-print(json.dumps({{"wall_s": wall, "cpu_s": cpu, "good": good,
+import qkd_hw
+print(json.dumps({{"wall_s": wall, "cpu_s": cpu, "good": good, "module": qkd_hw.__file__,
                   "iterations": float(res.iterations.mean()),
                   "load": os.getloadavg()[0]}}))
 """
+
+
+def _run_in_tree(tree: str, code: str) -> dict[str, Any]:
+    """``code`` in a fresh interpreter importing qkd_hw from ``tree`` (its cwd too: ``-c``
+    puts the cwd first on sys.path)."""
+    root = str(Path(tree).resolve())
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=root, env={**os.environ, "PYTHONPATH": root}, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{tree}: child failed ({out.returncode}):\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def speed(args: argparse.Namespace) -> dict[str, Any]:
@@ -155,9 +169,8 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     for rep in range(args.repeat):
         for threads in args.threads:
             for tree in args.tree:
-                env = {"PYTHONPATH": str(Path(tree).resolve())}
-                r = run_python(SPEED_CHILD.format(snr=snr, frames=args.frames, threads=threads),
-                               env=env)
+                r = _run_in_tree(tree, SPEED_CHILD.format(snr=snr, frames=args.frames,
+                                                          threads=threads))
                 r.update(tree=tree, threads=threads, repeat=rep,
                          bits_per_s=args.frames * LENGTH / r["wall_s"],
                          bits_per_cpu_s=args.frames * LENGTH / r["cpu_s"])
