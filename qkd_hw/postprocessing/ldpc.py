@@ -48,6 +48,8 @@ _T_MAX = 1.0 - 2.0 ** -40
 _G_SCALE = 16.0
 _G_TABLE = np.log1p(np.exp(-np.arange(0.0, 8.0 + 2.0 / _G_SCALE, 1.0 / _G_SCALE))
                     ).astype(np.float32)
+# channel LLRs are clipped to this magnitude for the float32 rules
+_LLR_MAX = 1e4
 # message of a degree-1 check (its bit is known from the syndrome); large but finite
 _R_KNOWN = 50.0
 
@@ -126,8 +128,9 @@ def _boxplus(a, b, table, scale):
     x1 = (aa + ab) * scale
     x2 = abs(aa - ab) * scale
     last = table.size - 1
-    i1 = int(x1)
-    i2 = int(x2)
+    # clamped before the int conversion: a huge float does not convert to an index
+    i1 = int(min(x1, np.float32(last)))
+    i2 = int(min(x2, np.float32(last)))
     g1 = table[i1] + (x1 - np.float32(i1)) * (table[i1 + 1] - table[i1]) if i1 < last \
         else np.float32(0.0)
     g2 = table[i2] + (x2 - np.float32(i2)) * (table[i2 + 1] - table[i2]) if i2 < last \
@@ -326,7 +329,10 @@ def decode(code: LdpcCode, llr: np.ndarray, syndrome: np.ndarray,
     else:
         minsum = rule == "min-sum"
         scale = min_sum_scale if minsum else _G_SCALE
-        _decode_frames32(code.check_ptr, code.check_var, llr2.astype(np.float32), syn2,
+        # float32 messages: |LLR| beyond _LLR_MAX is certainty anyway, and clipping keeps
+        # values like 1e300 finite (inf - inf would be NaN)
+        llr32 = np.clip(llr2, -_LLR_MAX, _LLR_MAX).astype(np.float32)
+        _decode_frames32(code.check_ptr, code.check_var, llr32, syn2,
                          int(max_iterations), bool(early_stop), minsum, _G_TABLE,
                          np.float32(scale), np.float32(min_sum_offset), max_deg, bits, iters,
                          post)

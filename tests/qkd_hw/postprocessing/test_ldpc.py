@@ -98,3 +98,19 @@ def test_bad_inputs_are_refused():
         decode(code, np.full(code.n, np.nan), syn)
     with pytest.raises(ValueError, match="unknown check rule 'tanh'"):
         decode(code, llr, syn, rule="tanh")
+
+
+@pytest.mark.parametrize("rule", ["box-plus", "min-sum"])
+def test_huge_llrs_of_known_bits_are_handled(rule):
+    # the float32 rules see 1e300 (beyond float32) and 1e30 (beyond int64 after scaling)
+    code = build_code(ENSEMBLES[0.1], 800, seed=2)
+    rng = np.random.default_rng(5)
+    bits = rng.integers(0, 2, code.n).astype(np.uint8)
+    snr = 10 ** (-1.0 / 10)
+    llr = 2 * snr * ((1.0 - 2 * bits) + rng.normal(size=code.n) / np.sqrt(snr))
+    known = rng.random(code.n) < 0.5
+    llr[known] = np.where(bits[known] == 0, 1.0, -1.0) * rng.choice([1e30, 1e300],
+                                                                     int(known.sum()))
+    res = decode(code, llr, code.syndrome(bits), 100, rule=rule, min_sum_scale=0.75)
+    assert res.converged[0] and np.all(np.isfinite(res.posterior))
+    np.testing.assert_array_equal(res.bits[0], bits)
