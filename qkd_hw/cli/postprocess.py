@@ -29,6 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("postprocess", help="reconcile, verify and privacy-amplify a raw key",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("raw", metavar="RAW.h5", help="raw key (qkd-raw-key v1 with /alice/symbols)")
+    p.add_argument("--alice-from", metavar="TRACE.h5", default=None,
+                   help="Alice's symbols from this recording's /tx/symbols at the raw key's "
+                        "/bob/tx_index (a raw key of `qkd-hw process --out` holds Bob's data "
+                        "only; for one host holding both parties' data)")
     p.add_argument("--out", metavar="KEY.h5", required=True, help="final keys (mode 0600)")
     p.add_argument("--transcript", metavar="PATH",
                    help="public transcript (default: KEY.transcript.h5 beside --out)")
@@ -99,7 +103,8 @@ def _run(args: argparse.Namespace) -> int:
             res = postprocess_raw_key(args.raw, args.out, str(tr), rate=args.rate,
                                       detection=args.detection, tag_bits=args.tag_bits,
                                       eps_pa=args.eps_pa, eps_bar=args.eps_bar,
-                                      progress=tick, on_frames=start)
+                                      progress=tick, on_frames=start,
+                                      alice_trace=args.alice_from)
     except ValueError as exc:  # a parameter the reconciliation refuses
         raise QkdHwError(f"{args.raw}: {exc}") from exc
     summary = {k: getattr(res, k) for k in SUMMARY_KEYS}

@@ -29,8 +29,8 @@ from qkd_hw.atomic import AtomicFile, atomic_write
 from qkd_hw.errors import TraceFormatError
 from qkd_hw.postprocessing.channel import Message
 
-__all__ = ["KEY_FORMAT", "TRANSCRIPT_FORMAT", "TranscriptFile", "read_alice_symbols",
-           "read_key_file", "write_key_file"]
+__all__ = ["KEY_FORMAT", "TRANSCRIPT_FORMAT", "TranscriptFile", "alice_symbols_from_trace",
+           "read_alice_symbols", "read_key_file", "write_key_file"]
 
 KEY_FORMAT = "qkd-final-key"
 TRANSCRIPT_FORMAT = "qkd-transcript"
@@ -65,6 +65,37 @@ def read_alice_symbols(path: str | os.PathLike[str], n: int) -> np.ndarray:
     if bad.any():
         raise fail(file, "/alice/symbols", f"{int(bad.sum())} non-finite symbols, first at "
                                            f"index {int(np.argmax(bad))}")
+    return sym
+
+
+def alice_symbols_from_trace(trace: str | os.PathLike[str], tx_index: np.ndarray
+                             ) -> np.ndarray:
+    """Alice's symbols for a raw key from the recording it came from: ``/tx/symbols`` at
+    the raw key's ``/bob/tx_index`` (complex64, finite).
+
+    For a raw key written by ``qkd-hw process --out``, which holds Bob's data only; valid
+    where one host holds both parties' data (lab, offline post-processing, simulation).
+
+    Raises
+    ------
+    TraceFormatError
+        The recording is not a valid trace, or an index lies outside its ``/tx/symbols``
+        (the raw key is not from this recording).
+    """
+    from qkd_hw.trace_io import TraceReader
+
+    with TraceReader(trace) as reader:
+        n_tx = reader.tx.n_symbols
+        idx = np.asarray(tx_index, dtype=np.int64)
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n_tx):
+            raise fail(Path(trace), "/tx/symbols",
+                       f"holds {n_tx} symbols but the raw key's /bob/tx_index reaches "
+                       f"{int(idx.max())}: the raw key is not from this recording")
+        sym = reader.symbols()[idx]
+    bad = ~np.isfinite(sym)
+    if bad.any():
+        raise fail(Path(trace), "/tx/symbols", f"{int(bad.sum())} non-finite symbols at the "
+                                                "raw key's indices")
     return sym
 
 

@@ -350,7 +350,8 @@ def postprocess_raw_key(raw_path: str, key_path: str, transcript_path: str, *,
                         rate: float | None = None, detection: str = "heterodyne",
                         tag_bits: int = 64, eps_pa: float = 1e-10, eps_bar: float = 1e-10,
                         frame_bits: int | None = None, reconciliation: Any = None,
-                        progress: Any = None, on_frames: Any = None) -> PostprocessResult:
+                        progress: Any = None, on_frames: Any = None,
+                        alice_trace: str | None = None) -> PostprocessResult:
     """Run both parties on one raw-key file; write KEY.h5 (0600) and the public transcript.
 
     Parameters
@@ -369,17 +370,26 @@ def postprocess_raw_key(raw_path: str, key_path: str, transcript_path: str, *,
         (default :mod:`qkd_hw.postprocessing.reconcile`).
     progress : callable, optional
         Called with 1 after each frame; ``on_frames(n)`` is called first with the count.
+    alice_trace : str, optional
+        Recording the raw key came from: Alice's symbols are its ``/tx/symbols`` at
+        ``/bob/tx_index`` instead of the raw key's ``/alice/symbols``.
     """
     import time
 
     from qkd_hw.postprocessing.channel import ClassicalChannel
-    from qkd_hw.postprocessing.keyfile import TranscriptFile, read_alice_symbols, write_key_file
+    from qkd_hw.postprocessing.keyfile import (
+        TranscriptFile,
+        alice_symbols_from_trace,
+        read_alice_symbols,
+        write_key_file,
+    )
     from qkd_hw.raw_key import read_raw_key
 
     t0 = time.perf_counter()
     raw = read_raw_key(raw_path)
     n_sym = raw.bob_symbols.shape[0]
-    x = symbols_to_values(read_alice_symbols(raw_path, n_sym), detection)
+    x = symbols_to_values(read_alice_symbols(raw_path, n_sym) if alice_trace is None else
+                          alice_symbols_from_trace(alice_trace, raw.bob_tx_index), detection)
     y = symbols_to_values(raw.bob_symbols, detection)
     snr = float(raw.estimates["snr"])
     if not snr > 0:

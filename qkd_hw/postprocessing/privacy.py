@@ -20,7 +20,10 @@ Final key length (reverse reconciliation, Leverrier, Grosshans, Grangier, PRA 81
 
 with ``H(K)`` the reconciled bits (uniform: Bob's key bits of reverse reconciliation), ``n``
 the symbols behind them and ``Delta(n)`` of :func:`qkd_hw.keyrate.finite_size_delta` (its
-``2 log2(1/eps_PA)`` term is the leftover hash lemma's price of the hash).
+``2 log2(1/eps_PA)`` term is the leftover hash lemma's price of the hash). The key is
+``eps``-secure with ``eps = 2 eps_bar + eps_PE + eps_PA + eps_cor`` (Leverrier 2010's
+``2 eps_bar + eps_EC + eps_PE + eps_PA``, the correctness term ``eps_EC`` being the
+verification's collision bound ``eps_cor``): ``SecrecyParameters.eps_total``.
 """
 
 from __future__ import annotations

@@ -44,3 +44,41 @@ def brute_force_posterior(check_ptr, check_var, llr, syndrome):
         num += w * (b == 0)
         den += w * (b == 1)
     return np.log(num / den)
+
+
+def exact_check_messages(q, sign):
+    """Sum-product check-to-variable messages ``sign * 2 atanh(prod_{j != k} tanh(q_j/2))``."""
+    t = np.tanh(q / 2.0)
+    out = np.empty_like(q)
+    for k in range(q.size):
+        out[k] = sign * 2.0 * np.arctanh(np.clip(np.prod(np.delete(t, k)), -1 + 1e-15,
+                                                 1 - 1e-15))
+    return out
+
+
+def min_sum_check_messages(q, sign, scale, offset):
+    """Min-sum messages: ``sign prod sgn(q_j) max(scale min |q_j| - offset, 0)`` over
+    ``j != k``."""
+    out = np.empty_like(q)
+    for k in range(q.size):
+        rest = np.delete(q, k)
+        out[k] = sign * np.prod(np.sign(rest)) * max(scale * np.abs(rest).min() - offset, 0.0)
+    return out
+
+
+def layered_reference(check_ptr, check_var, llr, syndrome, iterations, messages):
+    """Row-layered BP, textbook loops in float64: the posteriors after ``iterations``.
+
+    ``messages(q, sign)`` gives a check's outgoing messages from its incoming ones ``q`` and
+    the syndrome sign ``(-1)^s_c``.
+    """
+    post = np.asarray(llr, dtype=np.float64).copy()
+    r = np.zeros(check_var.size)
+    for _ in range(iterations):
+        for c in range(syndrome.size):
+            sl = slice(check_ptr[c], check_ptr[c + 1])
+            v = check_var[sl]
+            q = post[v] - r[sl]
+            r[sl] = messages(q, -1.0 if syndrome[c] else 1.0)
+            post[v] = q + r[sl]
+    return post
