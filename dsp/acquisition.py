@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import scipy.fft as sfft
 
@@ -23,7 +25,7 @@ from dsp.pilot import pilot_decimate
 from dsp.rrc import MatchedFilterBank, rrc_frequency_response
 
 __all__ = ["PilotAcquisition", "SyncResult", "acquire_pilot", "check_search_range",
-           "pilot_span", "synchronise"]
+           "pilot_span", "refine_timing", "sync_scores", "synchronise"]
 
 #: pilot presence: windows of this many acquisition blocks (2048 samples at D = 64) ...
 PRESENCE_WINDOW_BLOCKS = 32
@@ -306,18 +308,21 @@ class SyncResult:
     snr: float = math.nan
 
 
-def refine_timing(power: Callable[[float], float], start: float, *, lower: float) -> float:
+def refine_timing(power: Callable, start: float, *, lower: float,
+                  batch: bool = False) -> float:
     """Fractional timing that maximises ``power(tau)``: three grids (1/2, 1/32, 1/256 sample)
     around the previous best, each closed by parabolic interpolation of the peak.
 
     ``power`` is ``|sum conj(x_k) y_k(tau)|^2``; instants below ``lower`` (the matched
-    filter's half length) are not evaluated.
+    filter's half length) are not evaluated. ``batch``: ``power`` takes the array of a
+    grid's instants and returns their powers (one call per grid).
     """
     tau = float(start)
     for step, npts in ((0.5, 6), (1.0 / 32, 4), (1.0 / 256, 3)):
         taus = tau + step * np.arange(-npts, npts + 1)
         taus = taus[taus >= lower]
-        p = np.array([power(t) for t in taus])
+        p = (np.asarray(power(taus), np.float64) if batch
+             else np.array([power(t) for t in taus]))
         i = int(np.argmax(p))
         tau = float(taus[i])
         if 0 < i < p.shape[0] - 1:
@@ -325,6 +330,33 @@ def refine_timing(power: Callable[[float], float], start: float, *, lower: float
             if den < 0:
                 tau += step * 0.5 * (p[i - 1] - p[i + 1]) / den
     return tau
+
+
+def sync_scores(x: np.ndarray, bank: MatchedFilterBank, taus: np.ndarray, *, period: float,
+                phase: tuple[float, float, np.ndarray], alice: np.ndarray) -> np.ndarray:
+    """``cdot(alice, matched_filter_at(x, bank, first_sample=0, tau0=tau, period=period,
+    k_start=0, count=len(alice), phase=phase))`` for every ``tau`` of ``taus``.
+
+    The instants of a timing grid (7-13 of them, 16384 symbols each) run on the numba thread
+    count's worth of Python threads, each instant in the serial matched-filter kernel (nogil;
+    the same bits as the parallel one): one parallel region per instant cost more than its
+    work, and a core taken by another process stalled each of them.
+
+    Returns
+    -------
+    ndarray, shape (len(taus),), complex128
+    """
+    def one(tau: float) -> complex:
+        y = matched_filter_at(x, bank, first_sample=0, tau0=float(tau), period=period,
+                              k_start=0, count=alice.shape[0], phase=phase, parallel=False)
+        return cdot(alice, y)
+
+    taus = np.asarray(taus, np.float64)
+    workers = min(numba.get_num_threads(), taus.shape[0])
+    if workers <= 1:
+        return np.array([one(t) for t in taus], np.complex128)
+    with ThreadPoolExecutor(workers, thread_name_prefix="qkd-hw-sync") as pool:
+        return np.array(list(pool.map(one, taus)), np.complex128)
 
 
 def _sync_decimation(fs: float, band_half_width_hz: float, *,
@@ -470,20 +502,22 @@ def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: Matched
                            {**metrics, "sync_symbols_usable": float(kk)})
     a = a[:kk]
 
-    def score(tau: float) -> complex:
-        y = matched_filter_at(x, bank, first_sample=0, tau0=tau, period=period, k_start=0,
-                              count=kk, phase=phase)
-        return cdot(a, y)
+    a = np.ascontiguousarray(a, np.complex128)
 
-    tau = refine_timing(lambda t: abs(score(t)) ** 2, float(j), lower=edge)
+    def powers(taus: np.ndarray) -> list[float]:
+        return [abs(complex(c)) ** 2 for c in sync_scores(x, bank, taus, period=period,
+                                                            phase=phase, alice=a)]
+
+    tau = refine_timing(powers, float(j), lower=edge, batch=True)
     if tau < edge + 0.5:
         raise DspLockError("synchronisation failed: the first symbol lies closer to the start "
                            "of the capture than the matched filter's half length",
                            {**metrics, "delay_samples": tau})
-    c = score(tau)
-    # timing precision (Cramer-Rao-like, for reporting): sigma_tau ~ 1/(2 pi B_rms sqrt(K snr))
     y = matched_filter_at(x, bank, first_sample=0, tau0=tau, period=period, k_start=0,
-                          count=kk, phase=phase).astype(np.complex128)
+                          count=kk, phase=phase)
+    c = cdot(a, y)
+    # timing precision (Cramer-Rao-like, for reporting): sigma_tau ~ 1/(2 pi B_rms sqrt(K snr))
+    y = y.astype(np.complex128)
     g = c / cdot(a, a)
     resid = np.mean(np.abs(y - g * a) ** 2)
     snr = abs(g) ** 2 * np.mean(np.abs(a) ** 2) / max(resid, 1e-300)
