@@ -339,9 +339,9 @@ def sync_scores(x: np.ndarray, bank: MatchedFilterBank, taus: np.ndarray, *, per
     k_start=0, count=len(alice), phase=phase))`` for every ``tau`` of ``taus``.
 
     The instants of a timing grid (7-13 of them, 16384 symbols each) run on the numba thread
-    count's worth of Python threads, each instant in the serial matched-filter kernel (nogil;
-    the same bits as the parallel one): one parallel region per instant cost more than its
-    work, and a core taken by another process stalled each of them.
+    count's worth of Python threads, each instant in the same kernel with one numba thread
+    (nogil; fixed task ranges, so the same bits): one 2-thread parallel region per instant
+    cost more than its work, and a core taken by another process stalled each of them.
 
     Returns
     -------
@@ -349,15 +349,19 @@ def sync_scores(x: np.ndarray, bank: MatchedFilterBank, taus: np.ndarray, *, per
     """
     def one(tau: float) -> complex:
         y = matched_filter_at(x, bank, first_sample=0, tau0=float(tau), period=period,
-                              k_start=0, count=alice.shape[0], phase=phase, parallel=False)
+                              k_start=0, count=alice.shape[0], phase=phase)
         return cdot(alice, y)
+
+    def one_thread(tau: float) -> complex:
+        numba.set_num_threads(1)     # thread-local: this worker's regions only
+        return one(tau)
 
     taus = np.asarray(taus, np.float64)
     workers = min(numba.get_num_threads(), taus.shape[0])
     if workers <= 1:
         return np.array([one(t) for t in taus], np.complex128)
     with ThreadPoolExecutor(workers, thread_name_prefix="qkd-hw-sync") as pool:
-        return np.array(list(pool.map(one, taus)), np.complex128)
+        return np.array(list(pool.map(one_thread, taus)), np.complex128)
 
 
 def _sync_decimation(fs: float, band_half_width_hz: float, *,
