@@ -194,7 +194,7 @@ def test_refine_timing_batch_mode_evaluates_the_same_grids():
 
 
 def test_sync_scores_are_the_per_instant_matched_filter_and_dot_bit_for_bit():
-    """The timing grid's scores on worker threads (serial kernel) against one parallel
+    """The timing grid's scores on worker threads (one numba thread each) against one
     ``matched_filter_at`` + ``cdot`` per instant, the synchronisation's definition."""
     import numba
 
