@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import scipy.fft as sfft
 
@@ -30,7 +32,7 @@ from dsp.pilot import pilot_decimate
 from dsp.rrc import MatchedFilterBank, rrc_frequency_response
 
 __all__ = ["PilotAcquisition", "SyncResult", "acquire_pilot", "check_search_range",
-           "pilot_span", "synchronise"]
+           "pilot_span", "refine_timing", "sync_scores", "synchronise"]
 
 #: pilot presence: windows of this many acquisition blocks (2048 samples at D = 64) ...
 PRESENCE_WINDOW_BLOCKS = 32
@@ -328,7 +330,8 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
     weights = [w / wsum for w in weights]
     comb = sum(w * z for w, z in zip(weights, phasors, strict=True))
     comb = comb * np.exp(-2j * np.pi * (offset - coarse) / fs * t)
-    slope = diffusion_slope(np.unwrap(np.angle(comb)), max_lag)
+    comb_phase = np.unwrap(np.angle(comb))
+    slope = diffusion_slope(comb_phase, max_lag)
     s2n = radial_phase_noise(comb)
     dt = D / fs
     linewidth = slope / (2 * np.pi * dt)
@@ -339,7 +342,7 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
         frequency_offset_hz=offset, coarse_offset_hz=float(coarse), pilot_snr_db=snr_db,
         pilot_cn0_dbhz=cn0, phase_noise_var=float(max(s2n, 1e-12)),
         linewidth_hz=float(max(linewidth, 0.0)),
-        linewidth_std_hz=float(slope_std(np.unwrap(np.angle(comb)), max_lag) / (2 * np.pi * dt)),
+        linewidth_std_hz=float(slope_std(comb_phase, max_lag) / (2 * np.pi * dt)),
         decimation=D, pilot_weights=tuple(complex(w) for w in weights),
         pilot_amplitudes=tuple(float(2 * np.sqrt(p)) for p in pw),
         span_samples=(b0 * D, x.shape[0] if b1 == nblk else b1 * D),
@@ -381,18 +384,21 @@ class SyncResult:
     snr: float = math.nan
 
 
-def refine_timing(power: Callable[[float], float], start: float, *, lower: float) -> float:
+def refine_timing(power: Callable, start: float, *, lower: float,
+                  batch: bool = False) -> float:
     """Fractional timing that maximises ``power(tau)``: three grids (1/2, 1/32, 1/256 sample)
     around the previous best, each closed by parabolic interpolation of the peak.
 
     ``power`` is ``|sum conj(x_k) y_k(tau)|^2``; instants below ``lower`` (the matched
-    filter's half length) are not evaluated.
+    filter's half length) are not evaluated. ``batch``: ``power`` takes the array of a
+    grid's instants and returns their powers (one call per grid).
     """
     tau = float(start)
     for step, npts in ((0.5, 6), (1.0 / 32, 4), (1.0 / 256, 3)):
         taus = tau + step * np.arange(-npts, npts + 1)
         taus = taus[taus >= lower]
-        p = np.array([power(t) for t in taus])
+        p = (np.asarray(power(taus), np.float64) if batch
+             else np.array([power(t) for t in taus]))
         i = int(np.argmax(p))
         tau = float(taus[i])
         if 0 < i < p.shape[0] - 1:
@@ -400,6 +406,37 @@ def refine_timing(power: Callable[[float], float], start: float, *, lower: float
             if den < 0:
                 tau += step * 0.5 * (p[i - 1] - p[i + 1]) / den
     return tau
+
+
+def sync_scores(x: np.ndarray, bank: MatchedFilterBank, taus: np.ndarray, *, period: float,
+                phase: tuple[float, float, np.ndarray], alice: np.ndarray) -> np.ndarray:
+    """``cdot(alice, matched_filter_at(x, bank, first_sample=0, tau0=tau, period=period,
+    k_start=0, count=len(alice), phase=phase))`` for every ``tau`` of ``taus``.
+
+    The instants of a timing grid (7-13 of them, 16384 symbols each) run on the numba thread
+    count's worth of Python threads, each instant in the same kernel with one numba thread
+    (nogil; fixed task ranges, so the same bits): one 2-thread parallel region per instant
+    cost more than its work, and a core taken by another process stalled each of them.
+
+    Returns
+    -------
+    ndarray, shape (len(taus),), complex128
+    """
+    def one(tau: float) -> complex:
+        y = matched_filter_at(x, bank, first_sample=0, tau0=float(tau), period=period,
+                              k_start=0, count=alice.shape[0], phase=phase)
+        return cdot(alice, y)
+
+    def one_thread(tau: float) -> complex:
+        numba.set_num_threads(1)     # thread-local: this worker's regions only
+        return one(tau)
+
+    taus = np.asarray(taus, np.float64)
+    workers = min(numba.get_num_threads(), taus.shape[0])
+    if workers <= 1:
+        return np.array([one(t) for t in taus], np.complex128)
+    with ThreadPoolExecutor(workers, thread_name_prefix="qkd-hw-sync") as pool:
+        return np.array(list(pool.map(one_thread, taus)), np.complex128)
 
 
 def _sync_decimation(fs: float, band_half_width_hz: float, *,
@@ -447,8 +484,15 @@ def _coarse_correlation(x: np.ndarray, fs: float, *, alice: np.ndarray, R: int,
     pos = np.arange(K) * (period / R)
     i0 = np.floor(pos).astype(np.int64)
     w1 = pos - i0
-    np.add.at(buf[1], i0, alice * (1 - w1))
-    np.add.at(buf[1], i0 + 1, alice * w1)
+    if i0.shape[0] < 2 or np.diff(i0).min() >= 1:
+        # distinct indices in each of the two passes (symbols >= 1.5 decimated samples
+        # apart, ``_sync_decimation``): a fancy-index add, the same sums as np.add.at's
+        # unbuffered loop, ~10x faster
+        buf[1, i0] += alice * (1 - w1)
+        buf[1, i0 + 1] += alice * w1
+    else:
+        np.add.at(buf[1], i0, alice * (1 - w1))
+        np.add.at(buf[1], i0 + 1, alice * w1)
     spec = sfft.fft(buf, axis=-1, workers=2, overwrite_x=True)
     B, Rf = spec[0], spec[1]
     # matched filter (exact RRC) and correlation on the band's bins only: the rest is 0
@@ -545,20 +589,22 @@ def synchronise(head: np.ndarray, fs: float, *, alice: np.ndarray, bank: Matched
                            {**metrics, "sync_symbols_usable": float(kk)})
     a = a[:kk]
 
-    def score(tau: float) -> complex:
-        y = matched_filter_at(x, bank, first_sample=0, tau0=tau, period=period, k_start=0,
-                              count=kk, phase=phase)
-        return cdot(a, y)
+    a = np.ascontiguousarray(a, np.complex128)
 
-    tau = refine_timing(lambda t: abs(score(t)) ** 2, float(j), lower=edge)
+    def powers(taus: np.ndarray) -> list[float]:
+        return [abs(complex(c)) ** 2 for c in sync_scores(x, bank, taus, period=period,
+                                                            phase=phase, alice=a)]
+
+    tau = refine_timing(powers, float(j), lower=edge, batch=True)
     if tau < edge + 0.5:
         raise DspLockError("synchronisation failed: the first symbol lies closer to the start "
                            "of the capture than the matched filter's half length",
                            {**metrics, "delay_samples": tau})
-    c = score(tau)
-    # timing precision (Cramer-Rao-like, for reporting): sigma_tau ~ 1/(2 pi B_rms sqrt(K snr))
     y = matched_filter_at(x, bank, first_sample=0, tau0=tau, period=period, k_start=0,
-                          count=kk, phase=phase).astype(np.complex128)
+                          count=kk, phase=phase)
+    c = cdot(a, y)
+    # timing precision (Cramer-Rao-like, for reporting): sigma_tau ~ 1/(2 pi B_rms sqrt(K snr))
+    y = y.astype(np.complex128)
     g = c / cdot(a, a)
     resid = np.mean(np.abs(y - g * a) ** 2)
     snr = abs(g) ** 2 * np.mean(np.abs(a) ** 2) / max(resid, 1e-300)

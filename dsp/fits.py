@@ -1,10 +1,11 @@
-"""Small least-squares fits of pilot phase records (numpy only, no LAPACK)."""
+"""Small least-squares fits of pilot phase records (numpy and one numba loop, no LAPACK)."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+from numba import njit
 
 __all__ = ["diffusion_slope", "line_fit", "radial_phase_noise", "remove_tone_leakage",
            "slope_std", "slope_std_white", "structure_fit"]
@@ -123,7 +124,9 @@ def structure_fit(ph: np.ndarray, max_lag: int, *,
     lags = np.arange(1, max_lag + 1)
     if robust:
         b1 = float(np.angle(np.mean(np.exp(1j * np.diff(ph)))))
-        S = np.array([np.mean(_wrap(ph[lag:] - ph[:-lag] - lag * b1) ** 2) for lag in lags])
+        ph = np.ascontiguousarray(ph, np.float64)
+        buf = np.empty(ph.shape[0])
+        S = np.array([np.mean(_wrapped_squares(ph, int(lag), b1, buf)) for lag in lags])
         slope, icpt = line_fit(lags, S)
         return float(icpt / 2), float(slope)
     k = np.arange(ph.shape[0])
@@ -137,6 +140,41 @@ def structure_fit(ph: np.ndarray, max_lag: int, *,
 def _wrap(d: np.ndarray) -> np.ndarray:
     """Angles wrapped to [-pi, pi)."""
     return (d + np.pi) % (2 * np.pi) - np.pi
+
+
+_TWO_PI = 2 * math.pi
+
+
+# Not fastmath: every element must round exactly as the numpy expression
+# ``_wrap(ph[lag:] - ph[:-lag] - lag * b1) ** 2`` (numba's float ``%`` is numpy's remainder:
+# fmod with the sign fixed to the divisor's), only without its
+# four temporaries and the divmod.
+@njit(cache=True, nogil=True, error_model="numpy")
+def _wrapped_squares_kernel(ph, lag, b1, out):
+    shift = lag * b1
+    rest = 0
+    for i in range(out.shape[0]):
+        y = (ph[i + lag] - ph[i] - shift) + math.pi
+        # fmod(y, 2 pi) is y itself for |y| < 2 pi (exact); beyond, the slow fmod below (in a
+        # loop of its own: LLVM would otherwise evaluate it for every element)
+        inside = -_TWO_PI < y < _TWO_PI
+        m = y + _TWO_PI if y < 0.0 else y
+        w = m - math.pi
+        out[i] = w * w
+        rest += 0 if inside else 1
+    if rest:
+        for i in range(out.shape[0]):
+            y = (ph[i + lag] - ph[i] - shift) + math.pi
+            if not -_TWO_PI < y < _TWO_PI:
+                w = y % _TWO_PI - math.pi
+                out[i] = w * w
+
+
+def _wrapped_squares(ph: np.ndarray, lag: int, b1: float, buf: np.ndarray) -> np.ndarray:
+    """``_wrap(ph[lag:] - ph[:-lag] - lag * b1) ** 2``, bit for bit, in ``buf``'s front."""
+    out = buf[:ph.shape[0] - lag]
+    _wrapped_squares_kernel(ph, lag, float(b1), out)
+    return out
 
 
 def slope_std(ph: np.ndarray, max_lag: int, *, robust: bool = False) -> float:

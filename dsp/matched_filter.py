@@ -169,10 +169,13 @@ def _mf_symbols_py(x, n0, tau0, period, k0, nk, P, tre, tim, dre, dim, half, cyc
         _mf_rotate(yre, yim, rot_c, rot_s, m, out[lo:hi])
 
 
-# one body, two compilations: parallel for the streaming pass, serial for the many small
-# calls (timing fits) where waking the thread pool costs more than the work
+# One compilation. A serial dispatcher of the same Python function shares its numba cache
+# entry: the variant compiled first in a fresh cache was loaded for both, so after a serial
+# compile the streaming pass ran on one thread, and the two compilations round differently
+# (results depended on the cache's history). The small calls (parallel=False) run it too,
+# as they did whenever the parallel variant had been compiled first (the receiver's order).
 _mf_symbols = njit(**NJIT_PARALLEL)(_mf_symbols_py)
-_mf_symbols_serial = njit(**NJIT)(_mf_symbols_py)
+_mf_symbols_serial = _mf_symbols
 
 
 def pairs_share_taps(bank: MatchedFilterBank, period: float) -> bool:

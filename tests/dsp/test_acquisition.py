@@ -195,6 +195,52 @@ def test_refine_timing_finds_a_smooth_peak_to_sub_grid_precision():
     assert min(seen) >= 2.5
 
 
+def test_refine_timing_batch_mode_evaluates_the_same_grids():
+    from dsp.acquisition import refine_timing
+
+    def f(t):
+        return np.exp(-((t - 7.61) ** 2))
+    calls = []
+
+    def batch(taus):
+        calls.append(len(taus))
+        return [f(t) for t in taus]
+    assert refine_timing(batch, 7.0, lower=6.0, batch=True) == refine_timing(f, 7.0, lower=6.0)
+    assert calls == [9, 9, 7]   # one call per grid; the first grid (13) cut at ``lower``
+
+
+def test_sync_scores_are_the_per_instant_matched_filter_and_dot_bit_for_bit():
+    """The timing grid's scores on worker threads (one numba thread each) against one
+    ``matched_filter_at`` + ``cdot`` per instant, the synchronisation's definition."""
+    import numba
+
+    from dsp.acquisition import sync_scores
+    from dsp.core import cdot
+    from dsp.matched_filter import matched_filter_at
+    from dsp.rrc import MatchedFilterBank
+
+    rng = np.random.default_rng(8)
+    x = rng.integers(-2000, 2000, 40_000).astype(np.int16)
+    alice = (rng.normal(size=3000) + 1j * rng.normal(size=3000)).astype(np.complex64)
+    alice = alice.astype(np.complex128)
+    phase = (0.0, 64.0, np.cumsum(rng.normal(0, 0.05, 40_000 // 64 + 2)))
+    for period in (10.0, 10.000123):   # paired and unpaired polyphase rows
+        bank = MatchedFilterBank(samples_per_symbol=period, rolloff=0.2, span_symbols=24,
+                                 n_phases=256, mixer_cycles_per_sample=0.2137, taper=5.0)
+        taus = 300.3 + 0.37 * np.arange(-6, 7)
+        ref = [cdot(alice, matched_filter_at(x, bank, first_sample=0, tau0=t, period=period,
+                                             k_start=0, count=alice.shape[0], phase=phase))
+               for t in taus]
+        prev = numba.get_num_threads()
+        try:
+            for n in {1, numba.config.NUMBA_NUM_THREADS}:
+                numba.set_num_threads(n)
+                got = sync_scores(x, bank, taus, period=period, phase=phase, alice=alice)
+                assert got.tolist() == ref
+        finally:
+            numba.set_num_threads(prev)
+
+
 def test_segment_phase_uses_absolute_time_with_two_pilots():
     """The clock probe's carrier phase (a late segment) must combine the pilots on absolute
     time, as on the head: referencing their oscillators to the segment start rotates the

@@ -146,3 +146,31 @@ def test_matched_filter_pairs_do_not_depend_on_call_boundaries():
         np.testing.assert_array_equal(np.concatenate(parts), whole)
     serial = matched_filter_at(x, bank, k_start=3, count=n - 3, parallel=False, **kw)
     np.testing.assert_array_equal(serial, whole[3:])
+
+
+def test_one_compilation_of_the_matched_filter_kernel():
+    """numba caches a kernel under its Python function: two dispatchers of one function (a
+    parallel and a serial one) shared one cache entry, and the variant compiled first in a
+    fresh cache was loaded for both (after a serial compile the streaming pass ran on one
+    thread, and the results depended on the cache's history). One dispatcher per function,
+    and the small calls give the large calls' bits."""
+    from numba.core.registry import CPUDispatcher
+
+    from dsp import matched_filter as mf
+    from dsp.rrc import MatchedFilterBank
+
+    per_function: dict[int, set[int]] = {}
+    for v in vars(mf).values():
+        if isinstance(v, CPUDispatcher):
+            per_function.setdefault(id(v.py_func), set()).add(id(v))
+    assert all(len(d) == 1 for d in per_function.values())
+
+    rng = np.random.default_rng(4)
+    x = rng.integers(-2000, 2000, 30_000).astype(np.int16)
+    bank = MatchedFilterBank(samples_per_symbol=10.0, rolloff=0.2, span_symbols=24,
+                             n_phases=256, mixer_cycles_per_sample=0.21, taper=5.0)
+    kw = {"first_sample": 0, "tau0": 200.3, "period": 10.0, "k_start": 0, "count": 2500,
+          "phase": (0.0, 64.0, np.cumsum(rng.normal(0, 0.05, 30_000 // 64 + 2)))}
+    a = mf.matched_filter_at(x, bank, parallel=True, **kw)
+    b = mf.matched_filter_at(x, bank, parallel=False, **kw)
+    assert np.array_equal(a.view(np.uint64), b.view(np.uint64))
