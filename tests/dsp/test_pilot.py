@@ -42,3 +42,40 @@ def test_pilot_decimate_rejects_out_of_range():
     with pytest.raises(ValueError, match="int16, int8, float32"):
         pilot_decimate(np.zeros(100, np.int64), 1e9, frequency_hz=1e8, decimation=10,
                        first_sample=0, first_block=0, n_blocks=1)
+
+
+def test_block_leakage_matches_numpy():
+    from dsp.pilot import block_leakage
+
+    D, j0, nj = 25, 3_000_001, 2500
+    for nu in (0.45, -0.02, 0.123456789):
+        n = np.arange(j0 * D, (j0 + nj) * D)
+        want = np.exp(2j * np.pi * ((nu * n) % 1.0)).reshape(nj, D).mean(axis=1)
+        # both round nu n (~4e7 cycles) to ~1e-8 cycle
+        np.testing.assert_allclose(block_leakage(nu, D, j0, nj), want, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("freqs, amps, D", [
+    ((0.275,), (40.0,), 25),                  # 250 MHz pilot + 25 MHz offset at 1 GSa/s
+    ((0.253, 0.273), (40.0, 20.0), 40),       # two pilots 4:1 in power, 20 MHz apart
+])
+def test_cancel_pilot_leakage_recovers_the_tones(freqs, amps, D):
+    """Pure real tones: each block average holds the pilot's own image (and the other
+    pilot), ``|H|`` = 0.029 of the phasor for the single pilot at D = 25 (a phase error of
+    the same size, the white noise's ~1.5x at 22 dB); after the cancellation the phases are
+    exact to 1e-6 rad."""
+    from dsp.pilot import cancel_pilot_leakage
+
+    phis = (0.3, -1.1)[:len(freqs)]
+    n0, nj = 7 * D + 3, 400
+    j0 = -(-n0 // D)
+    n = np.arange(n0, n0 + (nj + 2) * D)
+    x = sum(a * np.cos(2 * np.pi * f * n + p) for a, f, p in zip(amps, freqs, phis, strict=True))
+    x = x.astype(np.float32)
+    zs = [pilot_decimate(x, 1.0, frequency_hz=f, decimation=D, first_sample=n0,
+                         first_block=j0, n_blocks=nj) for f in freqs]
+    before = max(np.abs(np.angle(z * np.exp(-1j * p))).max() for z, p in zip(zs, phis, strict=True))
+    assert before > 0.02
+    got = cancel_pilot_leakage(zs, list(freqs), D, j0)
+    for z, p in zip(got, phis, strict=True):
+        assert np.abs(np.angle(z * np.exp(-1j * p))).max() < 1e-6
