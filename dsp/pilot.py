@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from dsp.options import LinkParameters
 
 __all__ = ["PILOT_LOSS_FRACTION", "PILOT_MONITOR_BLOCKS", "PILOT_MONITOR_SAMPLES", "PilotStage",
-           "block_leakage", "cancel_pilot_leakage", "combined_pilot", "fill_lead",
+           "block_leakage", "cancel_pilot_leakage", "cancel_pilot_leakage_numpy",
+           "combined_pilot", "fill_lead",
            "monitor_window_blocks", "pilot_decimate"]
 
 
@@ -168,6 +169,65 @@ def block_leakage(cycles_per_sample: float, D: int, j0: int, nj: int) -> np.ndar
     return (h * np.multiply.outer(hi, lo)).ravel()[:nj]
 
 
+def _leak_terms(cycles: list[float], D: int) -> list[tuple[int, int, bool, float, complex]]:
+    """(k, j, conjugate, nu, H(nu)) of every tone leaked into pilot k's block average with
+    ``|H| >= LEAK_SKIP``: pilot j at ``nu_j - nu_k`` and its image at ``-(nu_j + nu_k)``
+    (aliased into [-1/2, 1/2) cycles per sample)."""
+    terms = []
+    for k, nk in enumerate(cycles):
+        for j, nu in enumerate(cycles):
+            for conj, rel in ((False, nu - nk), (True, -(nu + nk))):
+                if j == k and not conj:
+                    continue
+                rel -= math.floor(rel + 0.5)
+                h = complex(np.mean(np.exp(2j * np.pi * ((rel * np.arange(D)) % 1.0))))
+                if abs(h) >= LEAK_SKIP:
+                    terms.append((k, j, conj, rel, h))
+    return terms
+
+
+def _leak_passes(terms) -> int:
+    # a pilot's own image left after one pass is p |G|^2: an amplitude, not a phase; terms
+    # between pilots converge by ~|G| per pass
+    big = max((abs(t[4]) for t in terms), default=0.0)
+    return 1 if big < 0.05 else min(40, math.ceil(math.log(1e-6) / math.log(big)))
+
+
+_LEAK_TASK = 4096   # blocks per task; each task's tone phases start exact
+
+
+@njit(**NJIT)
+def _leak_term(src, dst, conj, g, step):
+    # dst[b] -= src[b] (or its conjugate) * G_b, G_{b+1} = G_b step: one term over a task
+    if conj:
+        for b in range(src.shape[0]):
+            dst[b] -= src[b].conjugate() * g
+            g *= step
+    else:
+        for b in range(src.shape[0]):
+            dst[b] -= src[b] * g
+            g *= step
+
+
+@njit(**NJIT_PARALLEL)
+def _cancel_leakage(z, kk, jj, cj, start, step, passes, out):
+    # z, out: (pilots, blocks); per term t: leaked into pilot kk[t] from pilot jj[t]
+    # (conjugated if cj[t]), its G at the first block of task c is start[c, t] (H included),
+    # times step[t] per block; fixed-point passes over the task's blocks
+    nj = z.shape[1]
+    n_tasks = (nj + _LEAK_TASK - 1) // _LEAK_TASK
+    for c in prange(n_tasks):
+        lo = c * _LEAK_TASK
+        hi = min(nj, lo + _LEAK_TASK)
+        p = z[:, lo:hi]
+        for _ in range(passes):
+            nxt = z[:, lo:hi].copy()
+            for t in range(kk.shape[0]):
+                _leak_term(p[jj[t]], nxt[kk[t]], cj[t], start[c, t], step[t])
+            p = nxt
+        out[:, lo:hi] = p
+
+
 def cancel_pilot_leakage(zs: list[np.ndarray], cycles: list[float], D: int,
                          j0: int) -> list[np.ndarray]:
     """Remove from each pilot's block phasors the other tones the block average lets through.
@@ -178,9 +238,9 @@ def cancel_pilot_leakage(zs: list[np.ndarray], cycles: list[float], D: int,
     the boxcar of D samples passes with ``block_leakage``: ``z_k = p_k + sum_j!=k p_j
     G(nu_j - nu_k) + sum_j conj(p_j) G(-(nu_j + nu_k))`` (phasors constant over a block).
     The pilot's own image alone is ~3 % of the phasor at D = 25 (phase variance ~1.5x the
-    white noise's at 22 dB): a tone the tracker's noise fit took for noise. Solved for p by
-    fixed-point iteration (to ~1e-6 of the phasor); terms with
-    ``|H| < LEAK_SKIP`` are skipped.
+    white noise's at 22 dB): a tone the tracker's noise fit took for noise. Solved for p per
+    block by fixed-point iteration (to ~1e-6 of the phasor); terms with ``|H| < LEAK_SKIP``
+    are skipped. Kernel; ``cancel_pilot_leakage_numpy`` is its twin.
 
     Parameters
     ----------
@@ -192,25 +252,34 @@ def cancel_pilot_leakage(zs: list[np.ndarray], cycles: list[float], D: int,
     Returns
     -------
     list of ndarray
-        The phasors with the leaked tones removed (new arrays; ``zs`` is not modified).
+        The phasors with the leaked tones removed (``zs`` itself when nothing leaks).
     """
+    terms = _leak_terms(cycles, D)
     nj = zs[0].shape[0] if zs else 0
-    terms = []   # (k, j, conjugate, G)
-    for k, nk in enumerate(cycles):
-        for j, nu in enumerate(cycles):
-            for conj, rel in ((False, nu - nk), (True, -(nu + nk))):
-                if j == k and not conj:
-                    continue
-                rel -= math.floor(rel + 0.5)     # alias into [-1/2, 1/2)
-                h = abs(np.mean(np.exp(2j * np.pi * rel * np.arange(D))))
-                if h >= LEAK_SKIP:
-                    terms.append((k, j, conj, block_leakage(rel, D, j0, nj)))
-    if not terms:
+    if not terms or nj == 0:
         return list(zs)
-    big = max(abs(g[0]) for *_, g in terms) if nj else 0.0
-    # a pilot's own image left after one pass is p |G|^2: an amplitude, not a phase; terms
-    # between pilots converge by ~|G| per pass
-    passes = 1 if big < 0.05 else min(40, math.ceil(math.log(1e-6) / math.log(big)))
+    n_tasks = -(-nj // _LEAK_TASK)
+    rel = np.array([t[3] for t in terms])
+    h = np.array([t[4] for t in terms])
+    first = (j0 + _LEAK_TASK * np.arange(n_tasks, dtype=np.float64))[:, None] * D
+    start = h * np.exp(2j * np.pi * ((rel * first) % 1.0))
+    step = np.exp(2j * np.pi * ((rel * D) % 1.0))
+    z = np.ascontiguousarray(np.stack(zs), np.complex128)
+    out = np.empty_like(z)
+    _cancel_leakage(z, np.array([t[0] for t in terms]), np.array([t[1] for t in terms]),
+                    np.array([t[2] for t in terms]), start, step, _leak_passes(terms), out)
+    return list(out)
+
+
+def cancel_pilot_leakage_numpy(zs: list[np.ndarray], cycles: list[float], D: int,
+                               j0: int) -> list[np.ndarray]:
+    """numpy twin of ``cancel_pilot_leakage`` (same terms, same passes, whole arrays)."""
+    nj = zs[0].shape[0] if zs else 0
+    terms = [(k, j, conj, block_leakage(rel, D, j0, nj))
+             for k, j, conj, rel, _ in _leak_terms(cycles, D)]
+    if not terms or nj == 0:
+        return list(zs)
+    passes = _leak_passes(_leak_terms(cycles, D))
     p = list(zs)
     for _ in range(passes):
         nxt = [z.copy() for z in zs]

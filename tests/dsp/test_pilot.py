@@ -79,3 +79,15 @@ def test_cancel_pilot_leakage_recovers_the_tones(freqs, amps, D):
     got = cancel_pilot_leakage(zs, list(freqs), D, j0)
     for z, p in zip(got, phis, strict=True):
         assert np.abs(np.angle(z * np.exp(-1j * p))).max() < 1e-6
+
+
+@pytest.mark.parametrize("cycles, D", [((0.275,), 25), ((0.275, 0.32), 25), ((0.25, 0.27), 40)])
+def test_cancel_pilot_leakage_kernel_matches_numpy(cycles, D):
+    from dsp.pilot import cancel_pilot_leakage, cancel_pilot_leakage_numpy
+
+    j0, nj = 123_457, 9000                    # three kernel tasks, the last one partial
+    zs = [RNG.normal(size=nj) + 1j * RNG.normal(size=nj) for _ in cycles]
+    got = cancel_pilot_leakage(zs, list(cycles), D, j0)
+    want = cancel_pilot_leakage_numpy(zs, list(cycles), D, j0)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-9)
