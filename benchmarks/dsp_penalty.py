@@ -50,10 +50,19 @@ rad^2 s, ``D_phi = 2 pi linewidth``) is <= ``PILOT_NOISE_TARGET_SNU``, but never
 simulator's 17 dB default. The price is the skirt, proportional to ``linewidth 10^(P/10)``:
 +10 dB of pilot lowers the pilot-noise term sqrt(10) x and raises the skirt 10 x.
 
+Against the bound (``--seeds``, issue 19): ``penalty = P - O`` (same recording, same
+calibration) against ``bound = skirt + V_A sqrt(q r) / 2``, the skirt measured and the best
+smoothed phase estimate's error of a Wiener phase (``q = 2 pi linewidth / fs`` per sample) seen
+through pilots of per-sample phase variance ``r = (1 + v_el) / sum 10^(P/10)`` (heterodyne;
+homodyne pays phase errors to second order only: bound = skirt). Beside it the tracker alone:
+``tracker = R - O = track + pilot_noise`` (no skirt, no timing: far less spread) and
+``phase_mse``, V_A times the mean square of the pipeline's phase error over the data measured
+directly (no quantum noise in it at all). Mean and standard error over the seeds.
+
 Usage::
 
     python -m benchmarks.dsp_penalty [--symbols 1e6] [--quick] [--methods fir,kalman-rts]
-                                     [--out table.json] [--md table.md]
+                                     [--out table.json] [--md table.md] [--seeds 1,2,3]
 
 The full matrix writes benchmarks/dsp_penalty.md (run times: benchmarks/README.md).
 """
@@ -71,7 +80,7 @@ from typing import Any
 import numpy as np
 
 from dsp.carrier import make_tracker, pilot_leakage_floor
-from dsp.pilot import combined_pilot
+from dsp.pilot import combined_pilot, data_end_sample, fill_lead, fill_tail
 from dsp.pipeline import ReceiverOptions
 from dsp.vocabulary import HETERODYNE, HOMODYNE
 from qkd_hw.receiver import process_recording
@@ -152,7 +161,13 @@ def receiver_phases(signal: np.ndarray, theta: np.ndarray, acq, link) -> dict[st
     e = np.exp(1j * (theta[:nj * D] - ramp[:nj * D]))
     z_true = e.reshape(nj, D).mean(axis=1)
     out = {}
+    s0, end = acq.pilot.span_samples[0], data_end_sample(acq)
     for name, z in (("rx", z_rx), ("filtered_truth", z_true)):
+        # the pipeline's phasors: a still carrier before the pilot (its phasor at the start)
+        # and after the data (PilotStage)
+        if s0 > 0:
+            fill_lead(z, 0, D, s0, acq.lead_phasor if name == "rx" else z[min(nj - 1, -(-s0 // D))])
+        fill_tail(z, 0, D, end, 0j)
         ph = _grid_to_samples(_track(acq.carrier, z), D, n) + ramp
         out[name] = _align(ph, theta[:n])
     return out
@@ -317,8 +332,10 @@ def bound_rows(rows: list[dict[str, Any]], method: str) -> list[dict[str, Any]]:
             default=list)
         groups.setdefault(key, []).append(r)
     out = []
+    d = SimParams()
     for g in groups.values():
-        m = {**g[0], "n_seeds": len(g)}
+        m = {"sample_rate_hz": d.sample_rate_hz, "symbol_rate_hz": d.symbol_rate_hz,
+             "rolloff": d.rolloff, **g[0], "n_seeds": len(g)}
         for c in BOUND_COLS:
             v = np.array([r[f"{method}:{c}"] for r in g])
             m[c] = float(v.mean())

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PILOT_LOSS_FRACTION", "PILOT_MONITOR_BLOCKS", "PILOT_MONITOR_SAMPLES", "PilotStage",
            "block_leakage", "cancel_pilot_leakage", "cancel_pilot_leakage_numpy",
-           "combined_pilot", "fill_lead",
+           "combined_pilot", "data_end_sample", "fill_lead", "fill_tail",
            "monitor_window_blocks", "pilot_decimate"]
 
 
@@ -320,6 +320,27 @@ def fill_lead(z: np.ndarray, j0: int, D: int, start_sample: int, phasor: complex
         z[:n] = phasor
 
 
+def data_end_sample(acq: Acquisition) -> int:
+    """First sample after the last symbol's pulse: ``tau0 + (n - 1) period + half``."""
+    t = acq.tau0 + (acq.link.n_symbols - 1) * acq.period + acq.bank.half
+    return math.ceil(t)
+
+
+def fill_tail(z: np.ndarray, j0: int, D: int, end_sample: int, last: complex) -> complex:
+    """Replace, in place, the phasors of blocks ``j0 ..`` (of D samples) that begin at or
+    after ``end_sample`` (``data_end_sample``) by the phasor of the last block before it:
+    after the data a gated pilot is gone, and the smoother would carry the tail's noise
+    phases back into the last data blocks. ``last``: that phasor if it came in an earlier
+    call. Returns the phasor to pass with the next call."""
+    first = max(0, -(-int(end_sample) // D) - int(j0))
+    if first < z.shape[0]:
+        if first > 0:
+            last = complex(z[first - 1])
+        z[first:] = last
+        return last
+    return complex(z[-1]) if z.shape[0] else last
+
+
 #: pilot lock monitor: windows of about this many samples, at most PILOT_MONITOR_BLOCKS
 #: blocks (in blocks alone, a window at the long blocks of a narrow-band tracker, D ~ 400,
 #: outgrew a 1e6-sample recording and nothing was ever checked) ...
@@ -363,6 +384,7 @@ class PilotStage:
         self._win_index = 0
         self.reference_power: float | None = None   # the first window's (the head's)
         self._lead = (acq.pilot.span_samples[0], acq.lead_phasor)
+        self._tail_end, self._tail_last = data_end_sample(acq), acq.lead_phasor
         self._window = monitor_window_blocks(self.D)
 
     def _monitor(self, z: np.ndarray) -> None:
@@ -422,6 +444,7 @@ class PilotStage:
         if self._lead[0] > 0:
             fill_lead(z, j_av - z.shape[0], D, *self._lead)
         self._monitor(z)
+        self._tail_last = fill_tail(z, j_av - z.shape[0], D, self._tail_end, self._tail_last)
         t1 = time.perf_counter()
         out = self.tracker.push(z)
         self.seconds["pilot"] += t1 - t0

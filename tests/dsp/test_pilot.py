@@ -91,3 +91,24 @@ def test_cancel_pilot_leakage_kernel_matches_numpy(cycles, D):
     want = cancel_pilot_leakage_numpy(zs, list(cycles), D, j0)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=0, atol=1e-9)
+
+
+def test_fill_tail_holds_the_last_data_phasor_across_calls():
+    """Blocks that begin at or after the data's end (a gated pilot is gone there) repeat the
+    last block before it; split into two calls the result is the same."""
+    from dsp.pilot import fill_tail
+
+    D, end = 10, 47                          # blocks 0..4 hold data (block 4 ends at 50)
+    z = np.exp(1j * np.arange(8.0))
+    one = z.copy()
+    fill_tail(one, 0, D, end, 0j)
+    np.testing.assert_array_equal(one[:5], z[:5])
+    np.testing.assert_array_equal(one[5:], z[4])
+    two = z.copy()
+    last = fill_tail(two[:4], 0, D, end, 0j)     # a view: filled in place
+    fill_tail(two[4:], 4, D, end, last)
+    np.testing.assert_array_equal(two, one)
+    a, b = z.copy(), z.copy()
+    last = fill_tail(a[:6], 0, D, end, 0j)
+    fill_tail(b[6:], 6, D, end, last)
+    np.testing.assert_array_equal(np.concatenate([a[:6], b[6:]]), one)
