@@ -7,7 +7,8 @@ adds the Rauch-Tung-Striebel smoother (offline processing), run over fixed block
 decimated grid with a bounded look-ahead, so the result does not depend on how the recording is
 chunked. Its pilot blocks are at least ``pilot_block_guard`` samples long (up to tau): shorter
 blocks let the quantum band into the phase measurements. The observation noise r is measured
-again on the head at the tracker's own block length (``refine_kalman``).
+again on the head at the tracker's own block length (``refine_kalman``), as the noise of block
+MEANS (``block_noise_var``).
 """
 
 from __future__ import annotations
