@@ -50,10 +50,19 @@ rad^2 s, ``D_phi = 2 pi linewidth``) is <= ``PILOT_NOISE_TARGET_SNU``, but never
 simulator's 17 dB default. The price is the skirt, proportional to ``linewidth 10^(P/10)``:
 +10 dB of pilot lowers the pilot-noise term sqrt(10) x and raises the skirt 10 x.
 
+Against the bound (``--seeds``, issue 19): ``penalty = P - O`` (same recording, same
+calibration) against ``bound = skirt + V_A sqrt(q r) / 2``, the skirt measured and the best
+smoothed phase estimate's error of a Wiener phase (``q = 2 pi linewidth / fs`` per sample) seen
+through pilots of per-sample phase variance ``r = (1 + v_el) / sum 10^(P/10)`` (heterodyne;
+homodyne pays phase errors to second order only: bound = skirt). Beside it the tracker alone:
+``tracker = R - O = track + pilot_noise`` (no skirt, no timing: far less spread) and
+``phase_mse``, V_A times the mean square of the pipeline's phase error over the data measured
+directly (no quantum noise in it at all). Mean and standard error over the seeds.
+
 Usage::
 
     python -m benchmarks.dsp_penalty [--symbols 1e6] [--quick] [--methods fir,kalman-rts]
-                                     [--out table.json] [--md table.md]
+                                     [--out table.json] [--md table.md] [--seeds 1,2,3]
 
 The full matrix writes benchmarks/dsp_penalty.md (run times: benchmarks/README.md).
 """
@@ -71,7 +80,7 @@ from typing import Any
 import numpy as np
 
 from dsp.carrier import make_tracker, pilot_leakage_floor
-from dsp.pilot import combined_pilot
+from dsp.pilot import combined_pilot, data_end_sample, fill_lead, fill_tail
 from dsp.pipeline import ReceiverOptions
 from dsp.vocabulary import HETERODYNE, HOMODYNE
 from qkd_hw.receiver import process_recording
@@ -152,7 +161,13 @@ def receiver_phases(signal: np.ndarray, theta: np.ndarray, acq, link) -> dict[st
     e = np.exp(1j * (theta[:nj * D] - ramp[:nj * D]))
     z_true = e.reshape(nj, D).mean(axis=1)
     out = {}
+    s0, end = acq.pilot.span_samples[0], data_end_sample(acq)
     for name, z in (("rx", z_rx), ("filtered_truth", z_true)):
+        # the pipeline's phasors: a still carrier before the pilot (its phasor at the start)
+        # and after the data (PilotStage)
+        if s0 > 0:
+            fill_lead(z, 0, D, s0, acq.lead_phasor if name == "rx" else z[min(nj - 1, -(-s0 // D))])
+        fill_tail(z, 0, D, end, 0j)
         ph = _grid_to_samples(_track(acq.carrier, z), D, n) + ramp
         out[name] = _align(ph, theta[:n])
     return out
@@ -219,6 +234,13 @@ def run_case(params: dict[str, Any], *, n_symbols: int, seed: int, workdir: Path
             out[f"{m}:pilot_noise"] = 1e3 * (xi_r - xi_t)
             out[f"{m}:impl"] = 1e3 * (xi_p - xi_r - (xi_f - xi_t))
             out[f"{m}:dsp"] = 1e3 * (xi_p - xi_f)
+            # the tracker's phase error measured directly (no quantum noise in it): V_A x its
+            # mean square over the data, the small-angle excess noise of a heterodyne receiver
+            k0 = int(p.delay_samples)
+            k1 = min(sig.shape[0], int(k0 + n_symbols * p.sample_rate_hz / p.symbol_rate_hz))
+            err = ph["rx"][k0:k1] - theta[k0:k1]
+            out[f"{m}:phase_mse"] = 1e3 * p.modulation_variance_snu * float(
+                np.mean((err - err.mean()) ** 2))
     sk_th = pilot_leakage_floor(
         pilot_amplitudes=p.pilot_amplitudes_codes,
         pilot_frequencies_hz=[f + p.frequency_offset_hz for f in p.pilot_frequencies_hz],
@@ -231,6 +253,13 @@ def run_case(params: dict[str, Any], *, n_symbols: int, seed: int, workdir: Path
         p.sample_rate_hz * sum(10 ** (d / 10) for d in p.pilot_powers_dbsn))
     out["pn_th"] = 1e3 * p.modulation_variance_snu * math.sqrt(
         2 * math.pi * p.linewidth_hz * c_n) / 4
+    # the pilot-noise bound of the best (smoothed) phase estimate, V_A sqrt(q r) / 2 with
+    # q r = 2 pi linewidth c_n (issue 19); homodyne pays phase errors only to second order
+    out["bound_pn"] = 2 * out["pn_th"] if p.detection == HETERODYNE else 0.0
+    for m in methods:
+        if f"{m}:skirt" in out:
+            out[f"{m}:bound"] = out[f"{m}:skirt"] + out["bound_pn"]
+            out[f"{m}:distance"] = out[f"{m}:penalty"] - out[f"{m}:bound"]
     path.unlink()
     return out
 
@@ -268,6 +297,75 @@ def matrix(quick: bool = False) -> list[dict[str, Any]]:
                           "pilot_powers_dbsn": (pilot_power_dbsn(lw, fs, n_pilots=len(pil)),),
                           "frequency_offset_hz": off, "linewidth_hz": lw, "delay_samples": d})
     return cases
+
+
+#: framed recordings (issue 19): noise lead, a Zadoff-Chu preamble without pilot, two pilots
+#: 4:1 (17 and 11 dB) from the data on, gated off after it (tests/qkd_hw/test_receiver_framed)
+FRAME = dict(frequency_offset_hz=3e6, pilot_frequencies_hz=(250e6, 270e6),
+             pilot_powers_dbsn=(17.0, 11.0), lead_samples=12000, preamble_kind="zadoff-chu",
+             preamble_samples=4000, preamble_power_dbsn=31.0, pilot_gate="data",
+             delay_samples=16400.3, shot_noise_samples=400_000,
+             electronic_noise_samples=400_000)
+
+
+def framed_cases() -> list[dict[str, Any]]:
+    """The framed rows: ``FRAME`` at linewidths 0, 100 Hz, 1 kHz."""
+    return [{**FRAME, "linewidth_hz": lw} for lw in (0.0, 100.0, 1e3)]
+
+
+BOUND_COLS = ("penalty", "bound", "distance", "tracker", "tracker_distance", "phase_mse",
+              "phase_distance")
+
+
+def bound_rows(rows: list[dict[str, Any]], method: str) -> list[dict[str, Any]]:
+    """Rows of several seeds of the same case merged: mean and standard error (sd / sqrt(n))
+    of each ``BOUND_COLS`` column, and ``bound_pn`` (the pilot-noise bound alone)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        # the tracker alone: R - O = track + pilot_noise (the oracle with the pipeline's phase,
+        # true pilots subtracted: no skirt, no timing), and its phase error measured directly
+        r = {**r, f"{method}:tracker": r[f"{method}:track"] + r[f"{method}:pilot_noise"]}
+        r[f"{method}:tracker_distance"] = r[f"{method}:tracker"] - r["bound_pn"]
+        r[f"{method}:phase_distance"] = r[f"{method}:phase_mse"] - r["bound_pn"]
+        key = json.dumps({k: r[k] for k in sorted(r) if ":" not in k and k not in (
+            "seed", "xi_oracle", "T_oracle", "seconds_sim", "n_oracle", "skirt_th")},
+            default=list)
+        groups.setdefault(key, []).append(r)
+    out = []
+    d = SimParams()
+    for g in groups.values():
+        m = {"sample_rate_hz": d.sample_rate_hz, "symbol_rate_hz": d.symbol_rate_hz,
+             "rolloff": d.rolloff, **g[0], "n_seeds": len(g)}
+        for c in BOUND_COLS:
+            v = np.array([r[f"{method}:{c}"] for r in g])
+            m[c] = float(v.mean())
+            m[c + "_se"] = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
+        out.append(m)
+    return out
+
+
+def bound_markdown(rows: list[dict[str, Any]], method: str) -> str:
+    """The table against the bound (skirt + V_A sqrt(q r) / 2): mean over seeds +- SE."""
+    lines = [f"\n### `{method}` against the bound (mSNU, mean over seeds; se = standard "
+             "error)\n",
+             "| det | fs GSa/s | Rs MBd | pilots | pilot dB | lw kHz | framed | seeds | "
+             "penalty P-O | bound skirt+V_A sqrt(qr)/2 | of it V_A sqrt(qr)/2 | **distance** "
+             "| se | tracker R-O | its distance | se | V_A phase MSE | its distance | se |",
+             "|" + "---|" * 19]
+    for r in rows:
+        lines.append(
+            f"| {r['detection'][:3]} | {r['sample_rate_hz'] / 1e9:g} | "
+            f"{r['symbol_rate_hz'] / 1e6:g} | {len(r['pilot_frequencies_hz'])} | "
+            + "/".join(f"{d:g}" for d in r["pilot_powers_dbsn"]) + f" | "
+            f"{r['linewidth_hz'] / 1e3:g} | {'yes' if r.get('lead_samples') else ''} | "
+            f"{r['n_seeds']} | {r['penalty']:.2f} | {r['bound']:.2f} | {r['bound_pn']:.2f} | "
+            f"**{r['distance']:+.2f}** | {r['distance_se']:.2f} | {r['tracker']:.2f} | "
+            f"{r['tracker_distance']:+.2f} | {r['tracker_distance_se']:.2f} | "
+            f"{r['phase_mse']:.2f} | {r['phase_distance']:+.2f} | {r['phase_distance_se']:.2f} |")
+    for c in ("distance", "tracker_distance", "phase_distance"):
+        d = [abs(r[c]) for r in rows]
+        lines.append(f"\nlargest |{c}| {max(d):.2f} mSNU over {len(d)} rows")
+    return "\n".join(lines)
 
 
 COLS = ("skirt", "skirt_th", "track", "floor", "pilot_noise", "pn_th", "impl", "dsp")
@@ -331,11 +429,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--methods", default="fir,kalman-rts")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seeds", help="comma-separated seeds: the table against the bound "
+                    "(one method, rows + framed rows, mean and standard error over the seeds)")
     ap.add_argument("--out", type=Path, help="JSON rows")
     ap.add_argument("--md", type=Path, help="write the markdown table there (default: "
                     "benchmarks/dsp_penalty.md for the full matrix, nowhere with --quick)")
     args = ap.parse_args(argv)
     methods = tuple(args.methods.split(","))
+    if args.seeds:
+        return main_bound(args, methods[-1])
     rows = []
     with tempfile.TemporaryDirectory(prefix="dsp-penalty-") as tmp:
         for params in matrix(args.quick):
@@ -360,6 +462,32 @@ def main(argv: list[str] | None = None) -> int:
     md = args.md or (None if args.quick else Path(__file__).with_name("dsp_penalty.md"))
     if md:
         md.write_text(table + "\n")
+    return 0
+
+
+def main_bound(args: argparse.Namespace, method: str) -> int:
+    """``--seeds``: every case (matrix + framed) at every seed, then the bound table."""
+    seeds = [int(v) for v in args.seeds.split(",")]
+    cases = matrix(args.quick) + framed_cases()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="dsp-penalty-") as tmp:
+        for params in cases:
+            for seed in seeds:
+                row = run_case(params, n_symbols=int(args.symbols), seed=seed,
+                               workdir=Path(tmp), methods=(method,))
+                rows.append(row)
+                print(f"lw={row['linewidth_hz']:g} fs={row['sample_rate_hz']:g} "
+                      f"P={row['pilot_powers_dbsn']} seed={seed}: penalty "
+                      f"{row[method + ':penalty']:.3f} bound {row[method + ':bound']:.3f} "
+                      f"distance {row[method + ':distance']:+.3f} phase_mse "
+                      f"{row[method + ':phase_mse']:.3f} bound_pn {row['bound_pn']:.3f}",
+                      flush=True)
+                if args.out:
+                    args.out.write_text(json.dumps(rows, indent=1, default=list))
+    table = bound_markdown(bound_rows(rows, method), method)
+    print(table)
+    if args.md:
+        args.md.write_text(table + "\n")
     return 0
 
 

@@ -9,7 +9,8 @@ chunked with state carried across chunks), with no numba:
    matrix-vector product), least-squares phase slope (fine offset), structure-function fit
    (pilot phase noise, linewidth), maximum-ratio pilot combining;
 2. pilot filter design (``dsp.carrier.design_pilot_filter``: formulas, reused), pilot
-   down-conversion + block averaging over D samples, then the carrier tracker on the block
+   down-conversion + block averaging over D samples, the leaked tones (other pilots, every
+   pilot's image) removed, then the carrier tracker on the block
    phasors: boxcar (cumulative sums, angle, unwrap) or, the pipeline's default, Kalman filter +
    RTS smoother (observation noise measured at D on the head; variance recursion step by step
    until the gain is constant, then both passes as first-order IIR filters, ``lfilter``):
@@ -405,10 +406,41 @@ def acquire_pilot(x: np.ndarray, link: Link, search_hz: float, snr_min_db: float
             "weights": weights}
 
 
+def cancel_leakage(zs: list, nus: list, D: int, j0: int) -> list:
+    """Each pilot's block phasors without the other pilots and every pilot's image (the
+    boxcar's response times the tone's phase at each block start; fixed-point passes)."""
+    nj = zs[0].shape[0]
+    b = (j0 + np.arange(nj, dtype=np.float64)) * D
+    terms = []
+    for k, nk in enumerate(nus):
+        for j, nu in enumerate(nus):
+            for conj, rel in ((False, nu - nk), (True, -(nu + nk))):
+                if j == k and not conj:
+                    continue
+                rel -= np.floor(rel + 0.5)
+                h = np.mean(np.exp(2j * np.pi * rel * np.arange(D)))
+                if abs(h) >= 1e-4:
+                    terms.append((k, j, conj, h * np.exp(2j * np.pi * ((rel * b) % 1.0))))
+    if not terms or nj == 0:
+        return zs
+    big = max(abs(g[0]) for *_, g in terms)
+    passes = 1 if big < 0.05 else min(40, int(np.ceil(np.log(1e-6) / np.log(big))))
+    p = list(zs)
+    for _ in range(passes):
+        nxt = [z.copy() for z in zs]
+        for k, j, conj, g in terms:
+            nxt[k] -= (np.conj(p[j]) if conj else p[j]) * g
+        p = nxt
+    return p
+
+
 def combined_pilot(x, link: Link, pil: dict, D: int, n0: int, j0: int, nj: int) -> np.ndarray:
     z = np.zeros(max(nj, 0), np.complex128)
-    for fp, w in zip(link.pilots, pil["weights"], strict=True):
-        z += w * pilot_decimate(x, link.fs, fp + pil["offset"], D, n0, j0, nj)
+    freqs = [fp + pil["offset"] for fp in link.pilots]
+    zs = [pilot_decimate(x, link.fs, f, D, n0, j0, nj) for f in freqs]
+    zs = cancel_leakage(zs, [f / link.fs for f in freqs], D, j0) if nj > 0 else zs
+    for zp, w in zip(zs, pil["weights"], strict=True):
+        z += w * zp
     return z
 
 
