@@ -39,7 +39,10 @@ __all__ = ["PILOT_LOSS_FRACTION", "PILOT_MONITOR_BLOCKS", "PILOT_MONITOR_SAMPLES
 _PILOT_TASK = 1024   # blocks per task: the oscillator phases run as one vector loop over it
 
 
+# LLVM flags of the float ops in _block_sums. numba's fastmath pass adds the project's flags
+# (reassoc among them) to every float op that has none: each op here carries its own
 _CONTRACT = ("contract",)   # a * b + c may fuse into one FMA, as the compiler does elsewhere
+_ORDERED = ("nsz",)         # no reassoc: the sum is computed in the order written
 
 
 @intrinsic
@@ -54,6 +57,7 @@ def _block_sums(typingctx, x, start, D, tab_re, tab_im):
     <8 x float> accumulator fed by an 8-code load, ``vpmovsxwd`` + ``vcvtdq2ps``. The sums
     carry no ``reassoc`` flag, so the order above is the one computed (under the project's
     fastmath, LLVM reordered the lane tree and the remainder of the numba version).
+    ``tests/dsp/test_pilot.py`` checks the order bit for bit against a numpy twin.
     """
     if not (isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C"
             and isinstance(tab_re, types.Array) and tab_re.dtype == types.float32
@@ -104,7 +108,9 @@ def _block_sums(typingctx, x, start, D, tab_re, tab_im):
             builder.store(fma(builder.load(builder.gep(tb.data, [loop.index])), v,
                               builder.load(i0)), i0)
         lanes[0][0], lanes[1][0] = builder.load(r0), builder.load(i0)
-        add = builder.fadd
+        def add(a, b):
+            return builder.fadd(a, b, flags=_ORDERED)
+
         sums = [add(add(add(v[0], v[1]), add(v[2], v[3])), add(add(v[4], v[5]), add(v[6], v[7])))
                 for v in lanes]
         return context.make_tuple(builder, signature.return_type, sums)
