@@ -59,7 +59,7 @@ def _block_sums(typingctx, x, start, D, tab_re, tab_im):
 
     Written in LLVM IR because numba runs LLVM without its SLP vectoriser
     (``NUMBA_SLP_VECTORIZE=0``): eight scalar partial sums in numba code stayed eight scalar
-    FMAs with a scalar int -> float conversion each (~1.1 ns per sample); here they are one
+    FMAs with a scalar int -> float conversion each; here they are one
     <8 x float> accumulator fed by an 8-code load, ``vpmovsxwd`` + ``vcvtdq2ps``. The sums
     carry no ``reassoc`` flag, so the order above is the one computed whatever LLVM does.
     ``tests/dsp/test_pilot.py`` checks the order bit for bit against a numpy twin.
@@ -113,6 +113,7 @@ def _block_sums(typingctx, x, start, D, tab_re, tab_im):
             builder.store(fma(builder.load(builder.gep(tb.data, [loop.index])), v,
                               builder.load(i0)), i0)
         lanes[0][0], lanes[1][0] = builder.load(r0), builder.load(i0)
+
         def add(a, b):
             return builder.fadd(a, b, flags=_ORDERED)
 

@@ -40,10 +40,10 @@ def test_pilot_decimate_matches_numpy(dtype, D):
 def _lane_order_twin(x, tab_re, tab_im):
     """Block sums in the kernel's documented order (``dsp.pilot._block_sums``): lane k
     accumulates i = k, k + 8, ... by FMA, the last D mod 8 terms go to lane 0, then
-    l0 + (((l1 + l2) + (l3 + l4)) + ((l5 + l6) + l7)). An FMA is one float32 rounding of
-    ``t x + acc``: the product of a float32 and a code is exact in float64 and the float64
-    sum is rounded to float32 (a double rounding differs from the single one only at exact
-    float32 midpoints: never for these fixed inputs)."""
+    l0 + (((l1 + l2) + (l3 + l4)) + ((l5 + l6) + l7)). An FMA (the host's: numba compiles for
+    it) is one float32 rounding of ``t x + acc``: the product of a float32 and a code is
+    exact in float64 and the float64 sum is rounded to float32 (a double rounding differs
+    from the single one only at exact float32 midpoints: never for these fixed inputs)."""
     X = x.astype(np.float64)
     nb, D = X.shape
     out = []
