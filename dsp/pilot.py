@@ -12,7 +12,10 @@ import time
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from dsp._numba_options import NJIT, NJIT_PARALLEL
 from dsp.clipping import RailStats, merged_parts, rail_stats, segment_rails
@@ -36,6 +39,91 @@ __all__ = ["PILOT_LOSS_FRACTION", "PILOT_MONITOR_BLOCKS", "PILOT_MONITOR_SAMPLES
 # pilot: NCO mix + integrate-and-dump over blocks of D samples anchored at absolute index 0
 # --------------------------------------------------------------------------------------------
 _PILOT_TASK = 1024   # blocks per task: the oscillator phases run as one vector loop over it
+#: from this many 8-sample steps per block (D >= 64; D >= 32 for float32 codes) LLVM vectorises
+#: the numba 8-lane loop by itself; below, the lanes are one vector in _block_sums
+_LANE_STEPS_VECTOR = 8
+_LANE_STEPS_VECTOR_F32 = 4
+
+
+# LLVM flags of the float ops in _block_sums. numba's fastmath pass adds the project's flags
+# (reassoc among them) to every float op that has none: each op here carries its own
+_CONTRACT = ("contract",)   # a * b + c may fuse into one FMA, as the compiler does elsewhere
+_ORDERED = ("nsz",)         # no reassoc: the sum is computed in the order written
+
+
+@intrinsic
+def _block_sums(typingctx, x, start, D, tab_re, tab_im):
+    """(sum_i tab_re[i] x[start + i], sum_i tab_im[i] x[start + i]) over i < D, float32, in a
+    fixed order: eight lane sums (lane k: i = k, k + 8, ...; the last D mod 8 terms to lane
+    0), then l0 + (((l1 + l2) + (l3 + l4)) + ((l5 + l6) + l7)), the order LLVM gave the
+    scalar numba loop this replaces at D < 64 (D < 32 for float32 codes), so the phasors are
+    bit-identical to it.
+
+    Written in LLVM IR because numba runs LLVM without its SLP vectoriser
+    (``NUMBA_SLP_VECTORIZE=0``): eight scalar partial sums in numba code stayed eight scalar
+    FMAs with a scalar int -> float conversion each; here they are one
+    <8 x float> accumulator fed by an 8-code load, ``vpmovsxwd`` + ``vcvtdq2ps``. The sums
+    carry no ``reassoc`` flag, so the order above is the one computed whatever LLVM does.
+    ``tests/dsp/test_pilot.py`` checks the order bit for bit against a numpy twin.
+    """
+    if not (isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C"
+            and isinstance(tab_re, types.Array) and tab_re.dtype == types.float32
+            and tab_re.ndim == 1 and tab_re.layout == "C" and tab_im == tab_re
+            and isinstance(start, types.Integer) and isinstance(D, types.Integer)):
+        return None
+    sig = types.UniTuple(types.float32, 2)(x, start, D, tab_re, tab_im)
+
+    def codegen(context, builder, signature, args):
+        xa = context.make_array(signature.args[0])(context, builder, args[0])
+        ta = context.make_array(signature.args[3])(context, builder, args[3])
+        tb = context.make_array(signature.args[4])(context, builder, args[4])
+        n0 = context.cast(builder, args[1], signature.args[1], types.intp)
+        n = context.cast(builder, args[2], signature.args[2], types.intp)
+        f32 = ir.FloatType()
+        vf = ir.VectorType(f32, 8)
+        xel = context.get_value_type(signature.args[0].dtype)
+        x0 = builder.gep(xa.data, [n0])
+        eight = ir.Constant(n.type, 8)
+        full = builder.mul(builder.sdiv(n, eight), eight)
+
+        def fma(a, b, c):
+            return builder.fadd(builder.fmul(a, b, flags=_CONTRACT), c, flags=_CONTRACT)
+
+        def code(v, to):    # int codes -> float32 (exact); float32 codes as they are
+            return builder.sitofp(v, to) if isinstance(xel, ir.IntType) else v
+
+        acc_r = cgutils.alloca_once_value(builder, ir.Constant(vf, [0.0] * 8))
+        acc_i = cgutils.alloca_once_value(builder, ir.Constant(vf, [0.0] * 8))
+        with cgutils.for_range(builder, builder.sdiv(n, eight)) as loop:
+            off = builder.mul(loop.index, eight)
+            px = builder.bitcast(builder.gep(x0, [off]), ir.VectorType(xel, 8).as_pointer())
+            v = code(builder.load(px, align=context.get_abi_alignment(xel)), vf)
+            tr = builder.load(builder.bitcast(builder.gep(ta.data, [off]), vf.as_pointer()),
+                              align=4)
+            ti = builder.load(builder.bitcast(builder.gep(tb.data, [off]), vf.as_pointer()),
+                              align=4)
+            builder.store(fma(tr, v, builder.load(acc_r)), acc_r)
+            builder.store(fma(ti, v, builder.load(acc_i)), acc_i)
+        lanes = [[builder.extract_element(builder.load(a), ir.Constant(ir.IntType(32), k))
+                  for k in range(8)] for a in (acc_r, acc_i)]
+        r0 = cgutils.alloca_once_value(builder, lanes[0][0])
+        i0 = cgutils.alloca_once_value(builder, lanes[1][0])
+        with cgutils.for_range(builder, n, start=full) as loop:
+            v = code(builder.load(builder.gep(x0, [loop.index])), f32)
+            builder.store(fma(builder.load(builder.gep(ta.data, [loop.index])), v,
+                              builder.load(r0)), r0)
+            builder.store(fma(builder.load(builder.gep(tb.data, [loop.index])), v,
+                              builder.load(i0)), i0)
+        lanes[0][0], lanes[1][0] = builder.load(r0), builder.load(i0)
+
+        def add(a, b):
+            return builder.fadd(a, b, flags=_ORDERED)
+
+        sums = [add(v[0], add(add(add(v[1], v[2]), add(v[3], v[4])), add(add(v[5], v[6]), v[7])))
+                for v in lanes]
+        return context.make_tuple(builder, signature.return_type, sums)
+
+    return sig, codegen
 
 
 @njit(**NJIT)
@@ -66,48 +154,54 @@ def _pilot_dump(x, n0, D, j0, nj, cyc_per_sample, tab_re, tab_im, out, rail_ext,
         hi = min(nj, lo + _PILOT_TASK)
         sum_re = np.empty(_PILOT_TASK, np.float32)
         sum_im = np.empty(_PILOT_TASK, np.float32)
-        for j in range(lo, hi):
-            loc = (j0 + j) * D - n0
-            # eight independent float32 partial sums: D is short (~20-60), so the loop
-            # vectoriser leaves it scalar; eight lanes are packed by the SLP vectoriser
-            # (float32 sums of <= a few hundred products: relative error ~1e-7)
-            xs = x[loc:loc + D]
-            r0 = r1 = r2 = r3 = r4 = r5 = r6 = r7 = np.float32(0.0)
-            m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = np.float32(0.0)
-            i = 0
-            while i + 8 <= D:
-                v0 = np.float32(xs[i])
-                v1 = np.float32(xs[i + 1])
-                v2 = np.float32(xs[i + 2])
-                v3 = np.float32(xs[i + 3])
-                v4 = np.float32(xs[i + 4])
-                v5 = np.float32(xs[i + 5])
-                v6 = np.float32(xs[i + 6])
-                v7 = np.float32(xs[i + 7])
-                r0 += tab_re[i] * v0
-                r1 += tab_re[i + 1] * v1
-                r2 += tab_re[i + 2] * v2
-                r3 += tab_re[i + 3] * v3
-                r4 += tab_re[i + 4] * v4
-                r5 += tab_re[i + 5] * v5
-                r6 += tab_re[i + 6] * v6
-                r7 += tab_re[i + 7] * v7
-                m0 += tab_im[i] * v0
-                m1 += tab_im[i + 1] * v1
-                m2 += tab_im[i + 2] * v2
-                m3 += tab_im[i + 3] * v3
-                m4 += tab_im[i + 4] * v4
-                m5 += tab_im[i + 5] * v5
-                m6 += tab_im[i + 6] * v6
-                m7 += tab_im[i + 7] * v7
-                i += 8
-            while i < D:
-                v0 = np.float32(xs[i])
-                r0 += tab_re[i] * v0
-                m0 += tab_im[i] * v0
-                i += 1
-            sum_re[j - lo] = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-            sum_im[j - lo] = ((m0 + m1) + (m2 + m3)) + ((m4 + m5) + (m6 + m7))
+        vec_steps = _LANE_STEPS_VECTOR_F32 if x.itemsize == 4 else _LANE_STEPS_VECTOR
+        if vec_steps > D // 8:   # few 8-sample steps: the loop below would stay scalar
+            for j in range(lo, hi):
+                sum_re[j - lo], sum_im[j - lo] = _block_sums(x, (j0 + j) * D - n0, D, tab_re,
+                                                             tab_im)
+        else:
+            for j in range(lo, hi):
+                loc = (j0 + j) * D - n0
+                # eight float32 partial sums (relative error ~1e-7); here LLVM's loop
+                # vectoriser runs the 8-step loop several steps at a time (its own summation
+                # order, kept: the phasors stay what they were)
+                xs = x[loc:loc + D]
+                r0 = r1 = r2 = r3 = r4 = r5 = r6 = r7 = np.float32(0.0)
+                m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = np.float32(0.0)
+                i = 0
+                while i + 8 <= D:
+                    v0 = np.float32(xs[i])
+                    v1 = np.float32(xs[i + 1])
+                    v2 = np.float32(xs[i + 2])
+                    v3 = np.float32(xs[i + 3])
+                    v4 = np.float32(xs[i + 4])
+                    v5 = np.float32(xs[i + 5])
+                    v6 = np.float32(xs[i + 6])
+                    v7 = np.float32(xs[i + 7])
+                    r0 += tab_re[i] * v0
+                    r1 += tab_re[i + 1] * v1
+                    r2 += tab_re[i + 2] * v2
+                    r3 += tab_re[i + 3] * v3
+                    r4 += tab_re[i + 4] * v4
+                    r5 += tab_re[i + 5] * v5
+                    r6 += tab_re[i + 6] * v6
+                    r7 += tab_re[i + 7] * v7
+                    m0 += tab_im[i] * v0
+                    m1 += tab_im[i + 1] * v1
+                    m2 += tab_im[i + 2] * v2
+                    m3 += tab_im[i + 3] * v3
+                    m4 += tab_im[i + 4] * v4
+                    m5 += tab_im[i + 5] * v5
+                    m6 += tab_im[i + 6] * v6
+                    m7 += tab_im[i + 7] * v7
+                    i += 8
+                while i < D:
+                    v0 = np.float32(xs[i])
+                    r0 += tab_re[i] * v0
+                    m0 += tab_im[i] * v0
+                    i += 1
+                sum_re[j - lo] = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+                sum_im[j - lo] = ((m0 + m1) + (m2 + m3)) + ((m4 + m5) + (m6 + m7))
         _pilot_rotate(sum_re, sum_im, hi - lo, (j0 + lo) * D, D, cyc_per_sample, out[lo:hi])
         if rail_ext.shape[0]:
             first = (j0 + lo) * D - n0

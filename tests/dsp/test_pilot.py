@@ -37,6 +37,49 @@ def test_pilot_decimate_matches_numpy(dtype, D):
     np.testing.assert_allclose(got, want, rtol=0, atol=tol)
 
 
+def _lane_order_twin(x, tab_re, tab_im):
+    """Block sums in the kernel's documented order (``dsp.pilot._block_sums``): lane k
+    accumulates i = k, k + 8, ... by FMA, the last D mod 8 terms go to lane 0, then
+    l0 + (((l1 + l2) + (l3 + l4)) + ((l5 + l6) + l7)). An FMA (the host's: numba compiles for
+    it) is one float32 rounding of ``t x + acc``: the product of a float32 and a code is
+    exact in float64 and the float64 sum is rounded to float32 (a double rounding differs
+    from the single one only at exact float32 midpoints: never for these fixed inputs)."""
+    X = x.astype(np.float64)
+    nb, D = X.shape
+    out = []
+    for t in (tab_re, tab_im):
+        t = t.astype(np.float64)
+        lanes = np.zeros((nb, 8), np.float32)
+        for m in range(D // 8):
+            lanes = (lanes + X[:, 8 * m:8 * m + 8] * t[8 * m:8 * m + 8]).astype(np.float32)
+        for i in range(D // 8 * 8, D):
+            lanes[:, 0] = (lanes[:, 0] + X[:, i] * t[i]).astype(np.float32)
+        l32 = [lanes[:, k] for k in range(8)]
+        out.append(l32[0] + (((l32[1] + l32[2]) + (l32[3] + l32[4]))
+                             + ((l32[5] + l32[6]) + l32[7])))
+    return out
+
+
+@pytest.mark.parametrize(("dtype", "D"), [(np.int16, 7), (np.int16, 25), (np.int16, 63),
+                                          (np.int8, 25), (np.float32, 25), (np.float32, 31)])
+def test_pilot_block_sums_follow_the_documented_order(dtype, D):
+    """Bit for bit, at D < 64 (D < 32 for float32 codes: the vector lanes of
+    ``_block_sums``): the kernel's float32 sums are the documented order, whatever the
+    compiler may reorder under fastmath. The oscillator phase is 0 (cyc_per_sample = 0), so
+    the output is the sums themselves."""
+    from dsp.pilot import _pilot_dump
+    nb = 1500                        # two kernel tasks
+    x = _adc(nb * D, dtype)
+    tab = np.exp(-2j * np.pi * 0.1234567 * np.arange(D)) / D
+    tab_re, tab_im = tab.real.astype(np.float32), tab.imag.astype(np.float32)
+    out = np.empty(nb, np.complex128)
+    _pilot_dump(x, 0, D, 0, nb, 0.0, tab_re, tab_im, out, np.empty((0, 2)),
+                np.empty((0, 5), np.int64))
+    want_re, want_im = _lane_order_twin(x.reshape(nb, D), tab_re, tab_im)
+    np.testing.assert_array_equal(out.real, want_re.astype(np.float64))
+    np.testing.assert_array_equal(out.imag, want_im.astype(np.float64))
+
+
 def test_pilot_decimate_rejects_out_of_range():
     with pytest.raises(ValueError, match="outside samples"):
         pilot_decimate(np.zeros(100, np.int16), 1e9, frequency_hz=1e8, decimation=10,
