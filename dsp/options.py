@@ -14,8 +14,8 @@ __all__ = ["DEFAULT_SPANS", "LinkParameters", "ReceiverOptions"]
 #: default matched-filter span (symbol periods) of the least-squares taps, from the roll-off
 #: up: (roll-off, span) breakpoints, a roll-off takes the span of the breakpoint at or below
 #: it. Each is the shortest span whose taps leave V_A ISI < 0.01 mSNU (V_A 5), a mismatch loss
-#: < 3.5e-4 and a stop band < -80 dB from 0.15 Rs beyond the band edge (benchmarks/mf_span.py;
-#: the Kaiser-tapered RRC it replaced needed 2x the span for 0.02-0.36 mSNU of ISI).
+#: < 5e-4 and a stop band < -80 dB from 0.15 Rs beyond the band edge (benchmarks/mf_span.py;
+#: the Kaiser-tapered RRC it replaced needed ~2x the span for 0.02-0.12 mSNU of ISI).
 DEFAULT_SPANS = ((0.1, 28), (0.2, 16), (0.35, 14), (0.5, 12))
 
 
