@@ -19,7 +19,7 @@ _LS_VA, _LS_STOP, _LS_NOISE = 5.0, 1e4, 1e-2
 #: timing offsets per sample designed (the other polyphase rows are interpolated); the
 #: design's temporaries: two ``(nodes/2 + 2) x taps x (taps / sps + 33)`` float64 arrays and
 #: a few taps x taps matrices (qkd_hw/sizes.py)
-LS_DESIGN_NODES = 32
+LS_DESIGN_NODES = 16
 #: longest least-squares filter (taps): its design costs taps^3 (~2 s and 0.1 GB at 2048);
 #: a longer one (beyond ~128 samples per symbol at the default spans) is the Kaiser-tapered
 #: RRC of beta LS_FALLBACK_TAPER instead, with that filter's ISI (benchmarks/dsp_penalty.md)
@@ -121,8 +121,9 @@ def ls_matched_taps(samples_per_symbol: float, rolloff: float, half: int,
     sps, b = float(samples_per_symbol), float(rolloff)
     d = np.arange(-half + 1, half + 1, dtype=np.float64)
     # designed on a grid of LS_DESIGN_NODES offsets (and one beyond each end), cubic in mu
-    # between them: at fixed d the taps sample one smooth pulse g(mu - d), so 32 nodes leave
-    # ~1e-7 of interpolation error and cost 1/8 of designing all 256 rows
+    # between them: at fixed d the taps sample one smooth pulse g(mu - d), so 16 nodes leave
+    # < 1e-10 of interpolation error at 4.4-10 samples per symbol and cost 1/16 of designing
+    # all 256 rows
     m = min(LS_DESIGN_NODES, n_phases)
     half_nodes = np.arange(-1, m // 2 + 1)            # nodes m - i are nodes i mirrored
     nodes = _ls_design(sps, b, d, half_nodes / m)
