@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy.linalg import solve_toeplitz
+from scipy.linalg import solve_toeplitz, toeplitz
 
 __all__ = ["STOP_GUARD_SYMBOL_RATES", "MatchedFilterBank", "ls_matched_taps",
            "rrc_frequency_response", "rrc_pulse"]
@@ -21,10 +21,11 @@ _LS_VA, _LS_STOP, _LS_NOISE = 5.0, 1e4, 1e-2
 #: design's temporaries: two ``(nodes/2 + 2) x taps x (taps / sps + 33)`` float64 arrays and
 #: a few taps x taps matrices (qkd_hw/sizes.py)
 LS_DESIGN_NODES = 16
-#: longest least-squares filter (taps): its design costs taps^3 (~2 s and 0.1 GB at 2048);
+#: longest least-squares filter (taps): its design costs taps^3 (~3 s and 0.2 GB at 2048);
 #: a longer one (beyond ~128 samples per symbol at the default spans) is the Kaiser-tapered
 #: RRC of beta LS_FALLBACK_TAPER instead, with that filter's ISI (benchmarks/dsp_penalty.md)
 LS_MAX_TAPS, LS_FALLBACK_TAPER = 2048, 5.0
+_LS_LEVINSON_TAPS = 400
 
 
 def rrc_pulse(t: np.ndarray, rolloff: float) -> np.ndarray:
@@ -87,9 +88,13 @@ def _ls_design(sps: float, b: float, d: np.ndarray, mu: np.ndarray) -> np.ndarra
     col[1:] = _LS_STOP * (np.sin(np.pi * k) - np.sin(2 * np.pi * f1 * k)) / (np.pi * k)
     tau = mu[:, None] - d[None, :]                          # t_k - n, samples
     u = rrc_pulse(j[None, None, :] - tau[:, :, None] / sps, b) / np.sqrt(sps)
-    # B^-1 by Levinson recursion (a LAPACK inverse ran 0.2 s instead of 20 ms with two BLAS
-    # threads on a loaded machine), then B^-1 U of all offsets in one product
-    binv = solve_toeplitz(col, np.eye(d.size), check_finite=False)
+    # B^-1 by Levinson recursion for short filters (a LAPACK inverse of 160 taps ran 0.2 s
+    # instead of 20 ms with two BLAS threads on a loaded machine; Levinson's n columns cost
+    # n^3 in a Python loop, 13 s at 1600 taps), then B^-1 U of all offsets in one product
+    if d.size <= _LS_LEVINSON_TAPS:
+        binv = solve_toeplitz(col, np.eye(d.size), check_finite=False)
+    else:
+        binv = np.linalg.inv(toeplitz(col))
     nb = mu.size
     v = (binv @ u.transpose(1, 0, 2).reshape(d.size, -1)).reshape(d.size, nb, j.size)
     utv = np.einsum("bnj,nbk->bjk", u, v)

@@ -40,7 +40,7 @@ BASE_BYTES = 400 << 20
 BANK_BYTES_PER_ENTRY = 100
 #: the least-squares taps (``dsp.rrc.ls_matched_taps``, default) and their bank: bytes per
 #: table entry, per tap^2, per designed offset x tap x pulse, and fixed (fitted to tracemalloc
-#: peaks: 1.01-1.31x of them at 6.7-100 samples per symbol, spans 12-32)
+#: peaks: 1.01-1.65x of them at 6.7-100 samples per symbol, spans 12-32)
 LS_BYTES_PER_ENTRY, LS_BYTES_PER_TAP2, LS_BYTES_PER_PULSE_TAP, LS_BYTES_FIXED = 100, 13, 10, 1e6
 #: acquisition working memory per head sample (measured 5-80 B incl. numba allocations)
 HEAD_BYTES_PER_SAMPLE = 40
