@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from dsp.trackers import PHASE_METHODS
 from dsp.vocabulary import DEFAULT_PILOT_SEARCH_HZ, DETECTIONS
 
-__all__ = ["LinkParameters", "ReceiverOptions"]
+__all__ = ["DEFAULT_SPANS", "LinkParameters", "ReceiverOptions"]
+
+#: default matched-filter span (symbol periods) of the least-squares taps, from the roll-off
+#: up: (roll-off, span) breakpoints, a roll-off takes the span of the breakpoint at or below
+#: it. Each is the shortest span whose taps leave V_A ISI < 0.01 mSNU (V_A 5), a mismatch loss
+#: < 5e-4 and a stop band < -80 dB from 0.15 Rs beyond the band edge (benchmarks/mf_span.py;
+#: the Kaiser-tapered RRC it replaced needed ~2x the span for 0.02-0.12 mSNU of ISI).
+DEFAULT_SPANS = ((0.1, 28), (0.2, 16), (0.35, 14), (0.5, 12))
 
 
 @dataclass(frozen=True)
@@ -52,9 +59,10 @@ class ReceiverOptions:
         pure noise the largest of N lags is ~ln N (~14 for 1e6 lags), so 30 leaves a margin.
     sync_symbols : Alice symbols used for the synchronisation (head).
     sync_max_delay_samples : largest start of the first symbol searched (samples).
-    span_symbols, n_phases, taper : matched-filter truncation (symbol periods; None = auto from
-        the roll-off, see ``span``), polyphase resolution (phases per sample) and Kaiser taper
-        beta (0 = plain truncation).
+    span_symbols, n_phases, taper : matched-filter length (symbol periods; None = auto from
+        the roll-off, see ``span``), polyphase resolution (phases per sample) and taps: None =
+        the least-squares design (``dsp.rrc.ls_matched_taps``), a number = the truncated RRC
+        under a Kaiser window of that beta (0 = plain truncation).
     phase_method : one of PHASE_METHODS (the registered trackers, ``dsp.trackers``); default
         "kalman-rts" (Kalman filter + RTS smoother, the lowest penalty in
         benchmarks/dsp_penalty.md).
@@ -74,7 +82,7 @@ class ReceiverOptions:
     sync_max_delay_samples: int = 1 << 20
     span_symbols: int | None = None
     n_phases: int = 256
-    taper: float = 5.0
+    taper: float | None = None
     phase_method: str = "kalman-rts"
     pilot_bandwidth_hz: float | None = None
     linewidth_floor_hz: float = 1.0
@@ -96,18 +104,19 @@ class ReceiverOptions:
         if self.span_symbols is not None and int(self.span_symbols) < 2:
             raise ValueError(f"span_symbols must be >= 2 or None (auto), got "
                              f"{self.span_symbols!r}")
-        if not self.taper >= 0:
+        if self.taper is not None and not self.taper >= 0:
             raise ValueError(f"taper must be >= 0, got {self.taper!r}")
 
     def span(self, rolloff: float) -> int:
-        """Matched-filter span (symbol periods): ``span_symbols`` or, by default,
-        ``6.4 / rolloff`` rounded up to even and clipped to [24, 96]. With the Kaiser taper
-        (beta 5) this keeps the truncation ISI below ~0.15 mSNU x V_A/5 and the stop band
-        (pilot leakage) below -68 dB for roll-offs 0.1-0.5."""
+        """Matched-filter span (symbol periods): ``span_symbols`` or, by default, the span of
+        the ``DEFAULT_SPANS`` breakpoint at or below the roll-off (below the first one,
+        ``2.8 / rolloff`` rounded up to even, at most 96)."""
         if self.span_symbols is not None:
             return int(self.span_symbols)
-        s = math.ceil(min(6.4 / rolloff, 96))   # min first: no overflow for tiny roll-offs
-        return int(min(max(s + (s % 2), 24), 96))
+        if rolloff < DEFAULT_SPANS[0][0]:
+            s = math.ceil(min(2.8 / rolloff, 96))   # min first: no overflow for tiny roll-offs
+            return int(min(s + (s % 2), 96))
+        return next(span for b, span in reversed(DEFAULT_SPANS) if rolloff >= b)
 
     def head_samples(self, link: LinkParameters) -> int:
         """Samples of the signal capture the acquisition needs."""

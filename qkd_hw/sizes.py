@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dsp.rrc import LS_DESIGN_NODES, LS_MAX_TAPS
 from qkd_hw._h5check import attr_where, fail
 from qkd_hw.errors import ResourceError
 
@@ -37,6 +38,10 @@ BASE_BYTES = 400 << 20
 #: peak bytes per entry of the matched-filter bank while it is built (measured 100.0:
 #: float64 tau and pulse, complex128 taps and first-order taps, their float32 copies)
 BANK_BYTES_PER_ENTRY = 100
+#: the least-squares taps (``dsp.rrc.ls_matched_taps``, default) and their bank: bytes per
+#: table entry, per tap^2, per designed offset x tap x pulse, and fixed (fitted to tracemalloc
+#: peaks: 1.01-1.65x of them at 6.7-100 samples per symbol, spans 12-32)
+LS_BYTES_PER_ENTRY, LS_BYTES_PER_TAP2, LS_BYTES_PER_PULSE_TAP, LS_BYTES_FIXED = 100, 13, 10, 1e6
 #: acquisition working memory per head sample (measured 5-80 B incl. numba allocations)
 HEAD_BYTES_PER_SAMPLE = 40
 #: streaming working memory per chunk sample (measured ~36 B at 4M-sample chunks)
@@ -93,6 +98,11 @@ def receiver_memory_bytes(*, samples_per_symbol: float, rolloff: float, n_symbol
     span = opt.span(rolloff)
     taps = span * sps + 2.0   # 2 ceil(span sps / 2), in float: no overflow for absurd rates
     bank = float(BANK_BYTES_PER_ENTRY * int(opt.n_phases)) * taps
+    if opt.taper is None and taps <= LS_MAX_TAPS + 2:
+        nodes = min(LS_DESIGN_NODES, int(opt.n_phases)) // 2 + 2
+        design = (LS_BYTES_PER_ENTRY * int(opt.n_phases) * taps + LS_BYTES_PER_TAP2 * taps * taps
+                  + LS_BYTES_PER_PULSE_TAP * nodes * taps * (taps / sps + 35) + LS_BYTES_FIXED)
+        bank = max(bank, design)
     k = min(int(opt.sync_symbols), int(n_symbols))
     head_n = min(float(signal_length), opt.sync_max_delay_samples + (k + span + 4) * sps)
     room = 2 * taps + 8 * (sps + 1)   # matched-filter window kept between chunks

@@ -140,9 +140,10 @@ def test_options_validated():
         ReceiverOptions(phase_method="magic")
     with pytest.raises(ValueError, match="span_symbols"):
         ReceiverOptions(span_symbols=1)
-    assert ReceiverOptions().span(0.2) == 32
-    assert ReceiverOptions().span(0.1) == 64
-    assert ReceiverOptions().span(0.5) == 24
+    assert ReceiverOptions().span(0.2) == 16
+    assert ReceiverOptions().span(0.1) == 28
+    assert ReceiverOptions().span(0.5) == 12
+    assert ReceiverOptions().span(0.05) == 56
 
 
 def test_disclosed_mask_is_chunking_independent():

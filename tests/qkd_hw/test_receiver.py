@@ -273,22 +273,23 @@ def test_noiseless_electronic_capture_gives_zero_v_el(tmp_path):
     assert math.isfinite(r.estimates.excess_noise_snu)
 
 
-@pytest.mark.parametrize("delay", [157.0, 20.0])
+@pytest.mark.parametrize("delay", [77.0, 20.0])
 def test_first_symbol_before_the_matched_filter_fits_is_a_lock_error(simulated, delay):
-    # the first symbol's matched filter needs half a filter length (160 samples here) before
-    # it: the receiver must say so, not clamp the delay to the edge (xi 1.4 SNU) or crash
+    # the first symbol's matched filter needs half a filter length (80 samples here: span 16
+    # at 10 samples per symbol) before it: the receiver must say so, not clamp the delay to
+    # the edge (xi 1.4 SNU) or crash
     from qkd_hw.sim.params import SimParams
 
     trace = simulated(SimParams(delay_samples=delay, frequency_offset_hz=2e6),
                       seed=3, n_symbols=20_000, truth_phase=False)
     with pytest.raises(ReceiverLockError, match="half length") as ei:
         process_recording(trace, seed=1)
-    assert ei.value.metrics["matched_filter_half_samples"] == 160
+    assert ei.value.metrics["matched_filter_half_samples"] == 80
     # and one sample later than the limit it locks, at the true delay (one recording for both
     # cases)
-    late = simulated(SimParams(delay_samples=161.3, frequency_offset_hz=2e6),
+    late = simulated(SimParams(delay_samples=81.3, frequency_offset_hz=2e6),
                      seed=3, n_symbols=20_000, truth_phase=False)
-    assert process_recording(late, seed=1).acquisition.tau0 == pytest.approx(161.3, abs=0.1)
+    assert process_recording(late, seed=1).acquisition.tau0 == pytest.approx(81.3, abs=0.1)
 
 
 @pytest.mark.parametrize("level", [0, 7])
