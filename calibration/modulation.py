@@ -53,8 +53,8 @@ class ModulationOptions:
         attenuation after the modulator), dB. Required on a real lab; on a virtual lab the
         CLI takes them from ``[virtual]`` (its truth stands for the chain's calibration).
     target_snu : V_A wanted (default: ``[link] modulation_variance_snu``).
-    tx_power_mw : signal laser set point (the shipped virtual lab needs about 20 mW for
-        V_A = 5 SNU within its AWG's 1 V amplitude limit).
+    tx_power_mw : signal laser set point (the shipped virtual lab plays V_A = 5 SNU at about
+        0.65 V of AWG amplitude at 20 mW; below ~10 mW it would need more than its 1 V).
     probe_amplitude_v : AWG amplitude of the reading that measures F (small: linear).
     max_rel_error : verdict: |V_A / target - 1| at most this.
     """
