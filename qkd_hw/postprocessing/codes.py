@@ -139,19 +139,41 @@ def _sockets(types: tuple[tuple[int, tuple[int, ...]], ...], t: int) -> np.ndarr
     return np.repeat(np.arange(counts.size), counts)
 
 
-def _distinct_shifts(key: np.ndarray, z: int, rng: np.random.Generator) -> np.ndarray:
-    """Random circulant shifts in ``[0, z)``, distinct among base edges with the same key."""
-    shifts = rng.integers(0, z, key.size)
-    for _ in range(1000):
-        combo = key * z + shifts
-        _, first, counts = np.unique(combo, return_index=True, return_counts=True)
-        dup = np.ones(key.size, dtype=bool)
-        dup[first] = False
-        if not dup.any():
-            return shifts
-        shifts[dup] = rng.integers(0, z, int(dup.sum()))
-        del counts
-    raise ValueError(f"cannot find distinct circulant shifts with lifting size {z}")
+def _girth_shifts(base_v: np.ndarray, base_c: np.ndarray, z: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Circulant shifts chosen edge by edge so that the lifted graph has no 2- or 4-cycles.
+
+    A closed walk ``e, e_c, e_b, e_a`` (variable ``v`` -> check ``c`` -> variable ``v'`` ->
+    check ``c'`` -> ``v``) of the base graph lifts to 4-cycles iff
+    ``s_e - s_ec + s_eb - s_ea = 0 (mod z)`` (Fossorier, IEEE Trans. IT 50, 1788 (2004));
+    parallel base edges need distinct shifts. Each edge gets a random shift among those that
+    close no such walk with the edges already placed; when ``z`` is too small for that, one
+    closing the fewest.
+    """
+    n_e = base_v.size
+    shifts = np.zeros(n_e, dtype=np.int64)
+    var_edges: dict[int, list[int]] = {}
+    chk_edges: dict[int, list[int]] = {}
+    pair: dict[tuple[int, int], list[int]] = {}
+    for e in rng.permutation(n_e):
+        v, c = int(base_v[e]), int(base_c[e])
+        banned = np.zeros(z, dtype=np.int64)
+        for ec in chk_edges.get(c, ()):
+            vp = int(base_v[ec])
+            if vp == v:
+                banned[shifts[ec]] += 1 << 40    # parallel edge: a multi-edge once lifted
+            for eb in var_edges[vp]:
+                if eb == ec:
+                    continue
+                for ea in pair.get((v, int(base_c[eb])), ()):
+                    if ea != eb:
+                        banned[(shifts[ec] - shifts[eb] + shifts[ea]) % z] += 1
+        free = np.flatnonzero(banned == banned.min())
+        shifts[e] = free[rng.integers(free.size)]
+        var_edges.setdefault(v, []).append(int(e))
+        chk_edges.setdefault(c, []).append(int(e))
+        pair.setdefault((v, c), []).append(int(e))
+    return shifts
 
 
 def build_code(ensemble: MetEnsemble, n: int, seed: int) -> LdpcCode:
@@ -188,7 +210,7 @@ def build_code(ensemble: MetEnsemble, n: int, seed: int) -> LdpcCode:
     if np.bincount(base_v * ensemble.base_m + base_c).max() > z:
         raise ValueError(f"{ensemble.name}: lifting size {z} is smaller than the number of "
                          "parallel base edges")
-    shifts = _distinct_shifts(base_v * ensemble.base_m + base_c, z, rng)
+    shifts = _girth_shifts(base_v, base_c, z, rng)
     i = np.arange(z, dtype=np.int64)
     var = (base_v[:, None] * z + i[None, :]).ravel()
     chk = (base_c[:, None] * z + (i[None, :] + shifts[:, None]) % z).ravel()
