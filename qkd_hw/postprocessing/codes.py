@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from numba import njit
 
 __all__ = ["DE_THRESHOLD", "ENSEMBLES", "LdpcCode", "MetEnsemble", "build_code", "get_code"]
 
@@ -155,33 +156,62 @@ def _girth_shifts(base_v: np.ndarray, base_c: np.ndarray, z: int,
     A closed walk ``e, e_c, e_b, e_a`` (variable ``v`` -> check ``c`` -> variable ``v'`` ->
     check ``c'`` -> ``v``) of the base graph lifts to 4-cycles iff
     ``s_e - s_ec + s_eb - s_ea = 0 (mod z)`` (Fossorier, IEEE Trans. IT 50, 1788 (2004));
-    parallel base edges need distinct shifts. Each edge gets a random shift among those that
-    close no such walk with the edges already placed; when ``z`` is too small for that, one
-    closing the fewest.
+    parallel base edges need distinct shifts. The edges are placed in a random order, each
+    with a random shift among those that close no such walk with the edges already placed;
+    when ``z`` is too small for that, one closing the fewest.
     """
+    order = rng.permutation(base_v.size)
+    u = rng.random(base_v.size)
+    return _girth_shifts_nb(base_v.astype(np.int64), base_c.astype(np.int64), int(z), order, u)
+
+
+@njit(cache=True)
+def _csr(node, count):
+    """Edges grouped by node: edges of node i are ``edge[ptr[i]:ptr[i+1]]``."""
+    ptr = np.zeros(count + 1, dtype=np.int64)
+    for i in node:
+        ptr[i + 1] += 1
+    for i in range(count):
+        ptr[i + 1] += ptr[i]
+    fill = ptr[:-1].copy()
+    edge = np.empty(node.size, dtype=np.int64)
+    for e in range(node.size):
+        edge[fill[node[e]]] = e
+        fill[node[e]] += 1
+    return ptr, edge
+
+
+@njit(cache=True)
+def _girth_shifts_nb(base_v, base_c, z, order, u):
     n_e = base_v.size
+    vptr, vedge = _csr(base_v, base_v.max() + 1)
+    cptr, cedge = _csr(base_c, base_c.max() + 1)
     shifts = np.zeros(n_e, dtype=np.int64)
-    var_edges: dict[int, list[int]] = {}
-    chk_edges: dict[int, list[int]] = {}
-    pair: dict[tuple[int, int], list[int]] = {}
-    for e in rng.permutation(n_e):
-        v, c = int(base_v[e]), int(base_c[e])
-        banned = np.zeros(z, dtype=np.int64)
-        for ec in chk_edges.get(c, ()):
-            vp = int(base_v[ec])
+    placed = np.zeros(n_e, dtype=np.bool_)
+    banned = np.zeros(z, dtype=np.int64)
+    for e in order:
+        v, c = base_v[e], base_c[e]
+        banned[:] = 0
+        for k in range(cptr[c], cptr[c + 1]):
+            ec = cedge[k]
+            if not placed[ec]:
+                continue
+            vp = base_v[ec]
             if vp == v:
-                banned[shifts[ec]] += 1 << 40    # parallel edge: a multi-edge once lifted
-            for eb in var_edges[vp]:
-                if eb == ec:
+                banned[shifts[ec]] += 1 << 40      # parallel edge: a multi-edge once lifted
+            for kb in range(vptr[vp], vptr[vp + 1]):
+                eb = vedge[kb]
+                if eb == ec or not placed[eb]:
                     continue
-                for ea in pair.get((v, int(base_c[eb])), ()):
-                    if ea != eb:
+                cp = base_c[eb]
+                for ka in range(vptr[v], vptr[v + 1]):
+                    ea = vedge[ka]
+                    if ea != eb and placed[ea] and base_c[ea] == cp:
                         banned[(shifts[ec] - shifts[eb] + shifts[ea]) % z] += 1
-        free = np.flatnonzero(banned == banned.min())
-        shifts[e] = free[rng.integers(free.size)]
-        var_edges.setdefault(v, []).append(int(e))
-        chk_edges.setdefault(c, []).append(int(e))
-        pair.setdefault((v, c), []).append(int(e))
+        low = banned.min()
+        free = np.flatnonzero(banned == low)
+        shifts[e] = free[min(int(u[e] * free.size), free.size - 1)]
+        placed[e] = True
     return shifts
 
 

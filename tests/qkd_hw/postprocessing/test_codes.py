@@ -89,7 +89,7 @@ def _four_cycle_pairs(code) -> int:
 @pytest.mark.parametrize("rate", sorted(ENSEMBLES))
 def test_lifted_code_has_no_four_cycles(rate):
     ens = ENSEMBLES[rate]
-    code = build_code(ens, ens.base_n * 50, seed=20111213)
+    code = build_code(ens, ens.base_n * 100, seed=20111213)
     assert _four_cycle_pairs(code) == 0
 
 
