@@ -81,9 +81,9 @@ class MetEnsemble:
 # posterior error < 1e-7). DE_THRESHOLD holds the BIAWGN noise sigma at which DE still
 # converges and the efficiency beta = R / (1/2 log2(1 + 1/sigma^2)) bracket of the threshold.
 _R10 = MetEnsemble(
-    "met-r0.10", 1000,
-    ((60, (2, 22, 0)), (60, (3, 22, 0)), (880, (0, 0, 1))),
-    ((20, (15, 0, 0)), (880, (0, 3, 1))),
+    "met-r0.10", 200,
+    ((12, (2, 22, 0)), (12, (3, 22, 0)), (176, (0, 0, 1))),
+    ((4, (15, 0, 0)), (176, (0, 3, 1))),
 )
 _R05 = MetEnsemble(
     "met-r0.05", 1000,
@@ -155,8 +155,9 @@ def _girth_shifts(base_v: np.ndarray, base_c: np.ndarray, z: int,
 
     A closed walk ``e, e_c, e_b, e_a`` (variable ``v`` -> check ``c`` -> variable ``v'`` ->
     check ``c'`` -> ``v``) of the base graph lifts to 4-cycles iff
-    ``s_e - s_ec + s_eb - s_ea = 0 (mod z)`` (Fossorier, IEEE Trans. IT 50, 1788 (2004));
-    parallel base edges need distinct shifts. The edges are placed in a random order, each
+    ``s_e - s_ec + s_eb - s_ea = 0 (mod z)`` (Fossorier, IEEE Trans. IT 50, 1788 (2004)),
+    including walks through ``e`` twice over parallel base edges; parallel base edges need
+    distinct shifts. The edges are placed in a random order, each
     with a random shift among those that close no such walk with the edges already placed;
     when ``z`` is too small for that, one closing the fewest.
     """
@@ -208,6 +209,18 @@ def _girth_shifts_nb(base_v, base_c, z, order, u):
                     ea = vedge[ka]
                     if ea != eb and placed[ea] and base_c[ea] == cp:
                         banned[(shifts[ec] - shifts[eb] + shifts[ea]) % z] += 1
+        # walks through e twice, e p e q with p, q parallel to e: 2 s_e = s_p + s_q (mod z)
+        for kp in range(vptr[v], vptr[v + 1]):
+            ep = vedge[kp]
+            if ep == e or not placed[ep] or base_c[ep] != c:
+                continue
+            for kq in range(vptr[v], vptr[v + 1]):
+                eq = vedge[kq]
+                if eq == e or not placed[eq] or base_c[eq] != c:
+                    continue
+                for sh in range(z):
+                    if (2 * sh - shifts[ep] - shifts[eq]) % z == 0:
+                        banned[sh] += 1
         low = banned.min()
         free = np.flatnonzero(banned == low)
         shifts[e] = free[min(int(u[e] * free.size), free.size - 1)]

@@ -70,8 +70,8 @@ def test_unbalanced_ensemble_and_bad_length_are_refused():
     bad = MetEnsemble("bad", 2, ((2, (3,)),), ((1, (5,)),))
     with pytest.raises(ValueError, match="edge type 1"):
         build_code(bad, 20, 0)
-    with pytest.raises(ValueError, match="multiple of 1000"):
-        build_code(ENSEMBLES[0.1], 1500, 0)
+    with pytest.raises(ValueError, match="multiple of 200"):
+        build_code(ENSEMBLES[0.1], 1100, 0)
 
 
 def _four_cycle_pairs(code) -> int:
@@ -86,10 +86,13 @@ def _four_cycle_pairs(code) -> int:
     return int((g.data[off] >= 2).sum())
 
 
-@pytest.mark.parametrize("rate", sorted(ENSEMBLES))
+@pytest.mark.parametrize("rate", [0.1, 0.05])
 def test_lifted_code_has_no_four_cycles(rate):
+    # 1e5 bits (rate 0.1: its default length); the rate-0.02 base graph has only 28
+    # core nodes of degree ~93 and needs its default lifting size 1000 (no 4-cycle there,
+    # checked outside the suite: the product H^T H of a 1e6-bit code takes ~10 s)
     ens = ENSEMBLES[rate]
-    code = build_code(ens, ens.base_n * 100, seed=20111213)
+    code = build_code(ens, 100_000, seed=20111213)
     assert _four_cycle_pairs(code) == 0
 
 
