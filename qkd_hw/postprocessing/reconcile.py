@@ -42,7 +42,7 @@ __all__ = ["AliceReconciler", "BobReconciler", "ReconciliationParams", "capacity
 DEFAULT_LENGTH = {0.1: 100_000, 0.05: 160_000, 0.02: 1_000_000}
 #: efficiency targeted by choose_code: the highest measured point with FER <= 0.1 of each
 #: mother code at its default length (benchmarks/reconciliation.md)
-DESIGN_BETA = {0.1: 0.90, 0.05: 0.88, 0.02: 0.94}
+DESIGN_BETA = {0.1: 0.90, 0.05: 0.90, 0.02: 0.94}
 #: seed of the code construction and of the shortened positions (public)
 CODE_SEED = 20111213
 # LLR of a shortened (known zero) bit: large but finite for the decoder
