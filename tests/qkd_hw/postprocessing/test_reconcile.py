@@ -122,5 +122,5 @@ def test_bad_inputs_give_one_clear_error():
     with pytest.raises(ReconciliationError, match="snr"):
         choose_code(float("nan"))
     with pytest.raises(ReconciliationError, match="multiple"):
-        choose_code(0.1, frame_bits=1000)
+        choose_code(0.1, frame_bits=1100)
     assert issubclass(ReconciliationError, QkdHwError)

@@ -1,0 +1,72 @@
+"""Density evolution against known thresholds and the capacity bound."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from qkd_hw.postprocessing import design
+from qkd_hw.postprocessing.codes import MetEnsemble
+
+# the regular (3,6) ensemble as a one-edge-type MET ensemble
+REG36 = MetEnsemble("reg-3-6", 2, ((2, (3,)),), ((1, (6,)),))
+# a small rate-0.1 ensemble of Jouguet et al.'s three-edge-type structure (degree-one nodes)
+SMALL_MET = MetEnsemble(
+    "small-met", 40,
+    ((3, (2, 21, 0)), (2, (3, 21, 0)), (35, (0, 0, 1))),
+    ((1, (12, 0, 0)), (35, (0, 3, 1))),
+)
+
+
+def test_biawgn_capacity_is_one_half_at_the_rate_half_shannon_limit():
+    # Eb/N0 = 0.187 dB at rate 1/2: SNR = 2 Es/N0 = 10^(0.0187 - 0.301) * 2, sigma = 0.9787
+    assert design.biawgn_capacity(0.9787) == pytest.approx(0.5, abs=1e-3)
+    # low SNR: the binary input loses only to third order against 1/2 log2(1 + snr)
+    s = design.sigma_of_snr(0.02)
+    assert design.biawgn_capacity(s) / (0.5 * math.log2(1.02)) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_gaussian_approximation_threshold_of_the_3_6_code():
+    # Chung, Richardson, Urbanke (2001): sigma_GA = 0.8747 (exact DE: 0.8809)
+    assert design.ga_threshold(REG36, lo=0.5, hi=1.5, tol=1e-4) == pytest.approx(0.8747,
+                                                                                  abs=0.005)
+
+
+def test_discretised_de_brackets_the_3_6_threshold():
+    # exact threshold sigma* = 0.8809 (Richardson, Urbanke 2001): converges 1.5 % below,
+    # not 2 % above
+    assert design.de_converges(REG36, 0.868, delta=0.1, llr_max=20.0)
+    assert not design.de_converges(REG36, 0.90, delta=0.1, llr_max=20.0, max_iterations=150)
+
+
+def test_met_ensemble_with_degree_one_nodes_obeys_the_capacity_bound():
+    r = SMALL_MET.rate
+    assert r == pytest.approx(0.1)
+    s_cap = design.sigma_of_snr(2 ** (2 * r) - 1)       # beta = 1
+    # no ensemble decodes beyond capacity; this one does at beta 0.75 (coarse grid: cheap)
+    grid = {"delta": 0.2, "llr_max": 15.0}
+    assert design.biawgn_capacity(s_cap * 1.02) < r
+    assert not design.de_converges(SMALL_MET, s_cap * 1.02, max_iterations=60, **grid)
+    assert not design.ga_converges(SMALL_MET, s_cap * 1.02)
+    s_075 = design.sigma_of_snr(2 ** (2 * r / 0.75) - 1)
+    assert design.de_converges(SMALL_MET, s_075, max_iterations=200, **grid)
+    assert design.ga_converges(SMALL_MET, s_075)
+
+
+def test_phi_and_its_inverse():
+    assert float(design.phi(0.0)) == 1.0
+    # phi(m) = 1 - E[tanh(u/2)]: at large m the asymptote sqrt(pi/m) exp(-m/4) (1 - 10/(7m))
+    m = 80.0
+    asym = math.sqrt(math.pi / m) * math.exp(-m / 4) * (1 - 10 / (7 * m))
+    assert float(design.phi(m)) == pytest.approx(asym, rel=1e-12)
+    for m in (1e-3, 0.5, 3.0, 30.0, 59.0, 100.0):
+        assert float(design.phi_inv(design.phi(m))) == pytest.approx(m, rel=1e-3)
+
+
+def test_jouguet_ensemble_is_balanced_and_has_the_rate():
+    ens = design.jouguet_ensemble("x", 2000, 0.05, 0.065, 0.6, 2.7 * 0.935 / 0.065)
+    ens.validate()
+    assert ens.rate == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="core fraction"):
+        design.jouguet_ensemble("x", 2000, 0.05, 0.04, 0.6, 20.0)
