@@ -11,7 +11,7 @@ from dsp.buffer import SampleBuffer
 from dsp.lock import Acquisition
 from dsp.matched_filter import matched_filter_at, symbol_sample_range
 
-__all__ = ["NoiseMeter", "NoiseStats"]
+__all__ = ["NoiseMeter", "NoiseStats", "first_lattice_instant"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,17 @@ class NoiseStats:
     n_symbols: int
 
 
+def first_lattice_instant(tau0: float, period: float, earliest: float) -> float:
+    """The first of the signal's symbol instants ``tau0 + k period`` (any integer k) at or
+    after ``earliest``.
+
+    The noise capture is sampled on the signal's own symbol lattice, so its instants move
+    continuously with tau0 (a start at ``tau0 % 1`` moves every instant by a whole sample
+    whenever tau0 crosses an integer, and N0 by a random fraction of its sd).
+    """
+    return tau0 + math.ceil((earliest - tau0) / period) * period
+
+
 class NoiseMeter:
     """Shot-/electronic-noise capture through exactly the signal's matched filter bank
     (same mixer, taps, symbol period and fractional sampling phase; no carrier phase)."""
@@ -31,8 +42,7 @@ class NoiseMeter:
         self.acq = acq
         self.buf = SampleBuffer()
         b = acq.bank
-        # same fractional phase as the signal symbols, first instant with a full window
-        self.tau = (acq.tau0 % 1.0) + b.half + 1
+        self.tau = first_lattice_instant(acq.tau0, acq.period, b.half + 1)
         self.k = 0
         self.sum2 = 0.0
         self.sum4 = 0.0

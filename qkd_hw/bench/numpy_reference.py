@@ -617,7 +617,8 @@ class Buffer:
 class NoiseMeter:
     def __init__(self, tp: Taps, tau0: float, period: float) -> None:
         self.tp, self.period = tp, period
-        self.tau = (tau0 % 1.0) + tp.half + 1
+        # the signal's symbol lattice tau0 + k period, first instant with a full window
+        self.tau = tau0 + math.ceil((tp.half + 1 - tau0) / period) * period
         self.buf = Buffer()
         self.k = 0
         self.sum2 = 0.0
