@@ -319,12 +319,11 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
     pw = np.array([np.mean(np.abs(z) ** 2) for z in phasors])
     offset = float(np.sum(np.array(fine) * pw) / np.sum(pw))
     # per-pilot noise and combination weights (maximum-ratio, phase-aligned)
-    sig_n2, weights = [], []
-    for z in phasors:
-        sig_n2.append(max(radial_phase_noise(z), 1e-12))
-    for z, s2n, z0 in zip(phasors, sig_n2, [phasors[0]] * len(phasors), strict=True):
+    sig_n2, amps = _pilot_noise_and_amplitude(phasors, [(fp + coarse) / fs for fp in fps],
+                                              D, b0)
+    weights = []
+    for z, s2n, amp, z0 in zip(phasors, sig_n2, amps, [phasors[0]] * len(phasors), strict=True):
         rel = np.angle(cdot(z0, z))              # constant phase of this pilot vs the first
-        amp = np.sqrt(np.mean(np.abs(z) ** 2))
         weights.append(np.exp(-1j * rel) / (amp * s2n))
     wsum = sum(abs(w) for w in weights)
     weights = [w / wsum for w in weights]
@@ -337,7 +336,7 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
     linewidth = slope / (2 * np.pi * dt)
     resolution = 2 * slope_std_white(s2n, comb.shape[0], max_lag) / (2 * np.pi * dt)
     # std of the slope from the fit residual scatter (rough): see structure_fit
-    cn0 = _carrier_to_noise(phasors, [(fp + coarse) / fs for fp in fps], D, b0, dt, sig_n2)
+    cn0 = tuple(float(10 * np.log10(1.0 / (2.0 * si * dt))) for si in sig_n2)
     return PilotAcquisition(
         frequency_offset_hz=offset, coarse_offset_hz=float(coarse), pilot_snr_db=snr_db,
         pilot_cn0_dbhz=cn0, phase_noise_var=float(max(s2n, 1e-12)),
@@ -349,17 +348,22 @@ def acquire_pilot(head: np.ndarray, fs: float, *, pilot_frequencies_hz, search_h
         linewidth_resolution_hz=float(resolution))
 
 
-def _carrier_to_noise(phasors: list[np.ndarray], cycles_per_sample: list[float], D: int,
-                      first_block: int, dt: float, sig_n2: list[float]) -> tuple[float, ...]:
-    """Per pilot, C/N0 (dB-Hz) ``= 1 / (2 s dt)`` from its per-block phase-noise variance s
-    (blocks of ``dt`` seconds): s from the amplitude scatter of the phasors once the other
-    pilots' and the images' leakage is removed (``remove_tone_leakage``: that leakage is not
-    noise at the pilot's frequency, and it set C/N0 17-23 dB low on framed.h5), else
-    ``sig_n2``."""
-    clean = remove_tone_leakage([z[:CN0_BLOCKS] for z in phasors], cycles_per_sample, D,
-                                first_block)
-    s = sig_n2 if clean is None else [max(radial_phase_noise(a), 1e-12) for a in clean]
-    return tuple(float(10 * np.log10(1.0 / (2.0 * si * dt))) for si in s)
+def _pilot_noise_and_amplitude(phasors: list[np.ndarray], cycles_per_sample: list[float],
+                               D: int, first_block: int) -> tuple[list[float], list[float]]:
+    """Per pilot, its per-block phase-noise variance s (rad^2, from the amplitude scatter)
+    and its rms block amplitude, from its first ``CN0_BLOCKS`` phasors once the other pilots'
+    and the images' leakage is removed (``remove_tone_leakage``, as the stream does before
+    combining); without the removal (tones too close) from the phasors as they are.
+
+    The leakage is neither noise nor amplitude at the pilot's frequency: counted in, it set
+    C/N0 (``1 / (2 s dt)`` for blocks of ``dt`` seconds) 17-23 dB low on framed.h5 and gave
+    the weaker of its two pilots (4:1 power) 0.12 of the maximum-ratio combining weight
+    (amplitude over noise variance) instead of 1/3."""
+    head = [z[:CN0_BLOCKS] for z in phasors]
+    clean = remove_tone_leakage(head, cycles_per_sample, D, first_block)
+    clean = head if clean is None else clean
+    return ([max(radial_phase_noise(a), 1e-12) for a in clean],
+            [float(np.sqrt(np.mean(np.abs(a) ** 2))) for a in clean])
 
 
 @dataclass(frozen=True)

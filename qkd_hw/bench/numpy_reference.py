@@ -390,11 +390,14 @@ def acquire_pilot(x: np.ndarray, link: Link, search_hz: float, snr_min_db: float
     pw = np.array([np.mean(np.abs(z) ** 2) for z in phasors])
     offset = float(np.sum(np.array(fine) * pw) / np.sum(pw))
     rot = np.exp(-2j * np.pi * (offset - coarse) / fs * t)
-    s2ns = [max(_radial_phase_noise(z), 1e-12) for z in phasors]
+    # per-pilot noise and amplitude once the other tones' leakage is removed
+    clean = cancel_leakage([z[:8192] for z in phasors],
+                           [(fp + coarse) / fs for fp in link.pilots], D, 0)
     weights = []
-    for z, s2n in zip(phasors, s2ns, strict=True):
+    for z, c in zip(phasors, clean, strict=True):
         rel = np.angle(np.vdot(phasors[0], z))
-        weights.append(np.exp(-1j * rel) / (np.sqrt(np.mean(np.abs(z) ** 2)) * s2n))
+        s2n = max(_radial_phase_noise(c), 1e-12)
+        weights.append(np.exp(-1j * rel) / (np.sqrt(np.mean(np.abs(c) ** 2)) * s2n))
     wsum = sum(abs(w) for w in weights)
     weights = [w / wsum for w in weights]
     comb = sum(w * z for w, z in zip(weights, phasors, strict=True)) * rot

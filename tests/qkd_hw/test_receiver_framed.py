@@ -163,6 +163,25 @@ def test_simulated_framed_linewidth_excludes_the_preamble(simulated, linewidth_h
     assert bw[0] * (1 - 1e-9) <= c.bandwidth_hz <= bw[1] * (1 + 1e-9)
     assert 0 <= res.pilot_leakage_floor_snu < 0.01
     assert res.n_received == N_SIM
+    if pilots == 2:
+        _assert_maximum_ratio(pil.pilot_weights, SimParams(**frame).pilot_amplitudes_codes)
+
+
+#: the weights' tolerance: 3 sd of a weight w = r / (1 + r) (r = A2 s1 / (A1 s2)) from the two
+#: noise variances s_k, each estimated from 8192 block amplitudes (2.2 % on their ratio):
+#: 3 * w (1 - w) * 0.022 = 0.015 at w = 1/3
+WEIGHT_TOL = 0.015
+
+
+def _assert_maximum_ratio(weights, amplitudes) -> None:
+    """Combining weights against maximum-ratio combining, amplitude over noise variance,
+    normalised, with the same (white) noise at every pilot. Before: 0.88 and 0.12 on 4:1
+    pilots (the other pilot's leakage into the block means counted as the weak one's noise
+    and amplitude), where maximum ratio gives 2/3 and 1/3."""
+    mrc = [a / sum(amplitudes) for a in amplitudes]
+    assert sum(abs(w) for w in weights) == pytest.approx(1.0, abs=1e-12)
+    for w, want in zip(weights, mrc, strict=True):
+        assert abs(w) == pytest.approx(want, abs=WEIGHT_TOL)
 
 
 def test_simulated_framed_penalty_against_the_oracle(tmp_path):
@@ -190,6 +209,7 @@ def test_framed_carrier_diagnostics_against_the_spectrum(framed):
     with h5py.File(FRAMED, "r") as f:
         rel = f["tx"].attrs["pilot_powers_rel"]
     pil = framed.acquisition.pilot
+    _assert_maximum_ratio(pil.pilot_weights, [math.sqrt(p) for p in rel])
     # the lock metric (Hann periodogram peak over the window's median, n points of the span):
     # A^2 n / (6 ln2 sigma^2) = C/N0 * 2 n / (3 ln2 fs), less up to 1.42 dB of scalloping
     s0, s1 = pil.span_samples
