@@ -3,7 +3,8 @@
 Layout: root attrs ``format = "qkd-raw-key"``, ``format_version = 1``;
 ``/estimates`` attributes (parameter estimates, numbers); datasets
 ``/bob/symbols`` complex64 [n], ``/bob/tx_index`` int64 [n], ``/pe/tx_index``
-int64 [m].
+int64 [m]; optionally ``/alice/symbols`` complex64 [n] (Alice's symbols at
+``/bob/tx_index``, when one host holds both parties' data).
 
 The file holds key material: it is created with mode 0600 from its first
 instant (never chmod'ed afterwards), written under a temporary name and
@@ -171,19 +172,19 @@ def _as_index(file: Path, where: str, a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
-def _as_symbols(file: Path, a: np.ndarray) -> np.ndarray:
+def _as_symbols(file: Path, a: np.ndarray, where: str = "/bob/symbols") -> np.ndarray:
     a = np.asarray(a)
     if a.ndim != 1:
-        raise fail(file, "/bob/symbols", f"must be 1-D, got shape {a.shape}")
+        raise fail(file, where, f"must be 1-D, got shape {a.shape}")
     if a.dtype.kind != "c":
-        raise fail(file, "/bob/symbols", f"must be complex64, got dtype {a.dtype}")
+        raise fail(file, where, f"must be complex64, got dtype {a.dtype}")
     if a.size == 0:
-        raise fail(file, "/bob/symbols", "is empty (0 symbols)")
+        raise fail(file, where, "is empty (0 symbols)")
     out = np.ascontiguousarray(a, dtype=np.complex64)
     bad = ~np.isfinite(out)
     if bad.any():
-        raise fail(file, "/bob/symbols", f"{int(bad.sum())} non-finite symbols, first at index "
-                                         f"{int(np.argmax(bad))}")
+        raise fail(file, where, f"{int(bad.sum())} non-finite symbols, first at index "
+                                f"{int(np.argmax(bad))}")
     return out
 
 
@@ -215,13 +216,16 @@ class RawKeyWriter:
     on an exception (or :meth:`abort`) nothing is left at ``path``.
 
     ``chunk`` is the number of elements per HDF5 chunk and per block of the rotation pass
-    (default :data:`CHUNK`). Invalid arguments (a block whose symbol and index counts differ,
-    a rotation off the unit circle) raise ``ValueError`` before anything is written; the
-    writer is then still open, to be aborted (the ``with`` block does) or used again.
+    (default :data:`CHUNK`). With ``alice`` the file also holds ``/alice/symbols``: every
+    :meth:`append` then gives Alice's symbols of its key indices, which :meth:`commit` leaves
+    unrotated (the rotation is Bob's residual carrier phase). Invalid arguments (a block
+    whose symbol and index counts differ, a rotation off the unit circle) raise
+    ``ValueError`` before anything is written; the writer is then still open, to be aborted
+    (the ``with`` block does) or used again.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, overwrite: bool = True,
-                 chunk: int = CHUNK) -> None:
+                 chunk: int = CHUNK, alice: bool = False) -> None:
         self.file = Path(path)
         self._chunk = int(chunk)
         self._last = -1
@@ -240,6 +244,8 @@ class RawKeyWriter:
             self._bob = b.create_dataset("tx_index", dtype=np.int64, **opts)
             self._pe = self._h5.create_group("pe").create_dataset("tx_index", dtype=np.int64,
                                                                   **opts)
+            self._alice = (self._h5.create_group("alice").create_dataset(
+                "symbols", dtype=np.complex64, **opts) if alice else None)
         except BaseException as exc:
             self.abort()
             raise self._wrap(exc) from exc
@@ -252,9 +258,14 @@ class RawKeyWriter:
             self.abort()
 
     def append(self, bob_symbols: np.ndarray, bob_tx_index: np.ndarray,
-               pe_tx_index: np.ndarray) -> None:
-        """Append one block of key symbols (complex64, SNU) and the disclosed indices."""
+               pe_tx_index: np.ndarray, alice_symbols: np.ndarray | None = None) -> None:
+        """Append one block of key symbols (complex64, SNU) and the disclosed indices; with
+        ``/alice/symbols`` (``alice=True``) also Alice's symbols at ``bob_tx_index``."""
         f = self.file
+        if (alice_symbols is None) != (self._alice is None):
+            raise ValueError(f"{f}: /alice/symbols: " + (
+                "this writer was opened without alice=True" if alice_symbols is not None
+                else "Alice's symbols missing for this block (writer opened with alice=True)"))
         bob = _as_index(f, "/bob/tx_index", bob_tx_index)
         pe = _as_index(f, "/pe/tx_index", pe_tx_index)
         sym = np.asarray(bob_symbols)
@@ -263,17 +274,29 @@ class RawKeyWriter:
             raise ValueError(f"{f}: /bob/tx_index: block length {bob.shape[0]} differs from "
                              f"its {n_sym} symbols")
         sym = _as_symbols(f, sym) if bob.size else np.empty(0, np.complex64)
+        alice = None
+        if alice_symbols is not None:
+            alice = np.asarray(alice_symbols)
+            n_alice = alice.shape[0] if alice.ndim == 1 else alice.size
+            if n_alice != n_sym:
+                raise ValueError(f"{f}: /alice/symbols: block length {n_alice} differs from "
+                                 f"its {n_sym} /bob/symbols")
+            alice = (_as_symbols(f, alice, "/alice/symbols") if bob.size
+                     else np.empty(0, np.complex64))
         _check_indices(f, bob, pe)
         lo = min(int(bob.min()) if bob.size else self._last + 1,
                  int(pe.min()) if pe.size else self._last + 1)
         if lo <= self._last:
             raise fail(f, "/bob/tx_index", f"block starts at index {lo}, not after the last "
                                            f"appended index {self._last}")
-        self._write(sym, bob, pe)
+        self._write(sym, bob, pe, alice)
 
-    def _write(self, sym: np.ndarray, bob: np.ndarray, pe: np.ndarray) -> None:
+    def _write(self, sym: np.ndarray, bob: np.ndarray, pe: np.ndarray,
+               alice: np.ndarray | None = None) -> None:
         try:
             blocks = ((self._sym, sym), (self._bob, bob), (self._pe, pe))
+            if alice is not None:
+                blocks += ((self._alice, alice),)
             # disk space first: libhdf5 meeting ENOSPC leaves a file it cannot close
             self._atomic.reserve(sum(storage_bytes(ds, ds.shape[0] + d.shape[0])
                                      for ds, d in blocks))

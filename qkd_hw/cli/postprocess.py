@@ -31,8 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("raw", metavar="RAW.h5", help="raw key (qkd-raw-key v1 with /alice/symbols)")
     p.add_argument("--alice-from", metavar="TRACE.h5", default=None,
                    help="Alice's symbols from this recording's /tx/symbols at the raw key's "
-                        "/bob/tx_index (a raw key of `qkd-hw process --out` holds Bob's data "
-                        "only; for one host holding both parties' data)")
+                        "/bob/tx_index, for a raw key without /alice/symbols (one host "
+                        "holding both parties' data; `qkd-hw process --out` writes them)")
     p.add_argument("--out", metavar="KEY.h5", required=True, help="final keys (mode 0600)")
     p.add_argument("--transcript", metavar="PATH",
                    help="public transcript (default: KEY.transcript.h5 beside --out)")

@@ -49,6 +49,11 @@ def read_alice_symbols(path: str | os.PathLike[str], n: int) -> np.ndarray:
     """
     file, f = open_h5(path, kind="qkd-raw-key")
     with f:
+        with wrap_h5(file, "/alice"):
+            present = "alice" in f
+        if not present:
+            raise fail(file, "/alice/symbols", "missing: this raw key holds Bob's data only "
+                                               "(give Alice's symbols with --alice-from)")
         g = get_group(file, f, "alice")
         ds = get_dataset(file, g, "symbols")
         length = check_1d(file, ds)
@@ -73,8 +78,9 @@ def alice_symbols_from_trace(trace: str | os.PathLike[str], tx_index: np.ndarray
     """Alice's symbols for a raw key from the recording it came from: ``/tx/symbols`` at
     the raw key's ``/bob/tx_index`` (complex64, finite).
 
-    For a raw key written by ``qkd-hw process --out``, which holds Bob's data only; valid
-    where one host holds both parties' data (lab, offline post-processing, simulation).
+    For a raw key that holds Bob's data only (``qkd-hw process --out`` writes
+    ``/alice/symbols`` itself); valid where one host holds both parties' data (lab, offline
+    post-processing, simulation).
 
     Raises
     ------

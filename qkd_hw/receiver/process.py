@@ -95,7 +95,7 @@ class _SymbolSink:
             if self.key_file is not None:
                 keep = ~m
                 self.key_file.append(y[keep] * self.scale, np.flatnonzero(keep) + k0,
-                                     np.flatnonzero(m) + k0)
+                                     np.flatnonzero(m) + k0, alice_symbols=x[keep])
             if self.diag is not None and not self.diag.constellation_full:
                 self.diag.add_constellation(x, y * self.scale, m)
             self.n_received += y.shape[0]
@@ -189,7 +189,9 @@ def process_source(source: RecordingSource, *, options: ReceiverOptions | None =
     # recording); the common residual phase is applied in place at the end. On any error
     # the writer is aborted and nothing appears at raw_key_out.
     with contextlib.ExitStack() as stack:
-        key_file = (stack.enter_context(RawKeyWriter(raw_key_out)) if raw_key_out is not None
+        # one host holds both parties' data here: the raw key carries Alice's symbols too
+        key_file = (stack.enter_context(RawKeyWriter(raw_key_out, alice=True))
+                    if raw_key_out is not None
                     else None)
         run = _Run(source=source, opt=options or ReceiverOptions(), pe_fraction=pe_fraction,
                    seed=seed, eps_pe=eps_pe, beta=beta, key_file=key_file,

@@ -261,6 +261,38 @@ def test_streaming_writer_equals_one_shot_with_rotation(tmp_path, umask0):
     assert stat.S_IMODE(streamed.stat().st_mode) == 0o600
 
 
+def test_streaming_writer_with_alice_keeps_her_symbols_unrotated(tmp_path, umask0):
+    """/alice/symbols (spec: optional, one host holding both sides) are Alice's symbols of
+    the key indices as given, block after block; the rotation is Bob's carrier phase only."""
+    from qkd_hw.postprocessing.keyfile import read_alice_symbols
+
+    raw = _sorted_raw()
+    alice_all = (np.arange(5000) * (1 + 2j)).astype(np.complex64)   # Alice's symbol k: k(1+2j)
+    target = tmp_path / "key.h5"
+    with RawKeyWriter(target, chunk=777, alice=True) as w:
+        for sym, bob, pe in _blocks(raw, 7):
+            w.append(sym, bob, pe, alice_symbols=alice_all[bob])
+        w.commit(raw.estimates, rotation=np.exp(0.7j))
+    n = raw.bob_symbols.shape[0]
+    np.testing.assert_array_equal(read_alice_symbols(target, n), alice_all[raw.bob_tx_index])
+    np.testing.assert_array_equal(read_raw_key(target).bob_tx_index, raw.bob_tx_index)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("alice_writer, alice_len, match", [
+    (True, None, "Alice's symbols missing"), (False, 0, "opened without alice=True"),
+    (True, -1, "block length")])
+def test_streaming_writer_alice_mismatch_is_refused_before_writing(tmp_path, alice_writer,
+                                                                    alice_len, match):
+    raw = _sorted_raw()
+    sym, bob, pe = next(_blocks(raw, 2))
+    alice = None if alice_len is None else np.zeros(sym.shape[0] + alice_len, np.complex64)
+    target = tmp_path / "key.h5"
+    with pytest.raises(ValueError, match=match), RawKeyWriter(target, alice=alice_writer) as w:
+        w.append(sym, bob, pe, alice_symbols=alice)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_streaming_writer_rejects_out_of_order_and_leaves_nothing(tmp_path):
     raw = _sorted_raw()
     blocks = list(_blocks(raw, 3))

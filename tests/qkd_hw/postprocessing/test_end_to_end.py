@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,9 @@ import pytest
 from qkd_hw.cli.main import main
 from qkd_hw.keyrate import finite_size_delta, holevo_bound
 from qkd_hw.postprocessing import reconcile
-from qkd_hw.postprocessing.keyfile import read_key_file
+from qkd_hw.postprocessing.keyfile import read_alice_symbols, read_key_file
 from qkd_hw.raw_key import read_raw_key
+from qkd_hw.trace_io import TraceReader
 
 EPS = "0.01"
 LINK = {"transmittance": 1.0, "excess_noise_snu": 0.0, "electronic_noise_snu": 0.01,
@@ -59,7 +61,13 @@ def test_simulate_process_postprocess_gives_identical_keys_of_the_predicted_leng
                  *sets]) == 0
     assert main(["process", str(rec), "--out", str(raw), "--seed", "1", "--eps-pe", EPS]) == 0
     capsys.readouterr()
-    assert main(["postprocess", str(raw), "--out", str(key), "--alice-from", str(rec),
+    # the raw key holds Alice's symbols of its key positions: no --alice-from needed
+    assert stat.S_IMODE(raw.stat().st_mode) == 0o600
+    with TraceReader(rec) as reader:
+        tx = reader.symbols()
+    bob_index = read_raw_key(raw).bob_tx_index
+    np.testing.assert_array_equal(read_alice_symbols(raw, bob_index.shape[0]), tx[bob_index])
+    assert main(["postprocess", str(raw), "--out", str(key),
                  "--eps-pa", EPS, "--eps-bar", EPS, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["frames"] == out["frames_kept"] == 2 and out["keys_identical"] is True
@@ -70,6 +78,18 @@ def test_simulate_process_postprocess_gives_identical_keys_of_the_predicted_leng
     assert np.array_equal(keys["alice"], keys["bob"])
     assert keys["parameters"]["eps_total"] == pytest.approx(
         2 * float(EPS) + float(EPS) + float(EPS) + 2 * 2.0**-64)
+
+
+def test_raw_key_without_alice_is_one_error_naming_alice_from(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.qkd_hw.postprocessing.helpers import make_raw_key
+
+    raw = make_raw_key(tmp_path / "raw.h5", 2000, alice=False)
+    code = main(["postprocess", str(raw), "--out", str(tmp_path / "k.h5")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "/alice/symbols" in err[0] and "--alice-from" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.h5"]
 
 
 def test_alice_from_a_recording_the_raw_key_is_not_from_is_one_error(
