@@ -74,7 +74,9 @@ class PilotAcquisition:
     decimation : int
         Block length of the phase statistics (samples).
     pilot_weights : tuple[complex, ...]
-        Combining weights of the pilots (phase alignment and SNR weighting); sum of |w| = 1.
+        Combining weights of the pilots: phase alignment and maximum-ratio weighting
+        (amplitude over noise variance, both once the other tones' leakage is removed);
+        sum of |w| = 1.
     pilot_amplitudes : tuple[float, ...]
         Tone amplitude A of each pilot (ADC codes; ``A cos(2 pi f t + phi)``).
     span_samples : tuple[int, int]

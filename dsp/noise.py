@@ -36,7 +36,7 @@ def first_lattice_instant(tau0: float, period: float, earliest: float) -> float:
 
 class NoiseMeter:
     """Shot-/electronic-noise capture through exactly the signal's matched filter bank
-    (same mixer, taps, symbol period and fractional sampling phase; no carrier phase)."""
+    (same mixer, taps, symbol period and symbol instants, tau0 + k period; no carrier phase)."""
 
     def __init__(self, acq: Acquisition) -> None:
         self.acq = acq
