@@ -216,3 +216,26 @@ def test_overlap_only_where_blocks_cost():
                                 acq_decimation=64, linewidth_hz=lw, method=method,
                                 min_block_samples=25)
         assert (d.overlap, d.decimation, d.r_scale) == (1, 25, 1.0)
+
+
+def test_overlap_tracker_matches_its_numpy_twin():
+    """The numpy/scipy reference tracker (qkd_hw.bench.numpy_reference.KalmanRts: sliding
+    window sums, lfilter recursions) gives the kernel tracker's phases on overlapping windows,
+    pushed in different pieces (float64 evaluation order only: 1e-9 rad)."""
+    from dsp.carrier import design_pilot_filter
+    from dsp.trackers import make_tracker
+    from qkd_hw.bench.numpy_reference import KalmanRts
+
+    q_s = 2 * np.pi * 1e-5
+    d = design_pilot_filter(1e9, phase_noise_var=q_s * 10.5**2 / 64, acq_decimation=64,
+                            linewidth_hz=1e4, method="kalman-rts", min_block_samples=25)
+    assert d.overlap > 1
+    _, z = _hop_phasors(3 * d.rts_block + 77, d.decimation, q_s, q_s * 10.5**2, seed=5)
+    z = z * np.exp(0.3j * np.arange(z.shape[0]))    # wraps the phase: the unwrapping too
+    tr = make_tracker(d)
+    got = np.concatenate([tr.push(z[:1000])[1], tr.push(z[1000:])[1], tr.flush()[1]])
+    ref = KalmanRts(d)
+    want = np.concatenate([ref.push(z[:3])[1], ref.push(z[3:2 * d.rts_block])[1],
+                           ref.push(z[2 * d.rts_block:])[1], ref.flush()[1]])
+    assert got.shape == want.shape == z.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
