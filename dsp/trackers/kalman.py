@@ -49,6 +49,8 @@ OVERLAPS = (3, 5, 7, 9)
 R_SCALES = (0.25, 0.5, 0.75, 1.0)
 #: non-overlapping blocks are kept while their predicted error is within this of the bound
 OVERLAP_TOLERANCE = 1.05
+#: the smallest overlap whose predicted error is within this of the least of ``OVERLAPS``
+OVERLAP_NEAR_BEST = 1.03
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,23 +387,27 @@ def choose_overlap(q_s: float, r_s: float, D: int) -> tuple[int, int, float, flo
     one time constant, not evaluated): ``(1, D, 1.0, ...)`` while
     non-overlapping blocks of D are within ``OVERLAP_TOLERANCE`` of the bound (D up to ~1.4
     smoother time constants ``sqrt(r_s / q_s)``: every linewidth up to a few kHz); otherwise
-    the (h, r_scale) of ``OVERLAPS`` x ``R_SCALES`` with the least ``overlap_phase_var``
-    (``H = ceil(D / h)``: windows of ``h H >= D``; the tracker's r is ``r_scale`` times the
-    noise of one window's mean), a larger h only for a gain of more than 1 %.
+    the smallest h of ``OVERLAPS`` whose ``overlap_phase_var`` (at its best ``R_SCALES``) is
+    within ``OVERLAP_NEAR_BEST`` of the least (``H = ceil(D / h)``: windows of ``h H >= D``;
+    the tracker's r is ``r_scale`` times the noise of one window's mean). Cost: h times the
+    hops through the pilot kernel and the tracker.
     """
     bound = math.sqrt(q_s * r_s) / 2
     if not (q_s > 0 and r_s > 0) or r_s / q_s >= D * D:
         return 1, D, 1.0, bound
-    best = (overlap_phase_var(q_s, r_s, D, 1, q_s * D, r_s / D), 1, D, 1.0)
-    if best[0] <= OVERLAP_TOLERANCE * bound:
-        return 1, D, 1.0, best[0]
+    v1 = overlap_phase_var(q_s, r_s, D, 1, q_s * D, r_s / D)
+    if v1 <= OVERLAP_TOLERANCE * bound:
+        return 1, D, 1.0, v1
+    # per overlap its best r scale; then the smallest overlap near the best of all (every hop
+    # costs the pilot kernel and the tracker one step)
+    per_h = []
     for h in OVERLAPS:
         H = -(-D // h)
-        for scale in R_SCALES:
-            v = overlap_phase_var(q_s, r_s, H, h, q_s * H, scale * h * r_s / (h * H))
-            if v < (0.99 * best[0] if h > best[1] else best[0]):
-                best = (v, h, H, scale)
-    return best[1], best[2], best[3], best[0]
+        per_h.append(min((overlap_phase_var(q_s, r_s, H, h, q_s * H, scale * r_s / H), h, H,
+                          scale) for scale in R_SCALES))
+    least = min(v for v, *_ in per_h)
+    v, h, H, scale = next(c for c in per_h if c[0] <= OVERLAP_NEAR_BEST * least)
+    return h, H, scale, v
 
 
 def design_kalman(method: str, inputs: DesignInputs) -> KalmanDesign:
