@@ -451,8 +451,13 @@ def block_noise_var(s2: float, slope: float) -> float:
     return float(s2) + float(slope) / 6
 
 
-def _window_noise_var(head: HeadPilot, D: int) -> float:
-    """r of the means of D samples from the head (``block_noise_var``), floored."""
+def refine_kalman(design: KalmanDesign, head: HeadPilot) -> KalmanDesign:
+    """Observation noise r measured at the tracker's own block length D (structure-function
+    intercept of the head's pilot phase): short blocks let part of the quantum band through,
+    which the acquisition's long blocks hide. With overlap, D is the window (``overlap`` hops)
+    and the tracker's r ``r_scale`` times that window's."""
+    H, h = design.decimation, design.overlap
+    D = H * h
     nj = head.samples // D
     if nj < 4 * NOISE_FIT_LAGS:
         raise DspLockError("recording too short: the Kalman tracker's noise fit needs "
@@ -461,45 +466,21 @@ def _window_noise_var(head: HeadPilot, D: int) -> float:
                            {"head_samples": float(head.samples), "pilot_blocks": float(nj)})
     ph = np.unwrap(np.angle(head.phasors(D)))
     s2, slope = structure_fit(ph, max_lag=NOISE_FIT_LAGS)
-    r = block_noise_var(s2, slope)
-    return r if r > MIN_OBSERVATION_VAR else MIN_OBSERVATION_VAR
-
-
-def refine_kalman(design: KalmanDesign, head: HeadPilot) -> KalmanDesign:
-    """Observation noise r measured at the tracker's own block length D (structure-function
-    intercept of the head's pilot phase): short blocks let part of the quantum band through,
-    which the acquisition's long blocks hide. With overlap, D is the window (``overlap`` hops)
-    and the tracker's r ``r_scale`` times that window's. The RTS smoother's overlap is chosen
-    again from the measured r (``choose_overlap``; the acquisition's r can be several times
-    larger, e.g. on framed recordings), the window measured again if it changed."""
-    H, h = design.decimation, design.overlap
-    D = H * h
-    r_window = _window_noise_var(head, D)
-    q, scale = design.q, design.r_scale
-    if design.method == "kalman-rts":
-        h2, H2, scale, _ = choose_overlap(q / H, r_window * D, D)
-        if (h2, H2) != (h, H):
-            if h2 * H2 != D:
-                r_window = _window_noise_var(head, h2 * H2)
-            q = q / H * H2
-            H, h, D = H2, h2, h2 * H2
-        scale = scale * h
-    r = r_window * scale
-    block, lookahead = rts_lengths(q, r)
-    M, tau_s = design.window, design.tau_s
-    dt = tau_s / M   # the block (hop) duration H / fs
-    if design.decimation != H:   # the filter duration on the new hop grid (odd, as designed)
-        dt = dt / design.decimation * H
-        M = max(1, round(tau_s / dt))
-        M += 1 - M % 2
-        tau_s = M * dt
-    steady = kalman_steady_state(design.method, q, r, dt)
+    r_window = block_noise_var(s2, slope)
+    r_window = r_window if r_window > MIN_OBSERVATION_VAR else MIN_OBSERVATION_VAR
+    r = r_window * design.r_scale
+    block, lookahead = rts_lengths(design.q, r)
+    dt = design.tau_s / design.window   # the block (hop) duration H / fs
+    steady = kalman_steady_state(design.method, design.q, r, dt)
     if h > 1:
-        steady["predicted_phase_var"] = overlap_phase_var(q / H, r_window * D, H, h, q, r)
-    return replace(design, decimation=H, window=M, tau_s=tau_s, overlap=h, r_scale=scale, q=q,
-                   r=r, rts_block=block, rts_lookahead=lookahead, **steady)
+        steady["predicted_phase_var"] = overlap_phase_var(design.q / H, r_window * D, H, h,
+                                                          design.q, r)
+    return replace(design, r=r, rts_block=block, rts_lookahead=lookahead, **steady)
 
 
+# --------------------------------------------------------------------------------------------
+# streaming trackers
+# --------------------------------------------------------------------------------------------
 def window_sums(z: np.ndarray, hist: np.ndarray, overlap: int) -> tuple[np.ndarray, np.ndarray]:
     """Sums of ``overlap`` consecutive phasors of ``hist`` followed by ``z`` (one per complete
     window, added first to last, so the result does not depend on how the stream is split),
