@@ -32,9 +32,9 @@ from dsp.fits import structure_fit
 from dsp.trackers.base import DesignInputs, HeadPilot, PilotFilterDesign, common_fields
 
 __all__ = ["KalmanDesign", "KalmanRtsTracker", "KalmanTracker", "block_noise_var",
-           "choose_overlap", "design_kalman", "kalman_phase_forward", "kalman_steady_state",
-           "overlap_phase_var", "refine_kalman", "rts_lengths", "rts_smooth_block",
-           "rts_smooth_blocks", "window_sums"]
+           "choose_overlap", "design_kalman", "hop_cross_leak", "kalman_phase_forward",
+           "kalman_steady_state", "overlap_phase_var", "refine_kalman", "rts_lengths",
+           "rts_smooth_block", "rts_smooth_blocks", "window_sums"]
 
 #: lags of the structure-function fit of the observation noise on the head
 NOISE_FIT_LAGS = 16
@@ -51,6 +51,25 @@ R_SCALES = (0.25, 0.5, 0.75, 1.0)
 OVERLAP_TOLERANCE = 1.05
 #: the smallest overlap whose predicted error is within this of the least of ``OVERLAPS``
 OVERLAP_NEAR_BEST = 1.03
+#: largest response of a hop's boxcar to another pilot (or its image) that a hop may have:
+#: ``dsp.pilot.cancel_pilot_leakage`` then converges in <= 20 passes
+MAX_HOP_CROSS_LEAK = 0.5
+
+
+def hop_cross_leak(pilot_cycles: tuple[float, ...], hop: int) -> float:
+    """Largest ``|H_hop(nu)|`` (the boxcar of ``hop`` samples) at the other pilots and their
+    images seen from each pilot (``nu_j - nu_k`` and ``-(nu_j + nu_k)``, j != k)."""
+    worst = 0.0
+    for k, nk in enumerate(pilot_cycles):
+        for j, nj in enumerate(pilot_cycles):
+            if j == k:
+                continue
+            for nu in (nj - nk, -(nj + nk)):
+                nu -= math.floor(nu + 0.5)
+                s = math.sin(math.pi * nu)
+                h = 1.0 if abs(s) < 1e-12 else abs(math.sin(math.pi * nu * hop) / (hop * s))
+                worst = max(worst, h)
+    return worst
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,7 +399,8 @@ def overlap_phase_var(q_s: float, r_s: float, hop: int, overlap: int, q: float,
     return float((q_s * np.sum(c[:, :-1] ** 2) + r_s * np.sum(w * w)) / H)
 
 
-def choose_overlap(q_s: float, r_s: float, D: int) -> tuple[int, int, float, float]:
+def choose_overlap(q_s: float, r_s: float, D: int,
+                   pilot_cycles: tuple[float, ...] = ()) -> tuple[int, int, float, float]:
     """Overlap of the RTS tracker's pilot windows for blocks of at least D samples.
 
     Returns ``(overlap h, hop H, r_scale, predicted variance)`` (the bound where D is at most
@@ -390,7 +410,8 @@ def choose_overlap(q_s: float, r_s: float, D: int) -> tuple[int, int, float, flo
     the smallest h of ``OVERLAPS`` whose ``overlap_phase_var`` (at its best ``R_SCALES``) is
     within ``OVERLAP_NEAR_BEST`` of the least (``H = ceil(D / h)``: windows of ``h H >= D``;
     the tracker's r is ``r_scale`` times the noise of one window's mean). Cost: h times the
-    hops through the pilot kernel and the tracker.
+    hops through the pilot kernel and the tracker. Hops whose boxcar passes another pilot by
+    more than ``MAX_HOP_CROSS_LEAK`` (``hop_cross_leak``) are not taken.
     """
     bound = math.sqrt(q_s * r_s) / 2
     if not (q_s > 0 and r_s > 0) or r_s / q_s >= D * D:
@@ -403,8 +424,12 @@ def choose_overlap(q_s: float, r_s: float, D: int) -> tuple[int, int, float, flo
     per_h = []
     for h in OVERLAPS:
         H = -(-D // h)
+        if hop_cross_leak(pilot_cycles, H) > MAX_HOP_CROSS_LEAK:
+            continue
         per_h.append(min((overlap_phase_var(q_s, r_s, H, h, q_s * H, scale * r_s / H), h, H,
                           scale) for scale in R_SCALES))
+    if not per_h:
+        return 1, D, 1.0, v1
     least = min(v for v, *_ in per_h)
     v, h, H, scale = next(c for c in per_h if c[0] <= OVERLAP_NEAR_BEST * least)
     return h, H, scale, v
@@ -419,8 +444,8 @@ def design_kalman(method: str, inputs: DesignInputs) -> KalmanDesign:
     if inputs.min_block_samples > D:
         D = max(D, min(int(inputs.min_block_samples), round(inputs.tau * fs)))
     r_s = inputs.phase_noise_var * inputs.acq_decimation
-    h, H, scale, var = (choose_overlap(inputs.dphi / fs, r_s, D) if method == "kalman-rts"
-                        else (1, D, 1.0, 0.0))
+    h, H, scale, var = (choose_overlap(inputs.dphi / fs, r_s, D, inputs.pilot_cycles)
+                        if method == "kalman-rts" else (1, D, 1.0, 0.0))
     if h > 1:
         q, r = inputs.dphi * H / fs, scale * r_s / H
         rts_block, rts_lookahead = rts_lengths(q, r)

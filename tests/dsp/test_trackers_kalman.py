@@ -246,3 +246,23 @@ def test_overlap_tracker_matches_its_numpy_twin():
                            ref.push(z[2 * d.rts_block:])[1], ref.flush()[1]])
     assert got.shape == want.shape == z.shape
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("cycles, overlap", [((0.25, 0.32), 3), ((0.25, 0.27), 1)])
+def test_overlap_hop_keeps_the_pilots_apart(cycles, overlap):
+    """A hop of 9 samples passes a pilot 70 MHz away (at 1 GSa/s) with |H| = 0.47: the leak
+    cancellation converges (19 passes); 20 MHz away |H| = 0.95 and it would not (40 passes
+    leave 0.12 of the other pilot): the design keeps blocks of 25 there. ``hop_cross_leak``
+    against the block average of the tones computed directly."""
+    from dsp.carrier import design_pilot_filter
+    from dsp.trackers.kalman import hop_cross_leak
+
+    q_s = 2 * np.pi * 1e-5
+    d = design_pilot_filter(1e9, phase_noise_var=q_s * 10.5**2 / 64, acq_decimation=64,
+                            linewidth_hz=1e4, method="kalman-rts", min_block_samples=25,
+                            pilot_cycles=cycles)
+    assert d.overlap == overlap
+    n = np.arange(9)
+    a, b = cycles
+    want = max(abs(np.mean(np.exp(2j * np.pi * nu * n))) for nu in (b - a, a - b, -(a + b)))
+    assert hop_cross_leak(cycles, 9) == pytest.approx(want, rel=1e-9)
