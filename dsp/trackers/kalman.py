@@ -275,7 +275,8 @@ class KalmanDesign(PilotFilterDesign):
     rts_block : RTS block length in blocks; rts_lookahead : blocks of look-ahead of each
     block's backward pass (``rts_lengths``; unused by ``"kalman"``); overlap : hops h per
     observation window (``decimation`` is then the hop, the window ``overlap * decimation``
-    samples); r_scale : r over the noise variance of one window's mean (1 without overlap).
+    samples); r_scale : r over the noise variance of one window's mean (1 without overlap);
+    pilot_cycles : the pilots' frequencies over fs (``choose_overlap`` in ``refine_kalman``).
     With overlap, ``predicted_phase_var`` is the per-sample error ``overlap_phase_var``."""
 
     q: float
@@ -284,6 +285,7 @@ class KalmanDesign(PilotFilterDesign):
     rts_lookahead: int
     overlap: int = 1
     r_scale: float = 1.0
+    pilot_cycles: tuple[float, ...] = ()
 
 
 def rts_lengths(q: float, r: float) -> tuple[int, int]:
@@ -452,14 +454,16 @@ def design_kalman(method: str, inputs: DesignInputs) -> KalmanDesign:
         fields = {**common_fields(method, inputs, H),
                   **kalman_steady_state(method, q, r, H / fs), "predicted_phase_var": var}
         return KalmanDesign(**fields, q=q, r=r, rts_block=rts_block,
-                            rts_lookahead=rts_lookahead, overlap=h, r_scale=scale * h)
+                            rts_lookahead=rts_lookahead, overlap=h, r_scale=scale * h,
+                            pilot_cycles=inputs.pilot_cycles)
     q = inputs.dphi * D / fs
     r = inputs.phase_noise_var * inputs.acq_decimation / D
     rts_block, rts_lookahead = rts_lengths(q, r)
     # the tracker's own bandwidth and error, not the boxcar's of the same duration
     fields = {**common_fields(method, inputs, D),
               **kalman_steady_state(method, q, r, D / inputs.fs)}
-    return KalmanDesign(**fields, q=q, r=r, rts_block=rts_block, rts_lookahead=rts_lookahead)
+    return KalmanDesign(**fields, q=q, r=r, rts_block=rts_block, rts_lookahead=rts_lookahead,
+                        pilot_cycles=inputs.pilot_cycles)
 
 
 def block_noise_var(s2: float, slope: float) -> float:
@@ -476,13 +480,8 @@ def block_noise_var(s2: float, slope: float) -> float:
     return float(s2) + float(slope) / 6
 
 
-def refine_kalman(design: KalmanDesign, head: HeadPilot) -> KalmanDesign:
-    """Observation noise r measured at the tracker's own block length D (structure-function
-    intercept of the head's pilot phase): short blocks let part of the quantum band through,
-    which the acquisition's long blocks hide. With overlap, D is the window (``overlap`` hops)
-    and the tracker's r ``r_scale`` times that window's."""
-    H, h = design.decimation, design.overlap
-    D = H * h
+def _window_noise_var(head: HeadPilot, D: int) -> float:
+    """r of the means of D samples from the head (``block_noise_var``), floored."""
     nj = head.samples // D
     if nj < 4 * NOISE_FIT_LAGS:
         raise DspLockError("recording too short: the Kalman tracker's noise fit needs "
@@ -491,21 +490,48 @@ def refine_kalman(design: KalmanDesign, head: HeadPilot) -> KalmanDesign:
                            {"head_samples": float(head.samples), "pilot_blocks": float(nj)})
     ph = np.unwrap(np.angle(head.phasors(D)))
     s2, slope = structure_fit(ph, max_lag=NOISE_FIT_LAGS)
-    r_window = block_noise_var(s2, slope)
-    r_window = r_window if r_window > MIN_OBSERVATION_VAR else MIN_OBSERVATION_VAR
-    r = r_window * design.r_scale
-    block, lookahead = rts_lengths(design.q, r)
-    dt = design.tau_s / design.window   # the block (hop) duration H / fs
-    steady = kalman_steady_state(design.method, design.q, r, dt)
+    r = block_noise_var(s2, slope)
+    return r if r > MIN_OBSERVATION_VAR else MIN_OBSERVATION_VAR
+
+
+def refine_kalman(design: KalmanDesign, head: HeadPilot) -> KalmanDesign:
+    """Observation noise r measured at the tracker's own block length D (structure-function
+    intercept of the head's pilot phase): short blocks let part of the quantum band through,
+    which the acquisition's long blocks hide. With overlap, D is the window (``overlap`` hops)
+    and the tracker's r ``r_scale`` times that window's.
+
+    Where the design kept non-overlapping blocks (from the acquisition's pilot noise, which
+    the pilots' mutual leakage and framing inflate several times) the RTS smoother's overlap
+    is chosen again from the measured r (``choose_overlap``), the new window measured again.
+    A design that overlaps keeps its choice: at large linewidths the fit of long windows is
+    ill-conditioned (q per window several times r) and reads r low.
+    """
+    H, h = design.decimation, design.overlap
+    D = H * h
+    r_window = _window_noise_var(head, D)
+    q, scale = design.q, design.r_scale
+    if design.method == "kalman-rts" and h == 1:
+        h2, H2, scale2, _ = choose_overlap(q / H, r_window * D, D, design.pilot_cycles)
+        if h2 > 1:
+            r_window = _window_noise_var(head, h2 * H2)
+            q = q / H * H2
+            H, h, D, scale = H2, h2, h2 * H2, scale2 * h2
+    r = r_window * scale
+    block, lookahead = rts_lengths(q, r)
+    M, tau_s = design.window, design.tau_s
+    dt = tau_s / M   # the block (hop) duration H / fs
+    if design.decimation != H:   # the filter duration on the new hop grid (odd, as designed)
+        dt = dt / design.decimation * H
+        M = max(1, round(tau_s / dt))
+        M += 1 - M % 2
+        tau_s = M * dt
+    steady = kalman_steady_state(design.method, q, r, dt)
     if h > 1:
-        steady["predicted_phase_var"] = overlap_phase_var(design.q / H, r_window * D, H, h,
-                                                          design.q, r)
-    return replace(design, r=r, rts_block=block, rts_lookahead=lookahead, **steady)
+        steady["predicted_phase_var"] = overlap_phase_var(q / H, r_window * D, H, h, q, r)
+    return replace(design, decimation=H, window=M, tau_s=tau_s, overlap=h, r_scale=scale, q=q,
+                   r=r, rts_block=block, rts_lookahead=lookahead, **steady)
 
 
-# --------------------------------------------------------------------------------------------
-# streaming trackers
-# --------------------------------------------------------------------------------------------
 def window_sums(z: np.ndarray, hist: np.ndarray, overlap: int) -> tuple[np.ndarray, np.ndarray]:
     """Sums of ``overlap`` consecutive phasors of ``hist`` followed by ``z`` (one per complete
     window, added first to last, so the result does not depend on how the stream is split),

@@ -266,3 +266,27 @@ def test_overlap_hop_keeps_the_pilots_apart(cycles, overlap):
     a, b = cycles
     want = max(abs(np.mean(np.exp(2j * np.pi * nu * n))) for nu in (b - a, a - b, -(a + b)))
     assert hop_cross_leak(cycles, 9) == pytest.approx(want, rel=1e-9)
+
+
+def test_refine_chooses_the_overlap_from_the_measured_noise():
+    """The acquisition's pilot noise can be several times the tracker's (framed recordings:
+    the preamble and leaked tones inflate it): with 10x the true r the design keeps blocks of
+    25 samples (3.3 time constants by that r), the head's own noise (tc = 10.5 samples, 2.4
+    blocks) makes ``refine_kalman`` take windows of 3 hops of 9 samples, its r measured on
+    them. Before: the design's overlap stayed, 1.16 x the bound instead of 1.045 x."""
+    from dsp.carrier import design_pilot_filter
+    from dsp.trackers.base import HeadPilot
+    from dsp.trackers.kalman import refine_kalman
+
+    q_s = 2 * np.pi * 1e-5
+    r_s = q_s * 10.5**2
+    d = design_pilot_filter(1e9, phase_noise_var=10 * r_s / 64, acq_decimation=64,
+                            linewidth_hz=1e4, method="kalman-rts", min_block_samples=25)
+    assert (d.overlap, d.decimation) == (1, 25)
+    _, e = _pilot_samples(300_000, q_s, r_s, seed=4)
+    got = refine_kalman(d, HeadPilot(samples=e.shape[0], phasors=lambda D: _block_means(e, D)))
+    assert (got.overlap, got.decimation) == (3, 9)
+    assert got.q == pytest.approx(q_s * 9, rel=1e-12)
+    assert got.r == pytest.approx(got.r_scale * r_s / 27, rel=0.15)
+    assert got.predicted_phase_var == pytest.approx(1.045 * np.sqrt(q_s * r_s) / 2, rel=0.1)
+    assert got.tau_s == pytest.approx(got.window * 9e-9, rel=1e-12) and got.window % 2 == 1
