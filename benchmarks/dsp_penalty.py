@@ -483,7 +483,7 @@ def main_bound(args: argparse.Namespace, method: str) -> int:
                 row = run_case(params, n_symbols=int(args.symbols), seed=seed,
                                workdir=Path(tmp), methods=(method,))
                 rows.append(row)
-                print(f"lw={row['linewidth_hz']:g} fs={row['sample_rate_hz']:g} "
+                print(f"lw={row['linewidth_hz']:g} fs={row.get('sample_rate_hz', 1e9):g} "
                       f"P={row['pilot_powers_dbsn']} seed={seed}: penalty "
                       f"{row[method + ':penalty']:.3f} bound {row[method + ':bound']:.3f} "
                       f"distance {row[method + ':distance']:+.3f} phase_mse "

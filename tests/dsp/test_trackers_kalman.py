@@ -248,10 +248,12 @@ def test_overlap_tracker_matches_its_numpy_twin():
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
 
 
-@pytest.mark.parametrize("cycles, overlap", [((0.25, 0.32), 3), ((0.25, 0.27), 1)])
+@pytest.mark.parametrize("cycles, overlap", [((0.25, 0.36), 3), ((0.25, 0.32), 1),
+                                             ((0.25, 0.27), 1)])
 def test_overlap_hop_keeps_the_pilots_apart(cycles, overlap):
-    """A hop of 9 samples passes a pilot 70 MHz away (at 1 GSa/s) with |H| = 0.47: the leak
-    cancellation converges (19 passes); 20 MHz away |H| = 0.95 and it would not (40 passes
+    """A hop of 9 samples passes a pilot 110 MHz away (at 1 GSa/s) with |H| <= 0.12 (its image):
+    overlap; 70 MHz away |H| = 0.47 (the leak cancellation converges, but the tracker measured
+    worse than blocks of 25 on the penalty table's row 17), 20 MHz away 0.95 (40 passes would
     leave 0.12 of the other pilot): the design keeps blocks of 25 there. ``hop_cross_leak``
     against the block average of the tones computed directly."""
     from dsp.carrier import design_pilot_filter
