@@ -63,6 +63,7 @@ Usage::
 
     python -m benchmarks.dsp_penalty [--symbols 1e6] [--quick] [--methods fir,kalman-rts]
                                      [--out table.json] [--md table.md] [--seeds 1,2,3]
+                                     [--cases 2,5,8]
 
 The full matrix writes benchmarks/dsp_penalty.md (run times: benchmarks/README.md).
 """
@@ -217,6 +218,8 @@ def run_case(params: dict[str, Any], *, n_symbols: int, seed: int, workdir: Path
         out[f"{m}:frequency_error_hz"] = r.frequency_offset_hz - p.frequency_offset_hz
         out[f"{m}:linewidth_estimate_hz"] = a.pilot.linewidth_hz
         out[f"{m}:bandwidth_hz"] = a.carrier.bandwidth_hz
+        out[f"{m}:decimation"] = a.carrier.decimation
+        out[f"{m}:overlap"] = getattr(a.carrier, "overlap", 1)
         out[f"{m}:n_received"] = r.n_received
         out["n_oracle"] = o.n_symbols
         if floors:
@@ -431,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--seeds", help="comma-separated seeds: the table against the bound "
                     "(one method, rows + framed rows, mean and standard error over the seeds)")
+    ap.add_argument("--cases", help="with --seeds: comma-separated indices into the matrix "
+                    "followed by the framed rows (default: all)")
     ap.add_argument("--out", type=Path, help="JSON rows")
     ap.add_argument("--md", type=Path, help="write the markdown table there (default: "
                     "benchmarks/dsp_penalty.md for the full matrix, nowhere with --quick)")
@@ -469,6 +474,8 @@ def main_bound(args: argparse.Namespace, method: str) -> int:
     """``--seeds``: every case (matrix + framed) at every seed, then the bound table."""
     seeds = [int(v) for v in args.seeds.split(",")]
     cases = matrix(args.quick) + framed_cases()
+    if args.cases:
+        cases = [cases[int(i)] for i in args.cases.split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="dsp-penalty-") as tmp:
         for params in cases:
@@ -476,7 +483,7 @@ def main_bound(args: argparse.Namespace, method: str) -> int:
                 row = run_case(params, n_symbols=int(args.symbols), seed=seed,
                                workdir=Path(tmp), methods=(method,))
                 rows.append(row)
-                print(f"lw={row['linewidth_hz']:g} fs={row['sample_rate_hz']:g} "
+                print(f"lw={row['linewidth_hz']:g} fs={row.get('sample_rate_hz', 1e9):g} "
                       f"P={row['pilot_powers_dbsn']} seed={seed}: penalty "
                       f"{row[method + ':penalty']:.3f} bound {row[method + ':bound']:.3f} "
                       f"distance {row[method + ':distance']:+.3f} phase_mse "

@@ -60,7 +60,8 @@ def design_pilot_filter(fs: float, *, phase_noise_var: float, acq_decimation: in
                         bandwidth_hz: float | None = None, linewidth_floor_hz: float = 1.0,
                         max_window_s: float = 20e-6, min_window_s: float = 16e-9,
                         blocks_per_window: int = 8,
-                        min_block_samples: int = 1) -> PilotFilterDesign:
+                        min_block_samples: int = 1,
+                        pilot_cycles: tuple[float, ...] = ()) -> PilotFilterDesign:
     """The design of tracker ``method`` from the pilot statistics: the filter duration tau
     (optimum above, or ``1 / bandwidth_hz``) and the boxcar block length here, the rest by the
     tracker's own ``design`` (``dsp.trackers``).
@@ -79,6 +80,9 @@ def design_pilot_filter(fs: float, *, phase_noise_var: float, acq_decimation: in
         Force the boxcar bandwidth 1/tau instead of the optimum.
     min_block_samples : int
         Shortest pilot block D (``pilot_block_guard``) for the trackers that apply it.
+    pilot_cycles : tuple of float
+        The pilots' frequencies over fs (the Kalman-RTS overlap keeps its hop long enough to
+        tell them apart).
 
     Returns
     -------
@@ -101,7 +105,8 @@ def design_pilot_filter(fs: float, *, phase_noise_var: float, acq_decimation: in
     inputs = DesignInputs(fs=fs, phase_noise_var=phase_noise_var, acq_decimation=acq_decimation,
                           linewidth_hz=lw, dphi=dphi, c_n=c_n, tau=tau,
                           decimation=max(8, int(tau * fs / blocks_per_window)),
-                          min_block_samples=int(min_block_samples))
+                          min_block_samples=int(min_block_samples),
+                          pilot_cycles=tuple(float(c) for c in pilot_cycles))
     return kind.design(method, inputs)
 
 

@@ -106,6 +106,7 @@ def acquire(head: np.ndarray, alice: np.ndarray, link: LinkParameters,
                                   method=opt.phase_method, bandwidth_hz=opt.pilot_bandwidth_hz,
                                   linewidth_floor_hz=opt.linewidth_floor_hz,
                                   max_window_s=opt.max_pilot_window_s,
+                                  pilot_cycles=tuple(f / fs for f in link.pilot_frequencies_hz),
                                   min_block_samples=pilot_block_guard(
                                       fs, pilot_frequencies_hz=link.pilot_frequencies_hz,
                                       signal_frequency_hz=link.signal_frequency_hz,

@@ -47,7 +47,8 @@ class DesignInputs:
     ``phase_noise_var acq_decimation / fs`` (rad^2 s); tau : optimal (or forced) filter
     duration, clipped (s); decimation : the boxcar's block length ``tau fs / blocks_per_window``
     (>= 8); min_block_samples : shortest block that keeps the quantum band out of the pilot
-    phasors (``dsp.carrier.pilot_block_guard``).
+    phasors (``dsp.carrier.pilot_block_guard``); pilot_cycles : the pilots' mixing frequencies
+    (cycles per sample; a hop of overlapping blocks must keep them apart).
     """
 
     fs: float
@@ -59,6 +60,7 @@ class DesignInputs:
     tau: float
     decimation: int
     min_block_samples: int
+    pilot_cycles: tuple[float, ...] = ()
 
 
 def common_fields(method: str, inputs: DesignInputs, D: int) -> dict:

@@ -9,6 +9,12 @@ chunked. Its pilot blocks are at least ``pilot_block_guard`` samples long (up to
 blocks let the quantum band into the phase measurements. The observation noise r is measured
 again on the head at the tracker's own block length (``refine_kalman``), as the noise of block
 MEANS (``block_noise_var``).
+
+Overlapping blocks (``overlap`` h > 1, chosen by ``choose_overlap`` where the block length D is
+several smoother time constants, i.e. at large linewidths): the pilot is decimated at the hop
+``D / h`` and the tracker observes the sums of h consecutive hop phasors, windows of ``h hop >=
+D`` samples (the quantum band stays beyond the long window's first null) one hop apart, so
+block structure and interpolation cost what a hop costs (``overlap_phase_var``).
 """
 
 from __future__ import annotations
@@ -26,9 +32,9 @@ from dsp.fits import structure_fit
 from dsp.trackers.base import DesignInputs, HeadPilot, PilotFilterDesign, common_fields
 
 __all__ = ["KalmanDesign", "KalmanRtsTracker", "KalmanTracker", "block_noise_var",
-           "design_kalman", "kalman_phase_forward", "kalman_steady_state", "refine_kalman",
-           "rts_lengths",
-           "rts_smooth_block", "rts_smooth_blocks"]
+           "choose_overlap", "design_kalman", "hop_cross_leak", "kalman_phase_forward",
+           "kalman_steady_state", "overlap_phase_var", "refine_kalman", "rts_lengths",
+           "rts_smooth_block", "rts_smooth_blocks", "window_sums"]
 
 #: lags of the structure-function fit of the observation noise on the head
 NOISE_FIT_LAGS = 16
@@ -37,6 +43,35 @@ MIN_OBSERVATION_VAR = 1e-12
 #: RTS block length bounds (blocks)
 RTS_BLOCK_MIN = 1024
 RTS_BLOCK_MAX = 1 << 18
+#: overlaps tried by ``choose_overlap`` (odd: the window is centred on its middle hop)
+OVERLAPS = (3, 5, 7, 9)
+#: scales of the hop tracker's r (times h r_window) tried by ``choose_overlap``
+R_SCALES = (0.25, 0.5, 0.75, 1.0)
+#: non-overlapping blocks are kept while their predicted error is within this of the bound
+OVERLAP_TOLERANCE = 1.05
+#: the smallest overlap whose predicted error is within this of the least of ``OVERLAPS``
+OVERLAP_NEAR_BEST = 1.03
+#: largest response of a hop's boxcar to another pilot (or its image) that a hop may have. At
+#: 0.47 (250/320 MHz pilots, hop 9 at 1 GSa/s) the cancellation converges (19 passes) but the
+#: overlapping tracker measured 1.25 x the bound against 1.16 x with blocks of 25 (not
+#: explained); 0.16 (hop 24) and 0.13 (framed 250/270 MHz, hop 120) gained
+MAX_HOP_CROSS_LEAK = 0.2
+
+
+def hop_cross_leak(pilot_cycles: tuple[float, ...], hop: int) -> float:
+    """Largest ``|H_hop(nu)|`` (the boxcar of ``hop`` samples) at the other pilots and their
+    images seen from each pilot (``nu_j - nu_k`` and ``-(nu_j + nu_k)``, j != k)."""
+    worst = 0.0
+    for k, nk in enumerate(pilot_cycles):
+        for j, nj in enumerate(pilot_cycles):
+            if j == k:
+                continue
+            for nu in (nj - nk, -(nj + nk)):
+                nu -= math.floor(nu + 0.5)
+                s = math.sin(math.pi * nu)
+                h = 1.0 if abs(s) < 1e-12 else abs(math.sin(math.pi * nu * hop) / (hop * s))
+                worst = max(worst, h)
+    return worst
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,12 +275,19 @@ def rts_smooth_blocks(phi_f: np.ndarray, p_f: np.ndarray, q: float, block: int,
 class KalmanDesign(PilotFilterDesign):
     """Kalman tracker design: q, r : process / observation variances per block (rad^2);
     rts_block : RTS block length in blocks; rts_lookahead : blocks of look-ahead of each
-    block's backward pass (``rts_lengths``; unused by ``"kalman"``)."""
+    block's backward pass (``rts_lengths``; unused by ``"kalman"``); overlap : hops h per
+    observation window (``decimation`` is then the hop, the window ``overlap * decimation``
+    samples); r_scale : r over the noise variance of one window's mean (1 without overlap);
+    pilot_cycles : the pilots' frequencies over fs (``choose_overlap`` in ``refine_kalman``).
+    With overlap, ``predicted_phase_var`` is the per-sample error ``overlap_phase_var``."""
 
     q: float
     r: float
     rts_block: int
     rts_lookahead: int
+    overlap: int = 1
+    r_scale: float = 1.0
+    pilot_cycles: tuple[float, ...] = ()
 
 
 def rts_lengths(q: float, r: float) -> tuple[int, int]:
@@ -308,20 +350,122 @@ def kalman_steady_state(method: str, q: float, r: float, dt: float) -> dict[str,
     return {"bandwidth_hz": g / dt, "predicted_phase_var": (p - a * a * pp) / (1 - a * a)}
 
 
+def overlap_phase_var(q_s: float, r_s: float, hop: int, overlap: int, q: float,
+                      r: float) -> float:
+    """Per-sample phase-error variance of the steady-state RTS smoother on overlapping windows.
+
+    Parameters
+    ----------
+    q_s, r_s : float
+        The true phase diffusion per sample and the pilot's per-sample phase-noise variance
+        (rad^2): a Wiener phase observed in white noise, linearised.
+    hop, overlap : int
+        Hop H (samples) and hops h per window (odd): observation k is the mean over the
+        samples of hops ``k - (h-1)/2 .. k + (h-1)/2``.
+    q, r : float
+        The tracker's model variances per hop (they set its gain, right or wrong).
+
+    Returns
+    -------
+    float
+        Mean over the samples of the squared error of the smoothed phase linearly
+        interpolated between hop centres (rad^2); the bound of any estimator from the samples
+        themselves is ``sqrt(q_s r_s) / 2``.
+
+    Notes
+    -----
+    The smoother is the two-sided filter ``s_l = (1 - a) / (1 + a) a^|l|`` (``a = 1 - K``, K
+    the steady-state gain of q, r); convolved with the window's boxcar it puts a weight w_n on
+    each sample n, the interpolation mixes two such estimates. Its error at sample t is
+    ``sum_n w_n (phi_n + v_n) - phi_t``: ``r_s sum_n w_n^2`` from the noise, and from the
+    Wiener phase ``q_s sum_j (C_j - [j >= t])^2`` with ``C_j = sum_{n <= j} w_n`` the weight
+    on the increment ``phi_{j+1} - phi_j``. Exact for the linear model; with ``overlap`` 1 it
+    is the block structure's cost of non-overlapping blocks (1.16 x the bound at D = 2.4
+    smoother time constants, as simulated directly).
+    """
+    H, h = int(hop), int(overlap)
+    if H < 1 or h < 1 or h % 2 == 0:
+        raise ValueError(f"need hop >= 1 and an odd overlap, got {hop!r}, {overlap!r}")
+    pp = 0.5 * (q + math.sqrt(q * q + 4 * q * r))
+    a = r / (pp + r)                       # 1 - K
+    K = math.ceil(12 / (1 - a)) + 1        # a^K < 1e-5: the weights beyond are negligible
+    lag = np.arange(-K, K + 1)
+    g = np.convolve((1 - a) / (1 + a) * a ** np.abs(lag), np.full(h, 1.0 / h))
+    g /= g.sum()
+    n0 = (K + (h - 1) // 2) * H            # sample index of w[0] is -n0 (hop 0 from 0)
+    w0 = np.repeat(g, H) / H
+    w1 = np.concatenate([np.zeros(H), w0[:-H]])   # the estimate at hop 1
+    c0 = (H - 1) / 2
+    t = math.ceil(c0) + np.arange(H)       # the samples between centres 0 and 1
+    f = ((t - c0) / H)[:, None]
+    w = (1 - f) * w0 + f * w1
+    c = np.cumsum(w, axis=1) - (np.arange(w.shape[1]) >= (t + n0)[:, None])
+    return float((q_s * np.sum(c[:, :-1] ** 2) + r_s * np.sum(w * w)) / H)
+
+
+def choose_overlap(q_s: float, r_s: float, D: int,
+                   pilot_cycles: tuple[float, ...] = ()) -> tuple[int, int, float, float]:
+    """Overlap of the RTS tracker's pilot windows for blocks of at least D samples.
+
+    Returns ``(overlap h, hop H, r_scale, predicted variance)`` (the bound where D is at most
+    one time constant, not evaluated): ``(1, D, 1.0, ...)`` while
+    non-overlapping blocks of D are within ``OVERLAP_TOLERANCE`` of the bound (D up to ~1.4
+    smoother time constants ``sqrt(r_s / q_s)``: every linewidth up to a few kHz); otherwise
+    the smallest h of ``OVERLAPS`` whose ``overlap_phase_var`` (at its best ``R_SCALES``) is
+    within ``OVERLAP_NEAR_BEST`` of the least (``H = ceil(D / h)``: windows of ``h H >= D``;
+    the tracker's r is ``r_scale`` times the noise of one window's mean). Cost: h times the
+    hops through the pilot kernel and the tracker. Hops whose boxcar passes another pilot by
+    more than ``MAX_HOP_CROSS_LEAK`` (``hop_cross_leak``) are not taken.
+    """
+    bound = math.sqrt(q_s * r_s) / 2
+    if not (q_s > 0 and r_s > 0) or r_s / q_s >= D * D:
+        return 1, D, 1.0, bound
+    v1 = overlap_phase_var(q_s, r_s, D, 1, q_s * D, r_s / D)
+    if v1 <= OVERLAP_TOLERANCE * bound:
+        return 1, D, 1.0, v1
+    # per overlap its best r scale; then the smallest overlap near the best of all (every hop
+    # costs the pilot kernel and the tracker one step)
+    per_h = []
+    for h in OVERLAPS:
+        H = -(-D // h)
+        if hop_cross_leak(pilot_cycles, H) > MAX_HOP_CROSS_LEAK:
+            continue
+        per_h.append(min((overlap_phase_var(q_s, r_s, H, h, q_s * H, scale * r_s / H), h, H,
+                          scale) for scale in R_SCALES))
+    if not per_h:
+        return 1, D, 1.0, v1
+    least = min(v for v, *_ in per_h)
+    v, h, H, scale = next(c for c in per_h if c[0] <= OVERLAP_NEAR_BEST * least)
+    return h, H, scale, v
+
+
 def design_kalman(method: str, inputs: DesignInputs) -> KalmanDesign:
     """Kalman design: the boxcar's block length raised to ``min_block_samples`` (but not
     beyond the filter duration tau: a block longer than the optimal averaging time would cost
-    more tracking error than the band leakage it removes), q and r per block of that length."""
+    more tracking error than the band leakage it removes), q and r per block of that length;
+    the RTS smoother's blocks overlapping where that pays (``choose_overlap``)."""
     fs, D = inputs.fs, inputs.decimation
     if inputs.min_block_samples > D:
         D = max(D, min(int(inputs.min_block_samples), round(inputs.tau * fs)))
+    r_s = inputs.phase_noise_var * inputs.acq_decimation
+    h, H, scale, var = (choose_overlap(inputs.dphi / fs, r_s, D, inputs.pilot_cycles)
+                        if method == "kalman-rts" else (1, D, 1.0, 0.0))
+    if h > 1:
+        q, r = inputs.dphi * H / fs, scale * r_s / H
+        rts_block, rts_lookahead = rts_lengths(q, r)
+        fields = {**common_fields(method, inputs, H),
+                  **kalman_steady_state(method, q, r, H / fs), "predicted_phase_var": var}
+        return KalmanDesign(**fields, q=q, r=r, rts_block=rts_block,
+                            rts_lookahead=rts_lookahead, overlap=h, r_scale=scale * h,
+                            pilot_cycles=inputs.pilot_cycles)
     q = inputs.dphi * D / fs
     r = inputs.phase_noise_var * inputs.acq_decimation / D
     rts_block, rts_lookahead = rts_lengths(q, r)
     # the tracker's own bandwidth and error, not the boxcar's of the same duration
     fields = {**common_fields(method, inputs, D),
               **kalman_steady_state(method, q, r, D / inputs.fs)}
-    return KalmanDesign(**fields, q=q, r=r, rts_block=rts_block, rts_lookahead=rts_lookahead)
+    return KalmanDesign(**fields, q=q, r=r, rts_block=rts_block, rts_lookahead=rts_lookahead,
+                        pilot_cycles=inputs.pilot_cycles)
 
 
 def block_noise_var(s2: float, slope: float) -> float:
@@ -338,11 +482,8 @@ def block_noise_var(s2: float, slope: float) -> float:
     return float(s2) + float(slope) / 6
 
 
-def refine_kalman(design: KalmanDesign, head: HeadPilot) -> KalmanDesign:
-    """Observation noise r measured at the tracker's own block length D (structure-function
-    intercept of the head's pilot phase): short blocks let part of the quantum band through,
-    which the acquisition's long blocks hide."""
-    D = design.decimation
+def _window_noise_var(head: HeadPilot, D: int) -> float:
+    """r of the means of D samples from the head (``block_noise_var``), floored."""
     nj = head.samples // D
     if nj < 4 * NOISE_FIT_LAGS:
         raise DspLockError("recording too short: the Kalman tracker's noise fit needs "
@@ -352,16 +493,61 @@ def refine_kalman(design: KalmanDesign, head: HeadPilot) -> KalmanDesign:
     ph = np.unwrap(np.angle(head.phasors(D)))
     s2, slope = structure_fit(ph, max_lag=NOISE_FIT_LAGS)
     r = block_noise_var(s2, slope)
-    r = r if r > MIN_OBSERVATION_VAR else MIN_OBSERVATION_VAR
-    block, lookahead = rts_lengths(design.q, r)
-    dt = design.tau_s / design.window   # the block duration D / fs
-    return replace(design, r=r, rts_block=block, rts_lookahead=lookahead,
-                   **kalman_steady_state(design.method, design.q, r, dt))
+    return r if r > MIN_OBSERVATION_VAR else MIN_OBSERVATION_VAR
 
 
-# --------------------------------------------------------------------------------------------
-# streaming trackers
-# --------------------------------------------------------------------------------------------
+def refine_kalman(design: KalmanDesign, head: HeadPilot) -> KalmanDesign:
+    """Observation noise r measured at the tracker's own block length D (structure-function
+    intercept of the head's pilot phase): short blocks let part of the quantum band through,
+    which the acquisition's long blocks hide. With overlap, D is the window (``overlap`` hops)
+    and the tracker's r ``r_scale`` times that window's.
+
+    Where the design kept non-overlapping blocks (from the acquisition's pilot noise, which
+    the pilots' mutual leakage and framing inflate several times) the RTS smoother's overlap
+    is chosen again from the measured r (``choose_overlap``), the new window measured again.
+    A design that overlaps keeps its choice: at large linewidths the fit of long windows is
+    ill-conditioned (q per window several times r) and reads r low.
+    """
+    H, h = design.decimation, design.overlap
+    D = H * h
+    r_window = _window_noise_var(head, D)
+    q, scale = design.q, design.r_scale
+    if design.method == "kalman-rts" and h == 1:
+        h2, H2, scale2, _ = choose_overlap(q / H, r_window * D, D, design.pilot_cycles)
+        if h2 > 1:
+            r_window = _window_noise_var(head, h2 * H2)
+            q = q / H * H2
+            H, h, D, scale = H2, h2, h2 * H2, scale2 * h2
+    r = r_window * scale
+    block, lookahead = rts_lengths(q, r)
+    M, tau_s = design.window, design.tau_s
+    dt = tau_s / M   # the block (hop) duration H / fs
+    if design.decimation != H:   # the filter duration on the new hop grid (odd, as designed)
+        dt = dt / design.decimation * H
+        M = max(1, round(tau_s / dt))
+        M += 1 - M % 2
+        tau_s = M * dt
+    steady = kalman_steady_state(design.method, q, r, dt)
+    if h > 1:
+        steady["predicted_phase_var"] = overlap_phase_var(q / H, r_window * D, H, h, q, r)
+    return replace(design, decimation=H, window=M, tau_s=tau_s, overlap=h, r_scale=scale, q=q,
+                   r=r, rts_block=block, rts_lookahead=lookahead, **steady)
+
+
+def window_sums(z: np.ndarray, hist: np.ndarray, overlap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of ``overlap`` consecutive phasors of ``hist`` followed by ``z`` (one per complete
+    window, added first to last, so the result does not depend on how the stream is split),
+    and the last ``overlap - 1`` phasors: the ``hist`` of the next call."""
+    buf = np.concatenate([hist, z])
+    nw = buf.shape[0] - (overlap - 1)
+    if nw <= 0:
+        return np.empty(0, np.complex128), buf
+    y = buf[:nw].copy()
+    for i in range(1, overlap):
+        y += buf[i:i + nw]
+    return y, buf[nw:]
+
+
 class KalmanTracker:
     """Forward Kalman filter (``dsp.trackers.base.PhaseTracker``): every pushed block is
     final at once."""
@@ -373,18 +559,37 @@ class KalmanTracker:
         self._phi_f = np.empty(0)     # forward estimates of blocks [n_out, n_in)
         self._p_f = np.empty(0)
         self._kstate: tuple[float, float] | None = None
+        self._hist: np.ndarray | None = None    # the last overlap - 1 hops (overlap > 1)
 
     def latency_blocks(self) -> int:
-        return 0
+        return (self.design.overlap - 1) // 2
 
     def push(self, z: np.ndarray) -> tuple[int, np.ndarray]:
         z = np.asarray(z, np.complex128)
         self.n_in += z.shape[0]
-        self._forward(z)
+        self._forward(self._observe(z))
         return self._take(self._phi_f.shape[0])
 
     def flush(self) -> tuple[int, np.ndarray]:
+        self._forward(self._observe(np.empty(0, np.complex128), final=True))
         return self._take(self._phi_f.shape[0])
+
+    def _observe(self, z: np.ndarray, final: bool = False) -> np.ndarray:
+        """The tracker's observations: the hop phasors themselves, or with overlap h the
+        window sums centred on each hop (the first and last hop repeated (h-1)/2 times at the
+        ends, so that every hop gets one)."""
+        h = self.design.overlap
+        if h == 1:
+            return z
+        m = (h - 1) // 2
+        if self._hist is None:
+            if z.shape[0] == 0:
+                return z
+            self._hist = np.repeat(z[:1], m)
+        if final:
+            z = np.concatenate([z, np.repeat(self._hist[-1:], m)])
+        y, self._hist = window_sums(z, self._hist, h)
+        return y
 
     def _forward(self, z: np.ndarray) -> None:
         if z.shape[0] == 0:
@@ -415,24 +620,26 @@ class KalmanRtsTracker(KalmanTracker):
     over the rest at ``flush``)."""
 
     def latency_blocks(self) -> int:
-        """A block of ``rts_block`` waits for the next one to be complete."""
-        return 2 * self.design.rts_block
+        """A block of ``rts_block`` waits for the next one to be complete (and, with
+        overlap, for the window of its last hop)."""
+        return 2 * self.design.rts_block + (self.design.overlap - 1) // 2
 
     def push(self, z: np.ndarray) -> tuple[int, np.ndarray]:
         z = np.asarray(z, np.complex128)
         self.n_in += z.shape[0]
-        self._forward(z)
+        self._forward(self._observe(z))
         d = self.design
         L = d.rts_block
         # finalise whole blocks b with forward data up to the end of block b+1; the forward
         # buffer starts at the first unfinished output, n_out
-        nb = (self.n_in // L) - 1 - (self.n_out // L)
+        nb = ((self.n_out + self._phi_f.shape[0]) // L) - 1 - (self.n_out // L)
         if nb <= 0:
             return self.n_out, np.empty(0)
         out = rts_smooth_blocks(self._phi_f, self._p_f, d.q, L, nb, lookahead=d.rts_lookahead)
         return self._take(out.shape[0], out)
 
     def flush(self) -> tuple[int, np.ndarray]:
+        self._forward(self._observe(np.empty(0, np.complex128), final=True))
         if self._phi_f.shape[0] == 0:
             return self.n_out, np.empty(0)
         out = rts_smooth_block(self._phi_f, self._p_f, self.design.q, self._phi_f[-1],

@@ -216,6 +216,8 @@ class KalmanRts:
         self.q, self.r, self.L = carrier.q, carrier.r, carrier.rts_block
         self.H = carrier.rts_lookahead
         self.smooth = carrier.method == "kalman-rts"
+        self.overlap = int(getattr(carrier, "overlap", 1))
+        self.hist: np.ndarray | None = None    # the last overlap - 1 hops
         self.state: tuple[float, float] | None = None
         self.steady = False
         self.phi_f = np.empty(0)
@@ -276,12 +278,34 @@ class KalmanRts:
             out[j] = ps
         return out
 
+    def _windows(self, z: np.ndarray, final: bool) -> np.ndarray:
+        """With overlap h: the sums of h hops centred on each hop (ends repeated)."""
+        h = self.overlap
+        if h == 1:
+            return z
+        m = (h - 1) // 2
+        if self.hist is None:
+            if not z.shape[0]:
+                return z
+            self.hist = np.full(m, z[0])
+        buf = np.concatenate([self.hist, z] + ([np.full(m, self.hist[-1] if not z.shape[0]
+                                                        else z[-1])] if final else []))
+        if buf.shape[0] < h:
+            self.hist = buf
+            return np.empty(0, np.complex128)
+        self.hist = buf[buf.shape[0] - (h - 1):]
+        return np.lib.stride_tricks.sliding_window_view(buf, h).sum(axis=1)
+
     def push(self, z: np.ndarray) -> tuple[int, np.ndarray]:
+        z = self._windows(np.asarray(z, np.complex128), final=False)
         if z.shape[0]:
             self._forward(z)
         return self._emit(final=False)
 
     def flush(self) -> tuple[int, np.ndarray]:
+        z = self._windows(np.empty(0, np.complex128), final=True)
+        if z.shape[0]:
+            self._forward(z)
         return self._emit(final=True)
 
     def _emit(self, final: bool) -> tuple[int, np.ndarray]:

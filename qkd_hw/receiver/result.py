@@ -105,6 +105,7 @@ class ReceiverResult:
             "lock": a.lock_metrics,
             "pilot_cn0_dbhz": list(a.pilot.pilot_cn0_dbhz),
             "carrier": {"method": a.carrier.method, "decimation": a.carrier.decimation,
+                        "overlap": getattr(a.carrier, "overlap", 1),
                         "window_blocks": a.carrier.window, "bandwidth_hz": a.carrier.bandwidth_hz,
                         "predicted_phase_var_rad2": a.carrier.predicted_phase_var},
             "n_symbols_received": self.n_received, "n_pe_symbols": self.n_pe_symbols,

@@ -128,11 +128,17 @@ def test_kalman_pilot_blocks_keep_the_quantum_band_beyond_the_first_null():
     kal = design_pilot_filter(2e9, method="kalman-rts", min_block_samples=50, **kw)
     capped = design_pilot_filter(2e9, method="kalman-rts", min_block_samples=10**6, **kw)
     tau_samples = math.sqrt(12 * 2e-4 * 64 / 2e9 / (2 * math.pi * 1e4)) * 2e9
-    assert fir.decimation < 50 and kal.decimation == 50
-    assert capped.decimation == round(tau_samples)
+    fwd = design_pilot_filter(2e9, method="kalman", min_block_samples=50, **kw)
+    assert fir.decimation < 50 and fwd.decimation == 50
+    assert capped.decimation == -(-round(tau_samples) // capped.overlap)   # hops of it
     # the Kalman variances follow the block length
-    assert kal.q == pytest.approx(2 * math.pi * 1e4 * 50 / 2e9)
-    assert kal.r == pytest.approx(2e-4 * 64 / 50)
+    assert fwd.q == pytest.approx(2 * math.pi * 1e4 * 50 / 2e9)
+    assert fwd.r == pytest.approx(2e-4 * 64 / 50)
+    # the smoother overlaps windows of >= 50 samples (here 3.4 time constants) by hops
+    H, h = kal.decimation, kal.overlap
+    assert h > 1 and H * h >= 50 > (H - 1) * h
+    assert kal.q == pytest.approx(2 * math.pi * 1e4 * H / 2e9)
+    assert kal.r == pytest.approx(kal.r_scale * 2e-4 * 64 / (H * h))
 
 
 def test_options_validated():

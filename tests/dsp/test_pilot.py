@@ -155,7 +155,8 @@ def test_block_leakage_matches_numpy():
 @pytest.mark.parametrize("freqs, amps, D", [
     ((0.275,), (40.0,), 25),                  # 250 MHz pilot + 25 MHz offset at 1 GSa/s
     ((0.253, 0.273), (40.0, 20.0), 40),       # two pilots 4:1 in power, 20 MHz apart
-])
+    ((0.2503,), (40.0,), 9),                  # the overlapping tracker's hop: |H| = 0.11,
+])                                            # one pass (the image alone), as exact
 def test_cancel_pilot_leakage_recovers_the_tones(freqs, amps, D):
     """Pure real tones: each block average holds the pilot's own image (and the other
     pilot), ``|H|`` = 0.029 of the phasor for the single pilot at D = 25 (a phase error of
@@ -178,7 +179,8 @@ def test_cancel_pilot_leakage_recovers_the_tones(freqs, amps, D):
         assert np.abs(np.angle(z * np.exp(-1j * p))).max() < 1e-6
 
 
-@pytest.mark.parametrize("cycles, D", [((0.275,), 25), ((0.275, 0.32), 25), ((0.25, 0.27), 40)])
+@pytest.mark.parametrize("cycles, D", [((0.275,), 25), ((0.275, 0.32), 25), ((0.25, 0.27), 40),
+                                       ((0.2503,), 9)])
 def test_cancel_pilot_leakage_kernel_matches_numpy(cycles, D):
     from dsp.pilot import cancel_pilot_leakage, cancel_pilot_leakage_numpy
 

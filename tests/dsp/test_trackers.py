@@ -15,18 +15,30 @@ from dsp.trackers.kalman import KalmanDesign
 FS = 1e9
 
 
+#: the protocol's cases: every method, and the RTS smoother on overlapping windows (pilot blocks
+#: of at least 25 samples, 2.2 smoother time constants: ``choose_overlap`` takes h > 1)
+CASES = [*PHASE_METHODS, "kalman-rts-overlap"]
+
+
+def _design(case):
+    method, guard = (("kalman-rts", 25) if case == "kalman-rts-overlap" else (case, 1))
+    d = design_pilot_filter(FS, phase_noise_var=0.005, acq_decimation=8, linewidth_hz=5e4,
+                            method=method, min_block_samples=guard)
+    assert (getattr(d, "overlap", 1) > 1) == (case == "kalman-rts-overlap")
+    return d
+
+
 def _pilot(n, seed=5):
     rng = np.random.default_rng(seed)
     phi = np.cumsum(rng.normal(0, 0.02, n)) + 0.1 * np.arange(n) * 0.01
     return phi, np.exp(1j * phi) + rng.normal(0, 0.1, n) + 1j * rng.normal(0, 0.1, n)
 
 
-@pytest.mark.parametrize("method", PHASE_METHODS)
+@pytest.mark.parametrize("method", CASES)
 def test_phase_tracker_streaming_equals_batch(method):
     n = 20_000
     phi, z = _pilot(n)
-    d = design_pilot_filter(FS, phase_noise_var=0.005, acq_decimation=8, linewidth_hz=5e4,
-                            method=method)
+    d = _design(method)
     batch = make_tracker(d)
     ref = np.concatenate([batch.push(z)[1], batch.flush()[1]])
     tr = make_tracker(d)
@@ -46,13 +58,12 @@ def test_phase_tracker_streaming_equals_batch(method):
     assert np.mean(err**2) < 5e-3
 
 
-@pytest.mark.parametrize("method", PHASE_METHODS)
+@pytest.mark.parametrize("method", CASES)
 def test_latency_bounds_the_blocks_held_back(method):
     """``latency_blocks`` is what ``SignalStream.room_samples`` keeps in front of a chunk: no
     push may hold back more blocks than it says (and flush returns all of them)."""
     _, z = _pilot(200_000, seed=7)
-    d = design_pilot_filter(FS, phase_noise_var=0.005, acq_decimation=8, linewidth_hz=5e4,
-                            method=method)
+    d = _design(method)
     tr = make_tracker(d)
     rng = np.random.default_rng(1)
     pushed = returned = 0

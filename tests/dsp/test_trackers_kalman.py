@@ -139,3 +139,156 @@ def test_refine_kalman_noise_of_block_means():
                           q=q, r=1.0, rts_block=1024, rts_lookahead=64)
     got = refine_kalman(design, HeadPilot(samples=nb * D, phasors=lambda d: z)).r
     assert got == pytest.approx(r, rel=0.08)
+
+
+def _pilot_samples(n: int, q_s: float, r_s: float, seed: int):
+    """A Wiener phase (q_s per sample) and its phasor seen through per-sample phase noise r_s."""
+    rng = np.random.default_rng(seed)
+    phi = np.cumsum(rng.normal(0.0, np.sqrt(q_s), n))
+    return phi, np.exp(1j * (phi + rng.normal(0.0, np.sqrt(r_s), n)))
+
+
+def _block_means(e: np.ndarray, D: int) -> np.ndarray:
+    return e[: e.shape[0] // D * D].reshape(-1, D).mean(axis=1)
+
+
+def _hop_phasors(n: int, H: int, q_s: float, r_s: float, seed: int):
+    """The true phase and the pilot phasors of n hops of H samples."""
+    phi, e = _pilot_samples(n * H, q_s, r_s, seed)
+    return phi, _block_means(e, H)
+
+
+def _per_sample_mse(est: np.ndarray, phi: np.ndarray, H: int, edge: int) -> float:
+    n = est.shape[0]
+    t = np.arange(n * H)
+    err = np.interp(t, np.arange(n) * H + (H - 1) / 2, est) - phi
+    return float(np.mean(err[edge:-edge] ** 2))
+
+
+def test_overlapping_windows_reach_the_bound_as_predicted():
+    """10 kHz at 1 GSa/s, pilot blocks of at least D = 25 samples (the block guard) and a
+    smoother time constant of 10.5 samples (the table's 1 GSa/s 10 kHz row): non-overlapping
+    blocks cost 1.16 x the bound sqrt(q r)/2 (predicted by ``overlap_phase_var``, measured
+    here); the design takes windows of 3 hops of 9 samples, predicted 1.045 x. Monte Carlo:
+    the tracker's per-sample error (linear interpolation between hop centres, as the matched
+    filter does) equals the prediction to 3 %, and the split of the stream into pushes does
+    not change it (beyond 1-ulp roundings). Before: no overlap, the design's error 1.16 x
+    the bound."""
+    from dataclasses import replace
+
+    from dsp.carrier import design_pilot_filter
+    from dsp.trackers import make_tracker
+    from dsp.trackers.kalman import overlap_phase_var
+
+    fs, lw, tc, D = 1e9, 1e4, 10.5, 25
+    q_s = 2 * np.pi * lw / fs
+    r_s = q_s * tc * tc
+    bound = np.sqrt(q_s * r_s) / 2
+    d = design_pilot_filter(fs, phase_noise_var=r_s / 64, acq_decimation=64, linewidth_hz=lw,
+                            method="kalman-rts", min_block_samples=D)
+    H, h = d.decimation, d.overlap
+    assert h > 1 and H * h >= D
+    assert d.predicted_phase_var <= 1.05 * bound
+    phi, e = _pilot_samples(135_000, q_s, r_s, seed=11)
+    z = _block_means(e, H)
+    tr = make_tracker(d)
+    est = np.concatenate([tr.push(z)[1], tr.flush()[1]])
+    assert est.shape == z.shape
+    tr = make_tracker(d)
+    parts = [tr.push(z[a:b]) for a, b in ((0, 7), (7, 7), (7, 5003), (5003, z.shape[0]))]
+    parts.append(tr.flush())
+    got = np.concatenate([p[1] for p in parts])
+    np.testing.assert_allclose(got, est, rtol=0, atol=1e-12)   # a few 1-ulp differences
+    mse = _per_sample_mse(est, phi, H, edge=2000)
+    assert mse == pytest.approx(d.predicted_phase_var, rel=0.03)
+    # the same realisation in non-overlapping blocks of 25 (the design without overlap)
+    old = replace(d, decimation=D, overlap=1, r_scale=1.0, q=q_s * D, r=r_s / D)
+    tr = make_tracker(old)
+    z25 = _block_means(e, D)
+    est25 = np.concatenate([tr.push(z25)[1], tr.flush()[1]])
+    mse25 = _per_sample_mse(est25, phi, D, edge=2000)
+    want25 = overlap_phase_var(q_s, r_s, D, 1, q_s * D, r_s / D)
+    assert want25 == pytest.approx(1.158 * bound, rel=0.01)
+    assert mse25 == pytest.approx(want25, rel=0.03)
+    assert mse < 0.93 * mse25
+
+
+def test_overlap_only_where_blocks_cost():
+    """At 1 kHz (the block D = 25 under a smoother time constant of 33 samples) and with the
+    forward filter the design keeps non-overlapping blocks: those rows stay bit-identical."""
+    from dsp.carrier import design_pilot_filter
+
+    for method, lw in (("kalman-rts", 1e3), ("kalman", 1e4)):
+        d = design_pilot_filter(1e9, phase_noise_var=2 * np.pi * 1e-5 * 10.5**2 / 64,
+                                acq_decimation=64, linewidth_hz=lw, method=method,
+                                min_block_samples=25)
+        assert (d.overlap, d.decimation, d.r_scale) == (1, 25, 1.0)
+
+
+def test_overlap_tracker_matches_its_numpy_twin():
+    """The numpy/scipy reference tracker (qkd_hw.bench.numpy_reference.KalmanRts: sliding
+    window sums, lfilter recursions) gives the kernel tracker's phases on overlapping windows,
+    pushed in different pieces (float64 evaluation order only: 1e-9 rad)."""
+    from dsp.carrier import design_pilot_filter
+    from dsp.trackers import make_tracker
+    from qkd_hw.bench.numpy_reference import KalmanRts
+
+    q_s = 2 * np.pi * 1e-5
+    d = design_pilot_filter(1e9, phase_noise_var=q_s * 10.5**2 / 64, acq_decimation=64,
+                            linewidth_hz=1e4, method="kalman-rts", min_block_samples=25)
+    assert d.overlap > 1
+    _, z = _hop_phasors(3 * d.rts_block + 77, d.decimation, q_s, q_s * 10.5**2, seed=5)
+    z = z * np.exp(0.3j * np.arange(z.shape[0]))    # wraps the phase: the unwrapping too
+    tr = make_tracker(d)
+    got = np.concatenate([tr.push(z[:1000])[1], tr.push(z[1000:])[1], tr.flush()[1]])
+    ref = KalmanRts(d)
+    want = np.concatenate([ref.push(z[:3])[1], ref.push(z[3:2 * d.rts_block])[1],
+                           ref.push(z[2 * d.rts_block:])[1], ref.flush()[1]])
+    assert got.shape == want.shape == z.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("cycles, overlap", [((0.25, 0.36), 3), ((0.25, 0.32), 1),
+                                             ((0.25, 0.27), 1)])
+def test_overlap_hop_keeps_the_pilots_apart(cycles, overlap):
+    """A hop of 9 samples passes a pilot 110 MHz away (at 1 GSa/s) with |H| <= 0.12 (its image):
+    overlap; 70 MHz away |H| = 0.47 (the leak cancellation converges, but the tracker measured
+    worse than blocks of 25 on the penalty table's row 17), 20 MHz away 0.95 (40 passes would
+    leave 0.12 of the other pilot): the design keeps blocks of 25 there. ``hop_cross_leak``
+    against the block average of the tones computed directly."""
+    from dsp.carrier import design_pilot_filter
+    from dsp.trackers.kalman import hop_cross_leak
+
+    q_s = 2 * np.pi * 1e-5
+    d = design_pilot_filter(1e9, phase_noise_var=q_s * 10.5**2 / 64, acq_decimation=64,
+                            linewidth_hz=1e4, method="kalman-rts", min_block_samples=25,
+                            pilot_cycles=cycles)
+    assert d.overlap == overlap
+    n = np.arange(9)
+    a, b = cycles
+    want = max(abs(np.mean(np.exp(2j * np.pi * nu * n))) for nu in (b - a, a - b, -(a + b)))
+    assert hop_cross_leak(cycles, 9) == pytest.approx(want, rel=1e-9)
+
+
+def test_refine_chooses_the_overlap_from_the_measured_noise():
+    """The acquisition's pilot noise can be several times the tracker's (framed recordings:
+    the preamble and leaked tones inflate it): with 10x the true r the design keeps blocks of
+    25 samples (3.3 time constants by that r), the head's own noise (tc = 10.5 samples, 2.4
+    blocks) makes ``refine_kalman`` take windows of 3 hops of 9 samples, its r measured on
+    them. Before: the design's overlap stayed, 1.16 x the bound instead of 1.045 x."""
+    from dsp.carrier import design_pilot_filter
+    from dsp.trackers.base import HeadPilot
+    from dsp.trackers.kalman import refine_kalman
+
+    q_s = 2 * np.pi * 1e-5
+    r_s = q_s * 10.5**2
+    d = design_pilot_filter(1e9, phase_noise_var=10 * r_s / 64, acq_decimation=64,
+                            linewidth_hz=1e4, method="kalman-rts", min_block_samples=25)
+    assert (d.overlap, d.decimation) == (1, 25)
+    _, e = _pilot_samples(300_000, q_s, r_s, seed=4)
+    got = refine_kalman(d, HeadPilot(samples=e.shape[0], phasors=lambda D: _block_means(e, D)))
+    assert (got.overlap, got.decimation) == (3, 9)
+    assert got.q == pytest.approx(q_s * 9, rel=1e-12)
+    assert got.r == pytest.approx(got.r_scale * r_s / 27, rel=0.15)
+    assert got.predicted_phase_var == pytest.approx(1.045 * np.sqrt(q_s * r_s) / 2, rel=0.1)
+    assert got.tau_s == pytest.approx(got.window * 9e-9, rel=1e-12) and got.window % 2 == 1

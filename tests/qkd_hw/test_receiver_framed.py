@@ -38,12 +38,18 @@ def test_framed_linewidth_and_tracker_from_the_data(framed):
     # tracker set by the data: the smoother's noise bandwidth for 100 Hz at its measured
     # observation noise (1.67 MHz at D = 360: a strong pilot, little to average), not the
     # 2.78 MHz (the block rate) the preamble's 172 kHz would give
-    from dsp.trackers.kalman import kalman_steady_state
+    from dsp.trackers.kalman import kalman_steady_state, overlap_phase_var
 
     c = framed.acquisition.carrier
     dt = c.decimation / 1e9
-    want = kalman_steady_state("kalman-rts", 2 * math.pi * truth_lw * dt, c.r, dt)
+    q = 2 * math.pi * truth_lw * dt
+    want = kalman_steady_state("kalman-rts", q, c.r, dt)
     assert c.bandwidth_hz == pytest.approx(want["bandwidth_hz"], rel=0.05)
+    if c.overlap > 1:   # per-sample error of overlapping windows (r: r_scale x a window's)
+        r_window = c.r / c.r_scale
+        want["predicted_phase_var"] = overlap_phase_var(
+            q / c.decimation, r_window * c.decimation * c.overlap, c.decimation, c.overlap,
+            q, c.r)
     assert c.predicted_phase_var == pytest.approx(want["predicted_phase_var"], rel=0.05)
     assert 0 <= framed.pilot_leakage_floor_snu < 0.01
 
