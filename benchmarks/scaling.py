@@ -14,13 +14,33 @@ Usage::
 
 The same recordings can be re-measured at any time with ``qkd-hw bench WORKDIR --history``.
 A 2e9-sample recording is 4 GB of ADC codes plus 1.6 GB of symbols (simulated once, minutes).
+
+A/B of source trees (same run, same machine)::
+
+    python benchmarks/scaling.py --samples 2e9 --threads 1,2 --rounds 2 --repeat 1 \
+        --tree 426ca4c --tree here=.
+
+``--tree`` is ``NAME=DIR``, a folder, or a commit of this repository (unpacked once with
+``git archive`` into ``/tmp/qkd-hw-trees/``, outside the work directory, whose ``*.h5`` files
+``qkd-hw bench`` searches; the tree's numba cache stays there). Every (length, threads) point
+runs each tree in its own fresh interpreter, trees alternated, ``--rounds`` times; the child's
+first call runs on the small warm-up recording (JIT and cache load excluded, the long file not
+read twice), and each point reports the best warm call, the in-memory copy rate of the same
+data (each child measures it; the fastest of the run is the ceiling), the acquisition's share
+of the call, the CPU seconds of the process (all threads; steadier than wall time on a loaded
+machine), the peak RSS of the warm calls and the 1-minute load average before each child.
+Output: a table with each tree's speed-up over the first one, and ``OUT_ab.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,27 +49,120 @@ if __package__ in (None, ""):   # `python benchmarks/scaling.py`
 
 from benchmarks.common import DEFAULT_WORKDIR, ensure_recording, environment, print_table
 from benchmarks.memory import check_disk
+from benchmarks.throughput import tiny_recording
 from qkd_hw.bench.suite import measure_recording
+
+REPO = Path(__file__).resolve().parents[1]
+TREES_DIR = Path(tempfile.gettempdir()) / "qkd-hw-trees"
+KEYS = ("samples", "seconds", "seconds_all", "samples_per_second", "peak_memory_bytes",
+        "compile_seconds", "copy_samples_per_second", "stage_seconds", "source_tree",
+        "cpu_seconds_all")
+
+
+def resolve_tree(spec: str, trees_dir: Path = TREES_DIR) -> tuple[str, Path]:
+    """``(name, folder)`` of a ``--tree``: ``NAME=DIR``, a folder, or a commit of this
+    repository unpacked (once) into ``trees_dir/<sha>``."""
+    if "=" in spec:
+        name, d = spec.split("=", 1)
+        if not Path(d).is_dir():
+            raise SystemExit(f"--tree {spec}: {d} is not a folder")
+        return name, Path(d).absolute()
+    if Path(spec).is_dir():
+        return spec, Path(spec).absolute()
+    rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet",
+                          f"{spec}^{{commit}}"], capture_output=True, text=True, check=False)
+    if rev.returncode != 0:
+        raise SystemExit(f"--tree {spec}: neither a folder nor a commit of {REPO}")
+    sha = rev.stdout.strip()
+    dest = Path(trees_dir) / sha[:12]
+    if not (dest / "qkd_hw").is_dir():
+        tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
+        tmp.mkdir(parents=True)
+        archive = subprocess.Popen(["git", "-C", str(REPO), "archive", sha],
+                                   stdout=subprocess.PIPE)
+        subprocess.run(["tar", "-x", "-C", str(tmp)], stdin=archive.stdout, check=True)
+        if archive.wait() != 0:
+            raise SystemExit(f"--tree {spec}: git archive {sha} failed")
+        tmp.replace(dest)
+    return (spec if sha.startswith(spec) else f"{spec} {sha[:7]}"), dest
+
+
+def _row(rec: dict[str, Any], threads: int, tree: str | None, load: float) -> dict[str, Any]:
+    return {"signal_samples": rec["capture_samples"]["signal"], "threads": threads,
+            "tree": tree, "load_1min": [load], **{k: rec.get(k) for k in KEYS}}
+
+
+def _merge(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (length, threads, tree): the fastest call of all rounds, every call kept."""
+    best: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        key = (r["signal_samples"], r["threads"], r["tree"])
+        b = best.get(key)
+        if b is None:
+            best[key] = dict(r)
+            continue
+        calls, loads = b["seconds_all"] + r["seconds_all"], b["load_1min"] + r["load_1min"]
+        cpu = b["cpu_seconds_all"] + r["cpu_seconds_all"]
+        copy = max(b["copy_samples_per_second"], r["copy_samples_per_second"])
+        peak = max(b["peak_memory_bytes"], r["peak_memory_bytes"])
+        if r["seconds"] < b["seconds"]:
+            best[key] = dict(r)
+        best[key].update(seconds_all=calls, load_1min=loads, copy_samples_per_second=copy,
+                         peak_memory_bytes=peak, cpu_seconds_all=cpu)
+    return list(best.values())
 
 
 def run(workdir: Path, lengths: list[float], threads: list[int], repeat: int,
-        log=print) -> list[dict[str, Any]]:
-    """One bench record per (length, threads)."""
-    rows = []
-    for n in sorted(lengths):
+        log=print, trees: list[tuple[str, Path]] | None = None,
+        rounds: int = 1, recordings: list[Path] | None = None) -> list[dict[str, Any]]:
+    """One bench record per (length, threads[, tree]); with ``trees`` each tree in turn
+    (alternated) after a warm-up call on the small recording. ``recordings`` (existing files)
+    replace the simulated ``lengths``."""
+    paths = list(recordings or [])
+    for n in [] if recordings else sorted(lengths):
         check_disk(workdir, n)
-        path = ensure_recording(workdir, signal_samples=n, seed=1, log=log)
-        for t in threads:
-            log(f"bench {path.name} with {t} thread(s) ...")
-            rec = measure_recording(path, repeat=repeat, env={"NUMBA_NUM_THREADS": str(t)})
-            if "error" in rec:
-                raise SystemExit(f"{path}: {rec['error']}")
-            rows.append({"signal_samples": rec["capture_samples"]["signal"], "threads": t,
-                         **{k: rec[k] for k in ("samples", "seconds", "seconds_all",
-                                                "samples_per_second", "peak_memory_bytes",
-                                                "compile_seconds", "copy_samples_per_second",
-                                                "stage_seconds")}})
-    return rows
+        paths.append(ensure_recording(workdir, signal_samples=n, seed=1, log=log))
+    warmup = tiny_recording(workdir, log) if trees else None
+    rows = []
+    for _ in range(max(rounds, 1)):
+        for path in paths:
+            for t in threads:
+                for name, tree in trees or [(None, None)]:
+                    load = os.getloadavg()[0]
+                    log(f"bench {path.name} with {t} thread(s)"
+                        + (f", tree {name}" if name else "") + f" (load {load:.2f}) ...")
+                    rec = measure_recording(path, repeat=repeat, tree=tree, warmup=warmup,
+                                            env={"NUMBA_NUM_THREADS": str(t)})
+                    if "error" in rec:
+                        raise SystemExit(f"{path}: {rec['error']}")
+                    rows.append(_row(rec, t, name, load))
+    return _merge(rows)
+
+
+def print_ab(rows: list[dict[str, Any]]) -> None:
+    """The A/B table: each tree's best call and speed-up over the first tree."""
+    first: dict[tuple, float] = {}
+    copy: dict[int, float] = {}   # the ceiling: the least disturbed copy of the same data
+    for r in rows:
+        n = r["signal_samples"]
+        copy[n] = max(copy.get(n, 0.0), r["copy_samples_per_second"])
+    out = []
+    for r in rows:
+        key = (r["signal_samples"], r["threads"])
+        first.setdefault(key, r["seconds"])
+        sps, acq = r["samples_per_second"], r["stage_seconds"].get("acquisition", float("nan"))
+        out.append([f"{r['signal_samples']:.3g}", r["threads"], r["tree"],
+                    f"{r['seconds']:.2f}", f"{statistics.median(r['seconds_all']):.2f}",
+                    len(r["seconds_all"]), f"{sps / 1e6:.1f}", f"{first[key] / r['seconds']:.2f}",
+                    f"{min(r['cpu_seconds_all']):.2f}",
+                    f"{copy[r['signal_samples']] / 1e6:.0f}",
+                    f"{100 * sps / copy[r['signal_samples']]:.2f}",
+                    f"{acq:.2f}", f"{100 * acq / r['seconds']:.1f}",
+                    f"{r['peak_memory_bytes'] / 1e6:.0f}",
+                    f"{min(r['load_1min']):.1f}-{max(r['load_1min']):.1f}"])
+    print_table(out, ["signal samples", "threads", "tree", "best s", "median s", "calls",
+                      "MS/s", "x first", "CPU s best", "copy MS/s", "% of copy", "acq. s", "acq. %",
+                      "peak MB", "load"])
 
 
 def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
@@ -98,7 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     ap.add_argument("--samples", default="1e6,1e7,1e8,2e9")
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=2, help="warm calls per child")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="children per point (trees alternated within each round)")
+    ap.add_argument("--recording", action="append", default=[], type=Path,
+                    help="an existing recording instead of --samples (repeat; e.g. one "
+                         "simulated by an earlier version, whose cache name differs)")
+    ap.add_argument("--tree", action="append", default=[],
+                    help="A/B: NAME=DIR, a folder or a commit (repeat; the first is the "
+                         "reference)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("scaling"))
     ap.add_argument("--previous", type=Path, default=None,
                     help="JSON of an earlier run: its points are kept (e.g. the short lengths "
@@ -107,8 +228,23 @@ def main(argv: list[str] | None = None) -> int:
     lengths = [float(s) for s in args.samples.split(",") if s.strip()]
     threads = [int(s) for s in args.threads.split(",") if s.strip()]
     env = environment()
+    trees = [resolve_tree(t) for t in args.tree]
+    for p in args.recording:
+        if not p.is_file():
+            raise SystemExit(f"--recording {p}: no such file")
+    print(f"# {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
     rows = run(args.workdir, lengths, threads, args.repeat,
-               log=lambda m: print(f"# {m}", file=sys.stderr, flush=True))
+               log=lambda m: print(f"# {m}", file=sys.stderr, flush=True),
+               trees=trees, rounds=args.rounds, recordings=args.recording)
+    if trees:
+        print_ab(rows)
+        print(f"# trees: {', '.join(f'{n} = {d}' for n, d in trees)}; cpu "
+              f"{env['cpu_model']} x {env['cpu_count']}")
+        ab = args.out.with_name(args.out.name + "_ab.json")
+        ab.write_text(json.dumps({"environment": env, "trees": [[n, str(d)] for n, d in trees],
+                                  "rows": rows}, indent=1, default=float) + "\n")
+        print(f"# {ab}", file=sys.stderr)
+        return 0
     if args.previous is not None:
         new = {(r["signal_samples"], r["threads"]) for r in rows}
         rows = [r for r in json.loads(args.previous.read_text())["rows"]

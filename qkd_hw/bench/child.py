@@ -1,11 +1,15 @@
 """Measurement of one recording in a fresh interpreter: ``python -m qkd_hw.bench.child SPEC``.
 
 ``SPEC`` is a JSON object (``path``, ``repeat``, ``seed``, ``pe_fraction``, ``chunk_samples``,
-``reference``, ``reference_samples``). The child prints one JSON object as its last stdout line:
+``reference``, ``reference_samples``, optional ``warmup``). The child prints one JSON object as
+its last stdout line:
 
 * the first ``process_recording`` call of the process (numba kernels compiled or loaded from
   the on-disk cache) and ``repeat`` warm calls: ``compile_seconds`` = first minus the fastest
-  warm call;
+  warm call; with ``warmup`` (the path of a small recording) the first call runs on it instead,
+  so that a long recording is not read once more untimed (``compile_seconds`` is then None);
+* ``source_tree``: the folder the ``qkd_hw`` package was imported from (the child can be run as
+  a script with ``PYTHONPATH`` = another source tree, to measure that tree's receiver);
 * the peak RSS of each warm call: the kernel's high-water mark (``VmHWM``) is reset before
   it (``/proc/self/clear_refs``), so LLVM's compile peak and the call before are not counted;
   where that is not possible, ``ru_maxrss`` of the whole process;
@@ -143,9 +147,10 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Everything listed in the module docstring, for ``spec["path"]``."""
     path = str(spec["path"])
     t0 = time.perf_counter()
-    import qkd_hw.receiver  # noqa: F401  (import time apart from the first call)
+    import qkd_hw.receiver  # (import time apart from the first call)
     import_seconds = time.perf_counter() - t0
-    _, first, _ = _timed_call(path, spec, warm=False)
+    warmup = spec.get("warmup")
+    _, first, _ = _timed_call(str(warmup or path), spec, warm=False)
     warm, cpu, peaks = [], [], []
     res, reset = None, False
     for _ in range(max(int(spec["repeat"]), 1)):
@@ -166,8 +171,9 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "stage_seconds": {k: float(v) for k, v in res.stage_seconds.items()},
         "stage_samples_per_second": stage_rates(res.stage_seconds, lengths),
         "capture_samples": lengths,
-        "compile_seconds": max(first - warm[best], 0.0), "first_call_seconds": first,
-        "import_seconds": import_seconds,
+        "compile_seconds": None if warmup else max(first - warm[best], 0.0),
+        "first_call_seconds": first, "warmup": warmup, "import_seconds": import_seconds,
+        "source_tree": str(Path(qkd_hw.__path__[0]).parent),
         "peak_memory_bytes": max(peaks), "peak_memory_bytes_all": peaks,
         "peak_memory_per_call": reset,
         "estimates": {k: summary.get(k) for k in ESTIMATE_KEYS},

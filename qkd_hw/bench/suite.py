@@ -49,14 +49,27 @@ def find_recordings(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 def measure_recording(path: Path, *, repeat: int = 1, seed: int = 1, pe_fraction: float = 0.5,
                       chunk_samples: int = DEFAULT_CHUNK, reference: bool = False,
                       reference_samples: int | None = None,
-                      env: dict[str, str] | None = None) -> dict[str, Any]:
-    """One bench record of ``path`` (``error`` set instead when the receiver refuses it)."""
+                      env: dict[str, str] | None = None, tree: Path | None = None,
+                      warmup: Path | None = None) -> dict[str, Any]:
+    """One bench record of ``path`` (``error`` set instead when the receiver refuses it).
+
+    ``tree``: measure the receiver of another source tree (e.g. an old commit unpacked by
+    ``git archive``): the child runs from this package's file with ``PYTHONPATH`` = ``tree``,
+    so the tree needs no bench code of its own, only ``qkd_hw.receiver.process_recording``
+    and ``qkd_hw.trace_io.TraceReader``. ``warmup``: a small recording for the child's first
+    (JIT) call instead of ``path`` itself.
+    """
     spec = {"path": str(path), "repeat": int(repeat), "seed": int(seed),
             "pe_fraction": float(pe_fraction), "chunk_samples": int(chunk_samples),
-            "reference": bool(reference), "reference_samples": reference_samples}
-    proc = subprocess.run([sys.executable, "-m", "qkd_hw.bench.child", json.dumps(spec)],
-                          capture_output=True, text=True, env={**os.environ, **(env or {})},
-                          check=False)
+            "reference": bool(reference), "reference_samples": reference_samples,
+            "warmup": None if warmup is None else str(warmup)}
+    child = ["-m", "qkd_hw.bench.child"]
+    full_env = {**os.environ, **(env or {})}
+    if tree is not None:
+        child = [str(Path(__file__).with_name("child.py"))]
+        full_env["PYTHONPATH"] = str(tree)
+    proc = subprocess.run([sys.executable, *child, json.dumps(spec)],
+                          capture_output=True, text=True, env=full_env, check=False)
     rec: dict[str, Any] = {"file": str(path), "file_bytes": path.stat().st_size}
     try:
         out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 
 import pytest
 
-from benchmarks import busy, memory, throughput
+from benchmarks import busy, memory, scaling, throughput
 from benchmarks.common import ensure_recording, recording_samples
 from dsp.pipeline import ReceiverOptions
 
@@ -105,3 +106,42 @@ def test_busy_cli_json(workdir, tmp_path, capsys):
     assert all(v[0] > 0 for v in out["msps"].values())
     assert "busy; load average" in capsys.readouterr().out
     assert not [p for p in busy.mp.active_children() if p.is_alive()]
+
+
+def test_scaling_ab_runs_the_named_tree(workdir, tmp_path, capsys):
+    # the child imports the receiver of the tree given, not the caller's: a symlink to this
+    # checkout is another path (same numba cache), so only --tree can make the child report it
+    tree = tmp_path / "tree"
+    tree.symlink_to(scaling.REPO, target_is_directory=True)
+    rec = ensure_recording(workdir, signal_samples=SMALL, seed=1)
+    out = tmp_path / "s"
+    assert scaling.main(["--workdir", str(workdir), "--recording", str(rec), "--threads", "1",
+                         "--repeat", "1", "--tree", f"link={tree}", "--out", str(out)]) == 0
+    (row,) = json.loads(out.with_name("s_ab.json").read_text())["rows"]
+    assert row["tree"] == "link" and row["source_tree"] == str(tree)
+    # the first call ran on the warm-up recording: no compile time is claimed for this one
+    assert row["compile_seconds"] is None and row["signal_samples"] == recording_samples(rec)[
+        "signal"]
+    text = capsys.readouterr().out
+    assert "x first" in text and "% of copy" in text and "load average" in text
+
+
+def test_scaling_tree_from_a_commit(tmp_path):
+    try:
+        sha = subprocess.run(["git", "-C", str(scaling.REPO), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    name, d = scaling.resolve_tree(sha[:9], tmp_path)
+    assert name == sha[:9] and d == tmp_path / sha[:12]
+    committed = subprocess.run(["git", "-C", str(scaling.REPO), "show",
+                                f"{sha}:qkd_hw/bench/suite.py"], capture_output=True,
+                               check=True).stdout
+    assert (d / "qkd_hw/bench/suite.py").read_bytes() == committed
+    stamp = (d / "qkd_hw").stat().st_mtime_ns
+    assert scaling.resolve_tree(sha[:9], tmp_path)[1] == d            # unpacked once
+    assert (d / "qkd_hw").stat().st_mtime_ns == stamp
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # nothing half-written
+    for bad in ("no-such-rev-xyz", f"x={tmp_path / 'missing'}"):
+        with pytest.raises(SystemExit, match=r"--tree .*(nor a commit|not a folder)"):
+            scaling.resolve_tree(bad, tmp_path)
