@@ -31,8 +31,8 @@ def test_bob_and_alice_end_with_identical_bits(dimension, beta):
     # rate-0.1 code of 40000 bits at an SNR where it decodes reliably (1-D reconciliation
     # sees a fading BIAWGN channel: lower efficiency than 8-D)
     snr = 2 ** (2 * 0.1 / beta) - 1
-    params = choose_code(snr, frame_bits=40000, dimension=dimension)
-    assert params.mother_rate == 0.1 and params.shortened == 0
+    params = choose_code(snr, frame_bits=40000, dimension=dimension, rate=0.1)
+    assert params.mother_rate == 0.1 and params.shortened == params.punctured == 0
     rng = np.random.default_rng(11)
     bob = BobReconciler(params, np.random.default_rng(12))
     alice = AliceReconciler(params)
@@ -69,7 +69,7 @@ def test_alice_llrs_are_calibrated():
 
 
 def test_failure_returns_none():
-    params = choose_code(0.2, frame_bits=8000)
+    params = choose_code(0.2, frame_bits=8000, rate=0.1)
     rng = np.random.default_rng(0)
     bob = BobReconciler(params, np.random.default_rng(1))
     x, y = _gaussian_frame(rng, params.frame_bits, 0.2)
@@ -105,7 +105,7 @@ def test_shortened_frames_still_reconcile():
 
 
 def test_bad_inputs_give_one_clear_error():
-    params = choose_code(0.2, frame_bits=8000)
+    params = choose_code(0.2, frame_bits=8000, rate=0.1)
     bob = BobReconciler(params, np.random.default_rng(1))
     alice = AliceReconciler(params)
     with pytest.raises(ReconciliationError, match="expected 8000 real values"):
