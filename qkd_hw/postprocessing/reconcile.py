@@ -391,7 +391,7 @@ class BobReconciler:
             uint8 ``(frame_bits,)``.
         message : dict
             ``maps`` float64 ``(frame_bits/d, d)``, ``norms`` float64 ``(frame_bits/d,)``,
-            ``syndrome`` uint8 ``(N - K,)``.
+            ``syndrome`` uint8 ``(N - K - p,)`` (the checks without a punctured node).
         """
         p = self.params
         yv = _values(y, p.frame_bits, "Bob's values")
