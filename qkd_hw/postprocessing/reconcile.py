@@ -44,15 +44,18 @@ from qkd_hw.postprocessing import multidim
 from qkd_hw.postprocessing.codes import ENSEMBLES, LdpcCode, get_code
 from qkd_hw.postprocessing.ldpc import decode
 
-__all__ = ["AliceReconciler", "BobReconciler", "ReconciliationParams", "adapt_code",
-           "capacity", "choose_code", "effective_rate", "leakage_bits", "params_from_message",
-           "params_message", "puncturable"]
+__all__ = ["MAX_PUNCTURED", "AliceReconciler", "BobReconciler", "ReconciliationParams",
+           "adapt_code", "capacity", "choose_code", "effective_rate", "leakage_bits",
+           "params_from_message", "params_message", "puncturable"]
 
 #: default mother-code lengths (multiples of the base graphs and of 8)
 DEFAULT_LENGTH = {0.1: 100_000, 0.05: 160_000, 0.02: 1_000_000}
 #: efficiency targeted by choose_code: the highest measured point with FER <= 0.1 of each
 #: mother code at its default length (benchmarks/reconciliation.md)
 DESIGN_BETA = {0.1: 0.90, 0.05: 0.90, 0.02: 0.94}
+#: largest punctured fraction of the mother length choose_code uses: measured fine at 23 %
+#: and 27 % (benchmarks/reconciliation.md, "Rate adaptation"), failing at 74 %
+MAX_PUNCTURED = 0.3
 #: seed of the code construction and of the shortened positions (public)
 CODE_SEED = 20111213
 # LLR of a shortened (known zero) bit: large but finite for the decoder
@@ -260,12 +263,14 @@ def choose_code(snr: float, *, frame_bits: int | None = None, dimension: int = 8
                 rate: float | None = None) -> ReconciliationParams:
     """Pick the mother code and its shortening/puncturing for an SNR (per real dimension).
 
-    The target rate is ``beta * C(snr)``. Without ``rate``, the mother code is the
-    lowest-rate one whose rate is at least the target, shortened down to it; above the
-    highest mother rate, that code punctured up to it. ``rate`` forces the mother code: used
-    as it is without ``beta``, shortened or punctured to ``beta * C(snr)`` with it. Shortened
-    codes do worse than their mother at the same beta (benchmarks/reconciliation.md,
-    "Rate adaptation"): ``beta`` is a target, the frame error rate says what it costs.
+    The target rate is ``R_t = beta * C(snr)``. Without ``rate``, the mother code is the
+    highest-rate one at or below ``R_t``, punctured up to it, if that punctures at most
+    :data:`MAX_PUNCTURED` of its positions; otherwise the lowest-rate one above ``R_t``,
+    shortened down to it. ``rate`` forces the mother code: used as it is without ``beta``,
+    shortened or punctured to ``R_t`` with it. Puncturing never goes beyond
+    :data:`MAX_PUNCTURED` (the rate stays below ``R_t`` then, e.g. far above the highest
+    mother's SNR). ``beta`` is a target; the frame error rate says what it costs
+    (benchmarks/reconciliation.md, "Rate adaptation").
 
     Parameters
     ----------
@@ -296,15 +301,26 @@ def choose_code(snr: float, *, frame_bits: int | None = None, dimension: int = 8
         raise ReconciliationError(f"no mother code of rate {rate}; available: "
                                   f"{sorted(ENSEMBLES)}")
     c = capacity(float(snr))
+
+    def target_of(r: float) -> float:
+        return (DESIGN_BETA[r] if beta is None else beta) * c
+
     if rate is not None:
         mother = rate
     else:
-        fitting = [r for r in sorted(ENSEMBLES)
-                   if r >= (DESIGN_BETA[r] if beta is None else beta) * c]
-        mother = fitting[0] if fitting else max(ENSEMBLES)
+        below = [r for r in sorted(ENSEMBLES) if r <= target_of(r)]
+        above = [r for r in sorted(ENSEMBLES) if r > target_of(r)]
+        # puncturing did better than shortening where both were measured
+        # (benchmarks/reconciliation.md, "Rate adaptation"): shorten only when no mother
+        # reaches the target within MAX_PUNCTURED
+        if below and (not above or 1.0 - below[-1] / target_of(below[-1]) <= MAX_PUNCTURED):
+            mother = below[-1]
+        else:
+            mother = above[0]
     # a forced mother without a target efficiency is used as it is
-    target = None if rate is not None and beta is None else \
-        (DESIGN_BETA[mother] if beta is None else beta) * c
+    target = None if rate is not None and beta is None else target_of(mother)
+    if target is not None and target > mother:
+        target = min(target, mother / (1.0 - MAX_PUNCTURED))
     return adapt_code(mother, target, frame_bits=frame_bits, dimension=dimension,
                       max_iterations=max_iterations)
 

@@ -69,14 +69,25 @@ def test_effective_rate_by_hand():
 
 def test_choose_code_adapts_to_the_target_efficiency():
     snr = 10 ** (-9.5 / 10)          # between the rate-0.1 and rate-0.05 anchors
+    c = capacity(snr)
+    # the rate-0.05 mother punctured up by 23 % (<= MAX_PUNCTURED) rather than rate 0.1
+    # shortened down
     p = choose_code(snr, beta=0.85)
-    assert p.mother_rate == 0.1 and p.shortened > 0 and p.punctured == 0
-    assert 0.85 - 0.001 < p.rate / capacity(snr) <= 0.85
-    assert choose_code(snr, rate=0.05).shortened == 0          # forced mother, as it is
-    up = choose_code(snr, rate=0.05, beta=0.85)                # forced mother, punctured
-    assert up.punctured > 0 and 0.85 - 0.002 < up.rate / capacity(snr) <= 0.85
-    high = choose_code(10 ** (-6 / 10), beta=0.9)              # above the highest mother
-    assert high.mother_rate == 0.1 and high.punctured > 0
+    assert (p.mother_rate, p.shortened) == (0.05, 0)
+    assert p.punctured == 37304 and 0.85 - 0.001 < p.rate / c <= 0.85
+    f = reconcile.MAX_PUNCTURED
+    assert 1 - 0.05 / (0.85 * c) <= f
+    assert choose_code(snr, rate=0.1).shortened == 0               # forced mother, as it is
+    down = choose_code(snr, rate=0.1, beta=0.85)                   # forced mother, shortened
+    assert down.shortened > 0 and down.punctured == 0
+    assert 0.85 - 0.001 < down.rate / c <= 0.85
+    # at -12 dB the rate-0.02 mother would need 47 % punctured: rate 0.05 shortened
+    q = choose_code(10 ** (-12 / 10), beta=0.85)
+    assert (q.mother_rate, q.punctured) == (0.05, 0) and q.shortened > 0
+    # far above the highest mother: punctured by MAX_PUNCTURED, beta below the target
+    high = choose_code(1.0, beta=0.9)
+    assert (high.mother_rate, high.punctured) == (0.1, round(f * high.code_length))
+    assert high.rate / capacity(1.0) < 0.9
     with pytest.raises(ReconciliationError, match=r"no mother code of rate 0\.3"):
         choose_code(snr, rate=0.3)
     with pytest.raises(ReconciliationError, match="beta"):
@@ -179,13 +190,13 @@ def test_code_message_is_validated():
 
 
 def test_postprocess_reports_the_adapted_code(tmp_path: Path) -> None:
-    # snr ~0.79 per quadrature; the rate-0.1 code punctured to beta 0.35 (rate ~0.148)
+    # snr ~0.79 per quadrature; the rate-0.1 code punctured to beta 0.33 (rate ~0.139, 28 %)
     raw = make_raw_key(tmp_path / "raw.h5", 8_000, va=5.0, T=0.5, xi=0.01, vel=0.1, eta=0.7)
     res = postprocess_raw_key(str(raw), str(tmp_path / "K.h5"), str(tmp_path / "T.h5"),
-                              frame_bits=N, rate=0.1, target_beta=0.35)
+                              frame_bits=N, rate=0.1, target_beta=0.33)
     par = res.parameters
     c = capacity(par["snr"])
-    p_hand = math.floor(N - K / (0.35 * c))
+    p_hand = math.floor(N - K / (0.33 * c))
     p_hand -= -(N - p_hand) % 8          # the key length N - p a multiple of 8
     assert (par["mother_rate"], par["code_length"], par["shortened"]) == (0.1, N, 0)
     assert par["punctured"] == p_hand

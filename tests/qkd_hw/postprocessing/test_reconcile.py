@@ -79,15 +79,14 @@ def test_failure_returns_none():
     assert bits is None and iterations == params.max_iterations
 
 
-def test_choose_code_targets_the_design_efficiency_by_shortening():
+def test_choose_code_targets_the_design_efficiency():
     for snr in (0.03, 0.06, 0.1, 0.15):
         p = choose_code(snr)
-        assert p.rate <= p.mother_rate
-        assert p.frame_bits == p.code_length - p.shortened
+        assert p.frame_bits == p.code_length - p.shortened - p.punctured
         assert p.frame_bits % p.dimension == 0
         beta = p.rate / capacity(snr)
         assert DESIGN_BETA[p.mother_rate] - 0.005 < beta <= DESIGN_BETA[p.mother_rate]
-        assert leakage_bits(p) == round(p.code_length * (1 - p.mother_rate))
+        assert leakage_bits(p) == round(p.code_length * (1 - p.mother_rate)) - p.punctured
         # net key per frame = frame bits - leakage
         assert p.frame_bits - leakage_bits(p) == pytest.approx(p.rate * p.frame_bits, abs=1)
 
