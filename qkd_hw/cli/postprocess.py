@@ -4,8 +4,9 @@ Runs Alice and Bob (separate objects talking over a recorded classical channel) 
 file that holds both parties' symbols. Writes KEY.h5 (mode 0600: each party's final key and
 every parameter that bounds its secrecy) and the public transcript (default
 KEY.transcript.h5). Prints beta, the frame error rate, frame counts, the final key length,
-whether the keys are identical and the speed; never a key bit. Bad input: one error line,
-exit 2.
+whether the keys are identical, the speed and the adapted code (mother_rate, code_length,
+shortened, punctured; code_rate is the effective rate (K - s)/(N - s - p)); never a key
+bit. Bad input: one error line, exit 2.
 """
 
 from __future__ import annotations
