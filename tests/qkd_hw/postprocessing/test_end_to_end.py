@@ -1,10 +1,11 @@
 """simulate -> process --out -> postprocess: identical keys of the length the formula predicts.
 
 The link is short and clean (T = 1, xi = 0, V_A = 0.4: SNR ~0.2 per quadrature, where the
-rate-0.1 mother code, forced by ``--rate 0.1`` and not punctured, decodes every frame) and the block small (2e5 symbols, half disclosed for PE),
-so the finite-size offset of a 1e5-symbol key leaves room for a key only at loose
-failure probabilities: eps_pe = eps_bar = eps_pa = EPS below, passed through the CLI options
-that expose them. A test of the pipeline, not a secure setting.
+rate-0.1 mother code, forced by ``--rate 0.1`` and not punctured, decodes every frame) and
+the block small (2e5 symbols, half disclosed for PE), so the finite-size offset of a
+1e5-symbol key leaves room for a key only at loose failure probabilities: eps_pe = eps_bar =
+eps_pa = EPS below, passed through the CLI options that expose them. A test of the pipeline,
+not a secure setting.
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ def test_shortened_bits_act_as_known():
     shortened bits were not used as known (the rate would be 800/7540 > capacity)."""
     snr = 2 ** (2 * 0.1 / 1.1) - 1
     rng = np.random.default_rng(5)
-    mother = choose_code(snr, frame_bits=N, rate=0.1)
+    mother = choose_code(snr, frame_bits=N, rate=0.1, max_iterations=50)
     x, y = _frames(rng, N, snr)
     _, msg = BobReconciler(mother, np.random.default_rng(6)).encode(y)
     assert AliceReconciler(mother).decode(x, msg, snr)[0] is None
