@@ -4,7 +4,8 @@ Each party holds only its own data (Alice her symbols ``x``, Bob his ``y``, both
 values: real and imaginary parts interleaved in heterodyne) and talks to the other only
 through its :class:`~qkd_hw.postprocessing.channel.Endpoint`. Per frame of
 ``params.frame_bits`` real values (one key bit per value, reverse reconciliation: Bob's bits
-are the key):
+are the key), after Bob has announced the code (``code``: mother code, shortened and punctured
+counts; leaks nothing; :func:`agree_code`):
 
 1. Bob encodes his frame, keeps his key bits, sends ``reconciliation`` (maps, norms,
    syndrome...; leaks ``leakage_bits(params)``);

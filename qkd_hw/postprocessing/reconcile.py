@@ -140,8 +140,8 @@ def effective_rate(k: int, n: int, shortened: int, punctured: int) -> float:
 
 
 def _dimension_k(mother_rate: float, n: int) -> int:
-    """Dimension ``K = N - M`` of the mother code of length ``n`` (full-rank ``H`` assumed,
-    as the leakage count does)."""
+    """Design dimension ``K = N - M`` of the mother code of length ``n`` (a rank-deficient
+    ``H`` has a larger one; the leakage counts every syndrome bit sent either way)."""
     e = ENSEMBLES[mother_rate]
     return n - e.base_m * (n // e.base_n)
 
