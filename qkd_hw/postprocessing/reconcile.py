@@ -53,9 +53,9 @@ DEFAULT_LENGTH = {0.1: 100_000, 0.05: 160_000, 0.02: 1_000_000}
 #: efficiency targeted by choose_code: the highest measured point with FER <= 0.1 of each
 #: mother code at its default length (benchmarks/reconciliation.md)
 DESIGN_BETA = {0.1: 0.90, 0.05: 0.90, 0.02: 0.94}
-#: largest punctured fraction of the mother length choose_code uses: measured fine at 23 %
-#: and 27 % (benchmarks/reconciliation.md, "Rate adaptation"), failing at 74 %
-MAX_PUNCTURED = 0.3
+#: largest punctured fraction of the mother length choose_code uses: measured up to 36 %
+#: (benchmarks/reconciliation.md, "Rate adaptation"); 74 % failed most frames
+MAX_PUNCTURED = 0.4
 #: seed of the code construction and of the shortened positions (public)
 CODE_SEED = 20111213
 # LLR of a shortened (known zero) bit: large but finite for the decoder
