@@ -58,15 +58,12 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 FRAMES = rf"""
 import math
-from dataclasses import replace
 import numpy as np
 from qkd_hw.postprocessing.reconcile import AliceReconciler, BobReconciler, choose_code
 from qkd_hw.postprocessing.codes import get_code
 
 def make_frames(snr, frames, seed, length={LENGTH}, rate={RATE}, va={VA}, t={T}):
-    p = choose_code(snr, frame_bits=length, dimension=8, max_iterations=400)
-    p = replace(p, mother_rate=rate, code_length=length, shortened=0, frame_bits=length,
-                rate=rate)
+    p = choose_code(snr, frame_bits=length, dimension=8, max_iterations=400, rate=rate)
     rng = np.random.default_rng(seed)
     bob, alice = BobReconciler(p, np.random.default_rng(seed + 1)), AliceReconciler(p)
     noise = math.sqrt(t * t * va / snr)

@@ -49,19 +49,19 @@ def snr_for_beta(rate: float, beta: float) -> float:
     return 2.0 ** (2.0 * rate / beta) - 1.0
 
 
-def run_point(mother_rate: float, snr: float, *, frames: int, length: int | None,
+def run_point(mother_rate: float | None, snr: float, *, frames: int, length: int | None,
               dimension: int, max_iterations: int, batch: int, seed: int,
-              adaptive: bool = False) -> dict:
-    """Reconcile ``frames`` frames at one SNR with the unshortened mother code of
-    ``mother_rate``, or (``adaptive``) with the code and shortening ``choose_code`` picks."""
-    params = choose_code(snr, frame_bits=length, dimension=dimension,
-                         max_iterations=max_iterations)
-    if not adaptive and (params.mother_rate != mother_rate or params.shortened):
-        # benchmark the mother code itself at this SNR (no shortening)
-        from dataclasses import replace
-        n = params.code_length if length is None else length
-        params = replace(params, mother_rate=mother_rate, code_length=n, shortened=0,
-                         frame_bits=n, rate=mother_rate)
+              adaptive: bool = False, beta: float | None = None) -> dict:
+    """Reconcile ``frames`` frames at one SNR with the unmodified mother code of
+    ``mother_rate``, or (``adaptive``) with the code, shortening and puncturing
+    ``choose_code(snr, beta=beta, rate=mother_rate)`` picks (``mother_rate`` None: its
+    choice of mother)."""
+    if adaptive:
+        params = choose_code(snr, frame_bits=length, dimension=dimension,
+                             max_iterations=max_iterations, beta=beta, rate=mother_rate)
+    else:
+        params = choose_code(snr, frame_bits=length, dimension=dimension,
+                             max_iterations=max_iterations, rate=mother_rate)
     rng = np.random.default_rng(seed)
     bob = BobReconciler(params, np.random.default_rng(seed + 1))
     alice = AliceReconciler(params)
@@ -89,6 +89,7 @@ def run_point(mother_rate: float, snr: float, *, frames: int, length: int | None
         done += nb
     lo, hi = wilson(errors, frames)
     return {"mother_rate": params.mother_rate, "shortened": params.shortened,
+            "punctured": params.punctured, "code_length": params.code_length,
             "rate": params.rate, "snr": snr,
             "snr_db": 10 * math.log10(snr), "beta": params.rate / capacity(snr),
             "frame_bits": params.frame_bits, "frames": frames, "frame_errors": errors,
@@ -100,10 +101,14 @@ def run_point(mother_rate: float, snr: float, *, frames: int, length: int | None
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rate", type=float, default=0.1, choices=(0.1, 0.05, 0.02))
-    ap.add_argument("--beta", type=float, nargs="+", default=[0.9])
+    ap.add_argument("--rate", type=float, default=None, choices=(0.1, 0.05, 0.02),
+                    help="mother code (default 0.1; with --snr-db: choose_code's choice)")
+    ap.add_argument("--beta", type=float, nargs="+", default=[0.9],
+                    help="efficiencies of the mother code; with --snr-db: target efficiencies "
+                         "of the adapted code at each SNR")
     ap.add_argument("--snr-db", type=float, nargs="+", default=None,
-                    help="instead of --beta: SNRs, code and shortening chosen by choose_code")
+                    help="SNRs: code, shortening and puncturing chosen by choose_code for "
+                         "each --beta")
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--length", type=int, default=None, help="code length (default per rate)")
     ap.add_argument("--dimension", type=int, default=8)
@@ -114,26 +119,28 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     env = environment()
     print_header("reconciliation efficiency (MET-LDPC, multidimensional)", env)
+    adaptive = args.snr_db is not None
+    mother = args.rate if adaptive or args.rate is not None else 0.1
     # JIT warm-up outside the timings
-    run_point(args.rate, snr_for_beta(args.rate, 0.5), frames=1, length=args.length,
+    run_point(mother or 0.1, snr_for_beta(mother or 0.1, 0.5), frames=1, length=args.length,
               dimension=args.dimension, max_iterations=5, batch=1, seed=0)
     rows, results = [], []
-    adaptive = args.snr_db is not None
-    snrs = ([10 ** (d / 10) for d in args.snr_db] if adaptive
-            else [snr_for_beta(args.rate, b) for b in args.beta])
-    for snr in snrs:
-        r = run_point(args.rate, snr, frames=args.frames, length=args.length,
+    points = ([(10 ** (d / 10), b) for d in args.snr_db for b in args.beta] if adaptive
+              else [(snr_for_beta(mother, b), None) for b in args.beta])
+    for snr, target in points:
+        r = run_point(mother, snr, frames=args.frames, length=args.length,
                       dimension=args.dimension, max_iterations=args.max_iterations,
-                      batch=args.batch, seed=args.seed, adaptive=adaptive)
+                      batch=args.batch, seed=args.seed, adaptive=adaptive, beta=target)
         results.append(r)
-        rows.append([r["mother_rate"], r["shortened"], f"{r['rate']:.4f}", r["frame_bits"],
+        rows.append([r["mother_rate"], r["shortened"], r["punctured"], f"{r['rate']:.4f}",
+                     r["frame_bits"],
                      f"{r['snr_db']:.2f}",
                      f"{r['beta']:.3f}", f"{r['frame_errors']}/{r['frames']}",
                      f"{r['fer']:.3f} [{r['fer_lo']:.3f}, {r['fer_hi']:.3f}]",
                      f"{r['mean_iterations']:.0f}", f"{r['bits_per_s'] / 1e3:.0f}",
                      f"{r['bits_per_cpu_s'] / 1e3:.0f}"])
         print("# point: " + "  ".join(str(c) for c in rows[-1]), flush=True)
-    print_table(rows, ["mother", "short", "R", "frame", "SNR dB", "beta", "errors",
+    print_table(rows, ["mother", "short", "punct", "R", "frame", "SNR dB", "beta", "errors",
                        "FER [95% Wilson]", "iter", "kbit/s wall", "kbit/CPU-s"])
     write_json(args.json, {"environment": env, "points": results})
 

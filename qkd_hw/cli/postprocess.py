@@ -4,8 +4,9 @@ Runs Alice and Bob (separate objects talking over a recorded classical channel) 
 file that holds both parties' symbols. Writes KEY.h5 (mode 0600: each party's final key and
 every parameter that bounds its secrecy) and the public transcript (default
 KEY.transcript.h5). Prints beta, the frame error rate, frame counts, the final key length,
-whether the keys are identical and the speed; never a key bit. Bad input: one error line,
-exit 2.
+whether the keys are identical, the speed and the adapted code (mother_rate, code_length,
+shortened, punctured; code_rate is the effective rate (K - s)/(N - s - p)); never a key
+bit. Bad input: one error line, exit 2.
 """
 
 from __future__ import annotations
@@ -37,7 +38,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--transcript", metavar="PATH",
                    help="public transcript (default: KEY.transcript.h5 beside --out)")
     p.add_argument("--rate", type=float, default=None, metavar="R",
-                   help="code rate in (0, 1) (default: chosen for the estimated SNR)")
+                   help="mother code rate (0.1, 0.05, 0.02; default: chosen for the "
+                        "estimated SNR); used as it is unless --beta is given")
+    p.add_argument("--beta", type=float, default=None, metavar="B",
+                   help="target efficiency in (0, 1]: the code is shortened/punctured to "
+                        "rate B * 1/2 log2(1 + SNR) (default: the mother code's measured "
+                        "operating point, reconcile.DESIGN_BETA)")
     p.add_argument("--tag-bits", type=int, choices=(64, 128), default=64,
                    help="verification tag length (default 64)")
     p.add_argument("--detection", choices=("heterodyne", "homodyne"), default="heterodyne",
@@ -78,6 +84,8 @@ def _progress(enabled: bool) -> Iterator[tuple[Any, Any]]:
 def _check_args(args: argparse.Namespace, tr: Path) -> None:
     if args.rate is not None and not 0 < args.rate < 1:
         raise QkdHwError(f"--rate must be in (0, 1), got {args.rate}")
+    if args.beta is not None and not 0 < args.beta <= 1:
+        raise QkdHwError(f"--beta must be in (0, 1], got {args.beta}")
     for name in ("eps_pa", "eps_bar"):
         v = getattr(args, name)
         if not 0 < v < 1:
@@ -94,13 +102,14 @@ def _check_args(args: argparse.Namespace, tr: Path) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from qkd_hw.postprocessing.parties import postprocess_raw_key
+    from qkd_hw.postprocessing.parties import CODE_FIELDS, postprocess_raw_key
 
     tr = Path(args.transcript) if args.transcript else transcript_path(args.out)
     _check_args(args, tr)
     try:
         with _progress(sys.stderr.isatty() and not args.json) as (start, tick):
             res = postprocess_raw_key(args.raw, args.out, str(tr), rate=args.rate,
+                                      target_beta=args.beta,
                                       detection=args.detection, tag_bits=args.tag_bits,
                                       eps_pa=args.eps_pa, eps_bar=args.eps_bar,
                                       progress=tick, on_frames=start,
@@ -110,6 +119,9 @@ def _run(args: argparse.Namespace) -> int:
     summary = {k: getattr(res, k) for k in SUMMARY_KEYS}
     summary.update(key_file=res.key_path, transcript=res.transcript_path,
                    eps_total=res.parameters["eps_total"])
+    # the adapted code: mother rate, shortened/punctured counts, effective rate
+    summary.update({k: res.parameters[k] for k in ("code_rate", *CODE_FIELDS)
+                    if k in res.parameters})
     if args.json:
         print(json_text(summary))
     else:

@@ -4,7 +4,8 @@ Each party holds only its own data (Alice her symbols ``x``, Bob his ``y``, both
 values: real and imaginary parts interleaved in heterodyne) and talks to the other only
 through its :class:`~qkd_hw.postprocessing.channel.Endpoint`. Per frame of
 ``params.frame_bits`` real values (one key bit per value, reverse reconciliation: Bob's bits
-are the key):
+are the key), after Bob has announced the code (``code``: mother code, shortened and punctured
+counts; leaks nothing; :func:`agree_code`):
 
 1. Bob encodes his frame, keeps his key bits, sends ``reconciliation`` (maps, norms,
    syndrome...; leaks ``leakage_bits(params)``);
@@ -333,21 +334,43 @@ def _cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _code_options(rec: Any, rate: float | None, frame_bits: int | None) -> dict[str, Any]:
-    """Keyword arguments of ``choose_code``; a rate it cannot take is an error, not ignored."""
+def _code_options(rec: Any, rate: float | None, frame_bits: int | None,
+                  beta: float | None = None) -> dict[str, Any]:
+    """Keyword arguments of ``choose_code``; a rate or efficiency it cannot take is an error,
+    not ignored."""
     opts: dict[str, Any] = {}
     if frame_bits is not None:
         opts["frame_bits"] = int(frame_bits)
-    if rate is not None:
-        if "rate" not in inspect.signature(rec.choose_code).parameters:
-            raise QkdHwError(f"--rate {rate}: the reconciliation chooses its code from the "
-                             "SNR only (choose_code has no rate option)")
-        opts["rate"] = float(rate)
+    for name, value in (("rate", rate), ("beta", beta)):
+        if value is None:
+            continue
+        if name not in inspect.signature(rec.choose_code).parameters:
+            raise QkdHwError(f"--{name} {value}: the reconciliation chooses its code from the "
+                             f"SNR only (choose_code has no {name} option)")
+        opts[name] = float(value)
     return opts
 
 
+#: fields of the adapted code reported in the key file, the transcript and the summary
+CODE_FIELDS = ("mother_rate", "code_length", "shortened", "punctured")
+
+
+def agree_code(rec: Any, params: Any, bob: Endpoint, alice: Endpoint) -> Any:
+    """Bob announces the code he chose (public ``code`` message, no key information);
+    Alice's parameters are rebuilt and validated from that message alone.
+
+    A reconciliation without ``params_message``/``params_from_message`` has nothing to
+    announce beyond the settings both derive: its ``params`` are returned as they are.
+    """
+    if not (hasattr(rec, "params_message") and hasattr(rec, "params_from_message")):
+        return params
+    bob.send("code", rec.params_message(params))
+    return rec.params_from_message(dict(alice.receive("code").payload))
+
+
 def postprocess_raw_key(raw_path: str, key_path: str, transcript_path: str, *,
-                        rate: float | None = None, detection: str = "heterodyne",
+                        rate: float | None = None, target_beta: float | None = None,
+                        detection: str = "heterodyne",
                         tag_bits: int = 64, eps_pa: float = 1e-10, eps_bar: float = 1e-10,
                         frame_bits: int | None = None, reconciliation: Any = None,
                         progress: Any = None, on_frames: Any = None,
@@ -363,6 +386,10 @@ def postprocess_raw_key(raw_path: str, key_path: str, transcript_path: str, *,
     rate : float, optional
         Code rate instead of the one chosen for the estimated SNR (passed to
         ``choose_code(snr, rate=...)``; refused if the reconciliation cannot choose by rate).
+        The real reconciliation takes a mother-code rate (0.1, 0.05, 0.02).
+    target_beta : float, optional
+        Target reconciliation efficiency: the code is shortened/punctured to
+        ``beta * C(snr)`` (``choose_code(snr, beta=...)``; default the reconciliation's).
     frame_bits : int, optional
         Passed to ``choose_code`` (its code length; default: the reconciliation's).
     reconciliation : module-like, optional
@@ -396,11 +423,15 @@ def postprocess_raw_key(raw_path: str, key_path: str, transcript_path: str, *,
         raise ProtocolError(f"{raw_path}: /estimates snr = {snr!r}: no correlation to "
                             "reconcile")
     rec = _reconciliation_module() if reconciliation is None else reconciliation
-    params = rec.choose_code(snr, **_code_options(rec, rate, frame_bits))
-    settings = ProtocolSettings(frame_bits=int(params.frame_bits),
-                                leak_ec_bits=int(rec.leakage_bits(params)),
-                                detection=detection, tag_bits=tag_bits, eps_pa=eps_pa,
-                                eps_bar=eps_bar)
+    # Bob's choice from the public estimates; announced to Alice on the channel below
+    params = rec.choose_code(snr, **_code_options(rec, rate, frame_bits, target_beta))
+
+    def settings_of(pr: Any) -> ProtocolSettings:
+        return ProtocolSettings(frame_bits=int(pr.frame_bits),
+                                leak_ec_bits=int(rec.leakage_bits(pr)), detection=detection,
+                                tag_bits=tag_bits, eps_pa=eps_pa, eps_bar=eps_bar)
+
+    settings = settings_of(params)
     n_frames = y.shape[0] // settings.frame_bits
     if n_frames == 0:
         raise ProtocolError(f"{raw_path}: /bob/symbols holds {y.shape[0]} real values, fewer "
@@ -410,9 +441,13 @@ def postprocess_raw_key(raw_path: str, key_path: str, transcript_path: str, *,
         # Bob's key bits come from this generator (the reconciler's interface takes a numpy
         # Generator): its whole state is seeded from the OS's CSPRNG, never a fixed seed
         rng = np.random.default_rng(np.random.SeedSequence(secrets.randbits(256)))
-        bob = Bob(ch.endpoint("bob", "alice"), y, settings, rec.BobReconciler(params, rng))
-        alice = Alice(ch.endpoint("alice", "bob"), x, settings, rec.AliceReconciler(params),
-                      snr)
+        bob_ep, alice_ep = ch.endpoint("bob", "alice"), ch.endpoint("alice", "bob")
+        alice_params = agree_code(rec, params, bob_ep, alice_ep)
+        if settings_of(alice_params) != settings:
+            raise ProtocolError(f"alice: the announced code gives {settings_of(alice_params)}, "
+                                f"bob uses {settings}")
+        bob = Bob(bob_ep, y, settings, rec.BobReconciler(params, rng))
+        alice = Alice(alice_ep, x, settings, rec.AliceReconciler(alice_params), snr)
         if on_frames is not None:
             on_frames(n_frames)
         t_frames = time.perf_counter()
@@ -438,7 +473,8 @@ def postprocess_raw_key(raw_path: str, key_path: str, transcript_path: str, *,
                       "verification_collision_bound_per_frame": collision_bound(tag_bits),
                       "transcript_messages": len(ch.ledger),
                       "transcript_leaked_bits": ch.leaked_bits(),
-                      "raw_key_file": str(raw_path)}
+                      "raw_key_file": str(raw_path),
+                      **{k: getattr(params, k) for k in CODE_FIELDS if hasattr(params, k)}}
         # public transcript first: a failure writing it leaves no key file without it
         transcript.commit({k: v for k, v in parameters.items() if k != "keys_identical"})
         write_key_file(key_path, alice.final_key, bob.final_key, parameters)

@@ -6,12 +6,21 @@ maps, the block norms and the syndrome of his bits under a MET-LDPC mother code
 (:mod:`.codes`). Alice maps her own values, derives the binary-input AWGN LLRs and decodes
 (:mod:`.ldpc`).
 
-Rate adaptation by shortening (Elkouss et al., arXiv:1006.2660; Wang et al., QIC 18, 0197
-(2018)): ``s`` positions of the mother code of length ``N`` and dimension ``K`` carry a bit 0
-known to both sides, so the ``N - s`` remaining positions carry the key at rate
-``(K - s)/(N - s)``. The positions are a seeded pseudo-random subset, public like the code.
-Only the ``N - K`` syndrome bits are disclosed about the key (:func:`leakage_bits`); maps and
-norms are independent of the key bits (see :mod:`.multidim`).
+Rate adaptation (Elkouss, Martinez-Mateo, Martin, QIC 11, 226 (2011), arXiv:1006.2660;
+Wang et al., QIC 18, 0197 (2018)): of the mother code's ``N`` positions (dimension ``K``,
+``M = N - K`` checks), ``s`` are *shortened* (bit 0 known to both: Alice's LLR is a large
+finite value, they are not key) and ``p`` are *punctured* (no channel value: Alice's LLR is
+0, not key). The ``N - s - p`` remaining positions carry the key at the effective rate
+``R_eff = (K - s) / (N - s - p)``. Shortened positions are spread uniformly over the
+non-punctured positions by a seeded permutation; punctured positions are degree-one
+variable nodes, each the only degree-one node of its check, chosen by a seeded permutation.
+Such a check's syndrome bit is ``(core bits) xor (punctured bit)``: it carries no
+information once the punctured bit is unknown, so Bob does not send it and Alice's decoder
+gets a check whose messages to the core are zero, i.e. the code with those ``p`` checks
+removed. Disclosed about the key: the ``M - p`` syndrome bits sent (:func:`leakage_bits`);
+the key per frame is ``N - s - p`` bits, so ``key - leak = K - s = R_eff * key``. Maps and
+norms are independent of the key bits (see :mod:`.multidim`). Positions, counts and seed
+are public and agreed before the first frame (:func:`params_message`).
 
 Efficiency ``beta = rate / C(snr)`` with ``C = 1/2 log2(1 + snr)`` per real dimension.
 
@@ -35,14 +44,18 @@ from qkd_hw.postprocessing import multidim
 from qkd_hw.postprocessing.codes import ENSEMBLES, LdpcCode, get_code
 from qkd_hw.postprocessing.ldpc import decode
 
-__all__ = ["AliceReconciler", "BobReconciler", "ReconciliationParams", "capacity",
-           "choose_code", "leakage_bits"]
+__all__ = ["MAX_PUNCTURED", "AliceReconciler", "BobReconciler", "ReconciliationParams",
+           "adapt_code", "capacity", "choose_code", "effective_rate", "leakage_bits",
+           "params_from_message", "params_message", "puncturable"]
 
 #: default mother-code lengths (multiples of the base graphs and of 8)
 DEFAULT_LENGTH = {0.1: 100_000, 0.05: 160_000, 0.02: 1_000_000}
 #: efficiency targeted by choose_code: the highest measured point with FER <= 0.1 of each
 #: mother code at its default length (benchmarks/reconciliation.md)
 DESIGN_BETA = {0.1: 0.90, 0.05: 0.90, 0.02: 0.94}
+#: largest punctured fraction of the mother length choose_code uses: measured up to 36 %
+#: (benchmarks/reconciliation.md, "Rate adaptation"); 74 % failed most frames
+MAX_PUNCTURED = 0.4
 #: seed of the code construction and of the shortened positions (public)
 CODE_SEED = 20111213
 # LLR of a shortened (known zero) bit: large but finite for the decoder
@@ -63,9 +76,9 @@ class ReconciliationParams:
     dimension : int
         Multidimensional block size, 1, 2, 4 or 8.
     rate : float
-        Net key rate of the shortened code, ``(K - s)/(N - s)``.
+        Effective key rate of the adapted code, ``(K - s)/(N - s - p)``.
     frame_bits : int
-        Real values per frame, equal to the key bits per frame (``N - s``).
+        Real values per frame, equal to the key bits per frame (``N - s - p``).
     max_iterations : int
         Decoder iteration cap.
     mother_rate : float
@@ -73,9 +86,11 @@ class ReconciliationParams:
     code_length : int
         Mother code length ``N``.
     shortened : int
-        Shortened (known) positions ``s``.
+        Shortened (known, not key) positions ``s``.
     code_seed : int
-        Seed of the code construction and of the shortened positions.
+        Seed of the code construction and of the shortened/punctured positions.
+    punctured : int
+        Punctured (untransmitted, not key) degree-one positions ``p``.
     """
 
     dimension: int
@@ -86,6 +101,7 @@ class ReconciliationParams:
     code_length: int = 100_000
     shortened: int = 0
     code_seed: int = CODE_SEED
+    punctured: int = 0
 
     def __post_init__(self) -> None:
         if self.dimension not in multidim.DIMENSIONS:
@@ -94,58 +110,167 @@ class ReconciliationParams:
         if self.mother_rate not in ENSEMBLES:
             raise ReconciliationError(f"mother_rate must be one of {sorted(ENSEMBLES)}, "
                                       f"got {self.mother_rate}")
-        if self.code_length % ENSEMBLES[self.mother_rate].base_n:
-            raise ReconciliationError(f"code_length {self.code_length} is not a multiple of "
-                                      f"{ENSEMBLES[self.mother_rate].base_n}")
-        if not 0 <= self.shortened < self.code_length * self.mother_rate:
+        if self.code_length <= 0 or self.code_length % ENSEMBLES[self.mother_rate].base_n:
+            raise ReconciliationError(f"code_length {self.code_length} is not a positive "
+                                      f"multiple of {ENSEMBLES[self.mother_rate].base_n}")
+        if not 0 <= self.shortened < _dimension_k(self.mother_rate, self.code_length):
             raise ReconciliationError(f"shortened={self.shortened} out of range")
-        if self.frame_bits != self.code_length - self.shortened:
+        if not 0 <= self.punctured < self.code_length - self.shortened:
+            raise ReconciliationError(f"punctured={self.punctured} out of range")
+        key = self.code_length - self.shortened - self.punctured
+        if self.frame_bits != key:
             raise ReconciliationError(f"frame_bits={self.frame_bits} must equal code_length - "
-                                      f"shortened = {self.code_length - self.shortened}")
+                                      f"shortened - punctured = {key}")
         if self.frame_bits % self.dimension:
             raise ReconciliationError(f"frame_bits={self.frame_bits} is not a multiple of the "
                                       f"dimension {self.dimension}")
         if self.max_iterations < 1:
             raise ReconciliationError(f"max_iterations must be >= 1, got {self.max_iterations}")
+        k = _dimension_k(self.mother_rate, self.code_length)
+        if not math.isclose(self.rate, effective_rate(k, self.code_length, self.shortened,
+                                                      self.punctured), rel_tol=1e-9):
+            raise ReconciliationError(f"rate={self.rate} is not (K - s)/(N - s - p) of these "
+                                      "counts")
+
+
+def effective_rate(k: int, n: int, shortened: int, punctured: int) -> float:
+    """Key rate ``(k - s) / (n - s - p)`` of a length-``n`` dimension-``k`` code with ``s``
+    shortened and ``p`` punctured positions."""
+    return (k - shortened) / (n - shortened - punctured)
+
+
+def _dimension_k(mother_rate: float, n: int) -> int:
+    """Design dimension ``K = N - M`` of the mother code of length ``n`` (a rank-deficient
+    ``H`` has a larger one; the leakage counts every syndrome bit sent either way)."""
+    e = ENSEMBLES[mother_rate]
+    return n - e.base_m * (n // e.base_n)
 
 
 def _code(params: ReconciliationParams) -> LdpcCode:
     return get_code(params.mother_rate, params.code_length, params.code_seed)
 
 
-@lru_cache(maxsize=8)
-def _positions(code: LdpcCode, shortened: int, seed: int) -> np.ndarray:
-    """Indices of the key (non-shortened) positions, sorted.
+@dataclass(frozen=True, eq=False)
+class _Layout:
+    """Where the key, shortened and punctured positions of an adapted code are."""
 
-    The shortened positions are drawn among the high-degree (core) variable nodes first:
-    a known core bit helps every check it touches, a known degree-one bit only its own.
-    """
-    rng = np.random.default_rng([seed, code.n, shortened])
+    key: np.ndarray          # sorted key positions (N - s - p)
+    shortened: np.ndarray    # sorted shortened positions (s)
+    punctured: np.ndarray    # sorted punctured positions (p)
+    sent_checks: np.ndarray  # sorted checks whose syndrome bit is sent (M - p)
+
+
+def puncturable(code: LdpcCode) -> np.ndarray:
+    """Degree-one variable nodes that are the only degree-one node of their check, sorted."""
     degree = np.bincount(code.check_var, minlength=code.n)
-    core = np.flatnonzero(degree > 1)
-    rest = np.flatnonzero(degree <= 1)
-    pick = np.concatenate([rng.permutation(core), rng.permutation(rest)])[:shortened]
-    mask = np.ones(code.n, dtype=bool)
-    mask[pick] = False
-    out = np.flatnonzero(mask)
-    out.setflags(write=False)
+    check_of_edge = np.repeat(np.arange(code.m), np.diff(code.check_ptr))
+    one = degree[code.check_var] == 1
+    ones_per_check = np.bincount(check_of_edge[one], minlength=code.m)
+    ok = one & (ones_per_check[check_of_edge] == 1)
+    return np.sort(code.check_var[ok]).astype(np.int64)
+
+
+@lru_cache(maxsize=8)
+def _layout(code: LdpcCode, shortened: int, punctured: int, seed: int) -> _Layout:
+    """Seeded positions: punctured among :func:`puncturable`, shortened uniformly among the
+    rest (a known bit anywhere; spread so that no part of the graph loses many)."""
+    rng = np.random.default_rng([seed, code.n, shortened, punctured])
+    cand = puncturable(code)
+    if punctured > cand.size:
+        raise ReconciliationError(f"{code.name}: {punctured} punctured positions asked, the "
+                                  f"code has {cand.size} puncturable (degree-one) positions")
+    punct = np.sort(rng.permutation(cand)[:punctured])
+    free = np.ones(code.n, dtype=bool)
+    free[punct] = False
+    short = np.sort(rng.permutation(np.flatnonzero(free))[:shortened])
+    free[short] = False
+    masked = np.zeros(code.m, dtype=bool)
+    check_of_edge = np.repeat(np.arange(code.m), np.diff(code.check_ptr))
+    is_p = np.zeros(code.n, dtype=bool)
+    is_p[punct] = True
+    masked[check_of_edge[is_p[code.check_var]]] = True
+    out = _Layout(key=np.flatnonzero(free), shortened=short, punctured=punct,
+                  sent_checks=np.flatnonzero(~masked))
+    for a in (out.key, out.shortened, out.punctured, out.sent_checks):
+        a.setflags(write=False)
     return out
 
 
+def _layout_of(params: ReconciliationParams) -> _Layout:
+    return _layout(_code(params), params.shortened, params.punctured, params.code_seed)
+
+
 def _key_positions(params: ReconciliationParams) -> np.ndarray:
-    return _positions(_code(params), params.shortened, params.code_seed)
+    return _layout_of(params).key
+
+
+def adapt_code(mother_rate: float, target_rate: float | None, *, frame_bits: int | None = None,
+               dimension: int = 8, max_iterations: int = 500) -> ReconciliationParams:
+    """Shorten (target below the mother rate) or puncture (above) a mother code to a rate.
+
+    ``s = ceil((K - R N) / (1 - R))`` shortened positions, or ``p = floor(N - K / R)``
+    punctured ones, give ``R_eff <= R`` (never above the target efficiency); then ``s`` is
+    raised (``p`` lowered) until the key length ``N - s - p`` is a multiple of ``dimension``.
+
+    Parameters
+    ----------
+    mother_rate : float
+        Design rate of the mother code (a key of :data:`ENSEMBLES`).
+    target_rate : float or None
+        Wanted effective rate, in (0, 1); None: the mother code as it is.
+    frame_bits : int, optional
+        Mother code length ``N`` (default :data:`DEFAULT_LENGTH`).
+    dimension, max_iterations : int
+        As in :class:`ReconciliationParams`.
+
+    Returns
+    -------
+    ReconciliationParams
+    """
+    if mother_rate not in ENSEMBLES:
+        raise ReconciliationError(f"no mother code of rate {mother_rate}; available: "
+                                  f"{sorted(ENSEMBLES)}")
+    if target_rate is not None and not (math.isfinite(target_rate) and 0.0 < target_rate < 1.0):
+        raise ReconciliationError(f"target rate must be in (0, 1), got {target_rate!r}")
+    n = DEFAULT_LENGTH[mother_rate] if frame_bits is None else int(frame_bits)
+    if n <= 0 or n % ENSEMBLES[mother_rate].base_n or n % dimension:
+        raise ReconciliationError(f"frame_bits={frame_bits} must be a positive multiple of "
+                                  f"{ENSEMBLES[mother_rate].base_n} and of {dimension} for the "
+                                  f"rate-{mother_rate} code")
+    k = _dimension_k(mother_rate, n)
+    s = p = 0
+    if target_rate is None:
+        pass
+    elif target_rate < k / n:
+        s = math.ceil((k - target_rate * n) / (1.0 - target_rate) - 1e-9)
+        s += (n - s) % dimension            # key length a multiple of the block size
+        if s >= k:
+            raise ReconciliationError(f"target rate {target_rate:.4g} is too far below the "
+                                      f"rate-{mother_rate} mother code (would shorten {s} of "
+                                      f"its {k} information positions)")
+    elif target_rate > k / n:
+        p = max(0, math.floor(n - k / target_rate + 1e-9))
+        p -= (dimension - (n - p) % dimension) % dimension
+        p = max(p, 0)
+    return ReconciliationParams(dimension=dimension, rate=effective_rate(k, n, s, p),
+                                frame_bits=n - s - p, max_iterations=max_iterations,
+                                mother_rate=mother_rate, code_length=n, shortened=s,
+                                punctured=p)
 
 
 def choose_code(snr: float, *, frame_bits: int | None = None, dimension: int = 8,
-                max_iterations: int = 500) -> ReconciliationParams:
-    """Pick the mother code and shortening for an SNR (per real dimension).
+                max_iterations: int = 500, beta: float | None = None,
+                rate: float | None = None) -> ReconciliationParams:
+    """Pick the mother code and its shortening/puncturing for an SNR (per real dimension).
 
-    The target rate is ``DESIGN_BETA * C(snr)``; the mother code is the lowest-rate one whose
-    rate is at least the target, shortened down to it. Above the highest mother rate the
-    rate-0.1 code is used unshortened (efficiency below the design value). Shortened codes do
-    worse than their mother at the same beta (benchmarks/reconciliation.md, measured on the
-    previous codes: FER 0.95 at beta 0.87, 0.25 at 0.78, rate 0.1 shortened at -9 dB; not yet
-    re-measured on the current ones): between the mother rates expect more failed frames.
+    The target rate is ``R_t = beta * C(snr)``. Without ``rate``, the mother code is the
+    highest-rate one at or below ``R_t``, punctured up to it, if that punctures at most
+    :data:`MAX_PUNCTURED` of its positions; otherwise the lowest-rate one above ``R_t``,
+    shortened down to it. ``rate`` forces the mother code: used as it is without ``beta``,
+    shortened or punctured to ``R_t`` with it. Puncturing never goes beyond
+    :data:`MAX_PUNCTURED` (the rate stays below ``R_t`` then, e.g. far above the highest
+    mother's SNR). ``beta`` is a target; the frame error rate says what it costs
+    (benchmarks/reconciliation.md, "Rate adaptation").
 
     Parameters
     ----------
@@ -153,11 +278,16 @@ def choose_code(snr: float, *, frame_bits: int | None = None, dimension: int = 8
         Signal-to-noise ratio per real dimension (linear), 1e-3 to 10.
     frame_bits : int, optional
         Mother code length ``N`` (a multiple of the ensemble's base graph); default
-        :data:`DEFAULT_LENGTH`. The key bits per frame are ``N`` minus the shortened ones.
+        :data:`DEFAULT_LENGTH`. The key bits per frame are ``N - s - p``.
     dimension : int
         Multidimensional block size.
     max_iterations : int
         Decoder iteration cap.
+    beta : float, optional
+        Target efficiency in (0, 1]; default the chosen mother code's :data:`DESIGN_BETA`
+        (its measured operating point).
+    rate : float, optional
+        Mother code rate (0.1, 0.05 or 0.02).
 
     Returns
     -------
@@ -165,26 +295,73 @@ def choose_code(snr: float, *, frame_bits: int | None = None, dimension: int = 8
     """
     if not (isinstance(snr, float | int) and math.isfinite(snr) and 1e-3 <= snr <= 10.0):
         raise ReconciliationError(f"snr must be a finite number in [1e-3, 10], got {snr!r}")
+    if beta is not None and not (math.isfinite(beta) and 0.0 < beta <= 1.0):
+        raise ReconciliationError(f"beta must be in (0, 1], got {beta!r}")
+    if rate is not None and rate not in ENSEMBLES:
+        raise ReconciliationError(f"no mother code of rate {rate}; available: "
+                                  f"{sorted(ENSEMBLES)}")
     c = capacity(float(snr))
-    fitting = [r for r in sorted(ENSEMBLES) if r >= DESIGN_BETA[r] * c]
-    mother = fitting[0] if fitting else max(ENSEMBLES)
-    target = min(DESIGN_BETA[mother] * c, mother)
-    n = DEFAULT_LENGTH[mother] if frame_bits is None else int(frame_bits)
-    if n <= 0 or n % ENSEMBLES[mother].base_n or n % dimension:
-        raise ReconciliationError(f"frame_bits={frame_bits} must be a positive multiple of "
-                                  f"{ENSEMBLES[mother].base_n} and of {dimension} for the "
-                                  f"rate-{mother} code")
-    k = n - ENSEMBLES[mother].base_m * (n // ENSEMBLES[mother].base_n)
-    s = max(0, math.ceil((k - target * n) / (1.0 - target)))
-    s += (n - s) % dimension            # key length a multiple of the block size
-    return ReconciliationParams(dimension=dimension, rate=(k - s) / (n - s), frame_bits=n - s,
-                                max_iterations=max_iterations, mother_rate=mother,
-                                code_length=n, shortened=s)
+
+    def target_of(r: float) -> float:
+        return (DESIGN_BETA[r] if beta is None else beta) * c
+
+    if rate is not None:
+        mother = rate
+    else:
+        below = [r for r in sorted(ENSEMBLES) if r <= target_of(r)]
+        above = [r for r in sorted(ENSEMBLES) if r > target_of(r)]
+        # puncturing did better than shortening where both were measured
+        # (benchmarks/reconciliation.md, "Rate adaptation"): shorten only when no mother
+        # reaches the target within MAX_PUNCTURED
+        if below and (not above or 1.0 - below[-1] / target_of(below[-1]) <= MAX_PUNCTURED):
+            mother = below[-1]
+        else:
+            mother = above[0]
+    # a forced mother without a target efficiency is used as it is
+    target = None if rate is not None and beta is None else target_of(mother)
+    if target is not None and target > mother:
+        target = min(target, mother / (1.0 - MAX_PUNCTURED))
+    return adapt_code(mother, target, frame_bits=frame_bits, dimension=dimension,
+                      max_iterations=max_iterations)
+
+
+def params_message(params: ReconciliationParams) -> dict[str, float | int]:
+    """The public ``code`` message announcing the adapted code (numbers only)."""
+    return {"dimension": params.dimension, "max_iterations": params.max_iterations,
+            "mother_rate": params.mother_rate, "code_length": params.code_length,
+            "shortened": params.shortened, "punctured": params.punctured,
+            "code_seed": params.code_seed}
+
+
+def params_from_message(payload: dict) -> ReconciliationParams:
+    """Rebuild and validate the parameters announced by :func:`params_message`."""
+    try:
+        v = {k: np.asarray(payload[k]).item() for k in (
+            "dimension", "max_iterations", "mother_rate", "code_length", "shortened",
+            "punctured", "code_seed")}
+    except KeyError as exc:
+        raise ReconciliationError(f"code message lacks {exc.args[0]!r}") from None
+    ints = {k: int(x) for k, x in v.items() if k != "mother_rate"}
+    if any(ints[k] != v[k] for k in ints):
+        raise ReconciliationError(f"code message: non-integer count in {v}")
+    mother = float(v["mother_rate"])
+    n, s, p = ints["code_length"], ints["shortened"], ints["punctured"]
+    if mother not in ENSEMBLES or n <= 0 or n % ENSEMBLES[mother].base_n:
+        raise ReconciliationError(f"code message: no mother code of rate {mother} and "
+                                  f"length {n}")
+    k = _dimension_k(mother, n)
+    if not (0 <= s < k and 0 <= p < n - s):
+        raise ReconciliationError(f"code message: shortened={s}, punctured={p} out of range "
+                                  f"for N={n}, K={k}")
+    return ReconciliationParams(dimension=ints["dimension"], rate=effective_rate(k, n, s, p),
+                                frame_bits=n - s - p, max_iterations=ints["max_iterations"],
+                                mother_rate=mother, code_length=n, shortened=s,
+                                code_seed=ints["code_seed"], punctured=p)
 
 
 def leakage_bits(params: ReconciliationParams) -> int:
-    """Bits the public messages disclose about the key: the syndrome length ``N - K``."""
-    return _code(params).m
+    """Bits the public messages disclose about the key: the ``M - p`` syndrome bits sent."""
+    return _code(params).m - params.punctured
 
 
 def _values(v: np.ndarray, n: int, what: str) -> np.ndarray:
@@ -230,7 +407,7 @@ class BobReconciler:
             uint8 ``(frame_bits,)``.
         message : dict
             ``maps`` float64 ``(frame_bits/d, d)``, ``norms`` float64 ``(frame_bits/d,)``,
-            ``syndrome`` uint8 ``(N - K,)``.
+            ``syndrome`` uint8 ``(N - K - p,)`` (the checks without a punctured node).
         """
         p = self.params
         yv = _values(y, p.frame_bits, "Bob's values")
@@ -240,9 +417,11 @@ class BobReconciler:
             maps, norms = multidim.bob_maps(yv.reshape(-1, d), multidim.bits_to_points(bits, d))
         except ValueError as exc:
             raise ReconciliationError(f"Bob's values: {exc}") from exc
-        word = np.zeros(p.code_length, dtype=np.uint8)
-        word[_key_positions(p)] = bits
-        return bits, {"maps": maps, "norms": norms, "syndrome": self._code.syndrome(word)}
+        lay = _layout_of(p)
+        word = np.zeros(p.code_length, dtype=np.uint8)   # shortened: 0, punctured: unsent
+        word[lay.key] = bits
+        syndrome = self._code.syndrome(word)[lay.sent_checks]
+        return bits, {"maps": maps, "norms": norms, "syndrome": syndrome}
 
 
 class AliceReconciler:
@@ -285,12 +464,16 @@ class AliceReconciler:
         if len(xs) != len(messages):
             raise ReconciliationError(f"{len(xs)} frames but {len(messages)} messages")
         p = self.params
-        pos = _key_positions(p)
-        llr = np.full((len(xs), p.code_length), _KNOWN_LLR)
-        syn = np.empty((len(xs), self._code.m), dtype=np.uint8)
+        lay = _layout_of(p)
+        pos = lay.key
+        llr = np.zeros((len(xs), p.code_length))
+        llr[:, lay.shortened] = _KNOWN_LLR
+        # a punctured node's check (syndrome not sent) passes nothing to the core: its
+        # syndrome bit only decides the punctured node's own hard decision
+        syn = np.zeros((len(xs), self._code.m), dtype=np.uint8)
         for i, (x, msg) in enumerate(zip(xs, messages, strict=True)):
             llr[i, pos] = self.llr(x, msg, snr)
-            syn[i] = msg["syndrome"]
+            syn[i, lay.sent_checks] = msg["syndrome"]
         res = decode(self._code, llr, syn, p.max_iterations)
         out: list[np.ndarray | None] = [
             res.bits[i, pos] if res.converged[i] else None for i in range(len(xs))]
@@ -299,7 +482,8 @@ class AliceReconciler:
     def _check_message(self, message: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         p = self.params
         blocks = p.frame_bits // p.dimension
-        want = {"maps": (blocks, p.dimension), "norms": (blocks,), "syndrome": (self._code.m,)}
+        want = {"maps": (blocks, p.dimension), "norms": (blocks,),
+                "syndrome": (self._code.m - p.punctured,)}
         for key, shape in want.items():
             if key not in message:
                 raise ReconciliationError(f"reconciliation message lacks {key!r}")

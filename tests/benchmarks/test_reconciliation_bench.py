@@ -26,3 +26,13 @@ def test_run_point_on_a_small_code():
                   max_iterations=200, batch=2, seed=3)
     assert r["frames"] == 2 and r["frame_errors"] == 0
     assert r["beta"] == pytest.approx(0.6) and r["fer_hi"] < 0.9
+
+
+def test_run_point_adapted_code():
+    # the adaptive path: choose_code's mother, punctured up to the target efficiency
+    snr = 10 ** (-9.5 / 10)
+    r = run_point(None, snr, frames=1, length=8000, dimension=8, max_iterations=200, batch=1,
+                  seed=3, adaptive=True, beta=0.7)
+    assert (r["mother_rate"], r["shortened"]) == (0.05, 0)
+    assert r["punctured"] > 0 and r["beta"] == pytest.approx(0.7, abs=0.002)
+    assert r["frame_bits"] == 8000 - r["punctured"] and r["frame_errors"] == 0

@@ -6,6 +6,7 @@ Part A's reconciler is replaced by the test-only one (same interface) for these 
 from __future__ import annotations
 
 import json
+import math
 import stat
 import sys
 import types
@@ -150,3 +151,33 @@ def test_rate_is_refused_when_the_code_cannot_be_chosen_by_rate(
                  "0.5"]) == 2
     assert "no rate option" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.h5"]
+
+
+def test_beta_is_refused_when_the_code_cannot_be_chosen_by_efficiency(
+        tmp_path: Path, toy: None, capsys) -> None:
+    raw = make_raw_key(tmp_path / "raw.h5", 3_000)
+    assert main(["postprocess", str(raw), "--out", str(tmp_path / "K.h5"), "--beta",
+                 "0.9"]) == 2
+    assert "no beta option" in capsys.readouterr().err
+    assert main(["postprocess", str(raw), "--out", str(tmp_path / "K.h5"), "--beta",
+                 "1.2"]) == 2
+    assert "--beta must be in (0, 1]" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.h5"]
+
+
+def test_json_reports_the_adapted_code(tmp_path: Path, capsys) -> None:
+    # the real reconciliation: snr ~0.79 per quadrature, the rate-0.1 mother (100 000 bits)
+    # shortened to beta 0.2 (rate ~0.084); one frame
+    raw = make_raw_key(tmp_path / "raw.h5", 50_000, va=5.0, T=0.5, xi=0.01, vel=0.1, eta=0.7)
+    out = tmp_path / "K.h5"
+    assert main(["postprocess", str(raw), "--out", str(out), "--rate", "0.1", "--beta", "0.2",
+                 "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    c = 0.5 * np.log2(1 + read_key_file(out)["parameters"]["snr"])
+    k, n = 10_000, 100_000
+    short = math.ceil((k - 0.2 * c * n) / (1 - 0.2 * c))      # R_eff = (K - s)/(N - s) <= R
+    short += (n - short) % 8                                    # N - s a multiple of 8
+    assert (s["mother_rate"], s["code_length"], s["punctured"]) == (0.1, n, 0)
+    assert s["shortened"] == short
+    assert s["code_rate"] == (k - short) / (n - short) == pytest.approx(s["beta"] * c)
+    assert s["frames"] == 1 and s["frames_kept"] == 1 and s["keys_identical"] is True

@@ -1,10 +1,11 @@
 """simulate -> process --out -> postprocess: identical keys of the length the formula predicts.
 
 The link is short and clean (T = 1, xi = 0, V_A = 0.4: SNR ~0.2 per quadrature, where the
-rate-0.1 code decodes every frame) and the block small (2e5 symbols, half disclosed for PE),
-so the finite-size offset of a 1e5-symbol key leaves room for a key only at loose
-failure probabilities: eps_pe = eps_bar = eps_pa = EPS below, passed through the CLI options
-that expose them. A test of the pipeline, not a secure setting.
+rate-0.1 mother code, forced by ``--rate 0.1`` and not punctured, decodes every frame) and
+the block small (2e5 symbols, half disclosed for PE), so the finite-size offset of a
+1e5-symbol key leaves room for a key only at loose failure probabilities: eps_pe = eps_bar =
+eps_pa = EPS below, passed through the CLI options that expose them. A test of the pipeline,
+not a secure setting.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _predicted_key_bits(raw_path: Path, frames_kept: int) -> int:
     """Leverrier et al. 2010 with this raw key's PE bounds, from first principles."""
     raw = read_raw_key(raw_path)
     est = raw.estimates
-    params = reconcile.choose_code(float(est["snr"]))
+    params = reconcile.choose_code(float(est["snr"]), rate=0.1)
     reconciled = frames_kept * params.frame_bits          # 1 key bit per real value
     leak_ec = frames_kept * reconcile.leakage_bits(params)
     leak_ver = frames_kept * 64
@@ -68,7 +69,7 @@ def test_simulate_process_postprocess_gives_identical_keys_of_the_predicted_leng
     bob_index = read_raw_key(raw).bob_tx_index
     np.testing.assert_array_equal(read_alice_symbols(raw, bob_index.shape[0]), tx[bob_index])
     assert main(["postprocess", str(raw), "--out", str(key),
-                 "--eps-pa", EPS, "--eps-bar", EPS, "--json"]) == 0
+                 "--eps-pa", EPS, "--eps-bar", EPS, "--rate", "0.1", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["frames"] == out["frames_kept"] == 2 and out["keys_identical"] is True
     predicted = _predicted_key_bits(raw, out["frames_kept"])
