@@ -48,9 +48,10 @@ def _score(res: tuple[bool, int, float]) -> tuple[int, float]:
 
 
 def climb(rate: float, base_n: int, start: tuple[float, float, float, int], beta: float,
-          raise_beta: float, rounds: int, max_iterations: int) -> tuple:
+          raise_beta: float, rounds: int, max_iterations: int,
+          steps: tuple[float, float, float] = (0.05, 0.1, 0.05)) -> tuple:
     """Coordinate hill climbing of the Jouguet parameters by fast DE (see module doc)."""
-    steps = [0.1, 0.1, 0.2, 1]
+    steps = [*steps, 1]
     lows = [1.02, 0.0, 1.2, 3]
     highs = [3.0, 1.0, 6.0, 5]
     x = list(start)
@@ -88,7 +89,7 @@ def climb(rate: float, base_n: int, start: tuple[float, float, float, int], beta
         elif not improved:
             steps = [s / 2 for s in steps[:3]] + [1]
             print(f"round {rnd}: no move improves; steps {steps}", flush=True)
-            if steps[0] < 0.01:
+            if steps[0] < 0.005:
                 break
     return tuple(x), ens
 
@@ -109,12 +110,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--beta", type=float, default=0.96, help="--search de: first test beta")
     ap.add_argument("--raise", dest="raise_beta", type=float, default=0.004)
     ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--steps", type=float, nargs=3, default=[0.05, 0.1, 0.05],
+                    metavar=("CORE", "TWO", "KBAR"), help="--search de: first step sizes")
     ap.add_argument("--max-iterations", type=int, default=1500)
     args = ap.parse_args(argv)
     r = args.rate
     if args.search == "de":
         x, ens = climb(r, args.base_n, tuple(args.start), args.beta, args.raise_beta,
-                       args.rounds, args.max_iterations)
+                       args.rounds, args.max_iterations, tuple(args.steps))
         print(f"result {x}: {ens}", flush=True)
         lo, hi = _sigma_at(r, args.beta - 0.03), _sigma_at(r, 0.999)
         s = design.de_fast_threshold(ens, lo, hi, tol=lo * 1e-3)
