@@ -15,6 +15,10 @@ nodes included), for an ensemble given as a :class:`~.codes.MetEnsemble`:
   FFT convolution, check nodes by the pairwise quantised tanh rule (a table lookup). Slower
   (tenths of a second per iteration), the figure recorded with each ensemble in
   :mod:`.codes`.
+- :func:`de_fast_run` / :func:`de_fast_threshold`: the same discretised analysis organised
+  for a search loop (spectra once per iteration, check side in one numba kernel, early stop
+  on convergence or a stalled error); it returns the iterations and the last error too, the
+  score of ``benchmarks/design_codes.py --search de``.
 
 Both return the threshold as a noise ``sigma*``; :func:`snr_of_sigma` and :func:`efficiency`
 turn it into the SNR and ``beta = R / (1/2 log2(1 + SNR))`` used by the reconciliation.
