@@ -96,11 +96,12 @@ def test_lifted_code_has_no_four_cycles(rate):
     assert _four_cycle_pairs(code) == 0
 
 
-def test_small_frame_of_the_rate_01_code_decodes_at_a_comfortable_snr():
+@pytest.mark.parametrize("rate", sorted(ENSEMBLES))
+def test_small_frame_of_each_code_decodes_at_a_comfortable_snr(rate):
     from qkd_hw.postprocessing.ldpc import decode
 
-    ens = ENSEMBLES[0.1]
-    code = build_code(ens, ens.base_n * 20, seed=20111213)
+    ens = ENSEMBLES[rate]
+    code = build_code(ens, max(ens.base_n * 20, 20_000), seed=20111213)
     snr = 2 ** (2 * code.rate / 0.75) - 1           # beta 0.75
     rng = np.random.default_rng(5)
     bits = rng.integers(0, 2, (2, code.n)).astype(np.uint8)

@@ -70,3 +70,23 @@ def test_jouguet_ensemble_is_balanced_and_has_the_rate():
     assert ens.rate == pytest.approx(0.05)
     with pytest.raises(ValueError, match="core fraction"):
         design.jouguet_ensemble("x", 2000, 0.05, 0.04, 0.6, 20.0)
+
+
+def test_fast_de_brackets_the_3_6_threshold():
+    # sigma* = 0.8809 (Richardson, Urbanke 2001); the quantised analysis (step 0.1) sits a
+    # little below it: converges 1 % below, sits at a fixed point of bit error ~0.07 1.5 % above
+    ok, _, err = design.de_fast_run(REG36, 0.872, delta=0.1, llr_max=20.0)
+    assert ok and err < 1e-7
+    ok, _, err = design.de_fast_run(REG36, 0.894, delta=0.1, llr_max=20.0, max_iterations=80)
+    assert not ok and err > 0.05
+
+
+def test_fast_de_agrees_with_the_reference_de():
+    # the same quantised analysis as de_converges, reorganised: the same decision on both
+    # sides of the threshold of a MET ensemble with degree-one nodes (coarse grid, where the
+    # threshold is sigma 2.15: both bisections in [2.0, 2.6] to 0.04 stop there, checked
+    # outside the suite; here one noise each side, cheap)
+    grid = {"delta": 0.25, "llr_max": 12.0, "max_iterations": 200}
+    for sigma, expected in ((2.0, True), (2.5, False)):
+        assert design.de_converges(SMALL_MET, sigma, **grid) is expected
+        assert design.de_fast_run(SMALL_MET, sigma, **grid)[0] is expected
