@@ -15,6 +15,7 @@ from dsp.errors import DspLockError
 from dsp.lock import Acquisition
 from dsp.matched_filter import matched_filter_at, symbol_sample_range
 from dsp.pilot import PilotStage
+from dsp.threads import WorkShare
 from dsp.timing import TIMING_GAINS, TIMING_OFFSETS, TIMING_STRIDE, timing_parabola
 from dsp.vocabulary import PARALLEL_MIN_SYMBOLS, TIMING_BLOCK_SYMBOLS, TIMING_CORR_MIN_N
 
@@ -55,6 +56,8 @@ class SignalStream:
         self._fit = (0.0, 0.0, 0.0, 0.0)
         self.samples = 0
         self._seconds = {"matched_filter": 0.0, "timing": 0.0}
+        #: a ``dsp.threads.WorkShare`` whose helper thread takes pieces of the matched filter
+        self.share: WorkShare | None = None
 
     def _phase_grid(self):
         D = self.D
@@ -79,14 +82,17 @@ class SignalStream:
         blocks = self.pilot.tracker.latency_blocks() + 4
         return int(1.25 * (blocks * self.D + 2 * b.half + 8 * math.ceil(self.period)))
 
-    def feed_in_place(self, store: np.ndarray, start: int) -> list[tuple[int, np.ndarray]]:
+    def feed_in_place(self, store: np.ndarray, start: int,
+                      phase: tuple[int, np.ndarray] | None = None) -> list[tuple[int, np.ndarray]]:
         """``feed(store[start:])`` without copying the chunk into the stream's buffer: the
         samples kept from earlier chunks are copied into ``store[:start]`` instead (make
         ``start >= room_samples()``; if they do not fit, the chunk is copied as ``feed``
         does). The stream then reads ``store`` until the next ``feed``/``feed_in_place``/
-        ``finish`` call returns: do not overwrite it before."""
+        ``finish`` call returns: do not overwrite it before. ``phase``: the chunk's
+        ``self.pilot.push(store[start:])`` if the caller already ran it (``feed_prepared``)."""
         chunk = store[start:]
-        phase = self.pilot.push(chunk)
+        if phase is None:
+            phase = self.pilot.push(chunk)
         self.buf.adopt(store, start)
         return self._buffered(chunk.shape[0], phase)
 
@@ -168,7 +174,8 @@ class SignalStream:
             y = matched_filter_at(self.buf.data, self.acq.bank, first_sample=self.buf.n0,
                                   tau0=self.tau, period=self.period, k_start=k0, count=k1 - k0,
                                   phase=self._phase_grid(),
-                                  first_order=self.acq.options.first_order_phase)
+                                  first_order=self.acq.options.first_order_phase,
+                                  share=self.share)
             self._seconds["matched_filter"] += time.perf_counter() - t0
             if track:
                 t0 = time.perf_counter()
