@@ -219,11 +219,23 @@ class SignalStream:
             return
         parts = self._timing_parts
         parts[1].append(y[b0 + i0 * st - k0::st][:i1 - i0])
-        for slot, d in ((0, TIMING_OFFSETS[0]), (2, TIMING_OFFSETS[2])):
-            parts[slot].append(matched_filter_at(
+        early_late = ((0, TIMING_OFFSETS[0]), (2, TIMING_OFFSETS[2]))
+        found: list = [None, None]
+
+        def offset(i: int) -> None:
+            found[i] = matched_filter_at(
                 self.buf.data, self.acq.bank, first_sample=self.buf.n0,
-                tau0=self.tau + d + b0 * self.period, period=self.period * st, k_start=i0,
-                count=i1 - i0, phase=self._phase_grid(), parallel=i1 - i0 >= PARALLEL_MIN_SYMBOLS))
+                tau0=self.tau + early_late[i][1] + b0 * self.period, period=self.period * st,
+                k_start=i0, count=i1 - i0, phase=self._phase_grid(),
+                parallel=i1 - i0 >= PARALLEL_MIN_SYMBOLS)
+
+        if self.share is not None:   # early on this thread, late on the helper's
+            self.share.run(2, offset)
+        else:
+            offset(0)
+            offset(1)
+        for (slot, _), yo in zip(early_late, found, strict=True):
+            parts[slot].append(yo)
 
     def _update_timing(self, k1: int) -> None:
         """Data-aided timing update after a full block: fit the fractional timing of the last

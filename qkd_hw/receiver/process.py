@@ -300,8 +300,9 @@ def _stream_signal(run: _Run, acq: Acquisition, sink: _SymbolSink) -> SignalStre
     With more than one numba thread (``numba.get_num_threads()`` of the caller) the pass is
     a pipeline of serial kernels: the reader thread also runs the pilot stage
     (down-conversion, tracker) of chunk k+1 while this thread runs the matched filter, timing
-    loop and sums of chunk k, with a helper thread taking pieces of its matched filter
-    (``dsp.threads.WorkShare``). Long serial runs of work instead of ~12 short parallel
+    loop and sums of chunk k, with a helper thread taking pieces of either stage's kernels
+    (``dsp.threads.WorkShare``: matched filter, early/late timing outputs, pilot
+    down-conversion). Long serial runs of work instead of ~12 short parallel
     regions per chunk: no thread waits for a region's share of a descheduled thread, and the
     serial tracker and the Python between the kernels overlap the other stage. Every kernel
     sums over fixed task ranges: the numbers are those of one thread."""
@@ -328,8 +329,9 @@ def _stream_signal(run: _Run, acq: Acquisition, sink: _SymbolSink) -> SignalStre
     # stage's lock error surfaces here, at its chunk, from the reader thread
     with contextlib.ExitStack() as stack:
         if pipelined:
-            stream.share = stack.enter_context(WorkShare())
+            stream.share = stream.pilot.share = stack.enter_context(WorkShare())
             stack.callback(setattr, stream, "share", None)
+            stack.callback(setattr, stream.pilot, "share", None)
         stack.enter_context(_lock_kept(src.name))
         chunks = stack.enter_context(contextlib.closing(read_ahead(items, load_symbols,
                                                                    run.stages)))
