@@ -516,8 +516,8 @@ class PilotStage:
     matched filter: ``push(chunk)`` returns the tracker's ``(j0, phases)`` for the blocks that
     became final, ``flush()`` the rest. Keeps only the samples of the last incomplete pilot
     block (copied: the caller may reuse the chunk's memory), so the sample buffer of the
-    matched filter need not hold samples for it. (Running it one chunk ahead in the reader
-    thread gains nothing on 2 cores, where every kernel already uses both.)"""
+    matched filter need not hold samples for it, and it can run a chunk ahead in another
+    thread (the receiver's reader thread does so, ``SignalStream.feed_in_place(..., phase)``)."""
 
     def __init__(self, acq: Acquisition) -> None:
         self.acq = acq
