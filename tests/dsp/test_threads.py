@@ -142,3 +142,32 @@ def test_shared_matched_filter_and_pilot_change_no_number():
     z1, rails1 = _decimate(x, 1e9, 2.5e8 + 3e3, 17, 0, 2, 44_000, rails=True)
     np.testing.assert_array_equal(z, z1)
     assert rails == rails1 and (rails.hi, rails.n_hi) == (2**15 - 1, 100)
+
+
+def test_work_share_does_not_wait_for_a_busy_helper():
+    # the helper is held by another caller's job (as a descheduled thread would be): a job
+    # run meanwhile completes on its own thread instead of waiting for the helper
+    release, held = threading.Event(), []
+
+    def hold(i: int) -> None:
+        held.append(i)
+        release.wait(30)
+
+    with WorkShare() as share:
+        other = threading.Thread(target=share.run, args=(2, hold))
+        other.start()
+        for _ in range(3000):            # until both of its pieces run (helper taken)
+            if len(held) == 2:
+                break
+            threading.Event().wait(0.01)
+        done: list[int] = []
+        job = threading.Thread(target=share.run,
+                               args=(10, lambda i: done.append(threading.get_ident())))
+        job.start()
+        job.join(20)
+        finished = not job.is_alive()
+        release.set()
+        other.join()
+        job.join()
+    assert len(held) == 2 and finished
+    assert done == [job.ident] * 10
