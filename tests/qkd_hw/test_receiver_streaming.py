@@ -193,15 +193,16 @@ def test_pipelined_receiver_equals_one_thread(long_recording, keyed_run, tmp_pat
     """With 2 numba threads the stream is a pipeline (pilot stage in the reader thread, pieces
     of the kernels on a helper thread); with one it runs in order on this thread. Same bits:
     estimates, timing loop, rail count, raw key."""
-    r2, k2 = keyed_run(777_777)     # the default: 2 threads
-    assert numba.get_num_threads() == 2
+    r2, k2 = keyed_run(777_777)     # the default: all numba threads
+    prev = numba.get_num_threads()
+    assert prev >= 2
     key = tmp_path / "one.h5"
     numba.set_num_threads(1)
     try:
         r1 = process_recording(long_recording, pe_fraction=0.4, seed=2, chunk_samples=777_777,
                                raw_key_out=key)
     finally:
-        numba.set_num_threads(2)
+        numba.set_num_threads(prev)
     k1 = read_raw_key(key)
     assert r1.estimates == r2.estimates and r1.timing_log == r2.timing_log
     assert r1.clipped_fraction == r2.clipped_fraction
