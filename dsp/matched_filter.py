@@ -13,6 +13,7 @@ from numba import njit, prange
 from dsp._numba_options import NJIT, NJIT_PARALLEL
 from dsp.core import TWO_PI, check_adc, grid_segment, sincos
 from dsp.rrc import MatchedFilterBank
+from dsp.threads import WorkShare
 
 __all__ = ["matched_filter_at", "pairs_share_taps", "symbol_sample_range"]
 
@@ -21,6 +22,9 @@ __all__ = ["matched_filter_at", "pairs_share_taps", "symbol_sample_range"]
 # matched filter at symbol instants (polyphase, bandpass taps on the real ADC samples)
 # --------------------------------------------------------------------------------------------
 _MF_TASK = 2048   # symbols per task: the per-symbol bookkeeping runs as vector loops over it
+#: symbols per piece of a call shared with a helper thread (``share``): a multiple of
+#: _MF_TASK (the task borders stay those of one call), ~1 ms of work against ~20 us of call
+_MF_PIECE = 16 * _MF_TASK
 
 
 @njit(inline="always", **NJIT)
@@ -198,7 +202,8 @@ def symbol_sample_range(bank: MatchedFilterBank, tau0: float, period: float, k: 
 def matched_filter_at(x: np.ndarray, bank: MatchedFilterBank, *, first_sample: int, tau0: float,
                       period: float, k_start: int, count: int,
                       phase: tuple[float, float, np.ndarray] | None = None,
-                      first_order: bool = False, parallel: bool = True) -> np.ndarray:
+                      first_order: bool = False, parallel: bool = True,
+                      share: WorkShare | None = None) -> np.ndarray:
     """Matched-filter outputs of symbols ``k_start .. k_start+count-1``.
 
     Symbol k sits at the fractional absolute sample instant ``tau0 + k * period``; its output is
@@ -220,6 +225,9 @@ def matched_filter_at(x: np.ndarray, bank: MatchedFilterBank, *, first_sample: i
     k_start, count : int
     phase : (t0, dt, values) or None
         Carrier phase (rad) at absolute sample instants ``t0 + i dt``; must cover the symbols.
+    share : WorkShare, optional
+        Run the symbols in pieces on the calling thread and ``share``'s helper (each piece
+        with the calling thread's numba thread count; the same numbers as one call).
 
     Returns
     -------
@@ -246,8 +254,17 @@ def matched_filter_at(x: np.ndarray, bank: MatchedFilterBank, *, first_sample: i
             raise ValueError("phase grid needs >= 2 points")
         use = True
     kernel = _mf_symbols if parallel else _mf_symbols_serial
-    kernel(x, n0, float(tau0), float(period), k0, nk, bank.n_phases, bank.taps_re,
-           bank.taps_im, bank.dtaps_re, bank.dtaps_im, bank.half, bank.mixer_cycles_per_sample,
-           ph_t0, ph_dt, ph, use, bool(first_order and use), pairs_share_taps(bank, period),
-           out)
+    args = (bank.n_phases, bank.taps_re, bank.taps_im, bank.dtaps_re, bank.dtaps_im, bank.half,
+            bank.mixer_cycles_per_sample, ph_t0, ph_dt, ph, use, bool(first_order and use),
+            pairs_share_taps(bank, period))
+
+    def piece(i: int) -> None:
+        lo = i * _MF_PIECE
+        hi = min(nk, lo + _MF_PIECE)
+        kernel(x, n0, float(tau0), float(period), k0 + lo, hi - lo, *args, out[lo:hi])
+
+    if share is None:
+        kernel(x, n0, float(tau0), float(period), k0, nk, *args, out)
+    else:
+        share.run(-(-nk // _MF_PIECE), piece)
     return out

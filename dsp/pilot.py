@@ -21,6 +21,7 @@ from dsp._numba_options import NJIT, NJIT_PARALLEL
 from dsp.clipping import RailStats, merged_parts, rail_stats, segment_rails
 from dsp.core import TWO_PI, cdot, check_adc, sincos
 from dsp.errors import DspLockError
+from dsp.threads import WorkShare
 from dsp.trackers import make_tracker
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ __all__ = ["PILOT_LOSS_FRACTION", "PILOT_MONITOR_BLOCKS", "PILOT_MONITOR_SAMPLES
 # pilot: NCO mix + integrate-and-dump over blocks of D samples anchored at absolute index 0
 # --------------------------------------------------------------------------------------------
 _PILOT_TASK = 1024   # blocks per task: the oscillator phases run as one vector loop over it
+_PILOT_PIECE = 16 * _PILOT_TASK   # blocks per piece shared with a helper thread (~1 ms)
 #: from this many 8-sample steps per block (D >= 64; D >= 32 for float32 codes) LLVM vectorises
 #: the numba 8-lane loop by itself; below, the lanes are one vector in _block_sums
 _LANE_STEPS_VECTOR = 8
@@ -255,7 +257,7 @@ def pilot_decimate_rails(x: np.ndarray, fs: float, *, frequency_hz: float, decim
 
 def _decimate(x: np.ndarray, fs: float, frequency_hz: float, decimation: int,
               first_sample: int, first_block: int, n_blocks: int,
-              rails: bool) -> tuple[np.ndarray, RailStats | None]:
+              rails: bool, share: WorkShare | None = None) -> tuple[np.ndarray, RailStats | None]:
     x = check_adc(x)
     D = int(decimation)
     if D < 1:
@@ -271,9 +273,18 @@ def _decimate(x: np.ndarray, fs: float, frequency_hz: float, decimation: int,
     n_rows = (nj + _PILOT_TASK - 1) // _PILOT_TASK if rails else 0
     ext = np.empty((n_rows, 2), np.float64)
     cnt = np.empty((n_rows, 5), np.int64)
-    if nj:
-        _pilot_dump(x, n0, D, j0, nj, r, tab.real.astype(np.float32),
-                    tab.imag.astype(np.float32), out, ext, cnt)
+    tre, tim = tab.real.astype(np.float32), tab.imag.astype(np.float32)
+    if nj and share is None:
+        _pilot_dump(x, n0, D, j0, nj, r, tre, tim, out, ext, cnt)
+    elif nj:
+        # pieces of whole tasks (the task borders, hence rail rows and sums, of one call)
+        def piece(i: int) -> None:
+            lo, hi = i * _PILOT_PIECE, min(nj, (i + 1) * _PILOT_PIECE)
+            rows = slice(lo // _PILOT_TASK, -(-hi // _PILOT_TASK)) if rails else slice(0, 0)
+            _pilot_dump(x, n0, D, j0 + lo, hi - lo, r, tre, tim, out[lo:hi], ext[rows],
+                        cnt[rows])
+
+        share.run(-(-nj // _PILOT_PIECE), piece)
     return out, (merged_parts(ext, cnt) if rails else None)
 
 
@@ -431,16 +442,17 @@ def combined_pilot(x: np.ndarray, link: LinkParameters, pilot: PilotAcquisition,
 
 
 def _combined_pilot_rails(x: np.ndarray, link: LinkParameters, pilot: PilotAcquisition,
-                          D: int, n0: int, j0: int, nj: int) -> tuple[np.ndarray, RailStats]:
+                          D: int, n0: int, j0: int, nj: int,
+                          share: WorkShare | None = None) -> tuple[np.ndarray, RailStats]:
     """:func:`combined_pilot` and the rail statistics of the samples of its blocks (from the
-    first pilot's pass)."""
+    first pilot's pass); the down-conversion in pieces shared with ``share``'s helper."""
     fs = link.sample_rate_hz
     offset = pilot.frequency_offset_hz
     freqs = [fp + offset for fp in link.pilot_frequencies_hz]
     zs: list[np.ndarray] = []
     rails = None
     for f in freqs:
-        zp, rp = _decimate(x, fs, f, D, n0, j0, nj, rails=not zs)
+        zp, rp = _decimate(x, fs, f, D, n0, j0, nj, rails=not zs, share=share)
         if not zs:
             rails = rp
         zs.append(zp)
@@ -508,8 +520,8 @@ class PilotStage:
     matched filter: ``push(chunk)`` returns the tracker's ``(j0, phases)`` for the blocks that
     became final, ``flush()`` the rest. Keeps only the samples of the last incomplete pilot
     block (copied: the caller may reuse the chunk's memory), so the sample buffer of the
-    matched filter need not hold samples for it. (Running it one chunk ahead in the reader
-    thread gains nothing on 2 cores, where every kernel already uses both.)"""
+    matched filter need not hold samples for it, and it can run a chunk ahead in another
+    thread (the receiver's reader thread does so, ``SignalStream.feed_in_place(..., phase)``)."""
 
     def __init__(self, acq: Acquisition) -> None:
         self.acq = acq
@@ -533,6 +545,8 @@ class PilotStage:
         #: rail statistics (dsp.clipping) of the samples pushed: counted by the pilot kernel
         #: block by block, the last incomplete block's at ``flush``
         self.rails = RailStats(0, float("nan"), 0, 0, float("nan"), 0, 0)
+        #: a ``dsp.threads.WorkShare`` whose helper thread takes pieces of the down-conversion
+        self.share: WorkShare | None = None
 
     def _monitor(self, z: np.ndarray) -> None:
         """Raise DspLockError when a window's mean pilot power falls below
@@ -565,7 +579,8 @@ class PilotStage:
             self._win_index += 1
 
     def _z(self, x: np.ndarray, n0: int, j0: int, nj: int) -> np.ndarray:
-        z, rails = _combined_pilot_rails(x, self.link, self.acq.pilot, self.D, n0, j0, nj)
+        z, rails = _combined_pilot_rails(x, self.link, self.acq.pilot, self.D, n0, j0, nj,
+                                         self.share)
         self.rails = self.rails.merge(rails)
         return z
 

@@ -15,6 +15,7 @@ from dsp.errors import DspLockError
 from dsp.lock import Acquisition
 from dsp.matched_filter import matched_filter_at, symbol_sample_range
 from dsp.pilot import PilotStage
+from dsp.threads import WorkShare
 from dsp.timing import TIMING_GAINS, TIMING_OFFSETS, TIMING_STRIDE, timing_parabola
 from dsp.vocabulary import PARALLEL_MIN_SYMBOLS, TIMING_BLOCK_SYMBOLS, TIMING_CORR_MIN_N
 
@@ -55,6 +56,8 @@ class SignalStream:
         self._fit = (0.0, 0.0, 0.0, 0.0)
         self.samples = 0
         self._seconds = {"matched_filter": 0.0, "timing": 0.0}
+        #: a ``dsp.threads.WorkShare`` whose helper thread takes pieces of the matched filter
+        self.share: WorkShare | None = None
 
     def _phase_grid(self):
         D = self.D
@@ -79,14 +82,17 @@ class SignalStream:
         blocks = self.pilot.tracker.latency_blocks() + 4
         return int(1.25 * (blocks * self.D + 2 * b.half + 8 * math.ceil(self.period)))
 
-    def feed_in_place(self, store: np.ndarray, start: int) -> list[tuple[int, np.ndarray]]:
+    def feed_in_place(self, store: np.ndarray, start: int,
+                      phase: tuple[int, np.ndarray] | None = None) -> list[tuple[int, np.ndarray]]:
         """``feed(store[start:])`` without copying the chunk into the stream's buffer: the
         samples kept from earlier chunks are copied into ``store[:start]`` instead (make
         ``start >= room_samples()``; if they do not fit, the chunk is copied as ``feed``
         does). The stream then reads ``store`` until the next ``feed``/``feed_in_place``/
-        ``finish`` call returns: do not overwrite it before."""
+        ``finish`` call returns: do not overwrite it before. ``phase``: the chunk's
+        ``self.pilot.push(store[start:])`` if the caller already ran it (``feed_prepared``)."""
         chunk = store[start:]
-        phase = self.pilot.push(chunk)
+        if phase is None:
+            phase = self.pilot.push(chunk)
         self.buf.adopt(store, start)
         return self._buffered(chunk.shape[0], phase)
 
@@ -168,7 +174,8 @@ class SignalStream:
             y = matched_filter_at(self.buf.data, self.acq.bank, first_sample=self.buf.n0,
                                   tau0=self.tau, period=self.period, k_start=k0, count=k1 - k0,
                                   phase=self._phase_grid(),
-                                  first_order=self.acq.options.first_order_phase)
+                                  first_order=self.acq.options.first_order_phase,
+                                  share=self.share)
             self._seconds["matched_filter"] += time.perf_counter() - t0
             if track:
                 t0 = time.perf_counter()
@@ -212,11 +219,23 @@ class SignalStream:
             return
         parts = self._timing_parts
         parts[1].append(y[b0 + i0 * st - k0::st][:i1 - i0])
-        for slot, d in ((0, TIMING_OFFSETS[0]), (2, TIMING_OFFSETS[2])):
-            parts[slot].append(matched_filter_at(
+        early_late = ((0, TIMING_OFFSETS[0]), (2, TIMING_OFFSETS[2]))
+        found: list = [None, None]
+
+        def offset(i: int) -> None:
+            found[i] = matched_filter_at(
                 self.buf.data, self.acq.bank, first_sample=self.buf.n0,
-                tau0=self.tau + d + b0 * self.period, period=self.period * st, k_start=i0,
-                count=i1 - i0, phase=self._phase_grid(), parallel=i1 - i0 >= PARALLEL_MIN_SYMBOLS))
+                tau0=self.tau + early_late[i][1] + b0 * self.period, period=self.period * st,
+                k_start=i0, count=i1 - i0, phase=self._phase_grid(),
+                parallel=i1 - i0 >= PARALLEL_MIN_SYMBOLS)
+
+        if self.share is not None:   # early on this thread, late on the helper's
+            self.share.run(2, offset)
+        else:
+            offset(0)
+            offset(1)
+        for (slot, _), yo in zip(early_late, found, strict=True):
+            parts[slot].append(yo)
 
     def _update_timing(self, k1: int) -> None:
         """Data-aided timing update after a full block: fit the fractional timing of the last

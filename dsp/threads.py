@@ -13,12 +13,14 @@ count), so the choice also follows a load that goes away.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 
-__all__ = ["ThreadCount"]
+__all__ = ["ThreadCount", "WorkShare"]
 
 
 class ThreadCount:
@@ -98,3 +100,58 @@ class ThreadCount:
             dt = self.clock() - t0
             numba.set_num_threads(prev)
         self.record(n, dt, samples, probe=n != best and len(self.cost) == len(self.counts))
+
+
+class WorkShare:
+    """A helper thread that shares a job's pieces with the calling thread (serial ``nogil``
+    kernels on two Python threads instead of an OpenMP region).
+
+    ``run(n, piece)`` calls ``piece(0) .. piece(n-1)`` once each, claimed in order from a
+    shared counter by the caller and the helper. A helper that is descheduled (a core taken
+    by another process) or busy elsewhere delays the job by at most the one piece it holds:
+    the caller takes the rest. An OpenMP region waits for its descheduled thread's whole
+    share. Close it (or use it as a context manager) to stop the thread.
+    """
+
+    def __init__(self) -> None:
+        # the helper's own kernels run on one numba thread (the count is thread-local)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="dsp-share",
+                                        initializer=numba.set_num_threads, initargs=(1,))
+
+    def run(self, n: int, piece: Callable[[int], None]) -> None:
+        """Run ``piece(i)`` for i in ``range(n)`` on both threads; returns when all are done
+        (re-raises the first error of either thread)."""
+        if n <= 1:
+            for i in range(n):
+                piece(i)
+            return
+        claim = itertools.count()   # next() on it is atomic under the GIL
+        failed: list[BaseException] = []
+
+        def work() -> None:
+            while not failed:
+                i = next(claim)
+                if i >= n:
+                    return
+                try:
+                    piece(i)
+                except BaseException as exc:
+                    failed.append(exc)
+                    return
+
+        helper = self._pool.submit(work)
+        work()
+        if not helper.cancel():   # not started yet: nothing to wait for
+            helper.result()
+        if failed:
+            raise failed[0]
+
+    def close(self) -> None:
+        """Stop the helper thread."""
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> WorkShare:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

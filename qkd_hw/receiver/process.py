@@ -8,12 +8,14 @@ checks from ``qkd_hw.sanity``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from dsp.clipping import RailCounter
@@ -24,7 +26,7 @@ from dsp.options import ReceiverOptions
 from dsp.pe import PairMoments
 from dsp.pipeline import SignalStream, acquire, refine_clock_chain
 from dsp.snu import calibrate_snu, rescaled
-from dsp.threads import ThreadCount
+from dsp.threads import ThreadCount, WorkShare
 from dsp.vocabulary import DEFAULT_BETA, DEFAULT_EPS_PE
 from qkd_hw.errors import ReceiverLockError
 from qkd_hw.raw_key import RawKeyWriter
@@ -201,6 +203,8 @@ def process_source(source: RecordingSource, *, options: ReceiverOptions | None =
 
 
 def _process(run: _Run) -> ReceiverResult:
+    if numba.get_num_threads() > 1:
+        _one_malloc_arena()   # before any thread of this run allocates
     src = run.source
     t_start = time.perf_counter()
     run.rails = {name: RailCounter() for name in NOISE_CAPTURES}   # the signal's: the pilot's
@@ -294,25 +298,62 @@ def _measure_noise(run: _Run, acq: Acquisition) -> tuple[NoiseStats, NoiseStats,
     return noise["shot_noise"], noise["electronic_noise"], vpc_ratio
 
 
+def _one_malloc_arena() -> None:
+    """glibc gives each thread that allocates under contention an arena of its own (64 MB
+    reserved, tens of MB touched): the pipeline's reader and helper threads raised the peak
+    by 10-12 MB on a 1e8-sample recording. Their allocations are a few per chunk, so one
+    shared arena costs no time. M_ARENA_MAX = -8; no-op where there is no glibc."""
+    try:
+        ctypes.CDLL(None).mallopt(-8, 1)
+    except (OSError, AttributeError):
+        pass
+
+
 def _stream_signal(run: _Run, acq: Acquisition, sink: _SymbolSink) -> SignalStream:
     """One pass over the signal capture: the reader thread reads chunk k+1 (and the symbols
-    it needs) while the stream processes chunk k into symbol blocks for ``sink``."""
+    it needs) while the stream processes chunk k into symbol blocks for ``sink``.
+
+    With more than one numba thread (``numba.get_num_threads()`` of the caller) the pass is
+    a pipeline of serial kernels: the reader thread also runs the pilot stage
+    (down-conversion, tracker) of chunk k+1 while this thread runs the matched filter, timing
+    loop and sums of chunk k, with a helper thread taking pieces of either stage's kernels
+    (``dsp.threads.WorkShare``: matched filter, early/late timing outputs, pilot
+    down-conversion). Long serial runs of work instead of ~12 short parallel
+    regions per chunk: no thread waits for a region's share of a descheduled thread, and the
+    serial tracker and the Python between the kernels overlap the other stage. Every kernel
+    sums over fixed task ranges: the numbers are those of one thread."""
     src, tx = run.source, sink.tx
     stream = SignalStream(acq, alice=tx.symbols)
+    pipelined = numba.get_num_threads() > 1
 
     def load_symbols(n_end: int) -> None:   # in the reader thread
         tx.prefetch(int((n_end - acq.tau0) / acq.period))
 
+    def with_phase(stores: Iterator[tuple[np.ndarray, int]]):   # runs in the reader thread
+        numba.set_num_threads(1)   # thread-local: this thread's kernels run serially
+        for store, start in stores:
+            yield store, start, stream.pilot.push(store[start:])
+
     t_consume = 0.0
-    threads = ThreadCount()   # one core may be taken by another process: see dsp/threads.py
+    # one core may be taken by another process: see dsp/threads.py
+    threads = ThreadCount(numba.get_num_threads())
     # the rails are counted by the pilot kernel (stream.pilot.rails): no sweep of their own
     stores = src.signal_stores(run.chunk_samples, stream.room_samples())
-    # closing(): on an error the pending read finishes before the file is closed
-    with contextlib.closing(read_ahead(stores, load_symbols, run.stages)) as chunks:
-        for store, start in chunks:
-            with threads.chunk(store.shape[0] - start):
-                with _lock_kept(src.name):
-                    blocks = stream.feed_in_place(store, start)
+    items = (with_phase(stores) if pipelined
+             else ((store, start, None) for store, start in stores))
+    # closing(): on an error the pending read finishes before the file is closed; the pilot
+    # stage's lock error surfaces here, at its chunk, from the reader thread
+    with contextlib.ExitStack() as stack:
+        if pipelined:
+            stream.share = stream.pilot.share = stack.enter_context(WorkShare())
+            stack.callback(setattr, stream, "share", None)
+            stack.callback(setattr, stream.pilot, "share", None)
+        stack.enter_context(_lock_kept(src.name))
+        chunks = stack.enter_context(contextlib.closing(read_ahead(items, load_symbols,
+                                                                   run.stages)))
+        for store, start, phase in chunks:
+            with (_serial() if pipelined else threads.chunk(store.shape[0] - start)):
+                blocks = stream.feed_in_place(store, start, phase)
                 t0 = time.perf_counter()
                 sink.consume(blocks)
                 t_consume += time.perf_counter() - t0
@@ -320,9 +361,9 @@ def _stream_signal(run: _Run, acq: Acquisition, sink: _SymbolSink) -> SignalStre
             if run.diag is not None:
                 run.diag.add_phase(stream, src.link.sample_rate_hz)
             run.tick(store.shape[0] - start)
-    with _lock_kept(src.name):
-        tail = stream.finish()
-    sink.consume(tail)
+        with _serial() if pipelined else contextlib.nullcontext():
+            tail = stream.finish()
+        sink.consume(tail)
     run.stages["signal_pe_sums"] = t_consume
     run.clipped = {"signal": stream.pilot.rails.clipped_fraction(src.captures["signal"].dtype),
                    **run.clipped}
@@ -330,6 +371,17 @@ def _stream_signal(run: _Run, acq: Acquisition, sink: _SymbolSink) -> SignalStre
                    src.captures["signal"].clipped_fraction)
     run.stages.update(stream.stage_seconds)
     return stream
+
+
+@contextlib.contextmanager
+def _serial() -> Iterator[None]:
+    """The block with one numba thread (of the calling thread)."""
+    prev = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(prev)
 
 
 def _commit_raw_key(run: _Run, found: Estimation, n_key: int) -> str | None:

@@ -6,16 +6,15 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
 __all__ = ["read_ahead"]
 
 
-def read_ahead(chunks: Iterator[tuple[np.ndarray, int]],
+def read_ahead(chunks: Iterator[tuple],
                after_read: Callable[[int], None] | None = None,
-               waited: dict[str, float] | None = None) -> Iterator[tuple[np.ndarray, int]]:
-    """Yield the ``(store, start)`` items of ``chunks`` (``RecordingSource.signal_stores``:
-    the chunk is ``store[start:]``) while a worker thread already prepares the next one.
+               waited: dict[str, float] | None = None) -> Iterator[tuple]:
+    """Yield the ``(store, start, ...)`` items of ``chunks`` (``RecordingSource.signal_stores``:
+    the chunk is ``store[start:]``; more fields may follow, computed with the chunk by the
+    iterator, which runs in the worker) while a worker thread already prepares the next one.
 
     The numba kernels release the GIL (``nogil``), so the read of chunk k+1 overlaps the
     processing of chunk k. ``after_read(n_end)`` runs in the worker after each read (``n_end``:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 
 import numba
 import numpy as np
@@ -12,8 +13,9 @@ import pytest
 
 from dsp.matched_filter import matched_filter_at
 from dsp.pe import pair_moments
+from dsp.pilot import _decimate
 from dsp.rrc import MatchedFilterBank
-from dsp.threads import ThreadCount
+from dsp.threads import ThreadCount, WorkShare
 
 RNG = np.random.default_rng(7)
 
@@ -93,3 +95,79 @@ def test_openmp_workers_sleep_unless_told(given):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout.split()
     assert out[1] == (given or "PASSIVE")
+
+
+def test_work_share_runs_every_piece_once_on_both_threads():
+    # pieces 0 and 1 each wait at a two-party barrier: the job only completes if the helper
+    # and the caller run pieces at the same time (a broken barrier raises in the piece)
+    barrier = threading.Barrier(2, timeout=30)
+    done: list[tuple[int, int]] = []
+
+    def piece(i: int) -> None:
+        if i < 2:
+            barrier.wait()
+        done.append((i, threading.get_ident()))
+
+    with WorkShare() as share:
+        share.run(40, piece)
+        assert sorted(i for i, _ in done) == list(range(40))
+        assert len({t for _, t in done}) == 2
+        done.clear()
+        share.run(1, lambda i: done.append((i, 0)))   # one piece: on the caller only
+        assert done == [(0, 0)]
+
+
+def test_work_share_reraises_a_piece_error():
+    def piece(i: int) -> None:
+        if i == 5:
+            raise ValueError("piece 5")
+
+    with WorkShare() as share, pytest.raises(ValueError, match="piece 5"):
+        share.run(12, piece)
+
+
+def test_shared_matched_filter_and_pilot_change_no_number():
+    # the pieces are whole kernel tasks: the same bits as one call (3 pieces each)
+    bank = MatchedFilterBank(samples_per_symbol=10.0, rolloff=0.2, span_symbols=16,
+                             n_phases=64, mixer_cycles_per_sample=0.173)
+    x = RNG.integers(-2000, 2000, 760_000).astype(np.int16)
+    phase = (0.0, 16.0, np.cumsum(RNG.normal(0, 0.05, 47_500)))
+    kw = dict(first_sample=0, tau0=bank.half + 2.6, period=10.0 * (1 - 2e-6), k_start=3,
+              count=74_000, phase=phase)
+    x[1000:1100] = 2**15 - 1     # some codes at the rail for the rail statistics
+    with WorkShare() as share:
+        y = matched_filter_at(x, bank, **kw, share=share)
+        z, rails = _decimate(x, 1e9, 2.5e8 + 3e3, 17, 0, 2, 44_000, rails=True, share=share)
+    np.testing.assert_array_equal(y, matched_filter_at(x, bank, **kw))
+    z1, rails1 = _decimate(x, 1e9, 2.5e8 + 3e3, 17, 0, 2, 44_000, rails=True)
+    np.testing.assert_array_equal(z, z1)
+    assert rails == rails1 and (rails.hi, rails.n_hi) == (2**15 - 1, 100)
+
+
+def test_work_share_does_not_wait_for_a_busy_helper():
+    # the helper is held by another caller's job (as a descheduled thread would be): a job
+    # run meanwhile completes on its own thread instead of waiting for the helper
+    release, held = threading.Event(), []
+
+    def hold(i: int) -> None:
+        held.append(i)
+        release.wait(30)
+
+    with WorkShare() as share:
+        other = threading.Thread(target=share.run, args=(2, hold))
+        other.start()
+        for _ in range(3000):            # until both of its pieces run (helper taken)
+            if len(held) == 2:
+                break
+            threading.Event().wait(0.01)
+        done: list[int] = []
+        job = threading.Thread(target=share.run,
+                               args=(10, lambda i: done.append(threading.get_ident())))
+        job.start()
+        job.join(20)
+        finished = not job.is_alive()
+        release.set()
+        other.join()
+        job.join()
+    assert len(held) == 2 and finished
+    assert done == [job.ident] * 10

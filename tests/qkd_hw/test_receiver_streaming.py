@@ -7,6 +7,7 @@ import mmap
 from dataclasses import replace
 from itertools import pairwise
 
+import numba
 import numpy as np
 import pytest
 
@@ -184,6 +185,28 @@ def test_mapped_recording_equals_read_recording(long_recording, keyed_run, tmp_p
                            raw_key_out=key, map_file=False)
     k2 = read_raw_key(key)
     assert r1.estimates == r2.estimates and r1.timing_log == r2.timing_log
+    np.testing.assert_array_equal(k1.bob_symbols, k2.bob_symbols)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
+def test_pipelined_receiver_equals_one_thread(long_recording, keyed_run, tmp_path):
+    """With 2 numba threads the stream is a pipeline (pilot stage in the reader thread, pieces
+    of the kernels on a helper thread); with one it runs in order on this thread. Same bits:
+    estimates, timing loop, rail count, raw key."""
+    r2, k2 = keyed_run(777_777)     # the default: all numba threads
+    prev = numba.get_num_threads()
+    assert prev >= 2
+    key = tmp_path / "one.h5"
+    numba.set_num_threads(1)
+    try:
+        r1 = process_recording(long_recording, pe_fraction=0.4, seed=2, chunk_samples=777_777,
+                               raw_key_out=key)
+    finally:
+        numba.set_num_threads(prev)
+    k1 = read_raw_key(key)
+    assert r1.estimates == r2.estimates and r1.timing_log == r2.timing_log
+    assert r1.clipped_fraction == r2.clipped_fraction
+    assert r1.frequency_offset_hz == r2.frequency_offset_hz
     np.testing.assert_array_equal(k1.bob_symbols, k2.bob_symbols)
 
 
