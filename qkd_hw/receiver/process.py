@@ -303,10 +303,8 @@ def _one_malloc_arena() -> None:
     reserved, tens of MB touched): the pipeline's reader and helper threads raised the peak
     by 10-12 MB on a 1e8-sample recording. Their allocations are a few per chunk, so one
     shared arena costs no time. M_ARENA_MAX = -8; no-op where there is no glibc."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).mallopt(-8, 1)
-    except (OSError, AttributeError):
-        pass
 
 
 def _stream_signal(run: _Run, acq: Acquisition, sink: _SymbolSink) -> SignalStream:
