@@ -1,7 +1,8 @@
 """Phase noise of the combined pilot windows against the truth, per hop x overlap (issue 19,
 row 17 of ``dsp_penalty``): raw and leak-cancelled per-pilot phasors (``pilot_decimate``,
-``cancel_pilot_leakage``), combined with the acquisition's weights, summed over ``h`` hops as
-the Kalman-RTS tracker does; reported as r_s (the window's phase variance times its length)
+``cancel_pilot_leakage``) combined with the acquisition's weights, and the joint estimate of
+their common phasor (``joint_pilot``, what the receiver uses), summed over ``h`` hops as the
+Kalman-RTS tracker does; reported as r_s (the window's phase variance times its length)
 over the bound's r_s = (1 + v_el) / sum P.
 
 Usage: ``python -m benchmarks.pilot_window_noise [case] [n_symbols]`` (case = index into
@@ -17,21 +18,21 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.dsp_penalty import matrix
-from dsp.pilot import _decimate, cancel_pilot_leakage
+from dsp.pilot import _decimate, cancel_pilot_leakage, joint_pilot, pilot_model
 from qkd_hw.receiver import process_recording
 from qkd_hw.sim.params import SimParams
 from qkd_hw.sim.simulate import simulate_recording, true_phase
 from qkd_hw.trace_io import TraceReader
 
-HOPS = ((25, 1), (14, 3), (13, 3), (12, 3), (9, 3))
+HOPS = ((25, 1), (14, 3), (13, 3), (12, 3), (9, 3), (7, 5), (5, 5))
 #: samples skipped at both ends (the tracker's edges are not the question here)
 EDGE = 20000
 
 
 def window_noise(x: np.ndarray, theta: np.ndarray, acq, fs: float, H: int, h: int,
                  r_bound: float) -> dict[str, float]:
-    """r_s of the raw and the cancelled combined windows of h hops of H samples over the
-    bound's r_s."""
+    """r_s of the raw, the cancelled and the joint combined windows of h hops of H samples
+    over the bound's r_s."""
     n = x.shape[0]
     off = acq.pilot.frequency_offset_hz
     freqs = [f + off for f in acq.link.pilot_frequencies_hz]
@@ -46,8 +47,11 @@ def window_noise(x: np.ndarray, theta: np.ndarray, acq, fs: float, H: int, h: in
         return sum(z[i:z.shape[0] - (h - 1) + i] for i in range(h))
 
     out = {}
-    for name, zz in (("raw", zs), ("cancelled", cz)):
-        comb = win(sum(w * z for w, z in zip(acq.pilot.pilot_weights, zz, strict=True)))
+    joint = joint_pilot(zs, [f / fs for f in freqs], pilot_model(acq.pilot),
+                        list(acq.pilot.pilot_weights), H, j0)
+    for name, zz in (("raw", zs), ("cancelled", cz), ("joint", None)):
+        comb = win(joint if zz is None else
+                   sum(w * z for w, z in zip(acq.pilot.pilot_weights, zz, strict=True)))
         err = np.angle(comb * np.conj(win(truth)))
         err = np.angle(np.exp(1j * (err - np.angle(np.mean(np.exp(1j * err))))))
         out[name] = float(np.var(err) * H * h / r_bound)
@@ -74,7 +78,7 @@ def main(argv: list[str]) -> int:
     for H, h in HOPS:
         got = window_noise(x, theta, acq, p.sample_rate_hz, H, h, r_bound)
         print(f"hop {H} x {h}: r_s / bound's: raw {got['raw']:.3f}, cancelled "
-              f"{got['cancelled']:.3f}")
+              f"{got['cancelled']:.3f}, joint {got['joint']:.3f}")
     return 0
 
 

@@ -31,9 +31,9 @@ if TYPE_CHECKING:
 
 __all__ = ["PILOT_LOSS_FRACTION", "PILOT_MONITOR_BLOCKS", "PILOT_MONITOR_SAMPLES", "PilotStage",
            "block_leakage", "cancel_pilot_leakage", "cancel_pilot_leakage_numpy",
-           "combined_pilot", "data_end_sample", "fill_lead", "fill_tail",
-           "monitor_window_blocks", "pilot_decimate",
-           "pilot_decimate_rails"]
+           "combined_pilot", "data_end_sample", "fill_lead", "fill_tail", "joint_pilot",
+           "joint_pilot_numpy", "joint_pilot_phase_var", "monitor_window_blocks",
+           "pilot_decimate", "pilot_decimate_rails", "pilot_model"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,11 +432,185 @@ def cancel_pilot_leakage_numpy(zs: list[np.ndarray], cycles: list[float], D: int
     return p
 
 
+# --------------------------------------------------------------------------------------------
+# two or more pilots: their common phase estimated jointly (one complex unknown per block)
+# --------------------------------------------------------------------------------------------
+def _joint_terms(cycles: list[float], amps: list[complex],
+                 D: int) -> tuple[list[tuple[float, complex]], list[tuple[float, complex]]]:
+    """Terms ``(nu, coefficient * H_D(nu))`` of the block means of ``|s|^2`` (beyond the
+    constant ``sum |b_k|^2``; only their real part counts) and of ``conj(s)^2`` for the two-
+    tone model ``s[n] = sum_k b_k exp(2 pi j nu_k n)``: the pilots' cross terms at
+    ``nu_k - nu_j`` and every pair's image at ``-(nu_k + nu_j)``, each skipped below
+    ``LEAK_SKIP`` relative to the pilots' power."""
+    def h(rel: float) -> tuple[float, complex]:
+        rel -= math.floor(rel + 0.5)
+        return rel, complex(np.mean(np.exp(2j * np.pi * ((rel * np.arange(D)) % 1.0))))
+
+    power = sum(abs(b) ** 2 for b in amps)
+    e_terms, f_terms = [], []
+    for k, (nk, bk) in enumerate(zip(cycles, amps, strict=True)):
+        for j, (nj, bj) in enumerate(zip(cycles, amps, strict=True)):
+            if j < k:
+                continue
+            if j > k:
+                rel, g = h(nk - nj)
+                if abs(2 * bk * np.conj(bj) * g) >= LEAK_SKIP * power:
+                    e_terms.append((rel, 2 * bk * np.conj(bj) * g))
+            rel, g = h(-(nk + nj))
+            coef = (1 if j == k else 2) * np.conj(bk * bj)
+            if abs(coef * g) >= LEAK_SKIP * power:
+                f_terms.append((rel, coef * g))
+    return e_terms, f_terms
+
+
+def _term_tables(terms: list[tuple[float, complex]], D: int, j0: int,
+                 n_tasks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each term's value at the first block of every task of ``_LEAK_TASK`` blocks (exact
+    phase from the absolute sample index) and its rotation per block."""
+    rel = np.array([t[0] for t in terms], np.float64)
+    g = np.array([t[1] for t in terms], np.complex128)
+    first = (j0 + _LEAK_TASK * np.arange(n_tasks, dtype=np.float64))[:, None] * D
+    start = g * np.exp(2j * np.pi * ((rel * first) % 1.0))
+    return (np.ascontiguousarray(start.reshape(n_tasks, len(terms))),
+            np.exp(2j * np.pi * ((rel * D) % 1.0)))
+
+
+@njit(**NJIT_PARALLEL)
+def _joint_blocks(z, conj_b, e0, e_start, e_step, f_start, f_step, scale, out):
+    # z: (pilots, blocks) block means; per block: y = sum_k conj(b_k) z_k, e = mean |s|^2,
+    # f = mean conj(s)^2 (term tables rotated block by block within a task), then
+    # out = scale (y - (f / e) conj(y))
+    nj = z.shape[1]
+    n_tasks = (nj + _LEAK_TASK - 1) // _LEAK_TASK
+    for c in prange(n_tasks):
+        lo = c * _LEAK_TASK
+        hi = min(nj, lo + _LEAK_TASK)
+        ge = e_start[c].copy()
+        gf = f_start[c].copy()
+        for b in range(lo, hi):
+            y = 0j
+            for k in range(z.shape[0]):
+                y += conj_b[k] * z[k, b]
+            e = e0
+            for t in range(ge.shape[0]):
+                e += ge[t].real
+                ge[t] *= e_step[t]
+            f = 0j
+            for t in range(gf.shape[0]):
+                f += gf[t]
+                gf[t] *= f_step[t]
+            kap = f / e if e > 0 else 0j
+            out[b] = scale * (y - kap * y.conjugate())
+
+
+def _joint_model(amps: list[complex], weights: list[complex]) -> tuple[float, complex]:
+    """(sum |b_k|^2, output scale): the output is ``c sum_k w_k b_k / 2`` for a noise-free
+    common phasor c, what the weighted sum of the pilots' block means (``c b_k / 2`` each)
+    gives."""
+    e0 = float(sum(abs(b) ** 2 for b in amps))
+    return e0, complex(sum(w * b for w, b in zip(weights, amps, strict=True))) / e0
+
+
+def joint_pilot(zs: list[np.ndarray], cycles: list[float], amps: list[complex],
+                weights: list[complex], D: int, j0: int) -> np.ndarray:
+    """The pilots' common phasor per block, estimated jointly from their block means.
+
+    The pilots share the laser phase: over a block the real ADC signal holds
+    ``Re(c s[n])``, ``s[n] = sum_k b_k exp(2 pi j nu_k n)`` with the pilots' known frequencies
+    ``nu_k`` and relative phasors ``b_k`` and one unknown complex c. Its least-squares
+    estimate from the block's samples needs only ``y = sum_k conj(b_k) z_k`` (the block means
+    ``z_k`` of ``pilot_decimate``), ``e = mean |s|^2`` and ``f = mean conj(s)^2`` (the
+    pilots' cross terms and their images, exact): ``c = 2 (y e - conj(y) f) / (e^2 - |f|^2)``.
+    Solving for each pilot's phasor on its own (``cancel_pilot_leakage``) has two unknowns
+    per block and puts the other pilot's noise into each. Returned per block is
+    ``c (e - |f|^2 / e) / sum |b_k|^2`` times ``sum_k w_k b_k / 2``: the phase of c, weighted
+    by the block's information, so that sums over consecutive blocks (the tracker's windows,
+    the boxcar) are the joint estimate over them; on average it is the phasor the weighted
+    combination of the pilots' block means gives. Kernel; ``joint_pilot_numpy`` is its twin.
+
+    Parameters
+    ----------
+    zs : list of ndarray, complex
+        Block means of each pilot (``pilot_decimate``), blocks j0 .. of D samples.
+    cycles : list of float
+        Each pilot's mixing frequency, cycles per sample.
+    amps : list of complex
+        ``b_k``: each pilot's tone amplitude A_k (``A_k cos(2 pi nu_k n + phi_k)``) and
+        phase relative to the common phasor, ``A_k exp(j phi_k)``.
+    weights : list of complex
+        The combining weights the output is scaled to (``PilotAcquisition.pilot_weights``).
+
+    Returns
+    -------
+    ndarray, complex128
+    """
+    nj = zs[0].shape[0]
+    out = np.empty(nj, np.complex128)
+    if nj == 0:
+        return out
+    e0, scale = _joint_model(amps, weights)
+    e_terms, f_terms = _joint_terms(cycles, amps, D)
+    n_tasks = -(-nj // _LEAK_TASK)
+    es, ep = _term_tables(e_terms, D, j0, n_tasks)
+    fs_, fp = _term_tables(f_terms, D, j0, n_tasks)
+    z = np.ascontiguousarray(np.stack(zs), np.complex128)
+    _joint_blocks(z, np.conj(np.array(amps, np.complex128)), e0, es, ep, fs_, fp, scale, out)
+    return out
+
+
+def joint_pilot_numpy(zs: list[np.ndarray], cycles: list[float], amps: list[complex],
+                      weights: list[complex], D: int, j0: int) -> np.ndarray:
+    """numpy twin of ``joint_pilot`` (same terms, whole arrays)."""
+    nj = zs[0].shape[0]
+    e0, scale = _joint_model(amps, weights)
+    e_terms, f_terms = _joint_terms(cycles, amps, D)
+    first = (j0 + np.arange(nj, dtype=np.float64)) * D
+    e = np.full(nj, e0)
+    for rel, g in e_terms:
+        e += (g * np.exp(2j * np.pi * ((rel * first) % 1.0))).real
+    f = np.zeros(nj, np.complex128)
+    for rel, g in f_terms:
+        f += g * np.exp(2j * np.pi * ((rel * first) % 1.0))
+    y = sum(np.conj(b) * z for b, z in zip(amps, zs, strict=True))
+    return scale * (y - f / e * np.conj(y))
+
+
+def joint_pilot_phase_var(sigma2: float, s: np.ndarray, c: complex = 1.0) -> float:
+    """Variance (rad^2) of the phase of the joint least-squares estimate of c from the
+    samples ``x[n] = Re(c s[n]) + w[n]``, white noise w of variance ``sigma2``: the (phase,
+    phase) element of the inverse Fisher information of (|c|, arg c). For tones long against
+    their spacing (cross terms and images averaged out) it is ``r / L``, ``r = 2 sigma2 /
+    sum_k A_k^2`` over L samples (A_k = |b_k| the tones' amplitudes): the maximum-ratio
+    combination of the pilots' per-sample phase noise, ``1 / r = sum_k 1 / r_k``.
+
+    Parameters
+    ----------
+    sigma2 : float
+        Noise variance per sample.
+    s : ndarray, complex
+        The model over the window (``sum_k b_k exp(2 pi j nu_k n)`` at its samples n).
+    c : complex
+        The common phasor (its phase sets how the images weigh).
+    """
+    u = c * np.asarray(s) / abs(c)
+    g1, g2 = u.real, -u.imag         # d x / d|c| and d x / d arg(c), times |c|
+    a, b, d = np.dot(g1, g1), np.dot(g1, g2), np.dot(g2, g2)
+    return float(sigma2 / (d - b * b / a) / abs(c) ** 2)
+
+
+def pilot_model(pilot: PilotAcquisition) -> list[complex]:
+    """``b_k`` of ``joint_pilot``: each pilot's amplitude and its phase against the first
+    pilot, the conjugate phase of its maximum-ratio weight."""
+    return [a * np.exp(-1j * np.angle(w))
+            for a, w in zip(pilot.pilot_amplitudes, pilot.pilot_weights, strict=True)]
+
+
 def combined_pilot(x: np.ndarray, link: LinkParameters, pilot: PilotAcquisition, D: int,
                    n0: int, j0: int, nj: int) -> np.ndarray:
-    """Maximum-ratio combination of the pilots' block phasors: ``pilot_decimate`` of every
-    pilot at its frequency plus the acquired laser offset, the tones leaked into each block
-    average removed (``cancel_pilot_leakage``), weighted by ``pilot.pilot_weights``; blocks
+    """The pilots' combined block phasors: ``pilot_decimate`` of every pilot at its frequency
+    plus the acquired laser offset; one pilot: its own image removed
+    (``cancel_pilot_leakage``), times its weight; several: their common phase estimated
+    jointly (``joint_pilot``, scaled as ``pilot.pilot_weights`` combine them); blocks
     ``[j0, j0 + nj)`` of D samples, ``x[0]`` = sample n0."""
     return _combined_pilot_rails(x, link, pilot, D, n0, j0, nj)[0]
 
@@ -456,7 +630,11 @@ def _combined_pilot_rails(x: np.ndarray, link: LinkParameters, pilot: PilotAcqui
         if not zs:
             rails = rp
         zs.append(zp)
-    zs = cancel_pilot_leakage(zs, [f / fs for f in freqs], D, j0)
+    cycles = [f / fs for f in freqs]
+    if len(zs) > 1:
+        return joint_pilot(zs, cycles, pilot_model(pilot), list(pilot.pilot_weights), D,
+                           j0), rails
+    zs = cancel_pilot_leakage(zs, cycles, D, j0)
     z = None
     for zp, w in zip(zs, pilot.pilot_weights, strict=True):
         if w != 1:
