@@ -9,8 +9,9 @@ chunked with state carried across chunks), with no numba:
    matrix-vector product), least-squares phase slope (fine offset), structure-function fit
    (pilot phase noise, linewidth), maximum-ratio pilot combining;
 2. pilot filter design (``dsp.carrier.design_pilot_filter``: formulas, reused), pilot
-   down-conversion + block averaging over D samples, the leaked tones (other pilots, every
-   pilot's image) removed, then the carrier tracker on the block
+   down-conversion + block averaging over D samples, one pilot's image removed (several
+   pilots: their common phasor fitted jointly, cross terms and images exact), then the
+   carrier tracker on the block
    phasors: boxcar (cumulative sums, angle, unwrap) or, the pipeline's default, Kalman filter +
    RTS smoother (observation noise measured at D on the head; variance recursion step by step
    until the gain is constant, then both passes as first-order IIR filters, ``lfilter``):
@@ -430,7 +431,35 @@ def acquire_pilot(x: np.ndarray, link: Link, search_hz: float, snr_min_db: float
     return {"offset": offset, "coarse": float(coarse), "snr_db": snr_db,
             "phase_noise_var": float(max(s2n, 1e-12)),
             "linewidth": float(max(slope / (2 * np.pi * D / fs), 0.0)), "decimation": D,
-            "weights": weights}
+            "weights": weights, "amplitudes": [2 * np.sqrt(p) for p in pw]}
+
+
+def joint_phasor(zs: list, nus: list, amps: list, weights: list, D: int, j0: int) -> np.ndarray:
+    """The pilots' common phasor c per block: least squares of ``Re(c s[n])``, ``s[n] = sum_k
+    b_k exp(2 pi j nu_k n)`` (``b_k``: amplitude, phase of the weight's conjugate), from
+    ``y = sum_k conj(b_k) z_k``, ``e = mean |s|^2``, ``f = mean conj(s)^2`` per block; returned
+    as ``(y - f / e conj(y)) sum_k w_k b_k / sum |b_k|^2`` (weighted by the block's
+    information, so that window sums stay the joint estimate)."""
+    nj = zs[0].shape[0]
+    b = [a * np.exp(-1j * np.angle(w)) for a, w in zip(amps, weights, strict=True)]
+    first = (j0 + np.arange(nj, dtype=np.float64)) * D
+    n = np.arange(D)
+
+    def g(rel: float) -> np.ndarray:            # block means of exp(2 pi j rel n)
+        rel -= np.floor(rel + 0.5)
+        return np.mean(np.exp(2j * np.pi * rel * n)) * np.exp(2j * np.pi * ((rel * first) % 1.0))
+
+    e0 = sum(abs(v) ** 2 for v in b)
+    e = np.full(nj, e0)
+    f = np.zeros(nj, np.complex128)
+    for k, (nk, bk) in enumerate(zip(nus, b, strict=True)):
+        for j, (nu, bj) in enumerate(zip(nus, b, strict=True)):
+            if j != k:
+                e += (bk * np.conj(bj) * g(nk - nu)).real
+            f += np.conj(bk * bj) * g(-(nk + nu))
+    y = sum(np.conj(v) * z for v, z in zip(b, zs, strict=True))
+    scale = sum(w * v for w, v in zip(weights, b, strict=True)) / e0
+    return scale * (y - f / e * np.conj(y))
 
 
 def cancel_leakage(zs: list, nus: list, D: int, j0: int) -> list:
@@ -465,6 +494,9 @@ def combined_pilot(x, link: Link, pil: dict, D: int, n0: int, j0: int, nj: int) 
     z = np.zeros(max(nj, 0), np.complex128)
     freqs = [fp + pil["offset"] for fp in link.pilots]
     zs = [pilot_decimate(x, link.fs, f, D, n0, j0, nj) for f in freqs]
+    if len(zs) > 1 and nj > 0:
+        return joint_phasor(zs, [f / link.fs for f in freqs], pil["amplitudes"],
+                            pil["weights"], D, j0)
     zs = cancel_leakage(zs, [f / link.fs for f in freqs], D, j0) if nj > 0 else zs
     for zp, w in zip(zs, pil["weights"], strict=True):
         z += w * zp
