@@ -301,5 +301,7 @@ def test_joint_pilot_reaches_the_combined_noise():
     per_hop = np.mean([joint_pilot_phase_var(sigma**2, S[b], c) for b in range(0, nj, 97)])
     assert abs(np.var(err) / per_hop - 1) < 4 * np.sqrt(2 / nj)
     r = 2 * sigma**2 / sum(abs(b) ** 2 for b in amps)
+    # long windows average the cross terms out: the analytic variance is the MRC's r / L
+    assert joint_pilot_phase_var(sigma**2, s[:2700], c) * 2700 / r == pytest.approx(1, abs=0.01)
     win = np.angle((z[:-2] + z[1:-1] + z[2:])[::3] / c)
     assert np.var(win) * 3 * D / r == pytest.approx(1.0, abs=0.04)
