@@ -157,6 +157,12 @@ def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions 
         before any key rate or raw key.
     TraceFormatError
         The file does not follow the format.
+
+    Notes
+    -----
+    With more than one numba thread the receiver sets glibc's malloc arena count to one, for
+    the whole process (:mod:`qkd_hw.malloc_arenas`); a program that embeds it and wants its
+    own threads' arenas sets ``QKD_HW_KEEP_MALLOC_ARENAS=1`` (or ``MALLOC_ARENA_MAX``).
     """
     seed = _check_arguments(pe_fraction, seed, eps_pe, beta)
     _check_key_name(raw_key_out)
