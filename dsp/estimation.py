@@ -43,8 +43,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy.special import ndtri
-from scipy.stats import chi2
-from scipy.stats import t as student_t
 
 from dsp.vocabulary import DEFAULT_EPS_PE, DETECTIONS, HETERODYNE, HOMODYNE
 
@@ -359,6 +357,11 @@ def estimate_parameters(acc: PeAccumulator, *, modulation_variance_snu: float, e
             # (variance t_std^2): E t_hat^2 = t^2 + 2 t_std^2 against t^2 + t_std^2 for a known
             # phase; remove it so that the bound is centred as with a known phase
             t_abs = math.sqrt(max(t_abs * t_abs - t_std * t_std, 0.0))
+        # imported here: scipy.stats (with scipy.optimize) is ~37 MB of the receiver's RSS,
+        # and the receiver's default Leverrier bounds never need it
+        from scipy.stats import chi2
+        from scipy.stats import t as student_t
+
         dt = float(student_t.isf(eps_pe / 2.0, dof)) * t_std * math.sqrt(m / dof)
         sigma2_max = m * sigma2 / float(chi2.ppf(eps_pe / 2.0, dof))
     t_min = max(t_abs - dt, 0.0)

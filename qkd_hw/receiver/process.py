@@ -8,7 +8,6 @@ checks from ``qkd_hw.sanity``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import secrets
 import time
@@ -29,6 +28,7 @@ from dsp.snu import calibrate_snu, rescaled
 from dsp.threads import ThreadCount, WorkShare
 from dsp.vocabulary import DEFAULT_BETA, DEFAULT_EPS_PE
 from qkd_hw.errors import ReceiverLockError
+from qkd_hw.malloc_arenas import limit_malloc_arenas
 from qkd_hw.raw_key import RawKeyWriter
 from qkd_hw.receiver.diagnostics import Diagnostics
 from qkd_hw.receiver.estimate import Estimation, estimate, raw_key_estimates
@@ -157,6 +157,12 @@ def process_recording(path: str | os.PathLike[str], *, options: ReceiverOptions 
         before any key rate or raw key.
     TraceFormatError
         The file does not follow the format.
+
+    Notes
+    -----
+    With more than one numba thread the receiver sets glibc's malloc arena count to one, for
+    the whole process (:mod:`qkd_hw.malloc_arenas`); a program that embeds it and wants its
+    own threads' arenas sets ``QKD_HW_KEEP_MALLOC_ARENAS=1`` (or ``MALLOC_ARENA_MAX``).
     """
     seed = _check_arguments(pe_fraction, seed, eps_pe, beta)
     _check_key_name(raw_key_out)
@@ -204,7 +210,7 @@ def process_source(source: RecordingSource, *, options: ReceiverOptions | None =
 
 def _process(run: _Run) -> ReceiverResult:
     if numba.get_num_threads() > 1:
-        _one_malloc_arena()   # before any thread of this run allocates
+        limit_malloc_arenas()   # before any thread of this run allocates
     src = run.source
     t_start = time.perf_counter()
     run.rails = {name: RailCounter() for name in NOISE_CAPTURES}   # the signal's: the pilot's
@@ -298,15 +304,6 @@ def _measure_noise(run: _Run, acq: Acquisition) -> tuple[NoiseStats, NoiseStats,
     return noise["shot_noise"], noise["electronic_noise"], vpc_ratio
 
 
-def _one_malloc_arena() -> None:
-    """glibc gives each thread that allocates under contention an arena of its own (64 MB
-    reserved, tens of MB touched): the pipeline's reader and helper threads raised the peak
-    by 10-12 MB on a 1e8-sample recording. Their allocations are a few per chunk, so one
-    shared arena costs no time. M_ARENA_MAX = -8; no-op where there is no glibc."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).mallopt(-8, 1)
-
-
 def _stream_signal(run: _Run, acq: Acquisition, sink: _SymbolSink) -> SignalStream:
     """One pass over the signal capture: the reader thread reads chunk k+1 (and the symbols
     it needs) while the stream processes chunk k into symbol blocks for ``sink``.
@@ -333,8 +330,6 @@ def _stream_signal(run: _Run, acq: Acquisition, sink: _SymbolSink) -> SignalStre
             yield store, start, stream.pilot.push(store[start:])
 
     t_consume = 0.0
-    # one core may be taken by another process: see dsp/threads.py
-    threads = ThreadCount(numba.get_num_threads())
     # the rails are counted by the pilot kernel (stream.pilot.rails): no sweep of their own
     stores = src.signal_stores(run.chunk_samples, stream.room_samples())
     items = (with_phase(stores) if pipelined
@@ -350,7 +345,9 @@ def _stream_signal(run: _Run, acq: Acquisition, sink: _SymbolSink) -> SignalStre
         chunks = stack.enter_context(contextlib.closing(read_ahead(items, load_symbols,
                                                                    run.stages)))
         for store, start, phase in chunks:
-            with (_serial() if pipelined else threads.chunk(store.shape[0] - start)):
+            # one numba thread: nothing to choose per chunk (``ThreadCount`` is for the noise
+            # passes); more: the pipeline's serial kernels
+            with _serial() if pipelined else contextlib.nullcontext():
                 blocks = stream.feed_in_place(store, start, phase)
                 t0 = time.perf_counter()
                 sink.consume(blocks)

@@ -17,9 +17,21 @@ Typical use (tests, benchmarks)::
 Same seed and parameters give the same file, whatever ``chunk_samples``.
 """
 
-from qkd_hw.sim.oracle import OracleResult, oracle_from_arrays, oracle_receive
-from qkd_hw.sim.params import SimParams, parse_assignments
-from qkd_hw.sim.simulate import simulate_recording, true_phase
+import importlib
+from typing import Any
+
+# the names load their modules on first use: ``qkd-hw`` builds every subcommand's parser
+# (``cli.simulate`` needs ``SimParams``), and the oracle's and simulator's scipy.signal,
+# scipy.ndimage and scipy.stats would add ~40 MB to every command, ``qkd-hw process`` too
+_EXPORTS = {
+    "OracleResult": "oracle",
+    "SimParams": "params",
+    "oracle_from_arrays": "oracle",
+    "oracle_receive": "oracle",
+    "parse_assignments": "params",
+    "simulate_recording": "simulate",
+    "true_phase": "simulate",
+}
 
 __all__ = [
     "OracleResult",
@@ -30,3 +42,10 @@ __all__ = [
     "simulate_recording",
     "true_phase",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

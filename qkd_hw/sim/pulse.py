@@ -22,7 +22,6 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from scipy.signal import fftconvolve
 
 #: bound on the truncation ISI referred to the channel input (SNU) used by the auto span
 AUTO_SPAN_ISI_SNU = 1e-5
@@ -87,6 +86,10 @@ def truncation_isi(beta: float, half_span: int) -> float:
     """
     r = 256
     u = np.arange(-half_span * r, half_span * r + 1) / r
+    # imported here: scipy.signal is ~25 MB that qkd_hw.sim.params (and so every command
+    # of the CLI) would otherwise load
+    from scipy.signal import fftconvolve
+
     p = truncated_rrc(u, beta, half_span)
     acf = fftconvolve(p, p[::-1])[p.size - 1:] / r  # acf[j] = sum_i p[i + j] p[i] / r
     q = acf[r::r][: 2 * half_span]  # lags k = 1 .. 2L symbols
