@@ -37,7 +37,7 @@ from numba import get_num_threads, njit, prange
 from dsp._numba_options import NJIT, NJIT_PARALLEL
 from qkd_hw.postprocessing.codes import LdpcCode
 
-__all__ = ["RULES", "DecodeResult", "decode"]
+__all__ = ["LANES", "RULES", "DecodeResult", "decode"]
 
 #: check-node rules of :func:`decode`
 RULES = ("box-plus", "sum-product", "min-sum")
@@ -185,6 +185,7 @@ def _decode_one_minsum(ptr, cvar, llr, synd, max_iter, early, scale, offset, L, 
 # Lanes never mix, and these kernels are compiled without reassociation or FMA contraction,
 # so the vector and the scalar code of a lane loop round identically: a frame's decisions do
 # not depend on its lane, on the other frames or on how many there are.
+#: frames one thread decodes in lock-step (give :func:`decode` LANES frames per core)
 LANES = 8
 _NJIT_EXACT = {**NJIT, "fastmath": False}
 
@@ -357,7 +358,9 @@ def _decode_lanes(ptr, cvar, llr, synd, mine, max_iter, early, scale, max_deg, b
     """Box-plus decoding of the frames ``mine`` in up to LANES lock-step lanes; a lane whose
     frame converges (or reaches ``max_iter``) is refilled with the next frame at once."""
     n = llr.shape[1]
-    nl = min(LANES, mine.size)
+    # the vector loop needs all LANES (fewer run as scalar code, ~3x the time per lane): from
+    # 3 frames on, idle lanes of zeros are cheaper than scalar lanes
+    nl = LANES if mine.size > 2 else mine.size
     L = np.empty((n, nl), np.float32)
     R = np.empty((cvar.size, nl), np.float32)
     S = np.empty((synd.shape[1], nl), np.float32)
@@ -430,6 +433,15 @@ def _decode_frames_minsum(ptr, cvar, llr, synd, max_iter, early, scale, offset, 
             bits[fr, v] = 1 if L[v] < 0.0 else 0
 
 
+def _workers(frames: int, threads: int) -> int:
+    """Lock-step decoders for ``frames`` on ``threads``: every thread while each gets at
+    most two frames (scalar lanes, the fastest wall time), otherwise only as many as fill
+    their LANES (a half-empty vector costs the CPU time of a full one)."""
+    if frames <= 2 * threads:
+        return max(1, min(threads, frames))
+    return max(1, min(threads, -(-frames // LANES)))
+
+
 def _llr32(llr: np.ndarray) -> np.ndarray:
     """Channel LLRs for the float32 rules: |LLR| beyond _LLR_MAX is certainty anyway, and
     clipping keeps values like 1e300 finite (inf - inf would be NaN)."""
@@ -488,11 +500,10 @@ def decode(code: LdpcCode, llr: np.ndarray, syndrome: np.ndarray,
         _decode_frames(code.check_ptr, code.check_var, llr2, syn2, int(max_iterations),
                        bool(early_stop), max_deg, bits, iters, post)
     elif rule == "box-plus":
-        # one lock-step decoder per thread, as long as each gets a full set of lanes
-        workers = max(1, min(get_num_threads(), -(-frames // LANES)))
-        _decode_frames_lanes(code.check_ptr, code.check_var, _llr32(llr2), syn2, workers,
-                             int(max_iterations), bool(early_stop), np.float32(_G_SCALE),
-                             max_deg, bits, iters, post)
+        _decode_frames_lanes(code.check_ptr, code.check_var, _llr32(llr2), syn2,
+                             _workers(frames, get_num_threads()), int(max_iterations),
+                             bool(early_stop), np.float32(_G_SCALE), max_deg, bits, iters,
+                             post)
     else:
         _decode_frames_minsum(code.check_ptr, code.check_var, _llr32(llr2), syn2,
                               int(max_iterations), bool(early_stop), np.float32(min_sum_scale),
