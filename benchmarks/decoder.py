@@ -84,6 +84,7 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
     exec(FRAMES, ns)  # the same frame maker as the speed children
     from qkd_hw.postprocessing.ldpc import decode
     points = []
+    per_frame: dict[str, np.ndarray] = {}
     for beta in args.beta:
         snr = snr_for_beta(beta)
         code, keys, llrs, syns = ns["make_frames"](snr, args.frames, args.seed)
@@ -100,6 +101,7 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
                           zip(res.converged, res.bits, keys[sl], strict=True))
                 iters.extend(res.iterations.tolist())
             ok_by_rule[rule] = np.array(ok)
+            per_frame[f"{beta}_{rule}"] = ok_by_rule[rule]
             err = args.frames - int(np.sum(ok))
             lo, hi = wilson(err, args.frames)
             points.append({"beta": beta, "snr_db": 10 * math.log10(snr), "rule": rule,
@@ -113,6 +115,8 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
             mine = ok_by_rule[p["rule"]]
             p["only_this_fails"] = int(np.sum(ref & ~mine))
             p["only_reference_fails"] = int(np.sum(~ref & mine))
+    if args.save_ok:    # per-frame outcomes, to pair runs of different trees
+        np.savez(args.save_ok, **per_frame)
     return {"points": points, "beta_at_fer": beta_at_fer(points, args.fer_target)}
 
 
@@ -190,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--save-ok", default=None,
+                    help="accuracy: .npz of each frame's success per beta and rule")
     args = ap.parse_args(argv)
     env = environment()
     print_header(f"LDPC decoder {args.mode}", env)

@@ -36,6 +36,7 @@ import numpy as np
 
 from qkd_hw.errors import QkdHwError
 from qkd_hw.postprocessing.channel import Endpoint
+from qkd_hw.postprocessing.ldpc import LANES
 from qkd_hw.postprocessing.privacy import (
     SecrecyParameters,
     random_bits,
@@ -451,7 +452,8 @@ def postprocess_raw_key(raw_path: str, key_path: str, transcript_path: str, *,
         if on_frames is not None:
             on_frames(n_frames)
         t_frames = time.perf_counter()
-        run_frames(alice, bob, batch=_cores(), progress=progress)
+        # the decoder runs LANES frames per core in lock-step
+        run_frames(alice, bob, batch=LANES * _cores(), progress=progress)
         t_frames = time.perf_counter() - t_frames
         block = n_sym + raw.pe_tx_index.shape[0]
         sec_b = bob.compute_secrecy(raw.estimates, block)
