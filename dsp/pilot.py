@@ -372,7 +372,7 @@ def _cancel_leakage(z, kk, jj, cj, start, step, passes, out):
 
 
 def cancel_pilot_leakage(zs: list[np.ndarray], cycles: list[float], D: int,
-                         j0: int) -> list[np.ndarray]:
+                         j0: int, *, overwrite: bool = False) -> list[np.ndarray]:
     """Remove from each pilot's block phasors the other tones the block average lets through.
 
     The ADC signal is real: mixed down by pilot k (``nu_k`` cycles/sample), a pilot j of
@@ -392,6 +392,10 @@ def cancel_pilot_leakage(zs: list[np.ndarray], cycles: list[float], D: int,
     cycles : list of float
         Each pilot's mixing frequency, cycles per sample.
 
+    overwrite : bool
+        The result may be written into ``zs``' arrays (a single complex128 pilot's is
+        then returned): saves the copy of the phasors.
+
     Returns
     -------
     list of ndarray
@@ -407,11 +411,14 @@ def cancel_pilot_leakage(zs: list[np.ndarray], cycles: list[float], D: int,
     first = (j0 + _LEAK_TASK * np.arange(n_tasks, dtype=np.float64))[:, None] * D
     start = h * np.exp(2j * np.pi * ((rel * first) % 1.0))
     step = np.exp(2j * np.pi * ((rel * D) % 1.0))
-    z = np.ascontiguousarray(np.stack(zs), np.complex128)
-    out = np.empty_like(z)
+    if overwrite and len(zs) == 1:
+        z = np.ascontiguousarray(zs[0], np.complex128)[None, :]   # a view where it can be
+    else:
+        z = np.ascontiguousarray(np.stack(zs), np.complex128)
+    # in place: each task reads only its own blocks of z, all of them before it writes them
     _cancel_leakage(z, np.array([t[0] for t in terms]), np.array([t[1] for t in terms]),
-                    np.array([t[2] for t in terms]), start, step, _leak_passes(terms), out)
-    return list(out)
+                    np.array([t[2] for t in terms]), start, step, _leak_passes(terms), z)
+    return list(z)
 
 
 def cancel_pilot_leakage_numpy(zs: list[np.ndarray], cycles: list[float], D: int,
@@ -456,7 +463,7 @@ def _combined_pilot_rails(x: np.ndarray, link: LinkParameters, pilot: PilotAcqui
         if not zs:
             rails = rp
         zs.append(zp)
-    zs = cancel_pilot_leakage(zs, [f / fs for f in freqs], D, j0)
+    zs = cancel_pilot_leakage(zs, [f / fs for f in freqs], D, j0, overwrite=True)
     z = None
     for zp, w in zip(zs, pilot.pilot_weights, strict=True):
         if w != 1:

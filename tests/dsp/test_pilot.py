@@ -192,6 +192,22 @@ def test_cancel_pilot_leakage_kernel_matches_numpy(cycles, D):
         np.testing.assert_allclose(g, w, rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("cycles, D", [((0.275,), 25), ((0.25, 0.27), 40)])
+def test_cancel_pilot_leakage_overwrite_gives_the_same_bits(cycles, D):
+    """``overwrite=True`` (the pilot stage's call: no copy of the phasors) writes the very
+    numbers of the default call, within the numpy twin's tolerance."""
+    from dsp.pilot import cancel_pilot_leakage, cancel_pilot_leakage_numpy
+
+    j0, nj = 4_321, 9000
+    zs = [RNG.normal(size=nj) + 1j * RNG.normal(size=nj) for _ in cycles]
+    want = cancel_pilot_leakage(zs, list(cycles), D, j0)
+    got = cancel_pilot_leakage([z.copy() for z in zs], list(cycles), D, j0, overwrite=True)
+    for g, w, t in zip(got, want, cancel_pilot_leakage_numpy(zs, list(cycles), D, j0),
+                       strict=True):
+        assert np.array_equal(g, w)
+        np.testing.assert_allclose(g, t, rtol=0, atol=1e-9)
+
+
 def test_fill_tail_holds_the_last_data_phasor_across_calls():
     """Blocks that begin at or after the data's end (a gated pilot is gone there) repeat the
     last block before it; split into two calls the result is the same."""
