@@ -465,10 +465,14 @@ def _combined_pilot_rails(x: np.ndarray, link: LinkParameters, pilot: PilotAcqui
         zs.append(zp)
     zs = cancel_pilot_leakage(zs, [f / fs for f in freqs], D, j0, overwrite=True)
     z = None
+    # in place: the phasors are this call's own arrays (same products and sums, no copies)
     for zp, w in zip(zs, pilot.pilot_weights, strict=True):
         if w != 1:
-            zp = zp * w
-        z = zp if z is None else z + zp
+            zp *= w
+        if z is None:
+            z = zp
+        else:
+            z += zp
     return z, rails
 
 
