@@ -60,15 +60,16 @@ def _lane_order_twin(x, tab_re, tab_im):
     return out
 
 
-@pytest.mark.parametrize(("dtype", "D"), [(np.int16, 7), (np.int16, 25), (np.int16, 63),
-                                          (np.int8, 25), (np.float32, 25), (np.float32, 31)])
+@pytest.mark.parametrize(("dtype", "D"), [(np.int16, 1), (np.int16, 7), (np.int16, 9),
+                                          (np.int16, 25), (np.int16, 63), (np.int8, 25),
+                                          (np.float32, 25), (np.float32, 31)])
 def test_pilot_block_sums_follow_the_documented_order(dtype, D):
     """Bit for bit, at D < 64 (D < 32 for float32 codes: the vector lanes of
     ``_block_sums``): the kernel's float32 sums are the documented order, whatever the
     compiler may reorder under fastmath. The oscillator phase is 0 (cyc_per_sample = 0), so
     the output is the sums themselves."""
     from dsp.pilot import _pilot_dump
-    nb = 1500                        # two kernel tasks
+    nb = 1500                 # two kernel tasks; the second's 476 blocks: 59 x 8 + 4
     x = _adc(nb * D, dtype)
     tab = np.exp(-2j * np.pi * 0.1234567 * np.arange(D)) / D
     tab_re, tab_im = tab.real.astype(np.float32), tab.imag.astype(np.float32)
