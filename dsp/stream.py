@@ -54,6 +54,7 @@ class SignalStream:
         self._timing_parts: tuple[list, list, list] = ([], [], [])
         self._fit_n = 0
         self._fit = (0.0, 0.0, 0.0, 0.0)
+        self._ramps: dict[int, np.ndarray] = {}
         self.samples = 0
         self._seconds = {"matched_filter": 0.0, "timing": 0.0}
         #: a ``dsp.threads.WorkShare`` whose helper thread takes pieces of the matched filter
@@ -132,13 +133,23 @@ class SignalStream:
         mt = ((j0 + (n_b - 1) / 2) * self.D + (self.D - 1) / 2) / self.link.sample_rate_hz
         mp = float(ph.mean())
         ctt = step * step * n_b * (n_b * n_b - 1) / 12
-        ctp = step * cdot(np.arange(n_b) - (n_b - 1) / 2, ph).real
+        ctp = step * cdot(self._centred_ramp(n_b), ph).real
         n, (m_t, m_p, c_tt, c_tp) = self._fit_n, self._fit
         tot = n + n_b
         dt_, dp_ = mt - m_t, mp - m_p
         self._fit = (m_t + dt_ * n_b / tot, m_p + dp_ * n_b / tot,
                      c_tt + ctt + dt_ * dt_ * n * n_b / tot, c_tp + ctp + dt_ * dp_ * n * n_b / tot)
         self._fit_n = tot
+
+    def _centred_ramp(self, n: int) -> np.ndarray:
+        """``arange(n) - (n - 1) / 2``, kept for the few batch lengths a run sees (a chunk
+        gives one of two): built anew it cost two 8-byte-per-block arrays per chunk."""
+        ramp = self._ramps.get(n)
+        if ramp is None:
+            if len(self._ramps) >= 4:
+                self._ramps.clear()
+            ramp = self._ramps[n] = np.arange(n) - (n - 1) / 2
+        return ramp
 
     @property
     def frequency_offset_hz(self) -> float:

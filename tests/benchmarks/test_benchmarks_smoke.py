@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from benchmarks import busy, memory, scaling, throughput
+from benchmarks import busy, memory, scaling, stage_cpu, throughput
 from benchmarks.common import ensure_recording, recording_samples
 from dsp.pipeline import ReceiverOptions
 
@@ -106,6 +106,24 @@ def test_busy_cli_json(workdir, tmp_path, capsys):
     assert all(v[0] > 0 for v in out["msps"].values())
     assert "busy; load average" in capsys.readouterr().out
     assert not [p for p in busy.mp.active_children() if p.is_alive()]
+
+
+def test_stage_cpu_accounts_each_step_once_and_restores(workdir, tmp_path, capsys):
+    # exclusive times: the steps' sum cannot exceed the threads' CPU; wrappers removed after
+    import dsp.matched_filter
+    import dsp.stream
+
+    rec = ensure_recording(workdir, signal_samples=SMALL, seed=1)
+    js = tmp_path / "c.json"
+    assert stage_cpu.main([str(rec), "--json", str(js)]) == 0
+    out = json.loads(js.read_text())
+    steps, calls = out["steps_cpu_s"], out["steps_calls"]
+    for label in ("matched filter (symbols, early/late)", "pilot down-conversion + rail count",
+                  "PE sums", "acquisition: pilot search", "acquisition: head synchronisation"):
+        assert calls[label] >= 1 and steps[label] >= 0
+    assert sum(steps.values()) <= out["process_cpu_s"] + 0.01
+    assert dsp.stream.matched_filter_at is dsp.matched_filter.matched_filter_at
+    assert "in the steps above" in capsys.readouterr().out
 
 
 def test_scaling_ab_runs_the_named_tree(workdir, tmp_path, capsys):

@@ -60,15 +60,16 @@ def _lane_order_twin(x, tab_re, tab_im):
     return out
 
 
-@pytest.mark.parametrize(("dtype", "D"), [(np.int16, 7), (np.int16, 25), (np.int16, 63),
-                                          (np.int8, 25), (np.float32, 25), (np.float32, 31)])
+@pytest.mark.parametrize(("dtype", "D"), [(np.int16, 1), (np.int16, 7), (np.int16, 9),
+                                          (np.int16, 25), (np.int16, 63), (np.int8, 25),
+                                          (np.float32, 25), (np.float32, 31)])
 def test_pilot_block_sums_follow_the_documented_order(dtype, D):
     """Bit for bit, at D < 64 (D < 32 for float32 codes: the vector lanes of
     ``_block_sums``): the kernel's float32 sums are the documented order, whatever the
     compiler may reorder under fastmath. The oscillator phase is 0 (cyc_per_sample = 0), so
     the output is the sums themselves."""
     from dsp.pilot import _pilot_dump
-    nb = 1500                        # two kernel tasks
+    nb = 1500                 # two kernel tasks; the second's 476 blocks: 59 x 8 + 4
     x = _adc(nb * D, dtype)
     tab = np.exp(-2j * np.pi * 0.1234567 * np.arange(D)) / D
     tab_re, tab_im = tab.real.astype(np.float32), tab.imag.astype(np.float32)
@@ -190,6 +191,22 @@ def test_cancel_pilot_leakage_kernel_matches_numpy(cycles, D):
     want = cancel_pilot_leakage_numpy(zs, list(cycles), D, j0)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("cycles, D", [((0.275,), 25), ((0.25, 0.27), 40)])
+def test_cancel_pilot_leakage_overwrite_gives_the_same_bits(cycles, D):
+    """``overwrite=True`` (the pilot stage's call: no copy of the phasors) writes the very
+    numbers of the default call, within the numpy twin's tolerance."""
+    from dsp.pilot import cancel_pilot_leakage, cancel_pilot_leakage_numpy
+
+    j0, nj = 4_321, 9000
+    zs = [RNG.normal(size=nj) + 1j * RNG.normal(size=nj) for _ in cycles]
+    want = cancel_pilot_leakage(zs, list(cycles), D, j0)
+    got = cancel_pilot_leakage([z.copy() for z in zs], list(cycles), D, j0, overwrite=True)
+    for g, w, t in zip(got, want, cancel_pilot_leakage_numpy(zs, list(cycles), D, j0),
+                       strict=True):
+        assert np.array_equal(g, w)
+        np.testing.assert_allclose(g, t, rtol=0, atol=1e-9)
 
 
 def test_fill_tail_holds_the_last_data_phasor_across_calls():
