@@ -126,3 +126,39 @@ def test_benchmark_scripts_apply_it_and_imports_do_not() -> None:
     # imported (as the tests do): nothing
     assert _probe("import json, os, benchmarks.common\n"
                   "print(json.dumps(os.environ.get('NUMBA_CPU_FEATURES')))") is None
+
+
+_CACHED = """
+import json, sys
+from qkd_hw.vector_width import apply
+applied = bool(apply())
+import numpy as np
+import numba
+
+@numba.njit(cache=True)
+def sumsq(x):
+    s = np.float32(0)
+    for i in range(x.size):
+        s += x[i] * x[i]
+    return s
+
+sumsq(np.ones(1000, np.float32))
+print(json.dumps({"applied": applied, "hits": sum(sumsq.stats.cache_hits.values()),
+                  "misses": sum(sumsq.stats.cache_misses.values())}))
+"""
+
+
+@pytest.mark.skipif(not _host_has_avx512(), reason="host without avx512f")
+def test_numba_cache_keeps_both_widths_apart(tmp_path: Path) -> None:
+    """One on-disk cache (as a fresh clone's, then a reused one): each width compiles once
+    and is loaded after, whatever ran in between (no stale entry of the other width)."""
+    script = tmp_path / "cached.py"
+    script.write_text(_CACHED)
+    runs = []
+    for width in ("256", "512", "256", "512"):
+        out = subprocess.run([sys.executable, str(script)], env=_clean_env(
+            QKD_HW_VECTOR_WIDTH=width, NUMBA_CACHE_DIR=str(tmp_path / "cache")), cwd=tmp_path,
+            capture_output=True, text=True, check=True, timeout=300)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert [r["applied"] for r in runs] == [False, True, False, True]
+    assert [(r["hits"], r["misses"]) for r in runs] == [(0, 1), (0, 1), (1, 0), (1, 0)]
