@@ -162,3 +162,12 @@ def test_numba_cache_keeps_both_widths_apart(tmp_path: Path) -> None:
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     assert [r["applied"] for r in runs] == [False, True, False, True]
     assert [(r["hits"], r["misses"]) for r in runs] == [(0, 1), (0, 1), (1, 0), (1, 0)]
+
+
+def test_bench_history_records_the_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qkd_hw.bench.history import machine
+
+    monkeypatch.setenv("NUMBA_CPU_FEATURES", AVX512[1] + ",-prefer-256-bit")
+    assert machine()["vector_width"] == 512
+    monkeypatch.setenv("NUMBA_CPU_FEATURES", AVX512[1])
+    assert machine()["vector_width"] is None
