@@ -5,7 +5,8 @@ imports, also those inside functions or ``if TYPE_CHECKING``, and ``importlib.im
 of a literal or f-string module name); every edge must be in
 :data:`ALLOWED`, and :data:`ALLOWED` itself must have a topological order, so the code cannot
 grow an import cycle between units. :func:`layering_violations` works on any source root (the
-synthetic-tree test below feeds it a cycle).
+synthetic-tree test below feeds it a cycle). No module of the packages uses another module's
+private names (:func:`private_imports`; tests may).
 """
 
 from __future__ import annotations
@@ -223,3 +224,58 @@ def test_find_cycle_returns_a_closed_cycle():
     assert find_cycle({"x": {"x"}}) is None            # a unit importing itself is no edge
     cycle = find_cycle({"x": {"y"}, "y": {"z"}, "z": {"y"}, "w": {"x"}})
     assert cycle is not None and cycle[0] == cycle[-1] and sorted(cycle[:-1]) == ["y", "z"]
+
+
+def private_imports(root: Path, tops: Iterable[str]) -> list[str]:
+    """Uses of another module's private name (``_x``) under ``root``: ``from m import _x``, or
+    ``m._x`` where ``m`` is a name the file imports; only modules of ``tops`` count."""
+    tops = tuple(tops)
+    bad = []
+    for top in tops:
+        for path in sorted((root / top).rglob("*.py")):
+            tree = ast.parse(path.read_text(), filename=str(path))
+            modules: set[str] = set()        # local names bound to one of our modules
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    source = (node.module or "") if isinstance(node, ast.ImportFrom) else ""
+                    for alias in node.names:
+                        full = f"{source}.{alias.name}" if source else alias.name
+                        if full.split(".")[0] not in tops and not _is_relative(node):
+                            continue
+                        if isinstance(node, ast.ImportFrom) and _private(alias.name):
+                            bad.append(f"{path.relative_to(root)}:{node.lineno} imports "
+                                       f"{alias.name} from {source or '.'}")
+                        modules.add(alias.asname or alias.name.split(".")[0])
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Attribute) and _private(node.attr)
+                        and isinstance(node.value, ast.Name) and node.value.id in modules):
+                    bad.append(f"{path.relative_to(root)}:{node.lineno} uses "
+                               f"{node.value.id}.{node.attr}")
+    return bad
+
+
+def _is_relative(node: ast.stmt) -> bool:
+    return isinstance(node, ast.ImportFrom) and bool(node.level)
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def test_no_module_uses_another_modules_private_names():
+    # the stage's public wrapper validates, its private kernel computes: callers (benchmarks
+    # included) go through the wrapper; tests may reach kernels directly (naive twins)
+    bad = private_imports(REPO, PACKAGES)
+    assert not bad, "\n".join(bad)
+
+
+def test_private_name_check_fails_on_a_synthetic_tree(tmp_path):
+    _write(tmp_path, {
+        "a/__init__.py": "",
+        "a/k.py": "def _kern():\n    return 1\n\n\ndef kern():\n    return _kern()\n",
+        "a/use.py": "from a.k import _kern, kern\nfrom a import k\n\n\n"
+                    "def f():\n    return _kern() + k._kern() + kern() + k.kern()\n",
+        "a/ok.py": "import json\n\n\ndef g():\n    return json._default_decoder\n",
+    })
+    assert private_imports(tmp_path, ("a",)) == ["a/use.py:1 imports _kern from a.k",
+                                                 "a/use.py:6 uses k._kern"]

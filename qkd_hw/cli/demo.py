@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dsp.vocabulary import DEFAULT_BETA
 from qkd_hw.cli.jsonout import json_text
 from qkd_hw.errors import ConfigError
 
@@ -181,7 +182,7 @@ def key_rate_story(r: dict[str, Any], truth: dict[str, float], *, va: float,
             rate = finite_size_key_rate(
                 modulation_variance_snu=va, transmittance=truth["transmittance"],
                 excess_noise_snu=truth["excess_noise_snu"], efficiency=eta,
-                electronic_noise_snu=truth["electronic_noise_snu"], beta=0.95,
+                electronic_noise_snu=truth["electronic_noise_snu"], beta=DEFAULT_BETA,
                 detection="heterodyne", block_size=n, n_pe=n).key_rate_bits_per_symbol
         except KeyRateInputError:
             continue
