@@ -279,3 +279,42 @@ def test_private_name_check_fails_on_a_synthetic_tree(tmp_path):
     })
     assert private_imports(tmp_path, ("a",)) == ["a/use.py:1 imports _kern from a.k",
                                                  "a/use.py:6 uses k._kern"]
+
+
+#: longest function body of dsp/ and qkd_hw/ in code lines (issue 13: "under ~80 lines")
+MAX_FUNCTION_CODE_LINES = 80
+
+
+def function_code_lines(root: Path, tops: Iterable[str]) -> list[tuple[int, str]]:
+    """``(code lines, where)`` of every function under ``root/top``: its lines without the
+    docstring, blank lines and comment lines, longest first."""
+    rows = []
+    for top in tops:
+        for path in sorted((root / top).rglob("*.py")):
+            lines = path.read_text().splitlines()
+            for node in ast.walk(ast.parse("\n".join(lines), filename=str(path))):
+                if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    continue
+                skip: set[int] = set()
+                first = node.body[0]
+                if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                        and isinstance(first.value.value, str)):
+                    skip = set(range(first.lineno, first.end_lineno + 1))
+                n = sum(1 for i in range(node.lineno, node.end_lineno + 1)
+                        if i not in skip and lines[i - 1].strip()
+                        and not lines[i - 1].lstrip().startswith("#"))
+                rows.append((n, f"{path.relative_to(root)}:{node.lineno} {node.name}"))
+    return sorted(rows, reverse=True)
+
+
+def test_functions_stay_short():
+    long = [f"{where}: {n} code lines" for n, where in function_code_lines(REPO, ("dsp", "qkd_hw"))
+            if n > MAX_FUNCTION_CODE_LINES]
+    assert not long, "split these (or say in the issue why not):\n" + "\n".join(long)
+
+
+def test_function_length_counts_code_only(tmp_path):
+    body = "".join(f"    x{i} = {i}\n" for i in range(3))
+    _write(tmp_path, {"a/m.py": 'def f():\n    """Doc\n\n    more."""\n    # why\n\n'
+                                + body + "    return x0\n"})
+    assert function_code_lines(tmp_path, ("a",)) == [(5, "a/m.py:1 f")]
