@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import re
 import shutil
 import subprocess
 import sys
@@ -318,3 +319,44 @@ def test_function_length_counts_code_only(tmp_path):
     _write(tmp_path, {"a/m.py": 'def f():\n    """Doc\n\n    more."""\n    # why\n\n'
                                 + body + "    return x0\n"})
     assert function_code_lines(tmp_path, ("a",)) == [(5, "a/m.py:1 f")]
+
+
+#: the maps a reader follows: every path they name must exist (benchmarks/README.md is a
+#: measurement log and keeps the names of its time)
+MAP_DOCS = ("ARCHITECTURE.md", "README.md", "RELIABILITY.md", "dsp/README.md", "drivers/README.md",
+            "qkd_hw/lab/README.md", "qkd_hw/postprocessing/README.md",
+            "qkd_hw/receiver/README.md")
+_DOC_PATH = re.compile(r"(?<![\w./-])((?:dsp|qkd_hw|drivers|calibration|benchmarks|tests)"
+                       r"/[\w/.-]*\w)(<?)")
+_FILE_SUFFIXES = (".py", ".md", ".toml", ".json", ".png", ".txt", ".h5", ".csv")
+
+
+def missing_doc_paths(root: Path, docs: Iterable[str]) -> list[str]:
+    """Paths named in ``docs`` that do not exist under ``root``: ``pkg/mod.py``, ``pkg/dir/``,
+    ``pkg/mod`` and ``pkg/mod.NAME`` (a module's member) forms; ``pkg/test_<name>`` templates
+    are skipped."""
+    bad = []
+    for doc in docs:
+        for m in _DOC_PATH.finditer((root / doc).read_text()):
+            token, template = m.groups()
+            if template:
+                continue
+            *head, last = token.split("/")
+            stem = last if last.endswith(_FILE_SUFFIXES) else last.split(".")[0]
+            base = root.joinpath(*head)
+            if not any(p.exists() for p in (base / stem, base / f"{stem}.py")):
+                bad.append(f"{doc}: {token}")
+    return bad
+
+
+def test_maps_name_existing_paths():
+    bad = missing_doc_paths(REPO, MAP_DOCS)
+    assert not bad, "\n".join(bad)
+
+
+def test_doc_path_check_fails_on_a_moved_module(tmp_path):
+    _write(tmp_path, {"dsp/pilot.py": "", "MAP.md": "`dsp/pilot.py`, `dsp/pilot.joint_pilot`, "
+                      "dsp/ and `tests/dsp/test_<stage>.py`; moved: `dsp/kernels.py`, "
+                      "`benchmarks/numpy_reference.REFERENCE_TRACKERS`\n"})
+    assert missing_doc_paths(tmp_path, ["MAP.md"]) == [
+        "MAP.md: dsp/kernels.py", "MAP.md: benchmarks/numpy_reference.REFERENCE_TRACKERS"]
