@@ -119,6 +119,7 @@ def run(workdir: Path, lengths: list[float], threads: list[int], repeat: int,
     (alternated) after a warm-up call on the small recording. ``recordings`` (existing files)
     replace the simulated ``lengths``."""
     paths = list(recordings or [])
+    workdir.mkdir(parents=True, exist_ok=True)   # the default cache on a fresh machine
     for n in [] if recordings else sorted(lengths):
         check_disk(workdir, n)
         paths.append(ensure_recording(workdir, signal_samples=n, seed=1, log=log))
