@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -166,6 +167,10 @@ def print_ab(rows: list[dict[str, Any]]) -> None:
                       "peak MB", "load"])
 
 
+def _span(values: list[float] | None) -> str:
+    return f"{min(values):.1f}-{max(values):.1f}" if values else "-"
+
+
 def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     from qkd_hw.plotting import pyplot
 
@@ -251,13 +256,18 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in json.loads(args.previous.read_text())["rows"]
                 if (r["signal_samples"], r["threads"]) not in new] + rows
         rows.sort(key=lambda r: (r["signal_samples"], r["threads"]))
+    # CPU seconds (all threads) beside the wall time: on the shared machine the wall time
+    # moves with the neighbours' load, the CPU time much less
     print_table([[f"{r['signal_samples']:.3g}", r["threads"], f"{r['samples']:.3g}",
-                  f"{r['seconds']:.2f}", f"{r['samples_per_second'] / 1e6:.1f}",
+                  f"{r['seconds']:.2f}", f"{min(r.get('cpu_seconds_all') or [math.nan]):.2f}",
+                  f"{r['samples_per_second'] / 1e6:.1f}",
+                  f"{r['stage_seconds'].get('signal', math.nan):.2f}",
                   f"{r['copy_samples_per_second'] / 1e6:.0f}",
-                  f"{r['peak_memory_bytes'] / 1e6:.0f}", f"{r['compile_seconds']:.1f}"]
+                  f"{r['peak_memory_bytes'] / 1e6:.0f}", f"{r['compile_seconds']:.1f}",
+                  _span(r.get("load_1min"))]
                  for r in rows],
-                ["signal samples", "threads", "ADC samples", "seconds", "MS/s",
-                 "copy MS/s", "peak MB", "compile s"])
+                ["signal samples", "threads", "ADC samples", "seconds", "CPU s", "MS/s",
+                 "signal stage s", "copy MS/s", "peak MB", "compile s", "load"])
     print(f"# load average (1 min) at start {env['load_average_1min']:.1f}, cpu "
           f"{env['cpu_model']} x {env['cpu_count']}")
     args.out.with_suffix(".json").write_text(json.dumps({"environment": env, "rows": rows},

@@ -141,7 +141,9 @@ def test_scaling_study_in_a_new_workdir(tmp_path, capsys):
     assert row["threads"] == 1 and row["peak_memory_bytes"] > 50e6
     for name in ("s_length.png", "s_threads.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "load average" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "load average" in text and "CPU s" in text
+    assert row["cpu_seconds_all"] and min(row["cpu_seconds_all"]) > 0
 
 
 def test_scaling_ab_runs_the_named_tree(workdir, tmp_path, capsys):
