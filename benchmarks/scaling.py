@@ -181,7 +181,10 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     for t in threads:
         pts = sorted((r for r in rows if r["threads"] == t), key=lambda r: r["samples"])
         n = [r["samples"] for r in pts]
-        a1.loglog(n, [r["seconds"] for r in pts], "o-", label=f"{t} thread(s)")
+        line, = a1.loglog(n, [r["seconds"] for r in pts], "o-", label=f"{t} thread(s), wall")
+        cpu = [min(r.get("cpu_seconds_all") or [math.nan]) for r in pts]
+        if not all(math.isnan(c) for c in cpu):   # the steadier figure on a loaded machine
+            a1.loglog(n, cpu, "s:", color=line.get_color(), label=f"{t} thread(s), CPU")
         a2.semilogx(n, [r["peak_memory_bytes"] / 1e6 for r in pts], "o-",
                     label=f"{t} thread(s)")
     top = max(rows, key=lambda r: (r["samples"], -r["seconds"]))
@@ -189,7 +192,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     a1.loglog(xs, [top["seconds"] * x / top["samples"] for x in xs], "k--", lw=0.8,
               label="linear in samples")
     a1.set_xlabel("ADC samples (3 captures)")
-    a1.set_ylabel("wall seconds (warm)")
+    a1.set_ylabel("seconds (warm call)")
     a1.legend()
     a2.set_xlabel("ADC samples (3 captures)")
     a2.set_ylabel("peak RSS (MB)")
