@@ -22,7 +22,12 @@ Standard deviations (conventions.md estimators, m pooled real pairs): ``std(t) =
 sqrt(sigma2 / sum x^2)``, ``std(sigma2) = sigma2 sqrt(2/m)``, ``T = t^2 / s`` with ``s =
 eta/2`` (heterodyne) or ``eta``: ``std(T) = 2 t std(t) / s``; ``xi = (sigma2 - 1 - v_el) /
 t^2``: ``std(xi)^2 = (std(sigma2)/t^2)^2 + (2 (sigma2 - 1 - v_el) / t^3 std(t))^2``; v_el's
-from the noise captures.
+from the noise captures. The shot-noise calibration's own sd of xi and T (the receiver's
+``excess_noise_calibration_std_snu``, ``transmittance_calibration_std``: N0 from a finite
+capture) adds in quadrature; at the defaults (5e5 noise samples, 5e4 PE symbols) it is as
+large as the PE part for xi (0.043-0.045 SNU each on the shipped virtual lab): without it
+a healthy link's xi would show "outside 3 sd" in P(|z| > 3 / sqrt 2) = 3 % of the runs. The
+record keeps both parts (``*_pe_std``, ``*_calibration_std``).
 """
 
 from __future__ import annotations
@@ -70,7 +75,11 @@ class LinkOptions:
 
 
 def estimate_stds(result: Any) -> dict[str, float]:
-    """Standard deviations of T, xi, v_el and t of a ReceiverResult (module doc)."""
+    """Standard deviations of T, xi, v_el and t of a ReceiverResult (module doc).
+
+    ``transmittance`` and ``excess_noise_snu`` are the total sds (PE statistics and the
+    shot-noise calibration in quadrature); ``*_pe`` and ``*_calibration`` are the parts.
+    """
     e = result.estimates
     m = max(int(e.n_pe), 1)
     t = e.t_eff
@@ -78,10 +87,16 @@ def estimate_stds(result: Any) -> dict[str, float]:
     std_t = e.t_eff_std
     std_s2 = e.sigma2 * math.sqrt(2.0 / m)
     d_xi_d_t = -2.0 * (e.sigma2 - 1.0 - result.electronic_noise_snu) / t ** 3
-    return {"transmittance": 2 * abs(t) * std_t / s,
-            "excess_noise_snu": math.hypot(std_s2 / t ** 2, d_xi_d_t * std_t),
+    pe_t = 2 * abs(t) * std_t / s
+    pe_xi = math.hypot(std_s2 / t ** 2, d_xi_d_t * std_t)
+    cal_xi, cal_t = result.calibration_std()
+    cal_xi = 0.0 if cal_xi is None else cal_xi   # None only when t_hat = 0
+    return {"transmittance": math.hypot(pe_t, cal_t),
+            "excess_noise_snu": math.hypot(pe_xi, cal_xi),
             "electronic_noise_snu": result.electronic_noise_std_snu,
-            "t_eff": std_t}
+            "t_eff": std_t,
+            "transmittance_pe": pe_t, "transmittance_calibration": cal_t,
+            "excess_noise_snu_pe": pe_xi, "excess_noise_snu_calibration": cal_xi}
 
 
 def virtual_truth(vlab: Any, *, voa_db: float) -> dict[str, float]:
@@ -160,6 +175,10 @@ def measure_link(session: Any, rec: Record, opt: LinkOptions) -> None:
         transmittance_min=s["transmittance_min"],
         excess_noise_snu=s["excess_noise_snu"], excess_noise_snu_std=std["excess_noise_snu"],
         excess_noise_max_snu=s["excess_noise_max_snu"],
+        transmittance_pe_std=std["transmittance_pe"],
+        transmittance_calibration_std=std["transmittance_calibration"],
+        excess_noise_snu_pe_std=std["excess_noise_snu_pe"],
+        excess_noise_snu_calibration_std=std["excess_noise_snu_calibration"],
         electronic_noise_snu=s["electronic_noise_snu"],
         electronic_noise_snu_std=s["electronic_noise_std_snu"],
         key_rate_bits_per_symbol=kr, key_rate_error=s["key_rate_error"],
