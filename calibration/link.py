@@ -194,20 +194,28 @@ def measure_link(session: Any, rec: Record, opt: LinkOptions) -> None:
         awg_amplitude_v=acq.awg_amplitude_v, tx_power_mw=acq.tx_power_mw,
         recording=str(recording), raw_key=res.raw_key_path,
         throughput_msps=s["throughput_msps"], receiver_seconds=s["seconds"])
+    rec.passed = _verdict(rec, opt, noise, mod)
+
+
+def _verdict(rec: Record, opt: LinkOptions, noise: Record, mod: Record) -> bool:
+    """The link check's checks on ``rec.results`` (thresholds: module doc); all passed?"""
+    r = rec.results
+    t, t_sd = r["transmittance"], r["transmittance_std"]
+    xi, xi_sd = r["excess_noise_snu"], r["excess_noise_snu_std"]
+    v_el, kr = r["electronic_noise_snu"], r["key_rate_bits_per_symbol"]
+    asym = r["asymptotic_key_rate_bits_per_symbol"]
     checks = [
         rec.check(noise.passed, "noise calibration: " + "; ".join(
-            r[6:] for r in noise.reasons)),
-        rec.check(mod.passed, "V_A calibration: " + "; ".join(r[6:] for r in mod.reasons)),
-        rec.check(s["transmittance"] + 2 * std["transmittance"] >= opt.min_transmittance,
-                  f"T = {s['transmittance']:.4f} +- {std['transmittance']:.2g} not "
-                  f"significantly (2 sd) below {opt.min_transmittance:g}"),
-        rec.check(s["excess_noise_snu"] - 2 * std["excess_noise_snu"]
-                  <= opt.max_excess_noise_snu,
-                  f"xi = {s['excess_noise_snu']:.4f} +- {std['excess_noise_snu']:.2g} SNU not "
-                  f"significantly (2 sd) above {opt.max_excess_noise_snu:g}"),
-        rec.check(s["electronic_noise_snu"] <= opt.max_electronic_noise_snu,
-                  f"v_el = {s['electronic_noise_snu']:.4f} SNU <= "
-                  f"{opt.max_electronic_noise_snu:g}"),
+            x[6:] for x in noise.reasons)),
+        rec.check(mod.passed, "V_A calibration: " + "; ".join(x[6:] for x in mod.reasons)),
+        rec.check(t + 2 * t_sd >= opt.min_transmittance,
+                  f"T = {t:.4f} +- {t_sd:.2g} not significantly (2 sd) below "
+                  f"{opt.min_transmittance:g}"),
+        rec.check(xi - 2 * xi_sd <= opt.max_excess_noise_snu,
+                  f"xi = {xi:.4f} +- {xi_sd:.2g} SNU not significantly (2 sd) above "
+                  f"{opt.max_excess_noise_snu:g}"),
+        rec.check(v_el <= opt.max_electronic_noise_snu,
+                  f"v_el = {v_el:.4f} SNU <= {opt.max_electronic_noise_snu:g}"),
     ]
     if opt.require_asymptotic_key:
         checks.append(rec.check(asym is not None and asym > 0,
@@ -215,7 +223,7 @@ def measure_link(session: Any, rec: Record, opt: LinkOptions) -> None:
     if opt.require_finite_key:
         checks.append(rec.check(kr is not None and kr > 0,
                                 f"finite-size key rate {kr} > 0"))
-    rec.passed = all(checks)
+    return all(checks)
 
 
 def plot(rec: Record) -> Any:
