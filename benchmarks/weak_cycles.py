@@ -21,8 +21,8 @@ import numpy as np
 if __package__ in (None, ""):   # `python benchmarks/weak_cycles.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qkd_hw.postprocessing.codes import LdpcCode
-from qkd_hw.postprocessing.reconcile import _code, choose_code
+from qkd_hw.postprocessing.codes import LdpcCode, get_code
+from qkd_hw.postprocessing.reconcile import choose_code
 
 
 def weak_graph(code: LdpcCode) -> tuple[dict[int, list[tuple[int, int]]], int, float]:
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rate", type=float, nargs="+", default=[0.1, 0.05, 0.02])
     args = ap.parse_args(argv)
     for rate in args.rate:
-        code = _code(choose_code(0.1, rate=rate))   # the unmodified mother, default length
+        p = choose_code(0.1, rate=rate)   # the unmodified mother, default length and seed
+        code = get_code(p.mother_rate, p.code_length, p.code_seed)
         adj, weak, deg = weak_graph(code)
         cyc = shortest_cycle(adj)
         print(f"rate {rate}: {code.name}: {weak} weak nodes of mean degree {deg:.1f} on "
