@@ -6,7 +6,8 @@
   at 250 MHz, 22 dB, offset +40 MHz), 1e6 symbols;
 * ``framed10k``: the framed two-pilot frame of the penalty table (``dsp_penalty.FRAME``: Zadoff-
   Chu preamble without pilot, pilots 250/270 MHz at 17/11 dB) at 10 kHz, 1e6 symbols;
-* ``framed``: the shared ``framed.h5`` (``$QKD_HW_SHARED/traces``), not simulated.
+* ``framed``: the shared ``framed.h5`` (``$QKD_HW_SHARED/traces``), not simulated;
+* ``lw10k_long``: ``lw10k`` with 1e7 symbols (1e8 samples: the acquisition amortised).
 
 Uncompressed int16, like the benchmark recordings (the HDF5 read is part of what is timed).
 
@@ -31,15 +32,16 @@ from benchmarks.common import DEFAULT_WORKDIR, ensure_recording
 PENALTY_SYMBOLS = 1_000_000
 
 
-def _penalty_recording(workdir: Path, name: str, params: dict, seed: int = 1) -> Path:
+def _penalty_recording(workdir: Path, name: str, params: dict, seed: int = 1,
+                       n_symbols: int = PENALTY_SYMBOLS) -> Path:
     """A penalty-table link (``SimParams`` defaults under ``params``), cached by name."""
     from qkd_hw.sim.params import SimParams
     from qkd_hw.sim.simulate import simulate_recording
 
-    path = workdir / f"ab19_{name}_{PENALTY_SYMBOLS}sym_seed{seed}.h5"
+    path = workdir / f"ab19_{name}_{n_symbols}sym_seed{seed}.h5"
     if not path.is_file():
         t0 = time.perf_counter()
-        simulate_recording(path, SimParams(**params), seed=seed, n_symbols=PENALTY_SYMBOLS,
+        simulate_recording(path, SimParams(**params), seed=seed, n_symbols=n_symbols,
                            truth_phase=False, compression=None,
                            description=f"issue 19 throughput A/B, {name}")
         print(f"simulated {path} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
@@ -60,6 +62,7 @@ def recordings(workdir: Path, bench_samples: float) -> dict[str, Path]:
         "lw10k": _penalty_recording(workdir, "lw10k", row),
         "framed10k": _penalty_recording(workdir, "framed10k", {**FRAME, "linewidth_hz": 1e4}),
         "framed": shared / "traces" / "framed.h5",
+        "lw10k_long": _penalty_recording(workdir, "lw10k", row, n_symbols=10 * PENALTY_SYMBOLS),
     }
 
 
