@@ -10,6 +10,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The suite's own kernels compile with numba's default vector width (the HIL plugin imports
+# numba before this file runs), so the qkd-hw children the tests start use it too: one set of
+# cached kernels instead of two cold compilations per CI run. The 512-bit default itself is
+# tested in tests/qkd_hw/test_vector_width.py (its children get a clean environment).
+os.environ.setdefault("QKD_HW_VECTOR_WIDTH", "256")
+
 
 def shared_dir() -> Path:
     """``../shared`` beside the checkout (QKD_HW_SHARED overrides it)."""
