@@ -145,3 +145,16 @@ def test_forest_family_has_no_weak_cycle_and_the_first_one_has():
         assert _weak_graph_cycles(build_code(forest, n, seed)) == 0
     # the first rate-0.1 ensemble (12 weak nodes on 4 checks) has them at any lifting
     assert _weak_graph_cycles(build_code(FAMILIES[0.1][0], 100_000, 20111213)) > 0
+
+
+@pytest.mark.parametrize(("rate", "digest"), [(0.1, "76eead24d549"), (0.05, "e43fca4c5da6"),
+                                               (0.02, "45fd8b29fb7e")])
+def test_family_0_codes_are_unchanged(rate, digest):
+    # recorded transcripts announce family-0 codes by (rate, length, seed) only: their
+    # construction must not move (digests of main 8dd724a, before code families existed)
+    import hashlib
+
+    ens = FAMILIES[rate][0]
+    c = build_code(ens, ens.base_n * 20, 20111213)
+    got = hashlib.sha1(c.check_var.tobytes() + c.check_ptr.tobytes()).hexdigest()[:12]
+    assert got == digest
