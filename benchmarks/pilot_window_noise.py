@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.dsp_penalty import matrix
-from dsp.pilot import _decimate, cancel_pilot_leakage, joint_pilot, pilot_model
+from dsp.pilot import cancel_pilot_leakage, joint_pilot, pilot_decimate, pilot_model
 from qkd_hw.receiver import process_recording
 from qkd_hw.sim.params import SimParams
 from qkd_hw.sim.simulate import simulate_recording, true_phase
@@ -39,7 +39,8 @@ def window_noise(x: np.ndarray, theta: np.ndarray, acq, fs: float, H: int, h: in
     e = np.exp(1j * (theta - 2 * np.pi * off / fs * np.arange(n)))
     j0 = -(-(acq.pilot.span_samples[0] + EDGE) // H)
     nj = (n - j0 * H - EDGE) // H
-    zs = [_decimate(x, fs, f, H, 0, j0, nj, rails=False)[0] for f in freqs]
+    zs = [pilot_decimate(x, fs, frequency_hz=f, decimation=H, first_sample=0,
+                         first_block=j0, n_blocks=nj) for f in freqs]
     cz = cancel_pilot_leakage([z.copy() for z in zs], [f / fs for f in freqs], H, j0)
     truth = e[j0 * H:(j0 + nj) * H].reshape(nj, H).mean(axis=1)
 

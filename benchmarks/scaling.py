@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -119,6 +120,7 @@ def run(workdir: Path, lengths: list[float], threads: list[int], repeat: int,
     (alternated) after a warm-up call on the small recording. ``recordings`` (existing files)
     replace the simulated ``lengths``."""
     paths = list(recordings or [])
+    workdir.mkdir(parents=True, exist_ok=True)   # the default cache on a fresh machine
     for n in [] if recordings else sorted(lengths):
         check_disk(workdir, n)
         paths.append(ensure_recording(workdir, signal_samples=n, seed=1, log=log))
@@ -165,6 +167,10 @@ def print_ab(rows: list[dict[str, Any]]) -> None:
                       "peak MB", "load"])
 
 
+def _span(values: list[float] | None) -> str:
+    return f"{min(values):.1f}-{max(values):.1f}" if values else "-"
+
+
 def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     from qkd_hw.plotting import pyplot
 
@@ -175,7 +181,10 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     for t in threads:
         pts = sorted((r for r in rows if r["threads"] == t), key=lambda r: r["samples"])
         n = [r["samples"] for r in pts]
-        a1.loglog(n, [r["seconds"] for r in pts], "o-", label=f"{t} thread(s)")
+        line, = a1.loglog(n, [r["seconds"] for r in pts], "o-", label=f"{t} thread(s), wall")
+        cpu = [min(r.get("cpu_seconds_all") or [math.nan]) for r in pts]
+        if not all(math.isnan(c) for c in cpu):   # the steadier figure on a loaded machine
+            a1.loglog(n, cpu, "s:", color=line.get_color(), label=f"{t} thread(s), CPU")
         a2.semilogx(n, [r["peak_memory_bytes"] / 1e6 for r in pts], "o-",
                     label=f"{t} thread(s)")
     top = max(rows, key=lambda r: (r["samples"], -r["seconds"]))
@@ -183,7 +192,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     a1.loglog(xs, [top["seconds"] * x / top["samples"] for x in xs], "k--", lw=0.8,
               label="linear in samples")
     a1.set_xlabel("ADC samples (3 captures)")
-    a1.set_ylabel("wall seconds (warm)")
+    a1.set_ylabel("seconds (warm call)")
     a1.legend()
     a2.set_xlabel("ADC samples (3 captures)")
     a2.set_ylabel("peak RSS (MB)")
@@ -250,13 +259,18 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in json.loads(args.previous.read_text())["rows"]
                 if (r["signal_samples"], r["threads"]) not in new] + rows
         rows.sort(key=lambda r: (r["signal_samples"], r["threads"]))
+    # CPU seconds (all threads) beside the wall time: on the shared machine the wall time
+    # moves with the neighbours' load, the CPU time much less
     print_table([[f"{r['signal_samples']:.3g}", r["threads"], f"{r['samples']:.3g}",
-                  f"{r['seconds']:.2f}", f"{r['samples_per_second'] / 1e6:.1f}",
+                  f"{r['seconds']:.2f}", f"{min(r.get('cpu_seconds_all') or [math.nan]):.2f}",
+                  f"{r['samples_per_second'] / 1e6:.1f}",
+                  f"{r['stage_seconds'].get('signal', math.nan):.2f}",
                   f"{r['copy_samples_per_second'] / 1e6:.0f}",
-                  f"{r['peak_memory_bytes'] / 1e6:.0f}", f"{r['compile_seconds']:.1f}"]
+                  f"{r['peak_memory_bytes'] / 1e6:.0f}", f"{r['compile_seconds']:.1f}",
+                  _span(r.get("load_1min"))]
                  for r in rows],
-                ["signal samples", "threads", "ADC samples", "seconds", "MS/s",
-                 "copy MS/s", "peak MB", "compile s"])
+                ["signal samples", "threads", "ADC samples", "seconds", "CPU s", "MS/s",
+                 "signal stage s", "copy MS/s", "peak MB", "compile s", "load"])
     print(f"# load average (1 min) at start {env['load_average_1min']:.1f}, cpu "
           f"{env['cpu_model']} x {env['cpu_count']}")
     args.out.with_suffix(".json").write_text(json.dumps({"environment": env, "rows": rows},

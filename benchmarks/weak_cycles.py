@@ -21,8 +21,8 @@ import numpy as np
 if __package__ in (None, ""):   # `python benchmarks/weak_cycles.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qkd_hw.postprocessing.codes import LdpcCode
-from qkd_hw.postprocessing.reconcile import _code, choose_code
+from qkd_hw.postprocessing.codes import LdpcCode, get_code
+from qkd_hw.postprocessing.reconcile import choose_code
 
 
 def weak_graph(code: LdpcCode) -> tuple[dict[int, list[tuple[int, int]]], int, float]:
@@ -75,8 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--length", type=int, default=None, help="code length (default per rate)")
     args = ap.parse_args(argv)
     for rate in args.rate:
-        # the unmodified mother
-        code = _code(choose_code(0.1, rate=rate, family=args.family, frame_bits=args.length))
+        # the unmodified mother, default seed
+        p = choose_code(0.1, rate=rate, family=args.family, frame_bits=args.length)
+        code = get_code(p.mother_rate, p.code_length, p.code_seed, p.code_family)
         adj, weak, deg = weak_graph(code)
         cyc = shortest_cycle(adj)
         short = (f"shortest weak cycle {cyc} nodes (codeword weight ~{cyc * (deg - 1):.0f})"

@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 from qkd_hw.errors import TraceFormatError
+from qkd_hw.filekind import non_regular_kind
 
 # what h5py / libhdf5 raise on damaged files and failed reads
 H5_ERRORS: tuple[type[BaseException], ...] = (
@@ -54,22 +55,16 @@ def wrap_h5(file: Path, where: str) -> Iterator[None]:
         raise fail(file, where, f"HDF5 error ({type(exc).__name__}: {exc})") from exc
 
 
-_NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                (stat.S_ISBLK, "a block device"))
-
-
 def check_regular_file(path: Path, kind: str) -> None:
     """Refuse anything but an existing regular file (symbolic links followed) before it is
     opened: opening a FIFO blocks until a writer appears, a device reads forever."""
     try:
-        mode = os.stat(path).st_mode
+        what = non_regular_kind(path)
     except FileNotFoundError:
         raise TraceFormatError(f"{path}: no such file ({kind} expected)") from None
     except OSError as exc:
         raise TraceFormatError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    if not stat.S_ISREG(mode):
-        what = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+    if what is not None:
         raise TraceFormatError(f"{path}: is {what}, not a {kind} file")
 
 

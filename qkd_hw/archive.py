@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from dsp.vocabulary import DEFAULT_BETA, DEFAULT_EPS_PE
 from qkd_hw.atomic import atomic_write
 from qkd_hw.errors import BenchError
 
@@ -57,8 +58,8 @@ class ArchiveJob:
 
     pe_fraction: float = 0.5
     seed: int | None = None
-    eps_pe: float = 1e-10
-    beta: float = 0.95
+    eps_pe: float = DEFAULT_EPS_PE
+    beta: float = DEFAULT_BETA
     options: Any = None
     chunk_samples: int = 1 << 22
 

@@ -76,6 +76,7 @@ from typing import Any
 
 from dsp.vocabulary import DETECTIONS
 from qkd_hw.errors import ConfigError
+from qkd_hw.filekind import non_regular_kind
 
 #: Limit names a lab config may use, with what they bound. Drivers refer to them by name
 #: (``limit="power_dbm"`` on a property).
@@ -824,6 +825,9 @@ def load_lab_config(path: str | os.PathLike[str]) -> LabConfig:
     """Read and validate a lab-config TOML file; every problem is a ConfigError naming the file."""
     p = Path(path)
     try:
+        what = non_regular_kind(p)
+        if what is not None:   # checked first: opening a FIFO would block
+            raise ConfigError(f"{p}: is {what}, not a lab config file")
         with p.open("rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:

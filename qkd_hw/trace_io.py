@@ -728,6 +728,62 @@ def read_truth_dataset(path: str | os.PathLike[str], name: str) -> np.ndarray | 
 
 
 # ----------------------------------------------------------------------------- writer
+def _writer_settings(file: Path, tx: TxInfo, sample_rate_hz: float,
+                     volts_per_code: float | Mapping[str, float], adc_dtype: str | np.dtype,
+                     chunk_samples: int, compression: str | None,
+                     lengths: Mapping[str, int] | None,
+                     created_utc: str | None) -> tuple[float, dict[str, float], np.dtype, int,
+                                                       dict[str, int], str]:
+    """``TraceWriter``'s arguments checked before a byte is written: the sample rate, volts
+    per code of each capture, ADC dtype, chunk length, declared capture lengths (empty when
+    not declared) and the creation time."""
+    if not isinstance(tx, TxInfo):
+        raise TypeError(f"tx must be a TxInfo, got {type(tx).__name__}")
+    fs = float(sample_rate_hz)
+    check_range(file, "sample_rate_hz", fs, gt=0.0)
+    _check_tx_values(file, {f.name: getattr(tx, f.name) for f in fields(tx)}, fs, where="tx")
+    if isinstance(volts_per_code, Mapping):
+        unknown = set(volts_per_code) - set(ADC_DATASETS)
+        if unknown or len(volts_per_code) != len(ADC_DATASETS):
+            raise ValueError(f"volts_per_code mapping needs exactly the keys "
+                             f"{list(ADC_DATASETS)}, got {sorted(volts_per_code)}")
+        vpc = {k: float(volts_per_code[k]) for k in ADC_DATASETS}
+    else:
+        vpc = dict.fromkeys(ADC_DATASETS, float(volts_per_code))
+    for k, v in vpc.items():
+        check_range(file, f"volts_per_code[{k}]", v, gt=0.0)
+    try:
+        dtype = np.dtype(adc_dtype)
+    except TypeError as exc:
+        raise ValueError(f"adc_dtype must be one of {[str(d) for d in ADC_DTYPES]}") from exc
+    if dtype not in ADC_DTYPES:
+        raise ValueError(f"adc_dtype must be one of {[str(d) for d in ADC_DTYPES]}, "
+                         f"got {dtype}")
+    chunk_samples = int(chunk_samples)
+    if not 1 <= chunk_samples * dtype.itemsize < (1 << 32):
+        raise ValueError(f"chunk_samples must be >= 1 and the chunk < 4 GiB, "
+                         f"got {chunk_samples}")
+    if compression not in (None, "gzip", "lzf"):
+        raise ValueError(f"compression must be one of [None, 'gzip', 'lzf'], "
+                         f"got {compression!r}")
+    fixed: dict[str, int] = {}
+    if lengths is not None:
+        if set(lengths) != set(ADC_DATASETS):
+            raise ValueError(f"lengths needs exactly the keys {list(ADC_DATASETS)}, "
+                             f"got {sorted(lengths)}")
+        for k in ADC_DATASETS:
+            n = lengths[k]
+            if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+                raise ValueError(f"lengths[{k!r}] must be an int >= 1, got {n!r}")
+            fixed[k] = int(n)
+    if fixed and compression is None:   # contiguous captures, allocated whole
+        _check_room(file, sum(fixed.values()) * dtype.itemsize)
+    if created_utc is None:
+        created_utc = datetime.now(UTC).isoformat(timespec="milliseconds")
+    _check_created_utc(file, created_utc)
+    return fs, vpc, dtype, chunk_samples, fixed, created_utc
+
+
 class TraceWriter:
     """Write a recording in a streaming way; it appears under ``path`` only when complete.
 
@@ -795,52 +851,9 @@ class TraceWriter:
     ) -> None:
         self.path = Path(path)
         self.incomplete_path = None if incomplete_path is None else Path(incomplete_path)
-        file = self.path
-        # -- validate everything before a byte is written
-        if not isinstance(tx, TxInfo):
-            raise TypeError(f"tx must be a TxInfo, got {type(tx).__name__}")
-        fs = float(sample_rate_hz)
-        check_range(file, "sample_rate_hz", fs, gt=0.0)
-        _check_tx_values(file, {f.name: getattr(tx, f.name) for f in fields(tx)}, fs, where="tx")
-        if isinstance(volts_per_code, Mapping):
-            unknown = set(volts_per_code) - set(ADC_DATASETS)
-            if unknown or len(volts_per_code) != len(ADC_DATASETS):
-                raise ValueError(f"volts_per_code mapping needs exactly the keys "
-                                 f"{list(ADC_DATASETS)}, got {sorted(volts_per_code)}")
-            vpc = {k: float(volts_per_code[k]) for k in ADC_DATASETS}
-        else:
-            vpc = dict.fromkeys(ADC_DATASETS, float(volts_per_code))
-        for k, v in vpc.items():
-            check_range(file, f"volts_per_code[{k}]", v, gt=0.0)
-        try:
-            dtype = np.dtype(adc_dtype)
-        except TypeError as exc:
-            raise ValueError(f"adc_dtype must be one of {[str(d) for d in ADC_DTYPES]}") from exc
-        if dtype not in ADC_DTYPES:
-            raise ValueError(f"adc_dtype must be one of {[str(d) for d in ADC_DTYPES]}, "
-                             f"got {dtype}")
-        chunk_samples = int(chunk_samples)
-        if not 1 <= chunk_samples * dtype.itemsize < (1 << 32):
-            raise ValueError(f"chunk_samples must be >= 1 and the chunk < 4 GiB, "
-                             f"got {chunk_samples}")
-        if compression not in (None, "gzip", "lzf"):
-            raise ValueError(f"compression must be one of [None, 'gzip', 'lzf'], "
-                             f"got {compression!r}")
-        fixed: dict[str, int] = {}
-        if lengths is not None:
-            if set(lengths) != set(ADC_DATASETS):
-                raise ValueError(f"lengths needs exactly the keys {list(ADC_DATASETS)}, "
-                                 f"got {sorted(lengths)}")
-            for k in ADC_DATASETS:
-                n = lengths[k]
-                if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-                    raise ValueError(f"lengths[{k!r}] must be an int >= 1, got {n!r}")
-                fixed[k] = int(n)
-        if fixed and compression is None:   # contiguous captures, allocated whole
-            _check_room(file, sum(fixed.values()) * dtype.itemsize)
-        if created_utc is None:
-            created_utc = datetime.now(UTC).isoformat(timespec="milliseconds")
-        _check_created_utc(file, created_utc)
+        fs, vpc, dtype, chunk_samples, fixed, created_utc = _writer_settings(
+            self.path, tx, sample_rate_hz, volts_per_code, adc_dtype, chunk_samples,
+            compression, lengths, created_utc)
 
         self.tx = tx
         self.sample_rate_hz = fs
@@ -861,56 +874,66 @@ class TraceWriter:
             raise TraceFormatError(f"{self.path}: cannot create recording: "
                                    f"{exc.strerror or exc}") from exc
         try:
-            chunk_bytes = chunk_samples * dtype.itemsize
-            # a partly written chunk of each dataset stays in cache between appends
-            self._f = h5py.File(self._atomic.tmp_path, "w",
-                                rdcc_nbytes=max(16 << 20, 2 * chunk_bytes), rdcc_nslots=10007)
-            self._f.attrs["format"] = FORMAT_NAME
-            self._f.attrs["format_version"] = np.int64(FORMAT_VERSION)
-            if description is not None:
-                self._f.attrs["description"] = str(description)
-            self._f.attrs["created_utc"] = created_utc
-            self._f.attrs["software"] = f"qkd-hw {__version__}"
-            if self.incomplete_path is not None:  # true only once close() found it whole
-                self._f.attrs["complete"] = np.False_
-                self._f.flush()
-                self._marked_incomplete = True
-            comp = {"compression": compression, "compression_opts": compression_opts,
-                    "shuffle": compression is not None}
-            adc = self._f.create_group("adc")
-            self._ds: dict[str, h5py.Dataset] = {}
-            for name in ADC_DATASETS:
-                n = fixed.get(name)
-                if n is not None and compression is None:   # one piece, allocated when written
-                    ds = adc.create_dataset(name, shape=(n,), dtype=dtype)
-                else:
-                    h = chunk_samples if n is None else min(chunk_samples, n)
-                    ds = adc.create_dataset(name, shape=(0,), maxshape=(n,), dtype=dtype,
-                                            chunks=(h,), **comp)
-                ds.attrs["sample_rate_hz"] = fs
-                ds.attrs["volts_per_code"] = vpc[name]
-                self._ds[name] = ds
-            g = self._f.create_group("tx")
-            g.attrs["symbol_rate_hz"] = float(tx.symbol_rate_hz)
-            g.attrs["rolloff"] = float(tx.rolloff)
-            g.attrs["signal_frequency_hz"] = float(tx.signal_frequency_hz)
-            g.attrs["pilot_frequency_hz"] = float(tx.pilot_frequencies_hz[0])
-            g.attrs["pilot_frequencies_hz"] = np.asarray(tx.pilot_frequencies_hz, np.float64)
-            g.attrs["modulation_variance_snu"] = float(tx.modulation_variance_snu)
-            g.attrs["efficiency"] = float(tx.efficiency)
-            g.attrs["detection"] = str(tx.detection)
-            if fixed:  # sizes known: a full disk is refused before anything is computed
-                self._atomic.reserve(sum(fixed.values()) * dtype.itemsize
-                                     + 8 * max(tx.n_symbols, 0))
-            sym_chunk = max(1, min(chunk_samples, 1 << 18))
-            self._sym = g.create_dataset("symbols", shape=(0,), maxshape=(None,),
-                                         dtype=np.complex64, chunks=(sym_chunk,), **comp)
+            self._create_layout(vpc=vpc, fixed=fixed, description=description,
+                                created_utc=created_utc, compression=compression,
+                                compression_opts=compression_opts)
         except BaseException as exc:
             self._abort()
             if isinstance(exc, OSError | ValueError | RuntimeError | TypeError):
                 why = exc.strerror if isinstance(exc, DiskFullError) else _one_line(exc)
                 raise TraceFormatError(f"{self.path}: cannot create recording: {why}") from exc
             raise
+
+    def _create_layout(self, *, vpc: Mapping[str, float], fixed: Mapping[str, int],
+                       description: str | None, created_utc: str, compression: str | None,
+                       compression_opts: Any) -> None:
+        """Open the temporary file and write the root attributes, ``/adc`` and ``/tx``."""
+        tx, fs, dtype = self.tx, self.sample_rate_hz, self.adc_dtype
+        chunk_samples = self.chunk_samples
+        chunk_bytes = chunk_samples * dtype.itemsize
+        # a partly written chunk of each dataset stays in cache between appends
+        self._f = h5py.File(self._atomic.tmp_path, "w",
+                            rdcc_nbytes=max(16 << 20, 2 * chunk_bytes), rdcc_nslots=10007)
+        self._f.attrs["format"] = FORMAT_NAME
+        self._f.attrs["format_version"] = np.int64(FORMAT_VERSION)
+        if description is not None:
+            self._f.attrs["description"] = str(description)
+        self._f.attrs["created_utc"] = created_utc
+        self._f.attrs["software"] = f"qkd-hw {__version__}"
+        if self.incomplete_path is not None:  # true only once close() found it whole
+            self._f.attrs["complete"] = np.False_
+            self._f.flush()
+            self._marked_incomplete = True
+        comp = {"compression": compression, "compression_opts": compression_opts,
+                "shuffle": compression is not None}
+        adc = self._f.create_group("adc")
+        self._ds: dict[str, h5py.Dataset] = {}
+        for name in ADC_DATASETS:
+            n = fixed.get(name)
+            if n is not None and compression is None:   # one piece, allocated when written
+                ds = adc.create_dataset(name, shape=(n,), dtype=dtype)
+            else:
+                h = chunk_samples if n is None else min(chunk_samples, n)
+                ds = adc.create_dataset(name, shape=(0,), maxshape=(n,), dtype=dtype,
+                                        chunks=(h,), **comp)
+            ds.attrs["sample_rate_hz"] = fs
+            ds.attrs["volts_per_code"] = vpc[name]
+            self._ds[name] = ds
+        g = self._f.create_group("tx")
+        g.attrs["symbol_rate_hz"] = float(tx.symbol_rate_hz)
+        g.attrs["rolloff"] = float(tx.rolloff)
+        g.attrs["signal_frequency_hz"] = float(tx.signal_frequency_hz)
+        g.attrs["pilot_frequency_hz"] = float(tx.pilot_frequencies_hz[0])
+        g.attrs["pilot_frequencies_hz"] = np.asarray(tx.pilot_frequencies_hz, np.float64)
+        g.attrs["modulation_variance_snu"] = float(tx.modulation_variance_snu)
+        g.attrs["efficiency"] = float(tx.efficiency)
+        g.attrs["detection"] = str(tx.detection)
+        if fixed:  # sizes known: a full disk is refused before anything is computed
+            self._atomic.reserve(sum(fixed.values()) * dtype.itemsize
+                                 + 8 * max(tx.n_symbols, 0))
+        sym_chunk = max(1, min(chunk_samples, 1 << 18))
+        self._sym = g.create_dataset("symbols", shape=(0,), maxshape=(None,),
+                                     dtype=np.complex64, chunks=(sym_chunk,), **comp)
 
     # -- writing ------------------------------------------------------------------------
     def _check_writable(self) -> None:

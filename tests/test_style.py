@@ -5,13 +5,15 @@ imports, also those inside functions or ``if TYPE_CHECKING``, and ``importlib.im
 of a literal or f-string module name); every edge must be in
 :data:`ALLOWED`, and :data:`ALLOWED` itself must have a topological order, so the code cannot
 grow an import cycle between units. :func:`layering_violations` works on any source root (the
-synthetic-tree test below feeds it a cycle).
+synthetic-tree test below feeds it a cycle). No module of the packages uses another module's
+private names (:func:`private_imports`; tests may).
 """
 
 from __future__ import annotations
 
 import ast
 import itertools
+import re
 import shutil
 import subprocess
 import sys
@@ -223,3 +225,138 @@ def test_find_cycle_returns_a_closed_cycle():
     assert find_cycle({"x": {"x"}}) is None            # a unit importing itself is no edge
     cycle = find_cycle({"x": {"y"}, "y": {"z"}, "z": {"y"}, "w": {"x"}})
     assert cycle is not None and cycle[0] == cycle[-1] and sorted(cycle[:-1]) == ["y", "z"]
+
+
+def private_imports(root: Path, tops: Iterable[str]) -> list[str]:
+    """Uses of another module's private name (``_x``) under ``root``: ``from m import _x``, or
+    ``m._x`` where ``m`` is a name the file imports; only modules of ``tops`` count."""
+    tops = tuple(tops)
+    bad = []
+    for top in tops:
+        for path in sorted((root / top).rglob("*.py")):
+            tree = ast.parse(path.read_text(), filename=str(path))
+            modules: set[str] = set()        # local names bound to one of our modules
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    source = (node.module or "") if isinstance(node, ast.ImportFrom) else ""
+                    for alias in node.names:
+                        full = f"{source}.{alias.name}" if source else alias.name
+                        if full.split(".")[0] not in tops and not _is_relative(node):
+                            continue
+                        if isinstance(node, ast.ImportFrom) and _private(alias.name):
+                            bad.append(f"{path.relative_to(root)}:{node.lineno} imports "
+                                       f"{alias.name} from {source or '.'}")
+                        modules.add(alias.asname or alias.name.split(".")[0])
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Attribute) and _private(node.attr)
+                        and isinstance(node.value, ast.Name) and node.value.id in modules):
+                    bad.append(f"{path.relative_to(root)}:{node.lineno} uses "
+                               f"{node.value.id}.{node.attr}")
+    return bad
+
+
+def _is_relative(node: ast.stmt) -> bool:
+    return isinstance(node, ast.ImportFrom) and bool(node.level)
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def test_no_module_uses_another_modules_private_names():
+    # the stage's public wrapper validates, its private kernel computes: callers (benchmarks
+    # included) go through the wrapper; tests may reach kernels directly (naive twins)
+    bad = private_imports(REPO, PACKAGES)
+    assert not bad, "\n".join(bad)
+
+
+def test_private_name_check_fails_on_a_synthetic_tree(tmp_path):
+    _write(tmp_path, {
+        "a/__init__.py": "",
+        "a/k.py": "def _kern():\n    return 1\n\n\ndef kern():\n    return _kern()\n",
+        "a/use.py": "from a.k import _kern, kern\nfrom a import k\n\n\n"
+                    "def f():\n    return _kern() + k._kern() + kern() + k.kern()\n",
+        "a/ok.py": "import json\n\n\ndef g():\n    return json._default_decoder\n",
+    })
+    assert private_imports(tmp_path, ("a",)) == ["a/use.py:1 imports _kern from a.k",
+                                                 "a/use.py:6 uses k._kern"]
+
+
+#: longest function body of dsp/ and qkd_hw/ in code lines (issue 13: "under ~80 lines")
+MAX_FUNCTION_CODE_LINES = 80
+
+
+def function_code_lines(root: Path, tops: Iterable[str]) -> list[tuple[int, str]]:
+    """``(code lines, where)`` of every function under ``root/top``: its lines without the
+    docstring, blank lines and comment lines, longest first."""
+    rows = []
+    for top in tops:
+        for path in sorted((root / top).rglob("*.py")):
+            lines = path.read_text().splitlines()
+            for node in ast.walk(ast.parse("\n".join(lines), filename=str(path))):
+                if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    continue
+                skip: set[int] = set()
+                first = node.body[0]
+                if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                        and isinstance(first.value.value, str)):
+                    skip = set(range(first.lineno, first.end_lineno + 1))
+                n = sum(1 for i in range(node.lineno, node.end_lineno + 1)
+                        if i not in skip and lines[i - 1].strip()
+                        and not lines[i - 1].lstrip().startswith("#"))
+                rows.append((n, f"{path.relative_to(root)}:{node.lineno} {node.name}"))
+    return sorted(rows, reverse=True)
+
+
+def test_functions_stay_short():
+    long = [f"{where}: {n} code lines" for n, where in function_code_lines(REPO, ("dsp", "qkd_hw"))
+            if n > MAX_FUNCTION_CODE_LINES]
+    assert not long, "split these (or say in the issue why not):\n" + "\n".join(long)
+
+
+def test_function_length_counts_code_only(tmp_path):
+    body = "".join(f"    x{i} = {i}\n" for i in range(3))
+    _write(tmp_path, {"a/m.py": 'def f():\n    """Doc\n\n    more."""\n    # why\n\n'
+                                + body + "    return x0\n"})
+    assert function_code_lines(tmp_path, ("a",)) == [(5, "a/m.py:1 f")]
+
+
+#: the maps a reader follows: every path they name must exist (benchmarks/README.md is a
+#: measurement log and keeps the names of its time)
+MAP_DOCS = ("ARCHITECTURE.md", "README.md", "RELIABILITY.md", "dsp/README.md", "drivers/README.md",
+            "qkd_hw/lab/README.md", "qkd_hw/postprocessing/README.md",
+            "qkd_hw/receiver/README.md")
+_DOC_PATH = re.compile(r"(?<![\w./-])((?:dsp|qkd_hw|drivers|calibration|benchmarks|tests)"
+                       r"/[\w/.-]*\w)(<?)")
+_FILE_SUFFIXES = (".py", ".md", ".toml", ".json", ".png", ".txt", ".h5", ".csv")
+
+
+def missing_doc_paths(root: Path, docs: Iterable[str]) -> list[str]:
+    """Paths named in ``docs`` that do not exist under ``root``: ``pkg/mod.py``, ``pkg/dir/``,
+    ``pkg/mod`` and ``pkg/mod.NAME`` (a module's member) forms; ``pkg/test_<name>`` templates
+    are skipped."""
+    bad = []
+    for doc in docs:
+        for m in _DOC_PATH.finditer((root / doc).read_text()):
+            token, template = m.groups()
+            if template:
+                continue
+            *head, last = token.split("/")
+            stem = last if last.endswith(_FILE_SUFFIXES) else last.split(".")[0]
+            base = root.joinpath(*head)
+            if not any(p.exists() for p in (base / stem, base / f"{stem}.py")):
+                bad.append(f"{doc}: {token}")
+    return bad
+
+
+def test_maps_name_existing_paths():
+    bad = missing_doc_paths(REPO, MAP_DOCS)
+    assert not bad, "\n".join(bad)
+
+
+def test_doc_path_check_fails_on_a_moved_module(tmp_path):
+    _write(tmp_path, {"dsp/pilot.py": "", "MAP.md": "`dsp/pilot.py`, `dsp/pilot.joint_pilot`, "
+                      "dsp/ and `tests/dsp/test_<stage>.py`; moved: `dsp/kernels.py`, "
+                      "`benchmarks/numpy_reference.REFERENCE_TRACKERS`\n"})
+    assert missing_doc_paths(tmp_path, ["MAP.md"]) == [
+        "MAP.md: dsp/kernels.py", "MAP.md: benchmarks/numpy_reference.REFERENCE_TRACKERS"]

@@ -205,6 +205,12 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = json.loads((argv if argv is not None else sys.argv[1:])[0])
     try:
+        try:  # the measured tree's own vector width (one from before issue 18: LLVM's)
+            from qkd_hw.vector_width import apply
+        except ImportError:
+            pass
+        else:
+            apply()
         out = measure(spec)
     except (QkdHwError, OSError, ValueError) as exc:
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))

@@ -48,6 +48,7 @@ from qkd_hw.atomic import atomic_write
 from qkd_hw.bench.truth_errors import COMPARED, estimate_std
 from qkd_hw.errors import BenchError
 from qkd_hw.plotting import save_png
+from qkd_hw.vector_width import vector_width
 
 __all__ = ["append_run", "find_regressions", "load_history", "machine", "make_run",
            "plot_history"]
@@ -73,7 +74,10 @@ def machine() -> dict[str, Any]:
                 break
     return {"host": socket.gethostname(), "cpu_model": cpu, "cpu_count": os.cpu_count(),
             "python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "numba_threads": numba.config.NUMBA_NUM_THREADS}
+            "numba": numba.__version__, "numba_threads": numba.config.NUMBA_NUM_THREADS,
+            # inherited by the bench children from qkd-hw's entry point (not a comparability
+            # key: a run at the other width is compared, and a slower one is flagged)
+            "vector_width": vector_width()}
 
 
 def make_run(records: list[dict[str, Any]], total: dict[str, Any],

@@ -206,7 +206,7 @@ class BoxcarRef:
 
 
 class KalmanRts:
-    """``dsp.carrier.PhaseTracker`` with method "kalman"/"kalman-rts" in numpy/scipy: the
+    """``dsp.trackers.PhaseTracker`` with method "kalman"/"kalman-rts" in numpy/scipy: the
     Kalman filter's variance recursion runs step by step until its gain is constant (a few
     dozen steps), after which filter and RTS smoother are first-order IIR filters
     (``scipy.signal.lfilter``) on the unwrapped pilot phase; RTS over the same fixed blocks
@@ -805,6 +805,146 @@ def _head_pilot(head: np.ndarray, link: Link, pil: dict) -> HeadPilot:
 # ------------------------------------------------------------------------------------------
 # the whole receiver
 # ------------------------------------------------------------------------------------------
+@dataclass
+class _Acquired:
+    """What the numpy receiver's acquisition found (head, clock probes)."""
+
+    pil: dict[str, Any]
+    carrier: PilotFilterDesign
+    tp: Taps
+    sync: dict[str, Any]
+    tau0: float
+    period: float
+    ppm: float
+    n_sym: int
+
+
+def _acquire(r: TraceReader, link: Link, opt: ReceiverOptions, sig_len: int) -> _Acquired:
+    """Pilot, carrier filter design, bank, synchronisation and clock offset from the head and
+    the late probes of the first ``sig_len`` signal samples."""
+    sps = link.sps
+    span = opt.span(link.rolloff)
+    head_n = min(sig_len, int(opt.sync_max_delay_samples
+                              + (min(opt.sync_symbols, link.n_symbols) + span + 4) * sps))
+    head = r.read("signal", 0, head_n)
+    headf = head.astype(np.float32)
+    k_sync = min(opt.sync_symbols, link.n_symbols)
+    alice0 = r.symbols(0, k_sync)
+    pil = acquire_pilot(head, link, opt.pilot_search_hz, opt.pilot_snr_min_db)
+    carrier = design_pilot_filter(link.fs, phase_noise_var=pil["phase_noise_var"],
+                                  acq_decimation=pil["decimation"],
+                                  linewidth_hz=pil["linewidth"],
+                                  method=opt.phase_method,
+                                  bandwidth_hz=opt.pilot_bandwidth_hz,
+                                  linewidth_floor_hz=opt.linewidth_floor_hz,
+                                  max_window_s=opt.max_pilot_window_s,
+                                  min_block_samples=pilot_block_guard(
+                                      link.fs, pilot_frequencies_hz=link.pilots,
+                                      signal_frequency_hz=link.f_sig, symbol_rate_hz=link.rs,
+                                      rolloff=link.rolloff))
+    # the tracker's own refinement on the head (the Kalman trackers measure their
+    # observation noise at their block length), fed with this module's pilot phasors
+    carrier = tracker_kind(carrier.method).refine(carrier, _head_pilot(head, link, pil))
+    mixer = link.f_sig + pil["offset"]
+    tp = Taps(MatchedFilterBank(samples_per_symbol=sps, rolloff=link.rolloff,
+                                span_symbols=span, n_phases=opt.n_phases,
+                                mixer_cycles_per_sample=mixer / link.fs, taper=opt.taper))
+    D = carrier.decimation
+    nj = head.shape[0] // D
+    zh = combined_pilot(head, link, pil, D, 0, 0, nj)
+    head_phase = ((D - 1) / 2, float(D), track_all(carrier, zh))
+    sync = synchronise(head, headf, link, np.asarray(alice0, np.complex128), tp, mixer,
+                       head_phase, opt.sync_max_delay_samples, opt.sync_pslr_min)
+    ppm, ppm_std = 0.0, math.inf
+    if opt.clock_tracking:
+        ppm, ppm_std = clock_offset(headf, alice0, sync, tp, sps, head_phase)
+        if abs(ppm) < 3 * ppm_std:
+            ppm = 0.0
+    period = sps / (1 + ppm * 1e-6)
+    # the head fit assumed the nominal period: its instant is that of the middle symbol
+    tau0 = sync["tau0"] - (sync["kk"] - 1) / 2 * (period - sps)
+    del head, headf
+    n_sym = link.n_symbols
+    if sig_len < r.adc["signal"].length:   # prefix: the symbols whose window fits in it
+        n_sym = min(n_sym, max(0, math.floor((sig_len - tp.half - 2 - tau0) / period) + 1))
+    if opt.clock_tracking:
+        plink = replace(link, n_symbols=n_sym)
+        probes: list = []
+        while (rng := probe_range(opt, plink, tp, tau0, period, sig_len, probes)):
+            n_probes = len(probes)
+            tau0, period, ppm = refine_clock(opt, plink, pil, carrier, tp, sync, tau0,
+                                             period, r.read("signal", *rng), rng[0],
+                                             r.symbols, probes)
+            if len(probes) == n_probes:
+                break
+    return _Acquired(pil, carrier, tp, sync, tau0, period, ppm, n_sym)
+
+
+def _noise_snu(r: TraceReader, acq: _Acquired, chunk_samples: int) -> tuple[float, float]:
+    """``N0`` (codes^2) and ``v_el`` (SNU) from the noise captures through the signal's bank."""
+    var = {}
+    for name in ("shot_noise", "electronic_noise"):
+        m = NoiseMeter(acq.tp, acq.tau0, acq.period)
+        for chunk in r.iter_chunks(name, chunk_samples):
+            m.feed(chunk)
+        var[name] = m.sum2 / m.count
+    n0 = var["shot_noise"] - var["electronic_noise"]
+    return n0, var["electronic_noise"] / n0
+
+
+def _pair_moments(r: TraceReader, link: Link, acq: _Acquired, opt: ReceiverOptions,
+                  n0: float, sig_len: int, chunk_samples: int, pe_fraction: float,
+                  seed: int) -> tuple[np.ndarray, int, int]:
+    """Second moments of the disclosed (x_r, x_i, y_r, y_i) in SNU, their count, and the
+    symbols received."""
+    scale = np.float32(1.0 / math.sqrt(n0))
+    stream = SignalStream(link, acq.pil, acq.carrier, acq.tp, acq.sync, acq.tau0, acq.period,
+                          r.symbols, opt.clock_tracking, acq.n_sym)
+    stream.first_order = bool(getattr(opt, "first_order_phase", False))
+    M = np.zeros((4, 4))
+    count = 0
+
+    def consume(blocks):
+        nonlocal M, count
+        for k0, y in blocks:
+            k1 = k0 + y.shape[0]
+            y = y * scale
+            x = r.symbols(k0, k1)
+            msk = disclosed_mask(k0, k1, fraction=pe_fraction, seed=seed)
+            v = np.stack([x.real[msk], x.imag[msk], y.real[msk], y.imag[msk]]
+                         ).astype(np.float64)
+            M += v @ v.T
+            count += v.shape[1]
+
+    for chunk in r.iter_chunks("signal", chunk_samples, stop=sig_len):
+        consume(stream.feed(chunk))
+    consume(stream.finish())
+    return M, count, stream.k_next
+
+
+def _estimates(M: np.ndarray, count: int, link: Link, vel: float) -> dict[str, float]:
+    """Estimates of conventions.md from the pair moments, common phase removed."""
+    theta = math.atan2(M[0, 3] - M[1, 2], M[0, 2] + M[1, 3])
+    c, s = math.cos(theta), math.sin(theta)
+    R = np.eye(4)
+    R[2:, 2:] = [[c, s], [-s, c]]
+    o = R @ M @ R.T
+    if link.detection == HETERODYNE:
+        sxx, sxy, syy, m = o[0, 0] + o[1, 1], o[0, 2] + o[1, 3], o[2, 2] + o[3, 3], 2 * count
+        gain = link.eta / 2
+    else:
+        sxx, sxy, syy, m = o[0, 0], o[0, 2], o[2, 2], count
+        gain = link.eta
+    t_hat = sxy / sxx
+    sigma2 = (syy - t_hat * sxy) / m
+    return {
+        "t_eff": t_hat, "transmittance": t_hat**2 / gain,
+        "excess_noise_snu": (sigma2 - 1 - vel) / t_hat**2, "electronic_noise_snu": vel,
+        "sigma2": sigma2, "snr": t_hat**2 * link.va / sigma2, "n_pe": m,
+        "residual_phase_rad": theta,
+    }
+
+
 def process_recording_numpy(path: str | os.PathLike[str], *, pe_fraction: float = 0.5,
                             seed: int = 0, chunk_samples: int = 1 << 22,
                             options: ReceiverOptions | None = None,
@@ -825,120 +965,20 @@ def process_recording_numpy(path: str | os.PathLike[str], *, pe_fraction: float 
         sig_len = r.adc["signal"].length
         if max_signal_samples is not None:
             sig_len = min(sig_len, int(max_signal_samples))
-        sps = link.sps
-        span = opt.span(link.rolloff)
-        head_n = min(sig_len, int(opt.sync_max_delay_samples
-                                  + (min(opt.sync_symbols, link.n_symbols) + span + 4) * sps))
-        head = r.read("signal", 0, head_n)
-        headf = head.astype(np.float32)
-        k_sync = min(opt.sync_symbols, link.n_symbols)
-        alice0 = r.symbols(0, k_sync)
-        # -- acquisition
-        pil = acquire_pilot(head, link, opt.pilot_search_hz, opt.pilot_snr_min_db)
-        carrier = design_pilot_filter(link.fs, phase_noise_var=pil["phase_noise_var"],
-                                      acq_decimation=pil["decimation"],
-                                      linewidth_hz=pil["linewidth"],
-                                      method=opt.phase_method,
-                                      bandwidth_hz=opt.pilot_bandwidth_hz,
-                                      linewidth_floor_hz=opt.linewidth_floor_hz,
-                                      max_window_s=opt.max_pilot_window_s,
-                                      min_block_samples=pilot_block_guard(
-                                          link.fs, pilot_frequencies_hz=link.pilots,
-                                          signal_frequency_hz=link.f_sig, symbol_rate_hz=link.rs,
-                                          rolloff=link.rolloff))
-        # the tracker's own refinement on the head (the Kalman trackers measure their
-        # observation noise at their block length), fed with this module's pilot phasors
-        carrier = tracker_kind(carrier.method).refine(carrier, _head_pilot(head, link, pil))
-        mixer = link.f_sig + pil["offset"]
-        tp = Taps(MatchedFilterBank(samples_per_symbol=sps, rolloff=link.rolloff,
-                                    span_symbols=span, n_phases=opt.n_phases,
-                                    mixer_cycles_per_sample=mixer / link.fs, taper=opt.taper))
-        D = carrier.decimation
-        nj = head.shape[0] // D
-        zh = combined_pilot(head, link, pil, D, 0, 0, nj)
-        head_phase = ((D - 1) / 2, float(D), track_all(carrier, zh))
-        sync = synchronise(head, headf, link, np.asarray(alice0, np.complex128), tp, mixer,
-                           head_phase, opt.sync_max_delay_samples, opt.sync_pslr_min)
-        ppm, ppm_std = 0.0, math.inf
-        if opt.clock_tracking:
-            ppm, ppm_std = clock_offset(headf, alice0, sync, tp, sps, head_phase)
-            if abs(ppm) < 3 * ppm_std:
-                ppm = 0.0
-        period = sps / (1 + ppm * 1e-6)
-        # the head fit assumed the nominal period: its instant is that of the middle symbol
-        tau0 = sync["tau0"] - (sync["kk"] - 1) / 2 * (period - sps)
-        del head, headf
-        n_sym = link.n_symbols
-        if sig_len < r.adc["signal"].length:   # prefix: the symbols whose window fits in it
-            n_sym = min(n_sym, max(0, math.floor((sig_len - tp.half - 2 - tau0) / period) + 1))
-        if opt.clock_tracking:
-            plink = replace(link, n_symbols=n_sym)
-            probes: list = []
-            while (rng := probe_range(opt, plink, tp, tau0, period, sig_len, probes)):
-                n_probes = len(probes)
-                tau0, period, ppm = refine_clock(opt, plink, pil, carrier, tp, sync, tau0,
-                                                 period, r.read("signal", *rng), rng[0],
-                                                 r.symbols, probes)
-                if len(probes) == n_probes:
-                    break
+        acq = _acquire(r, link, opt, sig_len)
         t_acq = time.perf_counter() - t_start
-        # -- shot-noise units
-        var = {}
-        for name in ("shot_noise", "electronic_noise"):
-            m = NoiseMeter(tp, tau0, period)
-            for chunk in r.iter_chunks(name, chunk_samples):
-                m.feed(chunk)
-            var[name] = m.sum2 / m.count
-        n0 = var["shot_noise"] - var["electronic_noise"]
-        vel = var["electronic_noise"] / n0
-        scale = np.float32(1.0 / math.sqrt(n0))
-        # -- signal
-        stream = SignalStream(link, pil, carrier, tp, sync, tau0, period, r.symbols,
-                              opt.clock_tracking, n_sym)
-        stream.first_order = bool(getattr(opt, "first_order_phase", False))
-        M = np.zeros((4, 4))
-        count = 0
-
-        def consume(blocks):
-            nonlocal M, count
-            for k0, y in blocks:
-                k1 = k0 + y.shape[0]
-                y = y * scale
-                x = r.symbols(k0, k1)
-                msk = disclosed_mask(k0, k1, fraction=pe_fraction, seed=seed)
-                v = np.stack([x.real[msk], x.imag[msk], y.real[msk], y.imag[msk]]
-                             ).astype(np.float64)
-                M += v @ v.T
-                count += v.shape[1]
-
-        for chunk in r.iter_chunks("signal", chunk_samples, stop=sig_len):
-            consume(stream.feed(chunk))
-        consume(stream.finish())
-    # -- estimation (conventions.md), common phase removed
-    theta = math.atan2(M[0, 3] - M[1, 2], M[0, 2] + M[1, 3])
-    c, s = math.cos(theta), math.sin(theta)
-    R = np.eye(4)
-    R[2:, 2:] = [[c, s], [-s, c]]
-    o = R @ M @ R.T
-    if link.detection == HETERODYNE:
-        sxx, sxy, syy, m = o[0, 0] + o[1, 1], o[0, 2] + o[1, 3], o[2, 2] + o[3, 3], 2 * count
-        gain = link.eta / 2
-    else:
-        sxx, sxy, syy, m = o[0, 0], o[0, 2], o[2, 2], count
-        gain = link.eta
-    t_hat = sxy / sxx
-    sigma2 = (syy - t_hat * sxy) / m
+        n0, vel = _noise_snu(r, acq, chunk_samples)
+        M, count, n_received = _pair_moments(r, link, acq, opt, n0, sig_len, chunk_samples,
+                                             pe_fraction, seed)
+    est = _estimates(M, count, link, vel)
     seconds = time.perf_counter() - t_start
     with TraceReader(path) as r:
         samples = sig_len + r.adc["shot_noise"].length + r.adc["electronic_noise"].length
     return {
-        "t_eff": t_hat, "transmittance": t_hat**2 / gain,
-        "excess_noise_snu": (sigma2 - 1 - vel) / t_hat**2, "electronic_noise_snu": vel,
-        "sigma2": sigma2, "snr": t_hat**2 * link.va / sigma2, "n_pe": m,
-        "n0_codes2": n0, "residual_phase_rad": theta,
-        "acquisition_frequency_offset_hz": pil["offset"], "delay_samples": tau0,
-        "clock_offset_ppm": ppm, "spectral_inversion": sync["inverted"],
-        "n_symbols_received": stream.k_next, "pilot_decimation": D,
+        **est, "n0_codes2": n0,
+        "acquisition_frequency_offset_hz": acq.pil["offset"], "delay_samples": acq.tau0,
+        "clock_offset_ppm": acq.ppm, "spectral_inversion": acq.sync["inverted"],
+        "n_symbols_received": n_received, "pilot_decimation": acq.carrier.decimation,
         "samples": samples, "signal_samples": sig_len, "seconds": seconds,
         "acquisition_seconds": t_acq,
     }

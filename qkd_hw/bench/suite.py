@@ -18,6 +18,7 @@ from typing import Any
 from qkd_hw.bench.truth_errors import truth_errors
 from qkd_hw.errors import BenchError, QkdHwError
 from qkd_hw.trace_io import read_truth
+from qkd_hw.vector_width import caller_environ
 
 __all__ = ["find_recordings", "measure_recording", "run_suite", "total_record"]
 
@@ -67,7 +68,8 @@ def measure_recording(path: Path, *, repeat: int = 1, seed: int = 1, pe_fraction
     full_env = {**os.environ, **(env or {})}
     if tree is not None:
         child = [str(Path(__file__).with_name("child.py"))]
-        full_env["PYTHONPATH"] = str(tree)
+        # not this tree's vector width: the other tree's child applies its own
+        full_env = {**caller_environ(), **(env or {}), "PYTHONPATH": str(tree)}
     proc = subprocess.run([sys.executable, *child, json.dumps(spec)],
                           capture_output=True, text=True, env=full_env, check=False)
     rec: dict[str, Any] = {"file": str(path), "file_bytes": path.stat().st_size}

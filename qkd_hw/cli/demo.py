@@ -12,10 +12,11 @@ estimate against the virtual lab's truth (within its uncertainty or not) and wha
 rate means at this block size. ``--set`` changes the virtual lab's physics (``[virtual]``
 keys, e.g. ``--set excess_noise_snu=0.05``).
 
-Time on this machine (2 cores, defaults): 22 s with numba's cache warm; 56 s on a cold cache
-(``NUMBA_CACHE_DIR`` empty: the first run compiles 24 kernels of the lab model and the
-receiver, ``cache=True``). The summary says whether this run compiled, and its receiver
-throughput then includes the compilation.
+Time on this machine (2 cores, defaults; 2026-12-07 with other jobs at load 15-17): 21-32 s
+wall with numba's cache warm (22 s on a quiet machine at the earlier 1e5-symbol default); 90 s
+on a cold cache (``NUMBA_CACHE_DIR`` empty: the first run compiles 30-32 kernels of the lab
+model and the receiver, ``cache=True``; 56 s quiet at the earlier default). The summary says
+whether this run compiled, and its receiver throughput then includes the compilation.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dsp.vocabulary import DEFAULT_BETA
 from qkd_hw.cli.jsonout import json_text
 from qkd_hw.errors import ConfigError
 
@@ -42,9 +44,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[0].strip("`"))
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help=f"report folder (default ./{DEFAULT_OUT})")
-    p.add_argument("--symbols", type=int, default=100_000, help="data symbols (default 1e5)")
-    p.add_argument("--noise-samples", type=int, default=500_000,
-                   help="samples of each noise capture (default 5e5)")
+    # sd(xi) on the shipped lab: PE 0.045 + shot-noise calibration 0.045 at 1e5 / 5e5, and
+    # the asymptotic key (the link check) turns negative at xi_hat ~0.135: ~3 % of healthy
+    # runs ended in FAIL. At 2e5 / 2e6: sd 0.039, 0.2 %, and no slower within the load noise
+    p.add_argument("--symbols", type=int, default=200_000, help="data symbols (default 2e5)")
+    p.add_argument("--noise-samples", type=int, default=2_000_000,
+                   help="samples of each noise capture (default 2e6)")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the disclosed PE subset (default: random)")
     p.add_argument("--set", dest="assignments", action="append", default=[],
@@ -181,7 +186,7 @@ def key_rate_story(r: dict[str, Any], truth: dict[str, float], *, va: float,
             rate = finite_size_key_rate(
                 modulation_variance_snu=va, transmittance=truth["transmittance"],
                 excess_noise_snu=truth["excess_noise_snu"], efficiency=eta,
-                electronic_noise_snu=truth["electronic_noise_snu"], beta=0.95,
+                electronic_noise_snu=truth["electronic_noise_snu"], beta=DEFAULT_BETA,
                 detection="heterodyne", block_size=n, n_pe=n).key_rate_bits_per_symbol
         except KeyRateInputError:
             continue

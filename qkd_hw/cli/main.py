@@ -17,7 +17,7 @@ import threading
 import unicodedata
 from types import FrameType
 
-from qkd_hw import __version__
+from qkd_hw import __version__, vector_width
 from qkd_hw.errors import QkdHwError
 
 SUBCOMMANDS = ("demo", "simulate", "info", "process", "keyrate", "bench", "postprocess", "lab",
@@ -132,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     command = "qkd-hw"
     previous = _set_handlers(dict.fromkeys((signal.SIGINT, *TERMINATING_SIGNALS), _on_signal))
     try:
+        try:  # 512-bit vectors on AVX-512 hosts: numba reads this before its first import
+            vector_width.apply()
+        except ValueError as exc:
+            raise QkdHwError(str(exc)) from None
         parser = build_parser()  # imports numpy, numba, h5py, ...: interruptible too
         args = parser.parse_args(argv)
         command = f"qkd-hw {args.command}"

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dsp.vocabulary import DEFAULT_EPS_BAR, DEFAULT_EPS_PA, DETECTIONS, HETERODYNE
 from qkd_hw.cli.jsonout import json_text
 from qkd_hw.errors import QkdHwError
 
@@ -46,10 +47,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "operating point, reconcile.DESIGN_BETA)")
     p.add_argument("--tag-bits", type=int, choices=(64, 128), default=64,
                    help="verification tag length (default 64)")
-    p.add_argument("--detection", choices=("heterodyne", "homodyne"), default="heterodyne",
+    p.add_argument("--detection", choices=DETECTIONS, default=HETERODYNE,
                    help="detection of the raw key (default heterodyne: both quadratures)")
-    p.add_argument("--eps-pa", type=float, default=1e-10, help="PA failure probability")
-    p.add_argument("--eps-bar", type=float, default=1e-10, help="smoothing parameter")
+    p.add_argument("--eps-pa", type=float, default=DEFAULT_EPS_PA, help="PA failure probability")
+    p.add_argument("--eps-bar", type=float, default=DEFAULT_EPS_BAR, help="smoothing parameter")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=_run)
 

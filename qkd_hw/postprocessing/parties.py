@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from dsp.vocabulary import DEFAULT_EPS_BAR, DEFAULT_EPS_PA
 from qkd_hw.errors import QkdHwError
 from qkd_hw.postprocessing.channel import Endpoint
 from qkd_hw.postprocessing.ldpc import LANES
@@ -71,8 +72,8 @@ class ProtocolSettings:
     leak_ec_bits: int             # what one reconciliation message discloses
     detection: str = "heterodyne"
     tag_bits: int = 64
-    eps_pa: float = 1e-10
-    eps_bar: float = 1e-10
+    eps_pa: float = DEFAULT_EPS_PA
+    eps_bar: float = DEFAULT_EPS_BAR
 
     @property
     def values_per_symbol(self) -> int:
@@ -372,7 +373,8 @@ def agree_code(rec: Any, params: Any, bob: Endpoint, alice: Endpoint) -> Any:
 def postprocess_raw_key(raw_path: str, key_path: str, transcript_path: str, *,
                         rate: float | None = None, target_beta: float | None = None,
                         detection: str = "heterodyne",
-                        tag_bits: int = 64, eps_pa: float = 1e-10, eps_bar: float = 1e-10,
+                        tag_bits: int = 64, eps_pa: float = DEFAULT_EPS_PA,
+                        eps_bar: float = DEFAULT_EPS_BAR,
                         frame_bits: int | None = None, reconciliation: Any = None,
                         progress: Any = None, on_frames: Any = None,
                         alice_trace: str | None = None) -> PostprocessResult:

@@ -39,6 +39,7 @@ import numba
 import numpy as np
 import scipy.fft
 
+from dsp.vocabulary import DEFAULT_EPS_BAR, DEFAULT_EPS_PA
 from qkd_hw.errors import QkdHwError
 from qkd_hw.keyrate import KeyRateInputError, key_rate_from_estimates
 
@@ -368,8 +369,8 @@ def _estimates_view(estimates: Mapping[str, float], detection: str) -> SimpleNam
 
 def secret_key_length(estimates: Mapping[str, float], *, detection: str, block_symbols: int,
                       key_symbols: int, reconciled_bits: int, leak_ec_bits: int,
-                      leak_verification_bits: int, eps_cor: float, eps_pa: float = 1e-10,
-                      eps_bar: float = 1e-10) -> SecrecyParameters:
+                      leak_verification_bits: int, eps_cor: float, eps_pa: float = DEFAULT_EPS_PA,
+                      eps_bar: float = DEFAULT_EPS_BAR) -> SecrecyParameters:
     """Final key length from the raw key's PE estimates and what the protocol disclosed.
 
     Parameters

@@ -249,7 +249,7 @@ def oracle_from_arrays(
     skipped (reported as ``first_symbol`` / ``n_symbols``).
     """
     p = params
-    fs, sps, half = p.sample_rate_hz, p.samples_per_symbol_eff, p.half_span
+    sps, half = p.samples_per_symbol_eff, p.half_span
     n_sig = signal.shape[0]
     if theta.shape[0] < n_sig:
         raise ValueError(f"theta has {theta.shape[0]} samples, the signal {n_sig}")
@@ -257,31 +257,8 @@ def oracle_from_arrays(
     if remove_pilots not in (True, False, "estimate"):
         raise ValueError(f"remove_pilots must be True, False or 'estimate', got "
                          f"{remove_pilots!r}")
-    if phase_estimate_rad is not None:
-        if phase_lowpass_hz is not None:
-            raise ValueError("give phase_lowpass_hz or phase_estimate_rad, not both")
-        theta_rx = np.asarray(phase_estimate_rad, dtype=np.float64)
-        if theta_rx.ndim != 1 or theta_rx.shape[0] < n_sig:
-            raise ValueError(f"phase_estimate_rad must be 1-D with >= {n_sig} samples, "
-                             f"got shape {theta_rx.shape}")
-    elif phase_lowpass_hz is not None:
-        theta_rx = lowpass_phase(theta, sample_rate_hz=fs,
-                                 frequency_offset_hz=p.frequency_offset_hz,
-                                 bandwidth_hz=phase_lowpass_hz)
-    else:
-        theta_rx = theta
-    bb = np.empty(n_sig, dtype=np.complex128)
-    for a in range(0, n_sig, _MIX_CHUNK):  # chunked: temporaries stay small
-        b = min(n_sig, a + _MIX_CHUNK)
-        n = np.arange(a, b, dtype=np.float64)
-        x = np.asarray(signal[a:b], dtype=np.float64)
-        if remove_pilots:
-            th_p = theta_rx[a:b] if remove_pilots == "estimate" else theta[a:b]
-            for f_p, a_p, ph_p in zip(p.pilot_frequencies_hz, p.pilot_amplitudes_codes,
-                                      p.pilot_phases_rad, strict=True):
-                x = x - a_p * np.cos(2.0 * math.pi * _frac(f_p / fs * n) + th_p + ph_p)
-        carrier = 2.0 * math.pi * _frac(p.signal_frequency_hz / fs * n)
-        bb[a:b] = x * np.exp(-1j * (carrier + theta_rx[a:b]))
+    theta_rx = _receiver_phase(theta, p, phase_lowpass_hz, phase_estimate_rad)
+    bb = _baseband(signal, theta, theta_rx, p, remove_pilots)
 
     k = np.arange(symbols.shape[0])
     centres = p.delay_samples + k * sps
@@ -326,6 +303,47 @@ def oracle_from_arrays(
         x=a if keep_symbols else None,
         y=y if keep_symbols else None,
     )
+
+
+def _receiver_phase(theta: np.ndarray, p: SimParams, phase_lowpass_hz: float | None,
+                    phase_estimate_rad: np.ndarray | None) -> np.ndarray:
+    """The phase the oracle de-rotates by: the truth ``theta``, a given estimate, or the truth
+    low-passed to ``phase_lowpass_hz``."""
+    if phase_estimate_rad is not None:
+        if phase_lowpass_hz is not None:
+            raise ValueError("give phase_lowpass_hz or phase_estimate_rad, not both")
+        theta_rx = np.asarray(phase_estimate_rad, dtype=np.float64)
+        n_sig = theta.shape[0]
+        if theta_rx.ndim != 1 or theta_rx.shape[0] < n_sig:
+            raise ValueError(f"phase_estimate_rad must be 1-D with >= {n_sig} samples, "
+                             f"got shape {theta_rx.shape}")
+    elif phase_lowpass_hz is not None:
+        theta_rx = lowpass_phase(theta, sample_rate_hz=p.sample_rate_hz,
+                                 frequency_offset_hz=p.frequency_offset_hz,
+                                 bandwidth_hz=phase_lowpass_hz)
+    else:
+        theta_rx = theta
+    return theta_rx
+
+
+def _baseband(signal: np.ndarray, theta: np.ndarray, theta_rx: np.ndarray, p: SimParams,
+              remove_pilots: bool | str) -> np.ndarray:
+    """The signal capture without its pilots (at the true or the receiver's phase), mixed to
+    baseband and de-rotated by ``theta_rx``."""
+    fs, n_sig = p.sample_rate_hz, signal.shape[0]
+    bb = np.empty(n_sig, dtype=np.complex128)
+    for a in range(0, n_sig, _MIX_CHUNK):  # chunked: temporaries stay small
+        b = min(n_sig, a + _MIX_CHUNK)
+        n = np.arange(a, b, dtype=np.float64)
+        x = np.asarray(signal[a:b], dtype=np.float64)
+        if remove_pilots:
+            th_p = theta_rx[a:b] if remove_pilots == "estimate" else theta[a:b]
+            for f_p, a_p, ph_p in zip(p.pilot_frequencies_hz, p.pilot_amplitudes_codes,
+                                      p.pilot_phases_rad, strict=True):
+                x = x - a_p * np.cos(2.0 * math.pi * _frac(f_p / fs * n) + th_p + ph_p)
+        carrier = 2.0 * math.pi * _frac(p.signal_frequency_hz / fs * n)
+        bb[a:b] = x * np.exp(-1j * (carrier + theta_rx[a:b]))
+    return bb
 
 
 def _capture_variance(capture: np.ndarray, p: SimParams) -> tuple[float, int]:

@@ -126,6 +126,26 @@ def test_stage_cpu_accounts_each_step_once_and_restores(workdir, tmp_path, capsy
     assert "in the steps above" in capsys.readouterr().out
 
 
+def test_scaling_study_in_a_new_workdir(tmp_path, capsys):
+    # the default cache folder does not exist on a fresh machine: the study creates it
+    workdir = tmp_path / "new" / "cache"
+    out = tmp_path / "s"
+    assert scaling.main(["--workdir", str(workdir), "--samples", "2e5", "--threads", "1",
+                         "--repeat", "1", "--out", str(out)]) == 0
+    (row,) = json.loads(out.with_suffix(".json").read_text())["rows"]
+    (rec,) = workdir.glob("*.h5")
+    n = recording_samples(rec)
+    # one bench-suite point: every ADC sample counted, the rate over the fastest warm call
+    assert row["signal_samples"] == n["signal"] and row["samples"] == sum(n.values())
+    assert row["samples_per_second"] == pytest.approx(row["samples"] / row["seconds"])
+    assert row["threads"] == 1 and row["peak_memory_bytes"] > 50e6
+    for name in ("s_length.png", "s_threads.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = capsys.readouterr().out
+    assert "load average" in text and "CPU s" in text
+    assert row["cpu_seconds_all"] and min(row["cpu_seconds_all"]) > 0
+
+
 def test_scaling_ab_runs_the_named_tree(workdir, tmp_path, capsys):
     # the child imports the receiver of the tree given, not the caller's: a symlink to this
     # checkout is another path (same numba cache), so only --tree can make the child report it

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 import stat
+from types import SimpleNamespace
 
 import pytest
 
 from calibration.common import run_procedure
-from calibration.link import LinkOptions, measure_link, virtual_truth
+from calibration.link import LinkOptions, estimate_stds, measure_link, virtual_truth
 from tests.calibration.helpers import settings, virtual
 
 SETTINGS = [
@@ -80,3 +81,27 @@ def test_ctrl_c_after_the_acquisition_restores_and_marks_incomplete(tmp_path) ->
     with h5py.File(tmp_path / "noise.h5") as f:   # the steps done before are complete
         assert f.attrs["complete"]
     assert not (tmp_path / "link-raw-key.h5").exists()
+
+
+def _stub_result(cal_xi: float | None) -> SimpleNamespace:
+    """A ReceiverResult with only what estimate_stds reads (heterodyne, eta 0.7)."""
+    est = SimpleNamespace(n_pe=50_000, t_eff=0.33, efficiency=0.7, detection="heterodyne",
+                          t_eff_std=0.0015, sigma2=1.125)
+    return SimpleNamespace(estimates=est, electronic_noise_snu=0.1,
+                           electronic_noise_std_snu=0.0007,
+                           calibration_std=lambda: (cal_xi, 0.0016))
+
+
+def test_estimate_stds_add_the_shot_noise_calibration_in_quadrature() -> None:
+    # by hand (module doc): std(T) = 2 t std(t) / (eta/2); std(sigma2) = sigma2 sqrt(2/m);
+    # std(xi)^2 = (std(sigma2)/t^2)^2 + (2 (sigma2 - 1 - v_el) / t^3 std(t))^2
+    pe_t = 2 * 0.33 * 0.0015 / 0.35
+    pe_xi = math.sqrt((1.125 * math.sqrt(2 / 50_000) / 0.33**2) ** 2
+                      + (2 * 0.025 / 0.33**3 * 0.0015) ** 2)
+    s = estimate_stds(_stub_result(0.044))
+    assert s["transmittance_pe"] == pytest.approx(pe_t, rel=1e-12)
+    assert s["excess_noise_snu_pe"] == pytest.approx(pe_xi, rel=1e-12)
+    assert s["transmittance"] == pytest.approx(math.sqrt(pe_t**2 + 0.0016**2), rel=1e-12)
+    assert s["excess_noise_snu"] == pytest.approx(math.sqrt(pe_xi**2 + 0.044**2), rel=1e-12)
+    assert s["excess_noise_snu"] > 1.15 * pe_xi   # the calibration part matters here
+    assert estimate_stds(_stub_result(None))["excess_noise_snu"] == pytest.approx(pe_xi)

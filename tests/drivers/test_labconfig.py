@@ -228,3 +228,33 @@ def test_instrument_config_in_code_validates_its_limits_and_numbers():
     for bad in (float("nan"), True, "2", 0.0):
         with pytest.raises(ValueError, match="timeout_s"):
             InstrumentConfig(name="x", driver="d", resource="r", timeout_s=bad)  # type: ignore
+
+
+def test_fifo_or_directory_as_lab_config_is_refused_not_blocking(tmp_path):
+    # opening a FIFO blocks until a writer comes: the load runs in a thread, and a writer
+    # releases it if the check is missing, so that the test fails instead of hanging
+    import os
+    import threading
+
+    fifo = tmp_path / "lab.toml"
+    os.mkfifo(fifo)
+    out: list[BaseException | None] = []
+
+    def load() -> None:
+        try:
+            load_lab_config(fifo)
+            out.append(None)
+        except BaseException as exc:   # handed to the test thread
+            out.append(exc)
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    t.join(5.0)
+    if t.is_alive():
+        with open(fifo, "wb"):
+            pass
+        t.join(5.0)
+        pytest.fail("load_lab_config blocked on a FIFO")
+    assert isinstance(out[0], ConfigError) and "is a FIFO (named pipe)" in str(out[0])
+    with pytest.raises(ConfigError, match="is a directory, not a lab config file"):
+        load_lab_config(tmp_path)

@@ -213,6 +213,72 @@ def test_overlapping_windows_reach_the_bound_as_predicted():
     assert mse < 0.93 * mse25
 
 
+@pytest.mark.parametrize("overlap", [1, 2, 3, 5, 9])
+def test_window_sums_equal_the_naive_sums_in_any_split(overlap):
+    """``window_sums`` (numba kernel) against Python's complex additions, left to right, of
+    every window of the concatenated stream: bit-identical, also when the stream is pushed in
+    pieces shorter than a window (the hist carried between calls)."""
+    from dsp.trackers.kalman import window_sums
+
+    rng = np.random.default_rng(overlap)
+    z = rng.normal(size=200) + 1j * rng.normal(size=200)
+    z *= 10.0 ** rng.uniform(-8, 8, 200)      # mixed magnitudes: the order of the adds shows
+    hist0 = z[:overlap - 1]
+    want = []
+    for j in range(z.shape[0] - (overlap - 1)):
+        s = complex(z[j])
+        for i in range(1, overlap):
+            s += complex(z[j + i])
+        want.append(s)
+    for cuts in ((200,), (0, 1, 2, 3, 50, 51, 200), (7, 7, 8, 199, 200)):
+        hist, got, a = hist0, [], overlap - 1
+        for b in cuts:
+            y, hist = window_sums(z[a:max(a, b)], hist, overlap)
+            got.append(y)
+            a = max(a, b)
+        got = np.concatenate(got)
+        assert got.shape[0] == len(want)
+        assert np.array_equal(got, np.array(want))
+        np.testing.assert_array_equal(hist, z[z.shape[0] - (overlap - 1):])
+
+
+def _overlap_phase_var_matrix(q_s, r_s, H, h, q, r):
+    """``overlap_phase_var`` as first written: the (H, length) matrix of every interpolated
+    sample's weights on the samples, its error summed term by term."""
+    import math
+
+    pp = 0.5 * (q + math.sqrt(q * q + 4 * q * r))
+    a = r / (pp + r)
+    K = math.ceil(12 / (1 - a)) + 1
+    lag = np.arange(-K, K + 1)
+    g = np.convolve((1 - a) / (1 + a) * a ** np.abs(lag), np.full(h, 1.0 / h))
+    g /= g.sum()
+    n0 = (K + (h - 1) // 2) * H
+    w0 = np.repeat(g, H) / H
+    w1 = np.concatenate([np.zeros(H), w0[:-H]])
+    c0 = (H - 1) / 2
+    t = math.ceil(c0) + np.arange(H)
+    f = ((t - c0) / H)[:, None]
+    w = (1 - f) * w0 + f * w1
+    c = np.cumsum(w, axis=1) - (np.arange(w.shape[1]) >= (t + n0)[:, None])
+    return float((q_s * np.sum(c[:, :-1] ** 2) + r_s * np.sum(w * w)) / H)
+
+
+@pytest.mark.parametrize("H, h, tc, r_scale", [(25, 1, 10.5, 1.0), (9, 3, 10.5, 0.5),
+                                               (8, 3, 10.5, 1.0), (157, 3, 300.0, 0.75),
+                                               (1, 1, 2.0, 1.0), (12, 9, 4.0, 0.25)])
+def test_overlap_phase_var_equals_the_weight_matrix(H, h, tc, r_scale):
+    """The prefix/suffix-sum form of ``overlap_phase_var`` against the per-sample weight matrix
+    it replaced (even and odd hops, overlap 1-9, model r right and wrong): equal to 1e-12."""
+    from dsp.trackers.kalman import overlap_phase_var
+
+    q_s = 2 * np.pi * 1e-5
+    r_s = q_s * tc * tc
+    args = (q_s, r_s, H, h, q_s * H, r_scale * r_s / H)
+    assert overlap_phase_var(*args) == pytest.approx(_overlap_phase_var_matrix(*args),
+                                                     rel=1e-12)
+
+
 def test_overlap_only_where_blocks_cost():
     """At 1 kHz (the block D = 25 under a smoother time constant of 33 samples) and with the
     forward filter the design keeps non-overlapping blocks: those rows stay bit-identical."""

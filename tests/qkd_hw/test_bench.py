@@ -8,9 +8,11 @@ a delay added through the documented test hook (``qkd_hw.bench.child.DELAY_ENV``
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import h5py
@@ -148,6 +150,23 @@ def test_slowed_receiver_is_a_regression_unchanged_is_not(small, tmp_path, capsy
     assert all(r["version"] and r["machine"]["cpu_count"] for r in runs)
     for name in ("history_speed.png", "history_memory.png"):
         assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_keeps_the_json_clean(small, capsys, monkeypatch):
+    err = _Terminal()
+    monkeypatch.setattr(sys, "stderr", err)
+    assert main(["bench", str(small), str(small.parent), "--json", "--repeat", "1"]) == 0
+    # the folder holds the same file: one recording, one step of the bar (on stderr)
+    assert "bench: 100%" in err.getvalue() and "1/1" in err.getvalue()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(json.loads(line) for line in lines)
 
 
 def test_bad_input_is_one_error_line(small, tmp_path, capsys):

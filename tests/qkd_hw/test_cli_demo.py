@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import stat
+import tomllib
 
 import h5py
 
-from qkd_hw.cli.main import main
+from qkd_hw.cli.main import SUBCOMMANDS, main
+from tests.conftest import REPO
 
 
 def _no_constant(name):
@@ -68,3 +70,14 @@ def test_demo_out_on_a_file_is_one_line_error(tmp_path, capsys):
         err = capsys.readouterr().err
         assert str(out) in err and "Traceback" not in err
     assert f.read_text() == "keep"
+
+
+def test_readme_first_command_installs_and_runs_the_demo():
+    # the first command a newcomer meets (issue 14): the first indented code line of the
+    # README, and the console script it names leads to this subcommand
+    lines = (REPO / "README.md").read_text().splitlines()
+    first = next(s.strip() for s in lines if s.startswith("    ") and s.strip())
+    assert first == "pip install -e . && qkd-hw demo"
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["qkd-hw"] == "qkd_hw.cli.main:main"
+    assert "demo" in SUBCOMMANDS
