@@ -44,13 +44,15 @@ def _frames(n: int, snr: float, frames: int, rng: np.random.Generator):
         yield b, 2.0 * snr * ((1.0 - 2.0 * b) + rng.normal(size=n) / np.sqrt(snr))
 
 
-def ours(snr: float, frames: int, max_iter: int, seed: int, batch: int) -> dict[str, Any]:
-    """The qkd-hw box-plus decoder on its rate-0.1 mother code, ``batch`` frames per call
-    (the way the post-processing calls it: lock-step lanes need several frames)."""
+def ours(snr: float, frames: int, max_iter: int, seed: int, batch: int,
+         family: int | None = None) -> dict[str, Any]:
+    """The qkd-hw box-plus decoder on its rate-0.1 mother code (``family``: the
+    :data:`~qkd_hw.postprocessing.codes.FAMILIES` index, None the default), ``batch`` frames
+    per call (the way the post-processing calls it: lock-step lanes need several frames)."""
     from qkd_hw.postprocessing.codes import get_code
     from qkd_hw.postprocessing.ldpc import decode
     from qkd_hw.postprocessing.reconcile import CODE_SEED
-    code = get_code(0.1, 100_000, CODE_SEED)
+    code = get_code(0.1, 100_000, CODE_SEED, family)
     decode(code, np.zeros((1, code.n)), np.zeros((1, code.m), np.uint8), 2)   # JIT warm-up
     ok, iters, cpu = 0, [], 0.0
     gen = _frames(code.n, snr, frames, np.random.default_rng(seed))
@@ -63,13 +65,14 @@ def ours(snr: float, frames: int, max_iter: int, seed: int, batch: int) -> dict[
         ok += sum(bool(c and np.array_equal(x, b)) for c, x, b in
                   zip(res.converged, res.bits, bs, strict=True))
         iters.extend(res.iterations.tolist())
-    return {"n": code.n, "ok": ok, "iters": iters, "cpu_s": cpu}
+    return {"n": code.n, "ok": ok, "iters": iters, "cpu_s": cpu, "code": code.name}
 
 
-def theirs(snr: float, frames: int, max_iter: int, seed: int, batch: int) -> dict[str, Any]:
+def theirs(snr: float, frames: int, max_iter: int, seed: int, batch: int,
+           family: int | None = None) -> dict[str, Any]:
     """The C++ package's layered decoder on its rate-adaptive code at rate 0.1 (one frame
     per call: its interface; ``batch`` is unused)."""
-    del batch
+    del batch, family
     return _theirs(snr, frames, max_iter, seed)
 
 
@@ -97,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-iterations", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--batch", type=int, default=16, help="frames per call of our decoder")
+    ap.add_argument("--family", type=int, default=None,
+                    help="our rate-0.1 code family (codes.FAMILIES index; default: the default)")
+    ap.add_argument("--decoders", nargs="+", default=["qkd-hw", "information-reconciliation"])
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     env = environment()
@@ -105,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     for beta in args.beta:
         snr = snr_for_beta(beta)
         for name, fn in (("qkd-hw", ours), ("information-reconciliation", theirs)):
-            r = fn(snr, args.frames, args.max_iterations, args.seed, args.batch)
+            if name not in args.decoders:
+                continue
+            r = fn(snr, args.frames, args.max_iterations, args.seed, args.batch, args.family)
             err = args.frames - r["ok"]
             lo, hi = wilson(err, args.frames)
             r.update(decoder=name, beta=beta, frames=args.frames, errors=err,

@@ -6,7 +6,7 @@ touch, satisfies every check: a codeword of weight about L times the weak nodes'
 Prints, per mother code, the weak nodes and the shortest cycle among them (breadth-first
 search from every such check, stopped at the best cycle found so far).
 
-    python benchmarks/weak_cycles.py [--rate 0.1 0.05 0.02]
+    python benchmarks/weak_cycles.py [--rate 0.1 0.05 0.02] [--family N] [--length N]
 """
 
 from __future__ import annotations
@@ -70,15 +70,20 @@ def shortest_cycle(adj: dict[int, list[tuple[int, int]]]) -> int:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=float, nargs="+", default=[0.1, 0.05, 0.02])
+    ap.add_argument("--family", type=int, default=None,
+                    help="mother ensemble (codes.FAMILIES index; default: the default one)")
+    ap.add_argument("--length", type=int, default=None, help="code length (default per rate)")
     args = ap.parse_args(argv)
     for rate in args.rate:
-        p = choose_code(0.1, rate=rate)   # the unmodified mother, default length and seed
-        code = get_code(p.mother_rate, p.code_length, p.code_seed)
+        # the unmodified mother, default seed
+        p = choose_code(0.1, rate=rate, family=args.family, frame_bits=args.length)
+        code = get_code(p.mother_rate, p.code_length, p.code_seed, p.code_family)
         adj, weak, deg = weak_graph(code)
         cyc = shortest_cycle(adj)
+        short = (f"shortest weak cycle {cyc} nodes (codeword weight ~{cyc * (deg - 1):.0f})"
+                 if cyc else "no weak cycle (the weak nodes form a forest)")
         print(f"rate {rate}: {code.name}: {weak} weak nodes of mean degree {deg:.1f} on "
-              f"{len(adj)} checks; shortest weak cycle {cyc} nodes "
-              f"(codeword weight ~{cyc * (deg - 1):.0f})")
+              f"{len(adj)} checks; {short}")
 
 
 if __name__ == "__main__":

@@ -732,3 +732,68 @@ def de_fast_threshold(ens: MetEnsemble, lo: float, hi: float, tol: float = 2e-3,
     """
     st = _FastDe(ens, delta, llr_max)
     return _bisect(lambda s: st.run(s, max_iterations, target)[0], lo, hi, tol)
+
+
+def forest_ensemble(name: str, base_n: int, rate: float, n_core: int, n_weak: int,
+                    weak_type2: int, type2_per_check: float, other_type1: int = 3
+                    ) -> MetEnsemble:
+    """A three-edge-type ensemble whose weak core nodes can be placed as a forest.
+
+    Jouguet's structure with at most ``n_c1 - 1`` *weak* core nodes (two type-1 edges, i.e.
+    two edges into checks that hold no degree-one node), ``n_c1 = n_core - rate * base_n``
+    the type-1 checks: that many can form a forest on the type-1 checks, and a forest of the
+    base graph lifts to a forest, so no cycle of weak nodes (a low-weight codeword, the error
+    floor of ``benchmarks/reconciliation.md`` item 2b) exists at any lifting size. The
+    ensemble is flagged ``forest=True``; :func:`~.codes.build_code` then draws the type-1
+    matching until the weak nodes form a forest.
+
+    Parameters
+    ----------
+    name : str
+        Ensemble name.
+    base_n : int
+        Base-graph variable nodes.
+    rate : float
+        Design rate (``rate * base_n`` an integer).
+    n_core : int
+        Core (high-degree) variable nodes; the rest are degree-one nodes.
+    n_weak : int
+        Core nodes with two type-1 edges, at most ``n_c1 - 1``.
+    weak_type2 : int
+        Type-2 degree of the weak nodes.
+    type2_per_check : float
+        Mean number of core edges per type-2 check (one type-2 check per degree-one node).
+    other_type1 : int
+        Type-1 degree of the other core nodes.
+
+    Returns
+    -------
+    MetEnsemble
+    """
+    n_one = base_n - n_core
+    n_c1 = n_core - round(rate * base_n)
+    if not 0 <= n_weak < n_c1:
+        raise ValueError(f"{n_weak} weak nodes cannot form a forest on {n_c1} checks")
+    e2 = round(type2_per_check * n_one)
+    rest = e2 - n_weak * weak_type2
+    n_other = n_core - n_weak
+    lo2 = rest // n_other
+    hi_n = rest - lo2 * n_other
+    var = []
+    if n_weak:
+        var.append((n_weak, (2, weak_type2, 0)))
+    if n_other - hi_n:
+        var.append((n_other - hi_n, (other_type1, lo2, 0)))
+    if hi_n:
+        var.append((hi_n, (other_type1, lo2 + 1, 0)))
+    var.append((n_one, (0, 0, 1)))
+    e1 = 2 * n_weak + other_type1 * n_other
+    c1_lo, c1_hi_n = divmod(e1, n_c1)
+    c2_lo, c2_hi_n = divmod(e2, n_one)
+    checks = [(cnt, d) for cnt, d in ((n_c1 - c1_hi_n, (c1_lo, 0, 0)),
+                                       (c1_hi_n, (c1_lo + 1, 0, 0)),
+                                       (n_one - c2_hi_n, (0, c2_lo, 1)),
+                                       (c2_hi_n, (0, c2_lo + 1, 1))) if cnt]
+    ens = MetEnsemble(name, base_n, tuple(var), tuple(checks), forest=True)
+    ens.validate()
+    return ens

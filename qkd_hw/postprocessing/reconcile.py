@@ -41,7 +41,7 @@ import numpy as np
 
 from qkd_hw.errors import ReconciliationError
 from qkd_hw.postprocessing import multidim
-from qkd_hw.postprocessing.codes import ENSEMBLES, LdpcCode, get_code
+from qkd_hw.postprocessing.codes import DEFAULT_FAMILY, ENSEMBLES, LdpcCode, ensemble, get_code
 from qkd_hw.postprocessing.ldpc import decode
 
 __all__ = ["MAX_PUNCTURED", "AliceReconciler", "BobReconciler", "ReconciliationParams",
@@ -91,6 +91,9 @@ class ReconciliationParams:
         Seed of the code construction and of the shortened/punctured positions.
     punctured : int
         Punctured (untransmitted, not key) degree-one positions ``p``.
+    code_family : int, optional
+        Mother ensemble of that rate (:data:`.codes.FAMILIES`); None: the default one
+        (:data:`.codes.DEFAULT_FAMILY`), resolved to its number on construction.
     """
 
     dimension: int
@@ -102,6 +105,7 @@ class ReconciliationParams:
     shortened: int = 0
     code_seed: int = CODE_SEED
     punctured: int = 0
+    code_family: int | None = None
 
     def __post_init__(self) -> None:
         if self.dimension not in multidim.DIMENSIONS:
@@ -110,10 +114,17 @@ class ReconciliationParams:
         if self.mother_rate not in ENSEMBLES:
             raise ReconciliationError(f"mother_rate must be one of {sorted(ENSEMBLES)}, "
                                       f"got {self.mother_rate}")
-        if self.code_length <= 0 or self.code_length % ENSEMBLES[self.mother_rate].base_n:
+        if self.code_family is None:
+            object.__setattr__(self, "code_family", DEFAULT_FAMILY[self.mother_rate])
+        try:
+            ens = ensemble(self.mother_rate, self.code_family)
+        except ValueError as exc:
+            raise ReconciliationError(str(exc)) from None
+        if self.code_length <= 0 or self.code_length % ens.base_n:
             raise ReconciliationError(f"code_length {self.code_length} is not a positive "
-                                      f"multiple of {ENSEMBLES[self.mother_rate].base_n}")
-        if not 0 <= self.shortened < _dimension_k(self.mother_rate, self.code_length):
+                                      f"multiple of {ens.base_n}")
+        k = _dimension_k(self.mother_rate, self.code_length, self.code_family)
+        if not 0 <= self.shortened < k:
             raise ReconciliationError(f"shortened={self.shortened} out of range")
         if not 0 <= self.punctured < self.code_length - self.shortened:
             raise ReconciliationError(f"punctured={self.punctured} out of range")
@@ -126,7 +137,6 @@ class ReconciliationParams:
                                       f"dimension {self.dimension}")
         if self.max_iterations < 1:
             raise ReconciliationError(f"max_iterations must be >= 1, got {self.max_iterations}")
-        k = _dimension_k(self.mother_rate, self.code_length)
         if not math.isclose(self.rate, effective_rate(k, self.code_length, self.shortened,
                                                       self.punctured), rel_tol=1e-9):
             raise ReconciliationError(f"rate={self.rate} is not (K - s)/(N - s - p) of these "
@@ -139,15 +149,16 @@ def effective_rate(k: int, n: int, shortened: int, punctured: int) -> float:
     return (k - shortened) / (n - shortened - punctured)
 
 
-def _dimension_k(mother_rate: float, n: int) -> int:
+def _dimension_k(mother_rate: float, n: int, family: int | None = None) -> int:
     """Design dimension ``K = N - M`` of the mother code of length ``n`` (a rank-deficient
     ``H`` has a larger one; the leakage counts every syndrome bit sent either way)."""
-    e = ENSEMBLES[mother_rate]
+    e = ensemble(mother_rate, family)
     return n - e.base_m * (n // e.base_n)
 
 
 def _code(params: ReconciliationParams) -> LdpcCode:
-    return get_code(params.mother_rate, params.code_length, params.code_seed)
+    return get_code(params.mother_rate, params.code_length, params.code_seed,
+                    params.code_family)
 
 
 @dataclass(frozen=True, eq=False)
@@ -205,7 +216,8 @@ def _key_positions(params: ReconciliationParams) -> np.ndarray:
 
 
 def adapt_code(mother_rate: float, target_rate: float | None, *, frame_bits: int | None = None,
-               dimension: int = 8, max_iterations: int = 500) -> ReconciliationParams:
+               dimension: int = 8, max_iterations: int = 500,
+               family: int | None = None) -> ReconciliationParams:
     """Shorten (target below the mother rate) or puncture (above) a mother code to a rate.
 
     ``s = ceil((K - R N) / (1 - R))`` shortened positions, or ``p = floor(N - K / R)``
@@ -222,6 +234,8 @@ def adapt_code(mother_rate: float, target_rate: float | None, *, frame_bits: int
         Mother code length ``N`` (default :data:`DEFAULT_LENGTH`).
     dimension, max_iterations : int
         As in :class:`ReconciliationParams`.
+    family : int, optional
+        Mother ensemble of that rate (:data:`.codes.FAMILIES`; None: the default).
 
     Returns
     -------
@@ -232,12 +246,16 @@ def adapt_code(mother_rate: float, target_rate: float | None, *, frame_bits: int
                                   f"{sorted(ENSEMBLES)}")
     if target_rate is not None and not (math.isfinite(target_rate) and 0.0 < target_rate < 1.0):
         raise ReconciliationError(f"target rate must be in (0, 1), got {target_rate!r}")
+    try:
+        ens = ensemble(mother_rate, family)
+    except ValueError as exc:
+        raise ReconciliationError(str(exc)) from None
     n = DEFAULT_LENGTH[mother_rate] if frame_bits is None else int(frame_bits)
-    if n <= 0 or n % ENSEMBLES[mother_rate].base_n or n % dimension:
+    if n <= 0 or n % ens.base_n or n % dimension:
         raise ReconciliationError(f"frame_bits={frame_bits} must be a positive multiple of "
-                                  f"{ENSEMBLES[mother_rate].base_n} and of {dimension} for the "
+                                  f"{ens.base_n} and of {dimension} for the "
                                   f"rate-{mother_rate} code")
-    k = _dimension_k(mother_rate, n)
+    k = _dimension_k(mother_rate, n, family)
     s = p = 0
     if target_rate is None:
         pass
@@ -255,12 +273,12 @@ def adapt_code(mother_rate: float, target_rate: float | None, *, frame_bits: int
     return ReconciliationParams(dimension=dimension, rate=effective_rate(k, n, s, p),
                                 frame_bits=n - s - p, max_iterations=max_iterations,
                                 mother_rate=mother_rate, code_length=n, shortened=s,
-                                punctured=p)
+                                punctured=p, code_family=family)
 
 
 def choose_code(snr: float, *, frame_bits: int | None = None, dimension: int = 8,
                 max_iterations: int = 500, beta: float | None = None,
-                rate: float | None = None) -> ReconciliationParams:
+                rate: float | None = None, family: int | None = None) -> ReconciliationParams:
     """Pick the mother code and its shortening/puncturing for an SNR (per real dimension).
 
     The target rate is ``R_t = beta * C(snr)``. Without ``rate``, the mother code is the
@@ -288,6 +306,8 @@ def choose_code(snr: float, *, frame_bits: int | None = None, dimension: int = 8
         (its measured operating point).
     rate : float, optional
         Mother code rate (0.1, 0.05 or 0.02).
+    family : int, optional
+        Mother ensemble of the chosen rate (:data:`.codes.FAMILIES`; None: the default).
 
     Returns
     -------
@@ -322,7 +342,7 @@ def choose_code(snr: float, *, frame_bits: int | None = None, dimension: int = 8
     if target is not None and target > mother:
         target = min(target, mother / (1.0 - MAX_PUNCTURED))
     return adapt_code(mother, target, frame_bits=frame_bits, dimension=dimension,
-                      max_iterations=max_iterations)
+                      max_iterations=max_iterations, family=family)
 
 
 def params_message(params: ReconciliationParams) -> dict[str, float | int]:
@@ -330,7 +350,7 @@ def params_message(params: ReconciliationParams) -> dict[str, float | int]:
     return {"dimension": params.dimension, "max_iterations": params.max_iterations,
             "mother_rate": params.mother_rate, "code_length": params.code_length,
             "shortened": params.shortened, "punctured": params.punctured,
-            "code_seed": params.code_seed}
+            "code_seed": params.code_seed, "code_family": params.code_family}
 
 
 def params_from_message(payload: dict) -> ReconciliationParams:
@@ -341,22 +361,29 @@ def params_from_message(payload: dict) -> ReconciliationParams:
             "punctured", "code_seed")}
     except KeyError as exc:
         raise ReconciliationError(f"code message lacks {exc.args[0]!r}") from None
+    # announcements recorded before code families existed named the first ensemble
+    v["code_family"] = np.asarray(payload.get("code_family", 0)).item()
     ints = {k: int(x) for k, x in v.items() if k != "mother_rate"}
     if any(ints[k] != v[k] for k in ints):
         raise ReconciliationError(f"code message: non-integer count in {v}")
     mother = float(v["mother_rate"])
-    n, s, p = ints["code_length"], ints["shortened"], ints["punctured"]
-    if mother not in ENSEMBLES or n <= 0 or n % ENSEMBLES[mother].base_n:
-        raise ReconciliationError(f"code message: no mother code of rate {mother} and "
-                                  f"length {n}")
-    k = _dimension_k(mother, n)
+    n, s, p, fam = (ints["code_length"], ints["shortened"], ints["punctured"],
+                    ints["code_family"])
+    try:
+        ens = ensemble(mother, fam)
+    except ValueError:
+        ens = None
+    if ens is None or n <= 0 or n % ens.base_n:
+        raise ReconciliationError(f"code message: no mother code of rate {mother}, family "
+                                  f"{fam} and length {n}")
+    k = _dimension_k(mother, n, fam)
     if not (0 <= s < k and 0 <= p < n - s):
         raise ReconciliationError(f"code message: shortened={s}, punctured={p} out of range "
                                   f"for N={n}, K={k}")
     return ReconciliationParams(dimension=ints["dimension"], rate=effective_rate(k, n, s, p),
                                 frame_bits=n - s - p, max_iterations=ints["max_iterations"],
                                 mother_rate=mother, code_length=n, shortened=s,
-                                code_seed=ints["code_seed"], punctured=p)
+                                code_seed=ints["code_seed"], punctured=p, code_family=fam)
 
 
 def leakage_bits(params: ReconciliationParams) -> int:

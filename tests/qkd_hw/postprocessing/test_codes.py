@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qkd_hw.postprocessing.codes import ENSEMBLES, MetEnsemble, build_code
+from qkd_hw.postprocessing.codes import ENSEMBLES, FAMILIES, MetEnsemble, build_code
+
+# every mother ensemble, default or not (old announcements still name them)
+ALL = [e for r in sorted(FAMILIES) for e in FAMILIES[r]]
 
 
 def _degree_histograms(code, n_types):
@@ -30,9 +33,9 @@ def _spec(types, z):
     return out
 
 
-@pytest.mark.parametrize("rate", sorted(ENSEMBLES))
-def test_built_code_has_the_ensemble_degree_distribution(rate):
-    ens = ENSEMBLES[rate]
+@pytest.mark.parametrize("ens", ALL, ids=lambda e: e.name)
+def test_built_code_has_the_ensemble_degree_distribution(ens):
+    rate = round(ens.rate, 6)
     z = 20
     code = build_code(ens, ens.base_n * z, seed=3)
     n_types = len(ens.var_types[0][1])
@@ -86,21 +89,19 @@ def _four_cycle_pairs(code) -> int:
     return int((g.data[off] >= 2).sum())
 
 
-@pytest.mark.parametrize("rate", [0.1, 0.05])
-def test_lifted_code_has_no_four_cycles(rate):
+@pytest.mark.parametrize("ens", [e for e in ALL if e.rate > 0.04], ids=lambda e: e.name)
+def test_lifted_code_has_no_four_cycles(ens):
     # 1e5 bits (rate 0.1: its default length); the rate-0.02 base graph has only 28
     # core nodes of degree ~93 and needs its default lifting size 1000 (no 4-cycle there,
     # checked outside the suite: the product H^T H of a 1e6-bit code takes ~10 s)
-    ens = ENSEMBLES[rate]
     code = build_code(ens, 100_000, seed=20111213)
     assert _four_cycle_pairs(code) == 0
 
 
-@pytest.mark.parametrize("rate", sorted(ENSEMBLES))
-def test_small_frame_of_each_code_decodes_at_a_comfortable_snr(rate):
+@pytest.mark.parametrize("ens", ALL, ids=lambda e: e.name)
+def test_small_frame_of_each_code_decodes_at_a_comfortable_snr(ens):
     from qkd_hw.postprocessing.ldpc import decode
 
-    ens = ENSEMBLES[rate]
     code = build_code(ens, max(ens.base_n * 20, 20_000), seed=20111213)
     snr = 2 ** (2 * code.rate / 0.75) - 1           # beta 0.75
     rng = np.random.default_rng(5)
@@ -110,3 +111,50 @@ def test_small_frame_of_each_code_decodes_at_a_comfortable_snr(rate):
     res = decode(code, llr, np.stack([code.syndrome(b) for b in bits]), 200)
     assert res.converged.all()
     np.testing.assert_array_equal(res.bits, bits)
+
+
+def _weak_graph_cycles(code) -> int:
+    """Independent cycle count (edges - vertices + components) of the graph whose vertices are
+    the checks holding no degree-one node and whose edges are the *weak* variable nodes (exactly
+    two edges into such checks); 0 iff the weak nodes form a forest (no low-weight codeword
+    made of a weak cycle and the degree-one nodes of the checks it touches)."""
+    from scipy import sparse
+    from scipy.sparse.csgraph import connected_components
+
+    chk = np.repeat(np.arange(code.m), np.diff(code.check_ptr))
+    deg = np.bincount(code.check_var, minlength=code.n)
+    held = np.zeros(code.m, dtype=bool)
+    held[chk[deg[code.check_var] == 1]] = True
+    free = ~held[chk]
+    per_v = np.bincount(code.check_var[free], minlength=code.n)
+    sel = free & (per_v[code.check_var] == 2)
+    order = np.argsort(code.check_var[sel], kind="stable")
+    a, b = chk[sel][order].reshape(-1, 2).T
+    touched = np.unique(np.concatenate([a, b]))
+    idx = np.searchsorted(touched, np.concatenate([a, b]))
+    g = sparse.coo_matrix((np.ones(a.size), (idx[:a.size], idx[a.size:])),
+                          shape=(touched.size, touched.size))
+    n_comp = connected_components(g, directed=False)[0]
+    return int(a.size - touched.size + n_comp)
+
+
+def test_forest_family_has_no_weak_cycle_and_the_first_one_has():
+    forest = FAMILIES[0.1][1]
+    assert forest.forest
+    for n, seed in ((forest.base_n * 20, 3), (100_000, 20111213)):
+        assert _weak_graph_cycles(build_code(forest, n, seed)) == 0
+    # the first rate-0.1 ensemble (12 weak nodes on 4 checks) has them at any lifting
+    assert _weak_graph_cycles(build_code(FAMILIES[0.1][0], 100_000, 20111213)) > 0
+
+
+@pytest.mark.parametrize(("rate", "digest"), [(0.1, "76eead24d549"), (0.05, "e43fca4c5da6"),
+                                               (0.02, "45fd8b29fb7e")])
+def test_family_0_codes_are_unchanged(rate, digest):
+    # recorded transcripts announce family-0 codes by (rate, length, seed) only: their
+    # construction must not move (digests of main 8dd724a, before code families existed)
+    import hashlib
+
+    ens = FAMILIES[rate][0]
+    c = build_code(ens, ens.base_n * 20, 20111213)
+    got = hashlib.sha1(c.check_var.tobytes() + c.check_ptr.tobytes()).hexdigest()[:12]
+    assert got == digest

@@ -90,3 +90,16 @@ def test_fast_de_agrees_with_the_reference_de():
     for sigma, expected in ((2.0, True), (2.5, False)):
         assert design.de_converges(SMALL_MET, sigma, **grid) is expected
         assert design.de_fast_run(SMALL_MET, sigma, **grid)[0] is expected
+
+
+def test_forest_ensemble_is_the_shipped_rate_01_default_and_refuses_a_cycle():
+    from qkd_hw.postprocessing.codes import ENSEMBLES, FAMILIES
+    from qkd_hw.postprocessing.design import forest_ensemble
+
+    e = forest_ensemble("met-r0.10f", 200, 0.1, 25, 4, 25, 2.95)
+    assert e == FAMILIES[0.1][1] == ENSEMBLES[0.1]
+    assert e.rate == pytest.approx(0.1, abs=1e-12)
+    # weak nodes: exactly two type-1 sockets; 5 type-1 checks hold at most 4 in a forest
+    assert sum(c for c, d in e.var_types if d[0] == 2) == 4
+    with pytest.raises(ValueError, match="forest"):
+        forest_ensemble("x", 200, 0.1, 25, 5, 25, 2.95)

@@ -189,6 +189,29 @@ def test_code_message_is_validated():
         params_from_message(dict(msg, shortened=1.5))
 
 
+def test_code_family_is_announced_and_old_announcements_name_family_0():
+    from qkd_hw.postprocessing.codes import FAMILIES
+
+    assert len(FAMILIES[0.1]) >= 2
+    for fam in range(len(FAMILIES[0.1])):
+        params = adapt_code(0.1, 0.06, frame_bits=N, family=fam)
+        msg = params_message(params)
+        assert msg["code_family"] == fam
+        back = params_from_message(msg)
+        assert back == params
+        assert reconcile._code(back).name.startswith(FAMILIES[0.1][fam].name + "-n")
+    # announcements recorded before families existed carry no code_family: the first ensemble
+    old = {k: v for k, v in params_message(adapt_code(0.1, 0.06, frame_bits=N, family=1)).items()
+           if k != "code_family"}
+    assert params_from_message(old).code_family == 0
+    name = reconcile._code(params_from_message(old)).name
+    assert name == f"met-r0.10-n{N}-s{reconcile.CODE_SEED}"
+    with pytest.raises(ReconciliationError, match="family"):
+        params_from_message(dict(msg, code_family=len(FAMILIES[0.1])))
+    with pytest.raises(ReconciliationError, match="family"):
+        adapt_code(0.1, 0.06, frame_bits=N, family=-1)
+
+
 def test_postprocess_reports_the_adapted_code(tmp_path: Path) -> None:
     # snr ~0.79 per quadrature; the rate-0.1 code punctured to beta 0.33 (rate ~0.139, 28 %)
     raw = make_raw_key(tmp_path / "raw.h5", 8_000, va=5.0, T=0.5, xi=0.01, vel=0.1, eta=0.7)
