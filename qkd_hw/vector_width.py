@@ -6,7 +6,7 @@ code on older Xeons), and numba compiles for the host's CPU name with that tunin
 the flag off (``NUMBA_CPU_FEATURES`` = the host's features + ``-prefer-256-bit``) lets the
 matched filter's loops run in zmm registers: on this project's Xeon the matched filter takes
 -21 % time and the whole receiver ~9 % less CPU, its outputs moved at float32 rounding only
-(figures and the penalty table: ``benchmarks/README.md`` section 8b).
+(figures and the penalty table: ``benchmarks/README.md`` section 8c).
 
 numba reads ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` once, before its first compilation,
 so the setting belongs to a program's entry point, before numba is imported: :func:`apply`,
