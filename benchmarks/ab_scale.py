@@ -33,12 +33,11 @@ from benchmarks.common import write_json
 from qkd_hw.vector_width import caller_environ
 
 _CHILD = """
-import json, sys, time
-try:  # the tree's own vector width, as its qkd-hw sets it (before issue 18: LLVM's default)
+import json, os, sys, time
+# the tree's own vector width, as its qkd-hw sets it (before issue 18: LLVM's default); the
+# file test, not an ImportError, since an editable install would lend an old tree its module
+if os.path.isfile(os.path.join("qkd_hw", "vector_width.py")):  # cwd = the tree
     from qkd_hw.vector_width import apply
-except ImportError:
-    pass
-else:
     apply()
 import numba
 from qkd_hw.receiver import process_recording

@@ -205,11 +205,11 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = json.loads((argv if argv is not None else sys.argv[1:])[0])
     try:
-        try:  # the measured tree's own vector width (one from before issue 18: LLVM's)
+        # the measured tree's own vector width (one from before issue 18: LLVM's); the file
+        # test, not an ImportError, since an editable install lends an old tree its module
+        import qkd_hw
+        if (Path(qkd_hw.__file__).parent / "vector_width.py").is_file():
             from qkd_hw.vector_width import apply
-        except ImportError:
-            pass
-        else:
             apply()
         out = measure(spec)
     except (QkdHwError, OSError, ValueError) as exc:
