@@ -47,10 +47,13 @@ def test_link_check_recovers_the_truth(physics: dict, voa_db: float, tmp_path) -
 
 
 def test_link_check_fails_a_noisy_channel(tmp_path) -> None:
-    # xi = 0.4 SNU: far above the 0.05 threshold, and no key at T = 0.32
+    # xi = 0.4 SNU: far above the 0.05 threshold, and no key at T = 0.32. The xi check fails
+    # when xi - 2 sd > 0.05; Alice's symbols come from `secrets`, so the size must decide:
+    # sd 0.10 at 4e4 symbols / 2e5 noise samples (xi would need > 0.25: missed ~7 % of runs,
+    # once in CI), 0.056 at 1e5 / 1e6 (xi > 0.16, 4.2 sd below the truth)
     with virtual(excess_noise_snu=0.4) as (cfg, vlab):
         ph = vlab.physics
-        opt = LinkOptions(n_symbols=40_000, noise_samples=200_000, tap_db=ph.power_meter_tap_db,
+        opt = LinkOptions(n_symbols=100_000, noise_samples=1_000_000, tap_db=ph.power_meter_tap_db,
                           tx_attenuation_db=ph.tx_attenuation_db, out_dir=tmp_path, seed=3)
         rec = run_procedure("link", cfg, lambda s, r: measure_link(s, r, opt), options={},
                             out_dir=tmp_path)
