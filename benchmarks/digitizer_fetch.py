@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+if __package__ in (None, ""):   # `python benchmarks/digitizer_fetch.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from drivers.emulators.keysight_infiniium import InfiniiumEmulator, default_pattern
 from drivers.keysight_infiniium import KeysightInfiniium

@@ -30,9 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+if __package__ in (None, ""):   # `python benchmarks/mf_span.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 

@@ -15,6 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+if __package__ in (None, ""):   # `python benchmarks/pilot_window_noise.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import numpy as np
 
 from benchmarks.dsp_penalty import matrix

@@ -20,7 +20,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
+from pathlib import Path
+
+if __package__ in (None, ""):   # `python benchmarks/reconciliation_efficiency.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
