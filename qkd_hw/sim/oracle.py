@@ -41,7 +41,7 @@ from qkd_hw.sim.params import SimParams
 from qkd_hw.sim.pulse import truncated_rrc
 from qkd_hw.sim.simulate import true_phase
 from qkd_hw.sim.waveform import NJIT_PARALLEL
-from qkd_hw.trace_io import TraceReader, Truth, read_truth, read_truth_dataset
+from qkd_hw.trace_io import TraceReader, read_truth, read_truth_dataset
 
 #: table resolution of the oracle's matched filter (points per symbol, linear interpolation)
 MF_TABLE_RESOLUTION = 4096
@@ -222,7 +222,7 @@ def oracle_receive(
     theta = read_truth_dataset(path, "phase_rad")
     theta = true_phase(params, seed, stop) if theta is None else np.asarray(theta[:stop],
                                                                            np.float64)
-    return oracle_from_arrays(signal, shot, elec, symbols, params, theta, truth=truth,
+    return oracle_from_arrays(signal, shot, elec, symbols, params, theta,
                               phase_lowpass_hz=phase_lowpass_hz,
                               phase_estimate_rad=phase_estimate_rad, remove_pilots=remove_pilots,
                               keep_symbols=keep_symbols)
@@ -236,7 +236,6 @@ def oracle_from_arrays(
     params: SimParams,
     theta: np.ndarray,
     *,
-    truth: Truth | None = None,
     phase_lowpass_hz: float | None = None,
     phase_estimate_rad: np.ndarray | None = None,
     remove_pilots: bool | str = True,
