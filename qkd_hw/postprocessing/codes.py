@@ -126,6 +126,27 @@ _R10F = MetEnsemble(
     ((4, (14, 0, 0)), (1, (15, 0, 0)), (9, (0, 2, 1)), (166, (0, 3, 1))),
     forest=True,
 )
+# SCREENING (issue 16, to be settled): rate 0.1 on a 1000-node base graph, 125 core nodes on
+# 25 type-1 checks, weak nodes of type-2 degree 21, 2.95 core edges per type-2 check
+# (design.girth_ensemble; benchmarks/weak_girth_design.py).
+_R10T = MetEnsemble(
+    "met-r0.10t", 1000,
+    ((24, (2, 21, 0)), (44, (3, 20, 0)), (57, (3, 21, 0)), (875, (0, 0, 1))),
+    ((24, (14, 0, 0)), (1, (15, 0, 0)), (44, (0, 2, 1)), (831, (0, 3, 1))),
+    weak_girth=True,
+)
+_R10G = MetEnsemble(
+    "met-r0.10g", 1000,
+    ((30, (2, 21, 0)), (44, (3, 20, 0)), (51, (3, 21, 0)), (875, (0, 0, 1))),
+    ((5, (13, 0, 0)), (20, (14, 0, 0)), (44, (0, 2, 1)), (831, (0, 3, 1))),
+    weak_girth=True,
+)
+_R10H = MetEnsemble(
+    "met-r0.10h", 1000,
+    ((36, (2, 21, 0)), (44, (3, 20, 0)), (45, (3, 21, 0)), (875, (0, 0, 1))),
+    ((11, (13, 0, 0)), (14, (14, 0, 0)), (44, (0, 2, 1)), (831, (0, 3, 1))),
+    weak_girth=True,
+)
 #: discretised-DE threshold per ensemble name: (sigma that converges, (beta low, beta high))
 DE_THRESHOLD: dict[str, tuple[float, tuple[float, float]]] = {
     "met-r0.10": (2.5470, (0.9670, 0.9690)),
@@ -136,7 +157,8 @@ DE_THRESHOLD: dict[str, tuple[float, tuple[float, float]]] = {
 #: every mother ensemble per design rate, indexed by the ``code_family`` number announced in
 #: the public code message; new ensembles are appended, never reordered, so a recorded
 #: announcement (family 0 when it names none) keeps naming the code it was decoded with
-FAMILIES: dict[float, tuple[MetEnsemble, ...]] = {0.1: (_R10, _R10F), 0.05: (_R05,),
+FAMILIES: dict[float, tuple[MetEnsemble, ...]] = {0.1: (_R10, _R10F, _R10T, _R10G, _R10H),
+                                                  0.05: (_R05,),
                                                   0.02: (_R02,)}
 #: family used for new reconciliations per design rate
 DEFAULT_FAMILY: dict[float, int] = {0.1: 1, 0.05: 0, 0.02: 0}
@@ -312,7 +334,8 @@ def _weak_peg(vs: np.ndarray, cs: np.ndarray, n_c1: int, rng: np.random.Generato
     ``n_c1`` type-1 checks, placed one by one PEG-like (Hu et al. 2005 on this graph): the
     first end on a check with the most weak sockets left, the second on the check farthest
     from it (unreachable first) that is not yet its neighbour, ties by sockets left, then at
-    random; every check takes ``2 n_weak / n_c1`` weak sockets (floor or ceiling). The other
+    random; every check takes ``2 n_weak / n_c1`` weak sockets (floor or ceiling); with fewer
+    weak nodes than checks the result must be a forest (else redrawn). The other
     sockets of each check (``cs`` holds every check's type-1 degree) are matched to the other
     core nodes at random. Redrawn (new order) if the weak graph gets stuck.
     """
@@ -355,7 +378,8 @@ def _weak_peg(vs: np.ndarray, cs: np.ndarray, n_c1: int, rng: np.random.Generato
             adj[b].add(a)
             quota[a] -= 1
             quota[b] -= 1
-        if ok:
+        # fewer weak nodes than checks: a forest (no weak cycle at any lifting) or redraw
+        if ok and (n_w >= n_c1 or _weak_forest(np.repeat(np.arange(n_w), 2), ends.ravel())):
             break
     else:
         raise ValueError("no PEG placement of the weak nodes found")
