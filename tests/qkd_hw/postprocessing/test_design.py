@@ -103,3 +103,17 @@ def test_forest_ensemble_is_the_shipped_rate_01_default_and_refuses_a_cycle():
     assert sum(c for c, d in e.var_types if d[0] == 2) == 4
     with pytest.raises(ValueError, match="forest"):
         forest_ensemble("x", 200, 0.1, 25, 5, 25, 2.95)
+
+
+def test_girth_ensembles_are_the_shipped_rate_01_families():
+    from qkd_hw.postprocessing.codes import FAMILIES
+    from qkd_hw.postprocessing.design import girth_ensemble
+
+    for fam, n_weak in ((2, 30), (3, 36)):
+        e = girth_ensemble(FAMILIES[0.1][fam].name, 1000, 0.1, 125, n_weak, 21, 2.95)
+        assert e == FAMILIES[0.1][fam] and e.weak_girth and not e.forest
+        assert e.rate == pytest.approx(0.1, abs=1e-12)
+        assert sum(c for c, d in e.var_types if d[0] == 2) == n_weak
+    # 25 type-1 checks: at most 25 * 24 / 2 weak nodes without two on one pair of checks
+    with pytest.raises(ValueError, match="parallel"):
+        girth_ensemble("x", 1000, 0.1, 125, 301, 21, 2.95)
