@@ -134,7 +134,9 @@ _R10F = MetEnsemble(
 # met-r0.10g: 30 weak nodes (weak-graph mean degree 2.4), DE beta 0.962-0.963, shortest
 # lifted weak cycle 20 nodes at 1e5 and 1e6 bits (weight ~440).
 # met-r0.10h: 36 weak nodes (mean degree 2.9), DE 0.965-0.967, shortest weak cycle 15 nodes
-# at 1e5 bits, 18 at 1e6 (weight ~330 / ~400).
+# at 1e5 bits, 18 at 1e6 (weight ~330 / ~400). Paired FER on 1e6-bit frames at beta 0.94:
+# met-r0.10h 2/128, met-r0.10g 4/128, met-r0.10f 32/64 (4 wrong words of distance 126); no
+# wrong word of g or h: met-r0.10h is the default since 2026-12-07 (later).
 _R10G = MetEnsemble(
     "met-r0.10g", 1000,
     ((30, (2, 21, 0)), (44, (3, 20, 0)), (51, (3, 21, 0)), (875, (0, 0, 1))),
@@ -163,7 +165,7 @@ FAMILIES: dict[float, tuple[MetEnsemble, ...]] = {0.1: (_R10, _R10F, _R10G, _R10
                                                   0.05: (_R05,),
                                                   0.02: (_R02,)}
 #: family used for new reconciliations per design rate
-DEFAULT_FAMILY: dict[float, int] = {0.1: 1, 0.05: 0, 0.02: 0}
+DEFAULT_FAMILY: dict[float, int] = {0.1: 3, 0.05: 0, 0.02: 0}
 #: default mother ensemble per design rate
 ENSEMBLES: dict[float, MetEnsemble] = {r: FAMILIES[r][DEFAULT_FAMILY[r]] for r in FAMILIES}
 

@@ -73,7 +73,7 @@ def test_unbalanced_ensemble_and_bad_length_are_refused():
     bad = MetEnsemble("bad", 2, ((2, (3,)),), ((1, (5,)),))
     with pytest.raises(ValueError, match="edge type 1"):
         build_code(bad, 20, 0)
-    with pytest.raises(ValueError, match="multiple of 200"):
+    with pytest.raises(ValueError, match="multiple of 1000"):
         build_code(ENSEMBLES[0.1], 1100, 0)
 
 
