@@ -26,7 +26,10 @@ turn it into the SNR and ``beta = R / (1/2 log2(1 + SNR))`` used by the reconcil
 multidimensional reconciliation turns the Gaussian channel into a binary-input one).
 
 :func:`optimise_jouguet` searches the three-edge-type structure of Jouguet et al. (PRA 84,
-062317 (2011)) with the Gaussian approximation.
+062317 (2011)) with the Gaussian approximation. :func:`forest_ensemble` and
+:func:`girth_ensemble` give that structure with a chosen number of *weak* core nodes (two
+type-1 edges), placed by :func:`~.codes.build_code` as a forest or for a long lifted weak
+girth (the error floor of ``benchmarks/reconciliation.md``).
 """
 
 from __future__ import annotations
