@@ -135,7 +135,7 @@ _R10F = MetEnsemble(
 # lifted weak cycle 20 nodes at 1e5 and 1e6 bits (weight ~440).
 # met-r0.10h: 36 weak nodes (mean degree 2.9), DE 0.965-0.967, shortest weak cycle 15 nodes
 # at 1e5 bits, 18 at 1e6 (weight ~330 / ~400). Paired FER on 1e6-bit frames at beta 0.94:
-# met-r0.10h 2/128, met-r0.10g 4/128, met-r0.10f 32/64 (4 wrong words of distance 126); no
+# met-r0.10h 2/200, met-r0.10g 7/192, met-r0.10f 32/64 (4 wrong words of distance 126); no
 # wrong word of g or h: met-r0.10h is the default since 2026-12-07 (later).
 _R10G = MetEnsemble(
     "met-r0.10g", 1000,
