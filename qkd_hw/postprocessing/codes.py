@@ -47,6 +47,9 @@ class MetEnsemble:
     forest : bool
         Place the weak nodes (two type-1 edges) as a forest on the type-1 checks
         (:func:`build_code` redraws the type-1 matching until they form one).
+    weak_girth : bool
+        Place the weak nodes PEG-like on the type-1 checks and choose their circulant shifts
+        for a long lifted weak girth (:func:`build_code`).
     """
 
     name: str
@@ -54,6 +57,7 @@ class MetEnsemble:
     var_types: tuple[tuple[int, tuple[int, ...]], ...]
     check_types: tuple[tuple[int, tuple[int, ...]], ...]
     forest: bool = False
+    weak_girth: bool = False
 
     @property
     def base_m(self) -> int:
@@ -122,20 +126,46 @@ _R10F = MetEnsemble(
     ((4, (14, 0, 0)), (1, (15, 0, 0)), (9, (0, 2, 1)), (166, (0, 3, 1))),
     forest=True,
 )
+# Rate 0.1 with more weak nodes but no short weak cycle (issue 16; benchmarks/reconciliation.md,
+# top section): a 1000-node base graph, 125 core nodes on 25 type-1 checks, weak nodes of
+# type-2 degree 21, 2.95 core edges per type-2 check (design.girth_ensemble, parameters from
+# benchmarks/weak_girth_design.py). build_code places the weak nodes PEG-like on the type-1
+# checks and picks their shifts by QC-PEG on the lifted weak graph (weak_girth=True).
+# met-r0.10g: 30 weak nodes (weak-graph mean degree 2.4), DE beta 0.962-0.963, shortest
+# lifted weak cycle 20 nodes at 1e5 and 1e6 bits (weight ~440).
+# met-r0.10h: 36 weak nodes (mean degree 2.9), DE 0.965-0.967, shortest weak cycle 15 nodes
+# at 1e5 bits, 18 at 1e6 (weight ~330 / ~400). Paired FER on 1e6-bit frames at beta 0.94:
+# met-r0.10h 2/200, met-r0.10g 7/192, met-r0.10f 32/64 (4 wrong words of distance 126); no
+# wrong word of g or h: met-r0.10h is the default since 2026-12-07 (later).
+_R10G = MetEnsemble(
+    "met-r0.10g", 1000,
+    ((30, (2, 21, 0)), (44, (3, 20, 0)), (51, (3, 21, 0)), (875, (0, 0, 1))),
+    ((5, (13, 0, 0)), (20, (14, 0, 0)), (44, (0, 2, 1)), (831, (0, 3, 1))),
+    weak_girth=True,
+)
+_R10H = MetEnsemble(
+    "met-r0.10h", 1000,
+    ((36, (2, 21, 0)), (44, (3, 20, 0)), (45, (3, 21, 0)), (875, (0, 0, 1))),
+    ((11, (13, 0, 0)), (14, (14, 0, 0)), (44, (0, 2, 1)), (831, (0, 3, 1))),
+    weak_girth=True,
+)
 #: discretised-DE threshold per ensemble name: (sigma that converges, (beta low, beta high))
 DE_THRESHOLD: dict[str, tuple[float, tuple[float, float]]] = {
     "met-r0.10": (2.5470, (0.9670, 0.9690)),
     "met-r0.10f": (2.5228, (0.9500, 0.9520)),
+    "met-r0.10g": (2.5394, (0.9616, 0.9630)),
+    "met-r0.10h": (2.5443, (0.9650, 0.9665)),
     "met-r0.05": (3.6368, (0.9510, 0.9550)),
     "met-r0.02": (5.8511, (0.9630, 0.9670)),
 }
 #: every mother ensemble per design rate, indexed by the ``code_family`` number announced in
 #: the public code message; new ensembles are appended, never reordered, so a recorded
 #: announcement (family 0 when it names none) keeps naming the code it was decoded with
-FAMILIES: dict[float, tuple[MetEnsemble, ...]] = {0.1: (_R10, _R10F), 0.05: (_R05,),
+FAMILIES: dict[float, tuple[MetEnsemble, ...]] = {0.1: (_R10, _R10F, _R10G, _R10H),
+                                                  0.05: (_R05,),
                                                   0.02: (_R02,)}
 #: family used for new reconciliations per design rate
-DEFAULT_FAMILY: dict[float, int] = {0.1: 1, 0.05: 0, 0.02: 0}
+DEFAULT_FAMILY: dict[float, int] = {0.1: 3, 0.05: 0, 0.02: 0}
 #: default mother ensemble per design rate
 ENSEMBLES: dict[float, MetEnsemble] = {r: FAMILIES[r][DEFAULT_FAMILY[r]] for r in FAMILIES}
 
@@ -196,7 +226,7 @@ def _sockets(types: tuple[tuple[int, tuple[int, ...]], ...], t: int) -> np.ndarr
 
 
 def _girth_shifts(base_v: np.ndarray, base_c: np.ndarray, z: int,
-                  rng: np.random.Generator) -> np.ndarray:
+                  rng: np.random.Generator, fixed: np.ndarray | None = None) -> np.ndarray:
     """Circulant shifts chosen edge by edge so that the lifted graph has no 2- or 4-cycles.
 
     A closed walk ``e, e_c, e_b, e_a`` (variable ``v`` -> check ``c`` -> variable ``v'`` ->
@@ -205,11 +235,17 @@ def _girth_shifts(base_v: np.ndarray, base_c: np.ndarray, z: int,
     including walks through ``e`` twice over parallel base edges; parallel base edges need
     distinct shifts. The edges are placed in a random order, each
     with a random shift among those that close no such walk with the edges already placed;
-    when ``z`` is too small for that, one closing the fewest.
+    when ``z`` is too small for that, one closing the fewest. ``fixed`` (``-1``: free) holds
+    shifts set beforehand (the weak edges of a ``weak_girth`` ensemble): they count as placed
+    from the start.
     """
     order = rng.permutation(base_v.size)
     u = rng.random(base_v.size)
-    return _girth_shifts_nb(base_v.astype(np.int64), base_c.astype(np.int64), int(z), order, u)
+    if fixed is None:
+        fixed = np.full(base_v.size, -1, dtype=np.int64)
+    order = order[fixed[order] < 0]
+    return _girth_shifts_nb(base_v.astype(np.int64), base_c.astype(np.int64), int(z), order, u,
+                            fixed.astype(np.int64))
 
 
 @njit(cache=True)
@@ -229,12 +265,11 @@ def _csr(node, count):
 
 
 @njit(cache=True)
-def _girth_shifts_nb(base_v, base_c, z, order, u):
-    n_e = base_v.size
+def _girth_shifts_nb(base_v, base_c, z, order, u, fixed):
     vptr, vedge = _csr(base_v, base_v.max() + 1)
     cptr, cedge = _csr(base_c, base_c.max() + 1)
-    shifts = np.zeros(n_e, dtype=np.int64)
-    placed = np.zeros(n_e, dtype=np.bool_)
+    placed = fixed >= 0
+    shifts = np.where(placed, fixed, 0)
     banned = np.zeros(z, dtype=np.int64)
     for e in order:
         v, c = base_v[e], base_c[e]
@@ -295,6 +330,162 @@ def _weak_forest(var: np.ndarray, chk: np.ndarray) -> bool:
     return True
 
 
+def _weak_peg(vs: np.ndarray, cs: np.ndarray, n_c1: int, rng: np.random.Generator,
+              tries: int = 1000) -> np.ndarray:
+    """Type-1 matching of a ``weak_girth`` ensemble: check of every type-1 socket.
+
+    The weak nodes (two type-1 sockets, ``vs``) become the edges of a *weak graph* on the
+    ``n_c1`` type-1 checks, placed one by one PEG-like (Hu et al. 2005 on this graph): the
+    first end on a check with the most weak sockets left, the second on the check farthest
+    from it (unreachable first) that is not yet its neighbour, ties by sockets left, then at
+    random; every check takes ``2 n_weak / n_c1`` weak sockets (floor or ceiling); with fewer
+    weak nodes than checks the result must be a forest (else redrawn). The other
+    sockets of each check (``cs`` holds every check's type-1 degree) are matched to the other
+    core nodes at random. Redrawn (new order) if the weak graph gets stuck.
+    """
+    deg = np.bincount(vs)
+    weak = np.flatnonzero(deg == 2)
+    cap = np.bincount(cs, minlength=n_c1)
+    n_w = weak.size
+    quota0 = np.full(n_c1, (2 * n_w) // n_c1)
+    extra = rng.permutation(n_c1)[: 2 * n_w - quota0.sum()]
+    quota0[extra] += 1
+    if np.any(quota0 > cap):
+        raise ValueError("type-1 checks too small for the weak nodes")
+    for _ in range(tries):
+        quota = quota0.copy()
+        adj: list[set[int]] = [set() for _ in range(n_c1)]
+        ends = np.empty((n_w, 2), dtype=np.int64)
+        ok = True
+        for k in range(n_w):
+            left = np.flatnonzero(quota > 0)
+            a = int(rng.choice(left[quota[left] == quota[left].max()]))
+            dist = np.full(n_c1, n_c1 + 1)          # unreachable: farther than any path
+            dist[a] = 0
+            frontier = [a]
+            while frontier:
+                nxt = []
+                for x in frontier:
+                    for y in adj[x]:
+                        if dist[y] > n_c1:
+                            dist[y] = dist[x] + 1
+                            nxt.append(y)
+                frontier = nxt
+            cand = np.array([c for c in left if c != a and c not in adj[a]], dtype=np.int64)
+            if cand.size == 0:
+                ok = False
+                break
+            key = dist[cand] * (quota.max() + 1) + quota[cand]
+            b = int(rng.choice(cand[key == key.max()]))
+            ends[k] = a, b
+            adj[a].add(b)
+            adj[b].add(a)
+            quota[a] -= 1
+            quota[b] -= 1
+        # fewer weak nodes than checks: a forest (no weak cycle at any lifting) or redraw
+        if ok and (n_w >= n_c1 or _weak_forest(np.repeat(np.arange(n_w), 2), ends.ravel())):
+            break
+    else:
+        raise ValueError("no PEG placement of the weak nodes found")
+    perm = np.empty(vs.size, dtype=np.int64)
+    is_weak = deg[vs] == 2
+    perm[np.flatnonzero(is_weak)] = ends.ravel()  # sockets of node weak[k]: 2k, 2k+1 in order
+    rest = np.repeat(np.arange(n_c1), cap - quota0)
+    perm[np.flatnonzero(~is_weak)] = rng.permutation(rest)
+    return perm
+
+
+@njit(cache=True)
+def _fiber_bfs(ends, volt, placed, n_c1, z, src):
+    """Distances from lifted check ``(src, 0)`` in the lifted weak graph of the placed edges
+    (edge k joins ``(a_k, i)`` and ``(b_k, i + volt_k)``); -1 unreachable. Also the shortest
+    cycle through ``(src, 0)`` closed by a non-tree edge (0: none)."""
+    adj_ptr = np.zeros(n_c1 + 1, dtype=np.int64)
+    for k in range(ends.shape[0]):
+        if placed[k]:
+            adj_ptr[ends[k, 0] + 1] += 1
+            adj_ptr[ends[k, 1] + 1] += 1
+    for c in range(n_c1):
+        adj_ptr[c + 1] += adj_ptr[c]
+    fill = adj_ptr[:-1].copy()
+    adj_to = np.empty(adj_ptr[-1], dtype=np.int64)
+    adj_dv = np.empty(adj_ptr[-1], dtype=np.int64)
+    adj_id = np.empty(adj_ptr[-1], dtype=np.int64)
+    for k in range(ends.shape[0]):
+        if placed[k]:
+            a, b = ends[k, 0], ends[k, 1]
+            adj_to[fill[a]], adj_dv[fill[a]], adj_id[fill[a]] = b, volt[k], k
+            fill[a] += 1
+            adj_to[fill[b]], adj_dv[fill[b]], adj_id[fill[b]] = a, (z - volt[k]) % z, k
+            fill[b] += 1
+    dist = np.full(n_c1 * z, -1, dtype=np.int64)
+    via = np.full(n_c1 * z, -1, dtype=np.int64)     # lifted edge id (k * z + copy) into it
+    queue = np.empty(n_c1 * z, dtype=np.int64)
+    dist[src * z] = 0
+    queue[0] = src * z
+    head, tail, best = 0, 1, 0
+    while head < tail:
+        u = queue[head]
+        head += 1
+        cu, iu = u // z, u % z
+        for j in range(adj_ptr[cu], adj_ptr[cu + 1]):
+            w = adj_to[j] * z + (iu + adj_dv[j]) % z
+            k = adj_id[j]
+            # the lifted copy of edge k at u, named by the copy index of its a-end
+            lid = k * z + (iu if ends[k, 0] == cu else (iu + adj_dv[j]) % z)
+            if lid == via[u]:
+                continue
+            if dist[w] < 0:
+                dist[w] = dist[u] + 1
+                via[w] = lid
+                queue[tail] = w
+                tail += 1
+            elif best == 0 or dist[u] + dist[w] + 1 < best:
+                best = dist[u] + dist[w] + 1
+    return dist, best
+
+
+def _lifted_weak_girth(ends: np.ndarray, volt: np.ndarray, n_c1: int, z: int) -> int:
+    """Girth of the lifted weak graph (0: no cycle); BFS from every fibre's copy 0 suffices
+    (the cyclic shift maps every lifted check onto one of them)."""
+    placed = np.ones(ends.shape[0], dtype=np.bool_)
+    g = 0
+    for c in np.unique(ends):
+        _, best = _fiber_bfs(ends, volt, placed, n_c1, z, int(c))
+        if best and (g == 0 or best < g):
+            g = best
+    return g
+
+
+def _weak_voltages(ends: np.ndarray, n_c1: int, z: int, rng: np.random.Generator,
+                   tries: int = 8) -> np.ndarray:
+    """Circulant shift difference of every weak node (QC-PEG on the weak graph).
+
+    Edge by edge in a random order, the voltage ``x`` of edge ``(a, b)`` is the one whose
+    lifted copy ``(a, 0) - (b, x)`` joins the two farthest lifted checks in the weak graph
+    placed so far (unreachable first), ties at random: the shortest cycle it closes is as long
+    as possible. ``tries`` orders; the one of the longest lifted girth is kept.
+    """
+    best_v, best_g = None, -1
+    for _ in range(tries):
+        order = rng.permutation(ends.shape[0])
+        volt = np.zeros(ends.shape[0], dtype=np.int64)
+        placed = np.zeros(ends.shape[0], dtype=np.bool_)
+        for k in order:
+            a, b = int(ends[k, 0]), int(ends[k, 1])
+            dist, _ = _fiber_bfs(ends, volt, placed, n_c1, z, a)
+            d = dist[b * z:(b + 1) * z].copy()
+            d[d < 0] = 1 << 40
+            cand = np.flatnonzero(d == d.max())
+            volt[k] = int(cand[min(int(rng.random() * cand.size), cand.size - 1)])
+            placed[k] = True
+        g = _lifted_weak_girth(ends, volt, n_c1, z)
+        g = 1 << 40 if g == 0 else g
+        if g > best_g:
+            best_v, best_g = volt, g
+    return best_v
+
+
 def build_code(ensemble: MetEnsemble, n: int, seed: int) -> LdpcCode:
     """Build the QC-lifted code of ``n`` bits of a MET ensemble, deterministically from ``seed``.
 
@@ -331,6 +522,8 @@ def build_code(ensemble: MetEnsemble, n: int, seed: int) -> LdpcCode:
                 perm = rng.permutation(cs)
             else:
                 raise ValueError(f"{ensemble.name}: no forest placement of the weak nodes found")
+        if ensemble.weak_girth and t == 0:
+            perm = _weak_peg(vs, cs, int(cs.max()) + 1, rng)
         bv.append(vs)
         bc.append(perm)
         bt.append(np.full(vs.size, t, dtype=np.int8))
@@ -338,7 +531,20 @@ def build_code(ensemble: MetEnsemble, n: int, seed: int) -> LdpcCode:
     if np.bincount(base_v * ensemble.base_m + base_c).max() > z:
         raise ValueError(f"{ensemble.name}: lifting size {z} is smaller than the number of "
                          "parallel base edges")
-    shifts = _girth_shifts(base_v, base_c, z, rng)
+    fixed = None
+    if ensemble.weak_girth:
+        # weak nodes' shifts first: QC-PEG of the lifted weak graph (long weak cycles only)
+        n_v1 = bv[0].size
+        weak = np.bincount(bv[0])[bv[0]] == 2
+        sock = np.flatnonzero(weak).reshape(-1, 2)          # the two sockets of each weak node
+        n_c1 = int(bc[0].max()) + 1
+        volt = _weak_voltages(bc[0][sock], n_c1, z, rng)
+        fixed = np.full(base_v.size, -1, dtype=np.int64)
+        r = rng.integers(0, z, sock.shape[0])
+        fixed[sock[:, 0]] = r
+        fixed[sock[:, 1]] = (r + volt) % z
+        assert sock.max() < n_v1
+    shifts = _girth_shifts(base_v, base_c, z, rng, fixed)
     i = np.arange(z, dtype=np.int64)
     var = (base_v[:, None] * z + i[None, :]).ravel()
     chk = (base_c[:, None] * z + (i[None, :] + shifts[:, None]) % z).ravel()

@@ -26,7 +26,10 @@ turn it into the SNR and ``beta = R / (1/2 log2(1 + SNR))`` used by the reconcil
 multidimensional reconciliation turns the Gaussian channel into a binary-input one).
 
 :func:`optimise_jouguet` searches the three-edge-type structure of Jouguet et al. (PRA 84,
-062317 (2011)) with the Gaussian approximation.
+062317 (2011)) with the Gaussian approximation. :func:`forest_ensemble` and
+:func:`girth_ensemble` give that structure with a chosen number of *weak* core nodes (two
+type-1 edges), placed by :func:`~.codes.build_code` as a forest or for a long lifted weak
+girth (the error floor of ``benchmarks/reconciliation.md``).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from dsp._numba_options import NJIT
 from qkd_hw.postprocessing.codes import MetEnsemble
 
 __all__ = ["biawgn_capacity", "de_fast_run", "de_fast_threshold", "de_threshold", "efficiency",
-           "ga_converges", "ga_threshold",
+           "forest_ensemble", "ga_converges", "ga_threshold", "girth_ensemble",
            "jouguet_ensemble", "optimise_jouguet", "phi", "phi_inv", "sigma_of_snr",
            "snr_of_sigma"]
 
@@ -770,10 +773,44 @@ def forest_ensemble(name: str, base_n: int, rate: float, n_core: int, n_weak: in
     -------
     MetEnsemble
     """
-    n_one = base_n - n_core
     n_c1 = n_core - round(rate * base_n)
     if not 0 <= n_weak < n_c1:
         raise ValueError(f"{n_weak} weak nodes cannot form a forest on {n_c1} checks")
+    return _weak_split(name, base_n, rate, n_core, n_weak, weak_type2, type2_per_check,
+                       other_type1, forest=True)
+
+
+def girth_ensemble(name: str, base_n: int, rate: float, n_core: int, n_weak: int,
+                   weak_type2: int, type2_per_check: float, other_type1: int = 3
+                   ) -> MetEnsemble:
+    """:func:`forest_ensemble` with more weak nodes, placed for a long lifted weak girth.
+
+    Between the forest (``n_weak < n_c1``: no weak cycle, DE threshold beta 0.950 at rate 0.1)
+    and ``met-r0.10`` (3 weak nodes per type-1 check: DE 0.967, weak cycles of 4 nodes at any
+    lifting): weak cycles exist, but :func:`~.codes.build_code` (``weak_girth=True``) places
+    the weak nodes PEG-like on the type-1 checks (no two on one pair of checks) and chooses
+    their circulant shifts so that the lifted weak graph has no short cycle (a cycle of L weak
+    nodes is a codeword of weight about ``L * (1 + weak_type2)``). Parameters as
+    :func:`forest_ensemble`; ``n_weak`` at most ``n_c1 (n_c1 - 1) / 2``.
+
+    Returns
+    -------
+    MetEnsemble
+    """
+    n_c1 = n_core - round(rate * base_n)
+    if not 0 <= n_weak <= n_c1 * (n_c1 - 1) // 2:
+        raise ValueError(f"{n_weak} weak nodes do not fit on {n_c1} checks without "
+                         "parallel weak edges")
+    return _weak_split(name, base_n, rate, n_core, n_weak, weak_type2, type2_per_check,
+                       other_type1, weak_girth=True)
+
+
+def _weak_split(name: str, base_n: int, rate: float, n_core: int, n_weak: int,
+                weak_type2: int, type2_per_check: float, other_type1: int,
+                forest: bool = False, weak_girth: bool = False) -> MetEnsemble:
+    """Node counts of :func:`forest_ensemble` / :func:`girth_ensemble`."""
+    n_one = base_n - n_core
+    n_c1 = n_core - round(rate * base_n)
     e2 = round(type2_per_check * n_one)
     rest = e2 - n_weak * weak_type2
     n_other = n_core - n_weak
@@ -794,6 +831,7 @@ def forest_ensemble(name: str, base_n: int, rate: float, n_core: int, n_weak: in
                                        (c1_hi_n, (c1_lo + 1, 0, 0)),
                                        (n_one - c2_hi_n, (0, c2_lo, 1)),
                                        (c2_hi_n, (0, c2_lo + 1, 1))) if cnt]
-    ens = MetEnsemble(name, base_n, tuple(var), tuple(checks), forest=True)
+    ens = MetEnsemble(name, base_n, tuple(var), tuple(checks), forest=forest,
+                      weak_girth=weak_girth)
     ens.validate()
     return ens

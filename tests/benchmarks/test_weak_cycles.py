@@ -30,3 +30,16 @@ def test_a_triangle_of_weak_nodes_is_a_codeword_and_its_length_is_found() -> Non
 def test_parallel_edges_are_a_2_cycle_and_a_path_has_none() -> None:
     assert shortest_cycle({0: [(1, 0), (1, 1)], 1: [(0, 0), (0, 1)]}) == 2
     assert shortest_cycle({0: [(1, 0)], 1: [(0, 0), (2, 1)], 2: [(1, 1)]}) == 0
+
+
+def test_a_qc_lift_is_searched_from_copy_0_only() -> None:
+    # base triangle c0-c1-c2 with net shift 1, lifted by z = 2 (check c, copy i -> 2c + i):
+    # one 6-cycle through every lifted check; copy 0 of each base check finds it
+    z, edges = 2, []
+    for i in range(z):
+        edges += [(0 * z + i, 1 * z + i), (1 * z + i, 2 * z + i), (2 * z + i, 0 * z + (i + 1) % z)]
+    adj: dict[int, list[tuple[int, int]]] = {}
+    for e, (a, b) in enumerate(edges):
+        adj.setdefault(a, []).append((b, e))
+        adj.setdefault(b, []).append((a, e))
+    assert shortest_cycle(adj) == shortest_cycle(adj, z) == 6

@@ -73,7 +73,7 @@ def test_unbalanced_ensemble_and_bad_length_are_refused():
     bad = MetEnsemble("bad", 2, ((2, (3,)),), ((1, (5,)),))
     with pytest.raises(ValueError, match="edge type 1"):
         build_code(bad, 20, 0)
-    with pytest.raises(ValueError, match="multiple of 200"):
+    with pytest.raises(ValueError, match="multiple of 1000"):
         build_code(ENSEMBLES[0.1], 1100, 0)
 
 
@@ -113,14 +113,9 @@ def test_small_frame_of_each_code_decodes_at_a_comfortable_snr(ens):
     np.testing.assert_array_equal(res.bits, bits)
 
 
-def _weak_graph_cycles(code) -> int:
-    """Independent cycle count (edges - vertices + components) of the graph whose vertices are
-    the checks holding no degree-one node and whose edges are the *weak* variable nodes (exactly
-    two edges into such checks); 0 iff the weak nodes form a forest (no low-weight codeword
-    made of a weak cycle and the degree-one nodes of the checks it touches)."""
-    from scipy import sparse
-    from scipy.sparse.csgraph import connected_components
-
+def _weak_ends(code) -> tuple[np.ndarray, np.ndarray]:
+    """The two checks of every *weak* variable node: exactly two edges into checks that hold
+    no degree-one node (the edges of the weak graph on those checks)."""
     chk = np.repeat(np.arange(code.m), np.diff(code.check_ptr))
     deg = np.bincount(code.check_var, minlength=code.n)
     held = np.zeros(code.m, dtype=bool)
@@ -130,6 +125,18 @@ def _weak_graph_cycles(code) -> int:
     sel = free & (per_v[code.check_var] == 2)
     order = np.argsort(code.check_var[sel], kind="stable")
     a, b = chk[sel][order].reshape(-1, 2).T
+    return a, b
+
+
+def _weak_graph_cycles(code) -> int:
+    """Independent cycle count (edges - vertices + components) of the graph whose vertices are
+    the checks holding no degree-one node and whose edges are the *weak* variable nodes (exactly
+    two edges into such checks); 0 iff the weak nodes form a forest (no low-weight codeword
+    made of a weak cycle and the degree-one nodes of the checks it touches)."""
+    from scipy import sparse
+    from scipy.sparse.csgraph import connected_components
+
+    a, b = _weak_ends(code)
     touched = np.unique(np.concatenate([a, b]))
     idx = np.searchsorted(touched, np.concatenate([a, b]))
     g = sparse.coo_matrix((np.ones(a.size), (idx[:a.size], idx[a.size:])),
@@ -145,6 +152,58 @@ def test_forest_family_has_no_weak_cycle_and_the_first_one_has():
         assert _weak_graph_cycles(build_code(forest, n, seed)) == 0
     # the first rate-0.1 ensemble (12 weak nodes on 4 checks) has them at any lifting
     assert _weak_graph_cycles(build_code(FAMILIES[0.1][0], 100_000, 20111213)) > 0
+
+
+def _weak_girth(code, sources=None) -> int:
+    """Shortest cycle of the weak graph (0: none) by breadth-first search from ``sources``
+    (default: every check); a non-tree edge met at depths d, d' closes a walk of d + d' + 1
+    edges, the shortest of which over sources on a shortest cycle is that cycle."""
+    a, b = _weak_ends(code)
+    adj: dict[int, list[tuple[int, int]]] = {}
+    for e, (x, y) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
+        adj.setdefault(x, []).append((y, e))
+        adj.setdefault(y, []).append((x, e))
+    best = 0
+    for src in adj if sources is None else [s for s in sources if s in adj]:
+        dist, via, queue = {src: 0}, {src: -1}, [src]
+        for u in queue:
+            for w, e in adj[u]:
+                if e == via[u]:
+                    continue
+                if w in dist:
+                    c = dist[u] + dist[w] + 1
+                    best = c if best == 0 else min(best, c)
+                else:
+                    dist[w], via[w] = dist[u] + 1, e
+                    queue.append(w)
+    return best
+
+
+GIRTH = [e for e in ALL if e.weak_girth]
+
+
+@pytest.mark.parametrize("ens", GIRTH, ids=lambda e: e.name)
+def test_weak_girth_families_lift_without_short_weak_cycles(ens):
+    z = 20
+    small = build_code(ens, ens.base_n * z, seed=3)
+    a, b = _weak_ends(small)
+    n_c1 = sum(c for c, d in ens.check_types if d[0])
+    base = np.stack([a // z, b // z], axis=1)
+    n_weak = sum(c for c, d in ens.var_types if d[0] == 2)
+    assert a.size == n_weak * z and set(np.unique(base)) <= set(range(n_c1))
+    # PEG placement: no two weak nodes on one pair of checks, weak sockets spread evenly
+    pairs = {tuple(sorted(p)) for p in base.tolist()}
+    assert len(pairs) * z == a.size and all(p[0] != p[1] for p in pairs)
+    per = np.bincount(base.ravel(), minlength=n_c1) // z
+    assert per.max() - per.min() <= 1
+    # copy 0 of every base check sees the girth of the whole lifted graph (QC symmetry)
+    full = _weak_girth(small)
+    assert _weak_girth(small, range(0, small.m, z)) == full
+    code = build_code(ens, 100_000, seed=20111213)
+    g = _weak_girth(code, range(0, code.m, 100))
+    # shortest weak cycle at 1e5 bits (a codeword of weight ~22 L); the random lifting of
+    # FAMILIES[0.1][0] has 4, the forest FAMILIES[0.1][1] none
+    assert g >= {"met-r0.10g": 20, "met-r0.10h": 15}[ens.name]
 
 
 @pytest.mark.parametrize(("rate", "digest"), [(0.1, "76eead24d549"), (0.05, "e43fca4c5da6"),

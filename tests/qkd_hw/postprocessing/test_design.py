@@ -92,14 +92,29 @@ def test_fast_de_agrees_with_the_reference_de():
         assert design.de_fast_run(SMALL_MET, sigma, **grid)[0] is expected
 
 
-def test_forest_ensemble_is_the_shipped_rate_01_default_and_refuses_a_cycle():
-    from qkd_hw.postprocessing.codes import ENSEMBLES, FAMILIES
+def test_forest_ensemble_is_the_shipped_rate_01_family_1_and_refuses_a_cycle():
+    from qkd_hw.postprocessing.codes import FAMILIES
     from qkd_hw.postprocessing.design import forest_ensemble
 
     e = forest_ensemble("met-r0.10f", 200, 0.1, 25, 4, 25, 2.95)
-    assert e == FAMILIES[0.1][1] == ENSEMBLES[0.1]
+    assert e == FAMILIES[0.1][1]
     assert e.rate == pytest.approx(0.1, abs=1e-12)
     # weak nodes: exactly two type-1 sockets; 5 type-1 checks hold at most 4 in a forest
     assert sum(c for c, d in e.var_types if d[0] == 2) == 4
     with pytest.raises(ValueError, match="forest"):
         forest_ensemble("x", 200, 0.1, 25, 5, 25, 2.95)
+
+
+def test_girth_ensembles_are_the_shipped_rate_01_families():
+    from qkd_hw.postprocessing.codes import ENSEMBLES, FAMILIES
+    from qkd_hw.postprocessing.design import girth_ensemble
+
+    assert ENSEMBLES[0.1] is FAMILIES[0.1][3]       # the default since 2026-12-07 (later)
+    for fam, n_weak in ((2, 30), (3, 36)):
+        e = girth_ensemble(FAMILIES[0.1][fam].name, 1000, 0.1, 125, n_weak, 21, 2.95)
+        assert e == FAMILIES[0.1][fam] and e.weak_girth and not e.forest
+        assert e.rate == pytest.approx(0.1, abs=1e-12)
+        assert sum(c for c, d in e.var_types if d[0] == 2) == n_weak
+    # 25 type-1 checks: at most 25 * 24 / 2 weak nodes without two on one pair of checks
+    with pytest.raises(ValueError, match="parallel"):
+        girth_ensemble("x", 1000, 0.1, 125, 301, 21, 2.95)

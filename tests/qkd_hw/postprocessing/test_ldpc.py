@@ -7,7 +7,7 @@ import functools
 import numpy as np
 import pytest
 
-from qkd_hw.postprocessing.codes import ENSEMBLES, LdpcCode, build_code
+from qkd_hw.postprocessing.codes import FAMILIES, LdpcCode, build_code
 from qkd_hw.postprocessing.ldpc import decode
 from tests.qkd_hw.postprocessing.bp_reference import (
     brute_force_posterior,
@@ -16,6 +16,9 @@ from tests.qkd_hw.postprocessing.bp_reference import (
     layered_reference,
     min_sum_check_messages,
 )
+
+# a small rate-0.1 code: the 200-node base graph of family 1 lifts to 800 bits
+SMALL = FAMILIES[0.1][1]
 
 
 def _code_from_rows(rows, n):
@@ -50,7 +53,7 @@ def test_posteriors_on_a_tree_code_are_the_exact_marginals(rule, tol):
 def test_layered_rules_match_the_textbook_layered_reference(rule, messages, tol):
     # the same schedule on a loopy MET code at the operating SNR of rate 0.1 (messages far
     # from saturation): posteriors after a fixed number of iterations
-    code = build_code(ENSEMBLES[0.1], 800, seed=2)
+    code = build_code(SMALL, 800, seed=2)
     rng = np.random.default_rng(11)
     bits = rng.integers(0, 2, code.n).astype(np.uint8)
     snr = 10 ** (-8.0 / 10)
@@ -71,7 +74,7 @@ def test_lock_step_decoding_gives_each_frame_its_one_frame_result():
     # more frames than lanes (lanes refilled as frames converge), iterations from 0 (channel
     # decisions already right) to the cap (no information), SNR -8.5 to -6 dB: every frame's
     # posteriors, iterations and convergence exactly as when it is decoded alone
-    code = build_code(ENSEMBLES[0.1], 800, seed=2)
+    code = build_code(SMALL, 800, seed=2)
     rng = np.random.default_rng(8)
     frames = 19
     bits = rng.integers(0, 2, (frames, code.n)).astype(np.uint8)
@@ -95,7 +98,7 @@ def test_lock_step_decoding_gives_each_frame_its_one_frame_result():
 def _flooding_case(snr_db: float):
     """Frames at ``snr_db`` and the flooding reference's (bits, iterations) per frame; cached:
     the numpy reference is the slow part, shared by both rules."""
-    code = build_code(ENSEMBLES[0.1], 800, seed=2)
+    code = build_code(SMALL, 800, seed=2)
     rng = np.random.default_rng(int(-snr_db))
     snr = 10 ** (snr_db / 10)
     bits = rng.integers(0, 2, (3, code.n)).astype(np.uint8)
@@ -121,7 +124,7 @@ def test_decoder_matches_the_flooding_reference_on_a_small_met_code(snr_db, rule
 
 
 def test_non_convergence_is_reported():
-    code = build_code(ENSEMBLES[0.1], 800, seed=2)
+    code = build_code(SMALL, 800, seed=2)
     rng = np.random.default_rng(1)
     llr = rng.normal(0.0, 0.1, code.n)       # no information: cannot converge
     syn = rng.integers(0, 2, code.m).astype(np.uint8)
@@ -131,7 +134,7 @@ def test_non_convergence_is_reported():
 
 
 def test_bad_inputs_are_refused():
-    code = build_code(ENSEMBLES[0.1], 800, seed=2)
+    code = build_code(SMALL, 800, seed=2)
     llr = np.zeros(code.n)
     syn = np.zeros(code.m, dtype=np.uint8)
     with pytest.raises(ValueError, match="columns"):
@@ -147,7 +150,7 @@ def test_bad_inputs_are_refused():
 @pytest.mark.parametrize("rule", ["box-plus", "min-sum"])
 def test_huge_llrs_of_known_bits_are_handled(rule):
     # the float32 rules see 1e300 (beyond float32) and 1e30 (beyond int64 after scaling)
-    code = build_code(ENSEMBLES[0.1], 800, seed=2)
+    code = build_code(SMALL, 800, seed=2)
     rng = np.random.default_rng(5)
     bits = rng.integers(0, 2, code.n).astype(np.uint8)
     snr = 10 ** (-1.0 / 10)
