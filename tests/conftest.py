@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,12 @@ REPO = Path(__file__).resolve().parents[1]
 # cached kernels instead of two cold compilations per CI run. The 512-bit default itself is
 # tested in tests/qkd_hw/test_vector_width.py (its children get a clean environment).
 os.environ.setdefault("QKD_HW_VECTOR_WIDTH", "256")
+
+# A runner started in the background of a non-interactive shell (`cmd &`, nohup) inherits
+# SIGINT ignored, and Python then keeps it ignored: the Ctrl-C tests (and the children they
+# interrupt) need Python's own handler, as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def shared_dir() -> Path:
