@@ -52,7 +52,7 @@ __all__ = ["MAX_PUNCTURED", "AliceReconciler", "BobReconciler", "ReconciliationP
 DEFAULT_LENGTH = {0.1: 100_000, 0.05: 160_000, 0.02: 1_000_000}
 #: efficiency targeted by choose_code: the highest measured point with FER <= 0.1 of each
 #: mother code at its default length (benchmarks/reconciliation.md)
-DESIGN_BETA = {0.1: 0.90, 0.05: 0.90, 0.02: 0.94}
+DESIGN_BETA = {0.1: 0.90, 0.05: 0.90, 0.02: 0.92}
 #: largest punctured fraction of the mother length choose_code uses: measured up to 36 %
 #: (benchmarks/reconciliation.md, "Rate adaptation"); 74 % failed most frames
 MAX_PUNCTURED = 0.4
