@@ -534,7 +534,7 @@ def build_code(ensemble: MetEnsemble, n: int, seed: int) -> LdpcCode:
     fixed = None
     if ensemble.weak_girth:
         # weak nodes' shifts first: QC-PEG of the lifted weak graph (long weak cycles only)
-        n_v1 = bv[0].size
+        # sockets of edge type 0 come first in base_v, so their indices are base-edge indices
         weak = np.bincount(bv[0])[bv[0]] == 2
         sock = np.flatnonzero(weak).reshape(-1, 2)          # the two sockets of each weak node
         n_c1 = int(bc[0].max()) + 1
@@ -543,7 +543,6 @@ def build_code(ensemble: MetEnsemble, n: int, seed: int) -> LdpcCode:
         r = rng.integers(0, z, sock.shape[0])
         fixed[sock[:, 0]] = r
         fixed[sock[:, 1]] = (r + volt) % z
-        assert sock.max() < n_v1
     shifts = _girth_shifts(base_v, base_c, z, rng, fixed)
     i = np.arange(z, dtype=np.int64)
     var = (base_v[:, None] * z + i[None, :]).ravel()
