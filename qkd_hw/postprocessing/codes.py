@@ -149,6 +149,25 @@ _R10H = MetEnsemble(
     ((11, (13, 0, 0)), (14, (14, 0, 0)), (44, (0, 2, 1)), (831, (0, 3, 1))),
     weak_girth=True,
 )
+# Rates 0.05 and 0.02 with the weak nodes placed as for met-r0.10h (issue 16;
+# benchmarks/reconciliation.md, "Rates 0.05 and 0.02 with girth-placed weak nodes"):
+# met-r0.02g is met-r0.02's degree fractions on a 4000-node base graph (28 type-1 checks
+# instead of 7), so the same DE threshold, with the shortest lifted weak cycle at 1e6 bits
+# 10 nodes (weight ~950) instead of 6 (~570).
+# met-r0.05g: 125 core nodes on a 2000-node base graph (25 type-1 checks), 50 of them weak
+# (type-2 degree 40), 2.81 core edges per type-2 check (design.girth_ensemble; DE 0.963).
+_R05G = MetEnsemble(
+    "met-r0.05g", 2000,
+    ((50, (2, 40, 0)), (31, (3, 43, 0)), (44, (3, 44, 0)), (1875, (0, 0, 1))),
+    ((25, (13, 0, 0)), (356, (0, 2, 1)), (1519, (0, 3, 1))),
+    weak_girth=True,
+)
+_R02G = MetEnsemble(
+    "met-r0.02g", 4000,
+    ((64, (2, 94, 0)), (33, (3, 93, 0)), (11, (3, 94, 0)), (3892, (0, 0, 1))),
+    ((20, (9, 0, 0)), (8, (10, 0, 0)), (1557, (0, 2, 1)), (2335, (0, 3, 1))),
+    weak_girth=True,
+)
 #: discretised-DE threshold per ensemble name: (sigma that converges, (beta low, beta high))
 DE_THRESHOLD: dict[str, tuple[float, tuple[float, float]]] = {
     "met-r0.10": (2.5470, (0.9670, 0.9690)),
@@ -162,8 +181,8 @@ DE_THRESHOLD: dict[str, tuple[float, tuple[float, float]]] = {
 #: the public code message; new ensembles are appended, never reordered, so a recorded
 #: announcement (family 0 when it names none) keeps naming the code it was decoded with
 FAMILIES: dict[float, tuple[MetEnsemble, ...]] = {0.1: (_R10, _R10F, _R10G, _R10H),
-                                                  0.05: (_R05,),
-                                                  0.02: (_R02,)}
+                                                  0.05: (_R05, _R05G),
+                                                  0.02: (_R02, _R02G)}
 #: family used for new reconciliations per design rate
 DEFAULT_FAMILY: dict[float, int] = {0.1: 3, 0.05: 0, 0.02: 0}
 #: default mother ensemble per design rate
