@@ -56,17 +56,19 @@ def snr_for_beta(rate: float, beta: float) -> float:
 
 def run_point(mother_rate: float | None, snr: float, *, frames: int, length: int | None,
               dimension: int, max_iterations: int, batch: int, seed: int,
-              adaptive: bool = False, beta: float | None = None) -> dict:
+              adaptive: bool = False, beta: float | None = None,
+              family: int | None = None) -> dict:
     """Reconcile ``frames`` frames at one SNR with the unmodified mother code of
     ``mother_rate``, or (``adaptive``) with the code, shortening and puncturing
     ``choose_code(snr, beta=beta, rate=mother_rate)`` picks (``mother_rate`` None: its
-    choice of mother)."""
+    choice of mother); ``family``: the mother's code family (None: the default)."""
     if adaptive:
         params = choose_code(snr, frame_bits=length, dimension=dimension,
-                             max_iterations=max_iterations, beta=beta, rate=mother_rate)
+                             max_iterations=max_iterations, beta=beta, rate=mother_rate,
+                             family=family)
     else:
         params = choose_code(snr, frame_bits=length, dimension=dimension,
-                             max_iterations=max_iterations, rate=mother_rate)
+                             max_iterations=max_iterations, rate=mother_rate, family=family)
     rng = np.random.default_rng(seed)
     bob = BobReconciler(params, np.random.default_rng(seed + 1))
     alice = AliceReconciler(params)
@@ -93,7 +95,8 @@ def run_point(mother_rate: float | None, snr: float, *, frames: int, length: int
         iters.extend(int(i) for i in it)
         done += nb
     lo, hi = wilson(errors, frames)
-    return {"mother_rate": params.mother_rate, "shortened": params.shortened,
+    return {"mother_rate": params.mother_rate, "code_family": params.code_family,
+            "shortened": params.shortened,
             "punctured": params.punctured, "code_length": params.code_length,
             "rate": params.rate, "snr": snr,
             "snr_db": 10 * math.log10(snr), "beta": params.rate / capacity(snr),
@@ -114,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--snr-db", type=float, nargs="+", default=None,
                     help="SNRs: code, shortening and puncturing chosen by choose_code for "
                          "each --beta")
+    ap.add_argument("--family", type=int, default=None,
+                    help="code family of the mother (default: codes.DEFAULT_FAMILY)")
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--length", type=int, default=None, help="code length (default per rate)")
     ap.add_argument("--dimension", type=int, default=8)
@@ -135,9 +140,11 @@ def main(argv: list[str] | None = None) -> None:
     for snr, target in points:
         r = run_point(mother, snr, frames=args.frames, length=args.length,
                       dimension=args.dimension, max_iterations=args.max_iterations,
-                      batch=args.batch, seed=args.seed, adaptive=adaptive, beta=target)
+                      batch=args.batch, seed=args.seed, adaptive=adaptive, beta=target,
+                      family=args.family)
         results.append(r)
-        rows.append([r["mother_rate"], r["shortened"], r["punctured"], f"{r['rate']:.4f}",
+        rows.append([f"{r['mother_rate']}/{r['code_family']}", r["shortened"], r["punctured"],
+                     f"{r['rate']:.4f}",
                      r["frame_bits"],
                      f"{r['snr_db']:.2f}",
                      f"{r['beta']:.3f}", f"{r['frame_errors']}/{r['frames']}",
@@ -145,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
                      f"{r['mean_iterations']:.0f}", f"{r['bits_per_s'] / 1e3:.0f}",
                      f"{r['bits_per_cpu_s'] / 1e3:.0f}"])
         print("# point: " + "  ".join(str(c) for c in rows[-1]), flush=True)
-    print_table(rows, ["mother", "short", "punct", "R", "frame", "SNR dB", "beta", "errors",
+    print_table(rows, ["mother/family", "short", "punct", "R", "frame", "SNR dB", "beta", "errors",
                        "FER [95% Wilson]", "iter", "kbit/s wall", "kbit/CPU-s"])
     write_json(args.json, {"environment": env, "points": results})
 

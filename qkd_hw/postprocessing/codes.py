@@ -149,19 +149,25 @@ _R10H = MetEnsemble(
     ((11, (13, 0, 0)), (14, (14, 0, 0)), (44, (0, 2, 1)), (831, (0, 3, 1))),
     weak_girth=True,
 )
-# Rates 0.05 and 0.02 with the weak nodes placed as for met-r0.10h (issue 16;
-# benchmarks/reconciliation.md, "Rates 0.05 and 0.02 with girth-placed weak nodes"):
-# met-r0.02g is met-r0.02's degree fractions on a 4000-node base graph (28 type-1 checks
-# instead of 7), so the same DE threshold, with the shortest lifted weak cycle at 1e6 bits
-# 10 nodes (weight ~950) instead of 6 (~570).
+# Rates 0.05 and 0.02 with the weak nodes placed as in met-r0.10h (issue 16;
+# benchmarks/reconciliation.md, top section; build_code, weak_girth=True).
 # met-r0.05g: 125 core nodes on a 2000-node base graph (25 type-1 checks), 50 of them weak
-# (type-2 degree 40), 2.81 core edges per type-2 check (design.girth_ensemble; DE 0.963).
+# (type-2 degree 40), 2.81 core edges per type-2 check (design.girth_ensemble; parameters
+# from benchmarks/weak_girth_design.py --bracket-all): DE 0.963 against met-r0.05's 0.951-0.955;
+# shortest lifted weak cycle 9 / 12 nodes at 1e5 / 1e6 bits (met-r0.05: 5 / 7). Paired FER
+# on the same frames: 1e6 bits, beta 0.95: 12/64 against 24/64; 1.6e5 bits, beta 0.90: 7/200
+# against 14/200 (2 wrong words of distance 176); beta 0.94 on 1e6 bits: 4/200.
 _R05G = MetEnsemble(
     "met-r0.05g", 2000,
     ((50, (2, 40, 0)), (31, (3, 43, 0)), (44, (3, 44, 0)), (1875, (0, 0, 1))),
     ((25, (13, 0, 0)), (356, (0, 2, 1)), (1519, (0, 3, 1))),
     weak_girth=True,
 )
+# met-r0.02g: met-r0.02's degree fractions on a 4000-node base graph (28 type-1 checks
+# instead of 7), so the same DE threshold; shortest weak cycle 7 / 10 nodes at 1e5 / 1e6
+# bits (weight ~950 at 1e6) against met-r0.02's 6 / 6 (~570). Paired FER on the same 1e6-bit
+# frames at beta 0.94: 6/64 against 16/64 (2 wrong words of distance 568 / 570); 19/200 in all.
+# Both are the defaults since 2026-12-07 (evening); families 0 stay decodable.
 _R02G = MetEnsemble(
     "met-r0.02g", 4000,
     ((64, (2, 94, 0)), (33, (3, 93, 0)), (11, (3, 94, 0)), (3892, (0, 0, 1))),
@@ -176,6 +182,8 @@ DE_THRESHOLD: dict[str, tuple[float, tuple[float, float]]] = {
     "met-r0.10h": (2.5443, (0.9650, 0.9665)),
     "met-r0.05": (3.6368, (0.9510, 0.9550)),
     "met-r0.02": (5.8511, (0.9630, 0.9670)),
+    "met-r0.05g": (3.6605, (0.9630, 0.9635)),
+    "met-r0.02g": (5.8614, (0.9663, 0.9667)),
 }
 #: every mother ensemble per design rate, indexed by the ``code_family`` number announced in
 #: the public code message; new ensembles are appended, never reordered, so a recorded
@@ -184,7 +192,7 @@ FAMILIES: dict[float, tuple[MetEnsemble, ...]] = {0.1: (_R10, _R10F, _R10G, _R10
                                                   0.05: (_R05, _R05G),
                                                   0.02: (_R02, _R02G)}
 #: family used for new reconciliations per design rate
-DEFAULT_FAMILY: dict[float, int] = {0.1: 3, 0.05: 0, 0.02: 0}
+DEFAULT_FAMILY: dict[float, int] = {0.1: 3, 0.05: 1, 0.02: 1}
 #: default mother ensemble per design rate
 ENSEMBLES: dict[float, MetEnsemble] = {r: FAMILIES[r][DEFAULT_FAMILY[r]] for r in FAMILIES}
 

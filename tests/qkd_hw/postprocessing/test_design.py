@@ -118,3 +118,22 @@ def test_girth_ensembles_are_the_shipped_rate_01_families():
     # 25 type-1 checks: at most 25 * 24 / 2 weak nodes without two on one pair of checks
     with pytest.raises(ValueError, match="parallel"):
         girth_ensemble("x", 1000, 0.1, 125, 301, 21, 2.95)
+
+
+@pytest.mark.parametrize(("rate", "args"), [(0.05, (2000, 0.05, 125, 50, 40, 2.81)),
+                                             (0.02, (4000, 0.02, 108, 64, 94, 2.6))])
+def test_girth_ensembles_are_the_shipped_rate_005_002_defaults(rate, args):
+    from qkd_hw.postprocessing.codes import ENSEMBLES, FAMILIES
+
+    e = design.girth_ensemble(FAMILIES[rate][1].name, *args)
+    assert e == FAMILIES[rate][1] and ENSEMBLES[rate] is FAMILIES[rate][1]
+    assert e.rate == pytest.approx(rate, abs=1e-12)
+    # met-r0.02g keeps met-r0.02's degree fractions, on a 4x larger base graph
+    if rate == 0.02:
+        old = FAMILIES[0.02][0]
+        assert sum(c for c, d in e.var_types if d[0] == 2) == 4 * 16      # weak nodes
+        for types_e, types_o in ((e.var_types, old.var_types), (e.check_types, old.check_types)):
+            for t in range(3):
+                edges_e = sum(c * d[t] for c, d in types_e) / e.base_n
+                edges_o = sum(c * d[t] for c, d in types_o) / old.base_n
+                assert edges_e == pytest.approx(edges_o, abs=1e-3)
