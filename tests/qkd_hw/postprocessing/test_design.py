@@ -120,13 +120,15 @@ def test_girth_ensembles_are_the_shipped_rate_01_families():
         girth_ensemble("x", 1000, 0.1, 125, 301, 21, 2.95)
 
 
-@pytest.mark.parametrize(("rate", "args"), [(0.05, (2000, 0.05, 125, 50, 40, 2.81)),
-                                             (0.02, (4000, 0.02, 108, 64, 94, 2.6))])
-def test_girth_ensembles_are_the_shipped_rate_005_002_defaults(rate, args):
+@pytest.mark.parametrize(("rate", "fam", "args"), [(0.05, 1, (2000, 0.05, 125, 50, 40, 2.81)),
+                                                    (0.05, 2, (2000, 0.05, 130, 60, 40, 2.76)),
+                                                    (0.02, 1, (4000, 0.02, 108, 64, 94, 2.6))])
+def test_girth_ensembles_are_the_shipped_rate_005_002_families(rate, fam, args):
     from qkd_hw.postprocessing.codes import ENSEMBLES, FAMILIES
 
-    e = design.girth_ensemble(FAMILIES[rate][1].name, *args)
-    assert e == FAMILIES[rate][1] and ENSEMBLES[rate] is FAMILIES[rate][1]
+    e = design.girth_ensemble(FAMILIES[rate][fam].name, *args)
+    assert e == FAMILIES[rate][fam]
+    assert (ENSEMBLES[rate] is FAMILIES[rate][fam]) == (fam == len(FAMILIES[rate]) - 1)
     assert e.rate == pytest.approx(rate, abs=1e-12)
     # met-r0.02g keeps met-r0.02's degree fractions, on a 4x larger base graph
     if rate == 0.02:
