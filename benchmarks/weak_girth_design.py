@@ -29,6 +29,7 @@ if __package__ in (None, ""):   # `python benchmarks/weak_girth_design.py`
 
 from benchmarks.common import environment, print_header
 from qkd_hw.postprocessing import design
+from qkd_hw.postprocessing.codes import MetEnsemble
 
 
 def sigma_at(rate: float, beta: float) -> float:
@@ -36,35 +37,36 @@ def sigma_at(rate: float, beta: float) -> float:
     return design.sigma_of_snr(2.0 ** (2.0 * rate / beta) - 1.0)
 
 
+def grid(args: argparse.Namespace, n_core: int, n_weak: int
+         ) -> list[tuple[int, float, MetEnsemble]]:
+    """``(weak type-2 degree, kbar, ensemble)`` of every grid point that has an ensemble."""
+    out = []
+    for w2 in args.weak_type2:
+        for kb in args.kbar:
+            try:
+                out.append((w2, kb, design.girth_ensemble("w", args.base_n, args.rate, n_core,
+                                                          n_weak, w2, kb)))
+            except (ValueError, ZeroDivisionError):
+                continue
+    return out
+
+
 def report(args: argparse.Namespace, n_core: int, n_weak: int, w2: int, kb: float,
-           ens: design.MetEnsemble, kw: dict) -> None:
+           ens: MetEnsemble, kw: dict) -> None:
     """Bracket the DE threshold of ``ens`` and print it with the ensemble."""
     lo, hi = sigma_at(args.rate, 0.93), sigma_at(args.rate, 0.985)
-    if not design.de_fast_run(ens, lo, **kw)[0]:
+    try:
+        s = design.de_fast_threshold(ens, lo, hi, args.tol, **kw)
+    except ValueError:      # no convergence at lo
         print(f"core {n_core} weak {n_weak} w2 {w2} kbar {kb}: DE threshold below beta 0.93",
               flush=True)
         return
-    s = design.de_fast_threshold(ens, lo, hi, args.tol, **kw)
     n_c1 = n_core - round(args.rate * args.base_n)
     print(f"core {n_core} n_c1 {n_c1} weak {n_weak} (weak-graph mean degree "
           f"{2 * n_weak / n_c1:.2f}) w2 {w2} kbar {kb}: DE threshold sigma {s:.4f} "
           f"beta {design.efficiency(ens.rate, s):.4f}-"
           f"{design.efficiency(ens.rate, s + args.tol):.4f}  "
           f"{ens.var_types} {ens.check_types} load {os.getloadavg()[0]:.1f}", flush=True)
-
-
-def bracket_all(args: argparse.Namespace, kw: dict) -> None:
-    """The threshold of every (core, weak, weak type-2 degree, kbar) of the grid."""
-    for n_core in args.core:
-        for n_weak in args.weak:
-            for w2 in args.weak_type2:
-                for kb in args.kbar:
-                    try:
-                        ens = design.girth_ensemble("w", args.base_n, args.rate, n_core,
-                                                    n_weak, w2, kb)
-                    except (ValueError, ZeroDivisionError):
-                        continue
-                    report(args, n_core, n_weak, w2, kb, ens, kw)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,29 +86,24 @@ def main(argv: list[str] | None = None) -> None:
     print_header("DE threshold against the weak count", environment())
     kw = {"max_iterations": args.max_iterations}
     s_test = sigma_at(args.rate, args.beta)
-    if args.bracket_all:
-        return bracket_all(args, kw)
     for n_core in args.core:
         for n_weak in args.weak:
-            scored = []
-            for w2 in args.weak_type2:
-                for kb in args.kbar:
-                    try:
-                        ens = design.girth_ensemble("w", args.base_n, args.rate, n_core, n_weak,
-                                                    w2, kb)
-                    except (ValueError, ZeroDivisionError):
-                        continue
-                    t0 = time.time()
-                    ok, it, err = design.de_fast_run(ens, s_test, **kw)
-                    print(f"  core {n_core} weak {n_weak} w2 {w2} kbar {kb}: "
-                          f"{'conv' if ok else 'fail'} {it} it err {err:.2e} "
-                          f"({time.time() - t0:.0f} s)", flush=True)
-                    scored.append(((not ok, it if ok else 0, err), w2, kb, ens))
-            if not scored:
+            points = grid(args, n_core, n_weak)
+            if args.bracket_all:
+                for w2, kb, ens in points:
+                    report(args, n_core, n_weak, w2, kb, ens, kw)
                 continue
-            scored.sort(key=lambda x: x[0])
-            _, w2, kb, ens = scored[0]
-            report(args, n_core, n_weak, w2, kb, ens, kw)
+            scored = []
+            for w2, kb, ens in points:
+                t0 = time.time()
+                ok, it, err = design.de_fast_run(ens, s_test, **kw)
+                print(f"  core {n_core} weak {n_weak} w2 {w2} kbar {kb}: "
+                      f"{'conv' if ok else 'fail'} {it} it err {err:.2e} "
+                      f"({time.time() - t0:.0f} s)", flush=True)
+                scored.append(((not ok, it if ok else 0, err), w2, kb, ens))
+            if scored:
+                _, w2, kb, ens = min(scored, key=lambda x: x[0])
+                report(args, n_core, n_weak, w2, kb, ens, kw)
 
 
 if __name__ == "__main__":
